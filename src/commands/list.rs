@@ -1,0 +1,54 @@
+//! `lifeboat list`: the backups on the server.
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::layout;
+use crate::progress::human_bytes;
+use crate::server;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListedBackup {
+    pub id: String,
+    pub date: String,
+    pub store: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub complete: bool,
+    pub bytes: u64,
+    pub path: String,
+}
+
+pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
+    let server = server::connect(&config.server).await?;
+    let runs = layout::list_runs(server.as_ref()).await?;
+    let listed: Vec<ListedBackup> = runs
+        .iter()
+        .map(|r| ListedBackup {
+            id: r.id.to_string(),
+            date: r.id.date.to_string(),
+            store: r.manifest.as_ref().map(|m| m.store.clone()).unwrap_or_else(|| r.folder.clone()),
+            kind: r.manifest.as_ref().map(|m| m.kind.clone()),
+            complete: r.complete(),
+            bytes: r.bytes,
+            path: r.path(),
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listed).expect("serialises"));
+    } else if listed.is_empty() {
+        eprintln!("no backups on {}", server.describe());
+    } else {
+        println!("{:<14} {:<10} {:<10} {:<12} {:>10}", "ID", "STORE", "TYPE", "COMPLETE", "SIZE");
+        for b in &listed {
+            println!(
+                "{:<14} {:<10} {:<10} {:<12} {:>10}",
+                b.id,
+                b.store,
+                b.kind.as_deref().unwrap_or("-"),
+                if b.complete { "yes" } else { "NO (partial)" },
+                human_bytes(b.bytes)
+            );
+        }
+    }
+    Ok(listed)
+}

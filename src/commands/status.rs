@@ -1,0 +1,95 @@
+//! `lifeboat status`: the newest complete backup of each configured store, and its age;
+//! with `--max-age`, a non-zero exit when any is older (or missing), for alerting.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::server;
+use crate::stores;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStatus {
+    pub store: String,
+    pub newest: Option<String>,
+    pub finished_at: Option<String>,
+    pub age_seconds: Option<u64>,
+    pub ok: bool,
+}
+
+/// Parses `30m`, `26h`, `2d`, `1w` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| Error::Usage(format!("--max-age `{text}`: expected e.g. 26h, 2d, 90m")))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 7 * 86400,
+        _ => return Err(Error::Usage(format!("--max-age `{text}`: unknown unit `{unit}` (use s, m, h, d or w)"))),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<Vec<StoreStatus>> {
+    let max_age = max_age.map(parse_duration).transpose()?;
+    let stores = stores::configured(config, &[])?;
+    let server = server::connect(&config.server).await?;
+    let runs = layout::list_runs(server.as_ref()).await?;
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for store in &stores {
+        let newest = runs.iter().filter(|r| r.folder == store.folder() && r.complete()).last();
+        let finished = newest
+            .and_then(|r| r.manifest.as_ref())
+            .and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());
+        let age = finished.map(|f| (now - f.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64);
+        let ok = match (max_age, age) {
+            (Some(max), Some(age)) => age <= max.as_secs(),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        out.push(StoreStatus {
+            store: store.name().to_string(),
+            newest: newest.map(|r| r.id.to_string()),
+            finished_at: finished.map(|f| f.to_rfc3339()),
+            age_seconds: age,
+            ok,
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+    } else {
+        for s in &out {
+            match (&s.newest, s.age_seconds) {
+                (Some(id), Some(age)) => println!("{}: newest complete backup {id}, {:.1} h old{}", s.store, age as f64 / 3600.0, if s.ok { "" } else { " (TOO OLD)" }),
+                _ => println!("{}: no complete backup{}", s.store, if s.ok { "" } else { " (ALERT)" }),
+            }
+        }
+    }
+    let stale: Vec<&str> = out.iter().filter(|s| !s.ok).map(|s| s.store.as_str()).collect();
+    if !stale.is_empty() {
+        return Err(Error::Stale(format!(
+            "no recent enough complete backup for: {}; check the backup jobs' logs",
+            stale.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        for (text, secs) in [("90", 90), ("30m", 1800), ("26h", 93600), ("2d", 172800), ("1w", 604800)] {
+            assert_eq!(parse_duration(text).unwrap().as_secs(), secs, "{text}");
+        }
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

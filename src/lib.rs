@@ -1,0 +1,17 @@
+//! Lifeboat: streaming, encrypted, verified backups of PostgreSQL, MongoDB, MinIO and InfluxDB
+//! to a backup server over SSH (or a local folder), and restores that prove themselves.
+//!
+//! The binary (`main.rs`) only parses the command line and maps errors to exit codes; everything
+//! else lives here so that tests drive the same code.
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod manifest;
+pub mod pipeline;
+pub mod progress;
+pub mod server;
+pub mod stores;
+
+pub use error::{Error, Result};

@@ -1,0 +1,123 @@
+//! The `lifeboat` command line: parse, run one command, map the outcome to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lifeboat::commands;
+use lifeboat::config::Config;
+use lifeboat::error::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about = "Streaming, encrypted, verified backups and restores of PostgreSQL, MongoDB, MinIO and InfluxDB")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", default_value = "lifeboat.yaml")]
+    config: PathBuf,
+    /// Print results as JSON (list, status, verify).
+    #[arg(long, global = true)]
+    json: bool,
+    /// More detail in the logs (-v: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the enabled backups now (all, or the named stores).
+    Backup {
+        #[arg(long = "store")]
+        stores: Vec<String>,
+    },
+    /// Restore the newest complete backup (or --from ID) onto the target, replacing its data.
+    Restore {
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        /// Backup id to restore (YYYY-MM-DD or YYYY-MM-DD_N, see `list`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Do not ask for confirmation (required when not on a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List the backups on the server.
+    List,
+    /// Check stored files against their manifests; --deep also decrypts and decompresses.
+    Verify {
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Newest complete backup per store; non-zero exit when older than --max-age.
+    Status {
+        /// e.g. 26h, 2d.
+        #[arg(long)]
+        max_age: Option<String>,
+    },
+    /// Print a new age identity (stdout) and its public recipient (stderr).
+    Keygen,
+}
+
+fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
+    let default = if verbose > 0 { "lifeboat=debug,info" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Keygen = cli.command {
+        commands::keygen::run();
+        return Ok(());
+    }
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Backup { stores } => commands::backup::run(&config, &stores).await.map(|_| ()),
+        Command::Restore { stores, from, yes } => commands::restore::run(
+            &config,
+            commands::restore::RestoreOptions { only: &stores, from: from.as_deref(), yes },
+        )
+        .await
+        .map(|_| ()),
+        Command::List => commands::list::run(&config, cli.json).await.map(|_| ()),
+        Command::Verify { from, deep } => commands::verify::run(&config, from.as_deref(), deep, cli.json).await.map(|_| ()),
+        Command::Status { max_age } => commands::status::run(&config, max_age.as_deref(), cli.json).await.map(|_| ()),
+        Command::Keygen => unreachable!("handled above"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(e),
+    }
+}
+
+fn report(e: Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(e.exit_code() as u8)
+}

@@ -1,0 +1,114 @@
+//! `file:///path`: a local folder or an NFS mount as the backup server.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{BackupServer, DirEntry};
+use crate::error::{Error, Result};
+
+pub struct LocalServer {
+    root: PathBuf,
+}
+
+impl LocalServer {
+    pub fn open(path: &str) -> Result<LocalServer> {
+        let root = PathBuf::from(path);
+        if !root.is_absolute() {
+            return Err(Error::Usage(format!("server.url file://{path} must name an absolute path (file:///...)")));
+        }
+        std::fs::create_dir_all(&root).map_err(|e| Error::Server {
+            server: format!("file://{path}"),
+            message: format!("cannot create the backup folder: {e}; check the mount and permissions"),
+        })?;
+        Ok(LocalServer { root })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        let rel = rel.trim_start_matches('/');
+        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
+    }
+
+    fn fail(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
+        self.error(format!("{what} {}: {e}", path.display()))
+    }
+}
+
+#[async_trait]
+impl BackupServer for LocalServer {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn create_dir(&self, path: &str) -> Result<bool> {
+        let p = self.path(path);
+        match tokio::fs::create_dir(&p).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.fail("cannot create folder", &p, e)),
+        }
+    }
+
+    async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
+        let p = self.path(path);
+        let file = tokio::fs::File::create(&p).await.map_err(|e| self.fail("cannot create", &p, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn open(&self, path: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+        let p = self.path(path);
+        let file = tokio::fs::File::open(&p).await.map_err(|e| self.fail("cannot open", &p, e))?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, file)))
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let p = self.path(path);
+        let mut dir = match tokio::fs::read_dir(&p).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail("cannot list", &p, e)),
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = dir.next_entry().await.map_err(|e| self.fail("cannot list", &p, e))? {
+            let meta = entry.metadata().await.map_err(|e| self.fail("cannot stat", &entry.path(), e))?;
+            out.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_dir: meta.is_dir(),
+                size: meta.len(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool> {
+        Ok(tokio::fs::try_exists(self.path(path)).await.unwrap_or(false))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (self.path(from), self.path(to));
+        // Make the content durable before it becomes visible under its final name.
+        if let Ok(file) = std::fs::File::open(&f) {
+            file.sync_all().map_err(|e| self.fail("cannot sync", &f, e))?;
+        }
+        tokio::fs::rename(&f, &t).await.map_err(|e| self.fail("cannot rename", &f, e))?;
+        // Make the rename itself durable.
+        if let Some(parent) = t.parent() {
+            if let Ok(dir) = std::fs::File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_file(&self, path: &str) -> Result<()> {
+        let p = self.path(path);
+        tokio::fs::remove_file(&p).await.map_err(|e| self.fail("cannot remove", &p, e))
+    }
+
+    async fn remove_empty_dir(&self, path: &str) -> Result<()> {
+        let p = self.path(path);
+        tokio::fs::remove_dir(&p).await.map_err(|e| self.fail("cannot remove folder", &p, e))
+    }
+}

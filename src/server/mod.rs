@@ -1,0 +1,121 @@
+//! The backup server: where stored files go. One small trait, two implementations: `ssh://` over
+//! SFTP with host key verification ([`ssh::SshServer`]) and `file://` for a local or NFS folder
+//! ([`local::LocalServer`]). Paths are relative to the server's root, with `/` separators.
+
+pub mod local;
+pub mod ssh;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait BackupServer: Send + Sync {
+    /// A short description for messages, e.g. `ssh://backup@host:22/path`.
+    fn describe(&self) -> String;
+
+    /// Creates one directory (parents must exist). Returns false if it already existed, which
+    /// makes it usable as an atomic claim of a run folder.
+    async fn create_dir(&self, path: &str) -> Result<bool>;
+
+    /// Opens a new file for writing, replacing any file of that name.
+    async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>>;
+
+    /// Opens a file for reading.
+    async fn open(&self, path: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>>;
+
+    /// Lists a directory; a missing directory lists as empty.
+    async fn list(&self, path: &str) -> Result<Vec<DirEntry>>;
+
+    /// Whether a file or directory exists.
+    async fn exists(&self, path: &str) -> Result<bool>;
+
+    /// Renames a file, replacing the target: how a finished upload becomes visible.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    async fn remove_file(&self, path: &str) -> Result<()>;
+
+    async fn remove_empty_dir(&self, path: &str) -> Result<()>;
+
+    /// Removes a directory and everything under it.
+    async fn remove_dir_all(&self, path: &str) -> Result<()> {
+        for entry in self.list(path).await? {
+            let child = join(path, &entry.name);
+            if entry.is_dir {
+                Box::pin(self.remove_dir_all(&child)).await?;
+            } else {
+                self.remove_file(&child).await?;
+            }
+        }
+        self.remove_empty_dir(path).await
+    }
+
+    /// Creates every missing directory along `path`.
+    async fn create_dir_all(&self, path: &str) -> Result<()> {
+        let mut current = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            current = join(&current, part);
+            if !self.exists(&current).await? {
+                self.create_dir(&current).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a whole small file (manifests).
+    async fn read_small(&self, path: &str) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = self.open(path).await?;
+        let mut buf = Vec::new();
+        reader
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| self.error(format!("reading {path}: {e}")))?;
+        Ok(buf)
+    }
+
+    /// Writes a small file atomically: to `path.partial`, then renamed.
+    async fn write_small(&self, path: &str, data: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let partial = format!("{path}.partial");
+        let mut w = self.create(&partial).await?;
+        w.write_all(data).await.map_err(|e| self.error(format!("writing {partial}: {e}")))?;
+        w.shutdown().await.map_err(|e| self.error(format!("writing {partial}: {e}")))?;
+        drop(w);
+        self.rename(&partial, path).await
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::Server { server: self.describe(), message }
+    }
+}
+
+/// Joins two relative server paths.
+pub fn join(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else {
+        format!("{}/{}", a.trim_end_matches('/'), b)
+    }
+}
+
+/// Connects to the server the configuration names.
+pub async fn connect(config: &ServerConfig) -> Result<Box<dyn BackupServer>> {
+    let url = &config.url;
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(Box::new(local::LocalServer::open(path)?));
+    }
+    if url.starts_with("ssh://") {
+        return Ok(Box::new(ssh::SshServer::connect(config).await?));
+    }
+    Err(Error::Usage(format!("server.url `{url}` must start with ssh:// or file://")))
+}

@@ -1,0 +1,286 @@
+//! `ssh://user@host:port/path`: a plain OpenSSH server, spoken to over SFTP.
+//!
+//! The transport is the system's OpenSSH client (`ssh -s sftp`), run with no user configuration,
+//! the configured key only, and `StrictHostKeyChecking=yes` against the configured known_hosts:
+//! an unknown or changed host key is refused. OpenSSH's client is the most widely audited SSH
+//! implementation and is present wherever backups are taken; the SFTP protocol on top is spoken
+//! by `openssh-sftp-client`, which pipelines writes for throughput.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openssh_sftp_client::file::TokioCompatFile;
+use openssh_sftp_client::{Sftp, SftpOptions};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite};
+use tokio::process::{Child, Command};
+
+use super::{BackupServer, DirEntry};
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+
+pub struct SshServer {
+    sftp: Sftp,
+    root: PathBuf,
+    describe: String,
+    _child: Child,
+    // Keeps the private copy of the key alive as long as the connection.
+    _key_dir: tempfile::TempDir,
+}
+
+/// Why ssh gave up, read from its stderr.
+fn classify(stderr: &str, host: &str, known_hosts: &str) -> String {
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || stderr.contains("Host key for") && stderr.contains("has changed") {
+        format!(
+            "the host key of {host} has CHANGED and does not match {known_hosts}: refusing to connect; \
+             check the server (it may be replaced or attacked), then update known_hosts_file"
+        )
+    } else if stderr.contains("host key is known") || stderr.contains("Host key verification failed") {
+        format!(
+            "the host key of {host} is not in {known_hosts} (or does not match it): refusing to connect; \
+             add it with `ssh-keyscan` after checking its fingerprint out of band"
+        )
+    } else if stderr.contains("Permission denied") {
+        format!("{host} refused the SSH key: check ssh_key_file and the server's authorized_keys")
+    } else if stderr.contains("Connection refused")
+        || stderr.contains("timed out")
+        || stderr.contains("No route to host")
+        || stderr.contains("Could not resolve")
+        || stderr.contains("Connection closed")
+        || stderr.contains("Network is unreachable")
+    {
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        format!("cannot reach {host} ({first}): check that the server is up and the address is right")
+    } else {
+        let text: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        format!("ssh to {host} failed: {}", if text.is_empty() { "no message from ssh".to_string() } else { text.join(" / ") })
+    }
+}
+
+impl SshServer {
+    pub async fn connect(config: &ServerConfig) -> Result<SshServer> {
+        let bad_url = |why: &str| Error::Usage(format!("server.url `{}`: {why}; expected ssh://user@host:port/path", config.url));
+        let url = url::Url::parse(&config.url).map_err(|e| bad_url(&e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| bad_url("no host"))?.to_string();
+        let port = url.port().unwrap_or(22);
+        let user = url.username().to_string();
+        if user.is_empty() {
+            return Err(bad_url("no user"));
+        }
+        if url.password().is_some() {
+            return Err(bad_url("passwords are not accepted; use ssh_key_file"));
+        }
+        let root = PathBuf::from(url.path());
+        if !root.is_absolute() || root.as_os_str() == "/" {
+            return Err(bad_url("the path must be an absolute folder other than /"));
+        }
+        let describe = format!("ssh://{user}@{host}:{port}{}", root.display());
+        let key_file = config.ssh_key_file.clone().ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
+        let known_hosts = config
+            .known_hosts_file
+            .clone()
+            .ok_or_else(|| Error::Usage("server.known_hosts_file is required".into()))?;
+        if !known_hosts.is_file() {
+            return Err(Error::SecretFile {
+                what: "known_hosts",
+                path: known_hosts,
+                reason: "it does not exist; host keys are always checked".into(),
+            });
+        }
+
+        // ssh refuses keys readable by others, and Kubernetes mounts secrets 0644: use a private copy.
+        let key_dir = tempfile::Builder::new().prefix("lifeboat-ssh-").tempdir().map_err(|e| Error::io("creating a temp folder", e))?;
+        let key_copy = key_dir.path().join("key");
+        let key_bytes = std::fs::read(&key_file)
+            .map_err(|e| Error::SecretFile { what: "ssh key", path: key_file.clone(), reason: e.to_string() })?;
+        std::fs::write(&key_copy, &key_bytes).map_err(|e| Error::io("writing the private key copy", e))?;
+        std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("securing the private key copy", e))?;
+
+        let mut child = Command::new("ssh")
+            .arg("-F")
+            .arg("none")
+            .arg("-i")
+            .arg(&key_copy)
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "PasswordAuthentication=no"])
+            .args(["-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"])
+            .args(["-o", "Compression=no", "-o", "LogLevel=ERROR"])
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-l")
+            .arg(&user)
+            .args(["-s", &host, "sftp"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Server {
+                server: describe.clone(),
+                message: format!("cannot run the ssh client ({e}): install openssh-client"),
+            })?;
+
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let collected = stderr_text.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = collected.lock().unwrap();
+                if text.len() < 16 * 1024 {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+        });
+
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let opened = tokio::time::timeout(Duration::from_secs(60), Sftp::new(stdin, stdout, SftpOptions::default())).await;
+        let known = known_hosts.display().to_string();
+        let sftp = match opened {
+            Ok(Ok(sftp)) => sftp,
+            other => {
+                // Let ssh finish writing why it stopped.
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let text = stderr_text.lock().unwrap().clone();
+                let message = match other {
+                    Err(_) => format!("no SFTP answer from {host}:{port} within 60 s: check the server"),
+                    _ => classify(&text, &format!("{host}:{port}"), &known),
+                };
+                return Err(Error::Server { server: describe, message });
+            }
+        };
+
+        let server = SshServer { sftp, root, describe, _child: child, _key_dir: key_dir };
+        server.create_root().await?;
+        Ok(server)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        let rel = rel.trim_start_matches('/');
+        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
+    }
+
+    fn fail(&self, what: &str, rel: &str, e: impl std::fmt::Display) -> Error {
+        self.error(format!("{what} {}: {e}", self.path(rel).display()))
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        let mut fs = self.sftp.fs();
+        if fs.metadata(&self.root).await.is_ok() {
+            return Ok(());
+        }
+        let mut current = PathBuf::from("/");
+        for part in self.root.components().skip(1) {
+            current.push(part);
+            if fs.metadata(&current).await.is_err() {
+                fs.create_dir(&current).await.map_err(|e| {
+                    self.error(format!("cannot create the backup folder {}: {e}; check permissions on the server", current.display()))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackupServer for SshServer {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn create_dir(&self, path: &str) -> Result<bool> {
+        let mut fs = self.sftp.fs();
+        match fs.create_dir(self.path(path)).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // SFTP v3 has no "already exists" status: look before deciding.
+                if fs.metadata(self.path(path)).await.is_ok() {
+                    Ok(false)
+                } else {
+                    Err(self.fail("cannot create folder", path, e))
+                }
+            }
+        }
+    }
+
+    async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
+        let file = self
+            .sftp
+            .options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.path(path))
+            .await
+            .map_err(|e| self.fail("cannot create", path, e))?;
+        Ok(Box::new(Box::pin(TokioCompatFile::new(file))))
+    }
+
+    async fn open(&self, path: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+        let file = self.sftp.open(self.path(path)).await.map_err(|e| self.fail("cannot open", path, e))?;
+        Ok(Box::new(Box::pin(TokioCompatFile::new(file))))
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        use futures::StreamExt;
+        let mut fs = self.sftp.fs();
+        let dir = match fs.open_dir(self.path(path)).await {
+            Ok(d) => d,
+            Err(e) => {
+                if fs.metadata(self.path(path)).await.is_err() {
+                    return Ok(Vec::new());
+                }
+                return Err(self.fail("cannot list", path, e));
+            }
+        };
+        let mut entries = Vec::new();
+        let stream = dir.read_dir();
+        futures::pin_mut!(stream);
+        while let Some(entry) = stream.next().await {
+            let entry = entry.map_err(|e| self.fail("cannot list", path, e))?;
+            let name = entry.filename().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let meta = entry.metadata();
+            entries.push(DirEntry {
+                name,
+                is_dir: entry.file_type().map(|t| t.is_dir()).unwrap_or(false),
+                size: meta.len().unwrap_or(0),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool> {
+        Ok(self.sftp.fs().metadata(self.path(path)).await.is_ok())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let mut fs = self.sftp.fs();
+        // Plain SFTP rename refuses to replace; remove a stale target first (only .partial
+        // names are ever renamed over, never a finished file's content).
+        if fs.metadata(self.path(to)).await.is_ok() {
+            fs.remove_file(self.path(to)).await.map_err(|e| self.fail("cannot replace", to, e))?;
+        }
+        fs.rename(self.path(from), self.path(to)).await.map_err(|e| self.fail("cannot rename", from, e))
+    }
+
+    async fn remove_file(&self, path: &str) -> Result<()> {
+        self.sftp.fs().remove_file(self.path(path)).await.map_err(|e| self.fail("cannot remove", path, e))
+    }
+
+    async fn remove_empty_dir(&self, path: &str) -> Result<()> {
+        self.sftp.fs().remove_dir(self.path(path)).await.map_err(|e| self.fail("cannot remove folder", path, e))
+    }
+}

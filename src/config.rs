@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::stores::influxdb::InfluxConfig;
+pub use crate::stores::minio::MinioConfig;
+pub use crate::stores::mongodb::MongoConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,7 +160,7 @@ pub enum Schedule {
     PerKind(BTreeMap<String, String>),
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -185,60 +188,6 @@ pub struct PostgresConfig {
 
 fn one() -> u32 {
     1
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MongoConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
-    pub url: String,
-    pub password_file: Option<PathBuf>,
-    #[serde(default)]
-    pub databases: Vec<String>,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InfluxConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
-    /// The RPC (backup) address, `host:8088`.
-    pub host: String,
-    /// The HTTP API, used to count series and points (default: same host, port 8086).
-    pub http_url: Option<String>,
-    #[serde(default)]
-    pub databases: Vec<String>,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MinioConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
-    pub endpoint: String,
-    pub access_key_file: PathBuf,
-    pub secret_key_file: PathBuf,
-    #[serde(default)]
-    pub buckets: Vec<String>,
-    #[serde(default = "default_region")]
-    pub region: String,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
-}
-
-fn default_region() -> String {
-    "us-east-1".into()
 }
 
 /// A path to a file holding a secret. The secret is read only when needed and never printed.

@@ -63,7 +63,7 @@ enum Command {
 
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
-    let default = if verbose > 0 { "lifeboat=debug,info" } else { "info" };
+    let default = if verbose > 0 { "lifeboat=debug,info,tokio_postgres=warn" } else { "info,tokio_postgres=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

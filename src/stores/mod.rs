@@ -2,6 +2,9 @@
 //! target, and how to restore and re-count; none knows how bytes are compressed, encrypted or
 //! stored. The list of stores lives in [`configured`]: a new datastore is one module and one line.
 
+pub mod influxdb;
+pub mod minio;
+pub mod mongodb;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -115,16 +118,14 @@ pub fn configured(config: &Config, only: &[String]) -> Result<Vec<Box<dyn Store>
     if let Some(pg) = s.postgres.as_ref().filter(|c| c.enabled && wanted("postgres")) {
         stores.push(Box::new(postgres::Postgres::new(pg.clone(), config)?));
     }
-    for (name, enabled) in [
-        ("mongodb", s.mongodb.as_ref().is_some_and(|c| c.enabled)),
-        ("influxdb", s.influxdb.as_ref().is_some_and(|c| c.enabled)),
-        ("minio", s.minio.as_ref().is_some_and(|c| c.enabled)),
-    ] {
-        if enabled && wanted(name) {
-            return Err(Error::Usage(format!(
-                "stores.{name} is enabled but this version of Lifeboat cannot back it up yet; set enabled: false"
-            )));
-        }
+    if let Some(c) = s.mongodb.as_ref().filter(|c| c.enabled && wanted("mongodb")) {
+        stores.push(Box::new(mongodb::MongoDb::new(c.clone(), config)?));
+    }
+    if let Some(c) = s.influxdb.as_ref().filter(|c| c.enabled && wanted("influxdb")) {
+        stores.push(Box::new(influxdb::InfluxDb::new(c.clone(), config)?));
+    }
+    if let Some(c) = s.minio.as_ref().filter(|c| c.enabled && wanted("minio")) {
+        stores.push(Box::new(minio::Minio::new(c.clone(), config)?));
     }
     for name in only {
         if !stores.iter().any(|st| st.name() == name) {

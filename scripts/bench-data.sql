@@ -24,7 +24,8 @@ CREATE TABLE bench_meta (
   events       bigint NOT NULL,
   attachments  bigint NOT NULL,
   generated_at timestamptz NOT NULL DEFAULT now(),
-  seconds      numeric
+  seconds      numeric,
+  sql_md5      text          -- md5 of this file, set by scripts/bench: a changed file regenerates
 );
 
 CREATE TABLE person (
@@ -71,7 +72,7 @@ CREATE SCHEMA bench_gen;
 -- Rows per MB of scale (see the calibration note above).
 CREATE FUNCTION bench_gen.counts(scale_mb integer, OUT persons bigint, OUT events bigint, OUT attachments bigint)
 LANGUAGE sql IMMUTABLE AS $$
-  SELECT (scale_mb * 560)::bigint, (scale_mb * 215)::bigint, (scale_mb * 56)::bigint
+  SELECT (scale_mb * 600)::bigint, (scale_mb * 230)::bigint, (scale_mb * 60)::bigint
 $$;
 
 -- Fill the rows whose id falls in slice `part` of `parts` (ids 1..n split in contiguous ranges).

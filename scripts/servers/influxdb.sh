@@ -9,18 +9,28 @@
 # - `influxd backup -portable -host H:P [-db DB] [-rp RP] DIR` works; without -db it backs up all
 #   databases. -start/-end/-since exist too.
 # - `influxd restore -portable -host H:P -db DB [-newdb NEW] [-rp RP [-newrp NEW]] DIR` works.
-#   Restoring into a database that already exists fails ("database may already exist"): DROP it
-#   first, or use -newdb. Without -db, -portable restores every database in the backup.
-# - -portable backups are directories of *.manifest, *.meta and *.tar.gz shard files (one
-#   .tar.gz per shard); a legacy (non-portable) backup cannot be restored with -portable.
-# - The legacy restore mode (no -portable) needs the server stopped and writes to the data dir
-#   directly; only use -portable against a running server.
-# - The `influx` CLI is in the same package; `influx -host 127.0.0.1 -port 58086`.
+#   Restoring into a database that already exists fails, exit 1, "DB metadata not changed.
+#   database may already exist": DROP it first, or use -newdb. A -db that is not in the backup
+#   gives the same misleading message. Without -db, -portable restores every database in it.
+# - `backup -db NOSUCH` exits 1 with only "backup failed: EOF", after writing a .manifest and a
+#   .meta into DIR: check that the database exists first, and remove DIR on failure.
+# - Against a server that is down, `influxd backup` does not fail fast: it retries "Download shard
+#   0 failed ... connection refused" with growing waits (>20 s seen, 7 tries and counting). Check
+#   /ping first and/or put a timeout on it.
+# - -host must be the RPC port (58088); the HTTP port gives "invalid metadata received".
+# - DDL (CREATE/DROP DATABASE, CREATE RETENTION POLICY) must be POSTed to /query; a GET still
+#   works in 1.6 but answers with a deprecation warning.
+# - Each probe of the RPC port that sends nothing logs "tcp.Mux: cannot read header byte: EOF";
+#   harmless (start probes it once).
+# - A -portable backup is a directory: <ts>.manifest, <ts>.meta and one <ts>.sN.tar.gz per shard.
+#   The legacy mode (no -portable) works on the data dir of a stopped server; don't use it here.
+# - The `influx` CLI is Debian's influxdb-client package: `influx -host 127.0.0.1 -port 58086`.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=influxdb
 HTTP_PORT=58086
 RPC_PORT=58088
+PORT=$HTTP_PORT
 DIR=$STATE/$NAME
 PIDFILE=$STATE/$NAME.pid
 LOG=$STATE/$NAME.log
@@ -71,12 +81,27 @@ EOF
 }
 
 ping_ok() { curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/ping" 2>/dev/null; }
+rpc_open() { (exec 3<>"/dev/tcp/127.0.0.1/$RPC_PORT") 2>/dev/null; }
+
+# wait_up CHECK...: wait up to 60 s until CHECK succeeds; fail early (log tail, exit 1) when the
+# process from the pid file has exited.
+wait_up() {
+  local pid; pid=$(cat "$PIDFILE")
+  for _ in $(seq 1 120); do
+    if "$@"; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$PIDFILE"
+      echo "$NAME exited while starting; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  echo "$NAME did not answer on 127.0.0.1:$PORT within 60 s; last lines of $LOG:" >&2
+  tail -n 20 "$LOG" >&2; exit 1
+}
 
 case "${1:-}" in
   install)
-    command -v influxd >/dev/null 2>&1 || apt_install influxdb
-    command -v influx >/dev/null 2>&1 || apt_install influxdb-client
-    command -v curl >/dev/null 2>&1 || apt_install curl
+    apt_install influxdb influxdb-client curl
     ;;
   start)
     if alive "$PIDFILE" && ping_ok; then exit 0; fi
@@ -85,10 +110,8 @@ case "${1:-}" in
       setsid influxd run -config "$CONF" >>"$LOG" 2>&1 </dev/null &
       echo $! >"$PIDFILE"
     fi
-    wait_port "$HTTP_PORT" "$NAME" "$LOG"
-    wait_port "$RPC_PORT" "$NAME" "$LOG"
-    for _ in $(seq 1 60); do ping_ok && exit 0; sleep 0.5; done
-    echo "$NAME: /ping does not answer; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; exit 1
+    wait_up ping_ok
+    wait_up rpc_open
     ;;
   stop)
     stop_pid "$PIDFILE" "$NAME"

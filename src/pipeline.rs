@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight between encoder and upload: bounds memory to about CHUNK * (DEPTH + 2).
 const DEPTH: usize = 4;
+/// zstd multi-threaded job size (zstd's minimum is 512 KiB).
+const JOB_SIZE: u32 = 1 << 20;
 
 /// How backups are encrypted: to age X25519 recipients, or with a passphrase.
 pub enum EncryptKey {
@@ -212,6 +214,9 @@ pub async fn encode_stream(
         let mut zstd = zstd::stream::write::Encoder::new(age_writer, level)?;
         if threads > 1 {
             zstd.multithread(threads)?;
+            // Small jobs keep the workers' buffers (and so peak memory) small; at zstd's
+            // default (4 × window) each job holds several MiB per worker.
+            zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
         }
         let mut busy = Duration::ZERO;
         while let Some(chunk) = raw_rx.blocking_recv() {
@@ -273,6 +278,16 @@ pub async fn encode_stream(
     let raw_size = read_res.map_err(|e| Error::io("reading the dump stream", e))?;
     let (size, sha256, encode_time) = enc.map_err(|e| Error::io("compressing and encrypting", e))?;
     Ok(EncodedFile { raw_size, size, sha256, encode_time, elapsed: started.elapsed() })
+}
+
+/// Grows a pipe's kernel buffer (64 KiB by default) so a dump tool writing into it is woken, and
+/// wakes us, far less often. Best effort: an unprivileged process may be capped lower.
+pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
+    const PIPE_SIZE: libc::c_int = 1 << 20;
+    // SAFETY: fcntl on a file descriptor we own, with an integer argument; failure is harmless.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
 }
 
 /// Copies `source` to `dest` while computing its SHA-256 and size.

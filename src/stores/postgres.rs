@@ -228,6 +228,7 @@ impl Postgres {
             .map_err(|e| err(format!("cannot run pg_dump ({e}): install the PostgreSQL client tools or set stores.postgres.bin_dir")))?;
         let stderr = collect_stderr(child.stderr.take().expect("piped"));
         let stdout = child.stdout.take().expect("piped");
+        crate::pipeline::widen_pipe(&stdout);
         let put = sink.put(&dump_file_name(db), Box::new(stdout)).await;
         if put.is_err() {
             let _ = child.kill().await;

@@ -1,0 +1,90 @@
+//! The same contract test for both backup-server implementations: SFTP to a real sshd, and a
+//! local folder.
+
+mod common;
+
+use common::*;
+use lifeboat::config::ServerConfig;
+use lifeboat::server::{self, BackupServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
+    match transport {
+        "ssh" => {
+            ensure_server("sshd");
+            let s = state().join("sshd");
+            ServerConfig {
+                url: format!("ssh://root@127.0.0.1:{SSH_PORT}{}", path.display()),
+                ssh_key_file: Some(s.join("client_key")),
+                known_hosts_file: Some(s.join("known_hosts")),
+            }
+        }
+        _ => ServerConfig { url: format!("file://{}", path.display()), ssh_key_file: None, known_hosts_file: None },
+    }
+}
+
+async fn write(server: &dyn BackupServer, path: &str, data: &[u8]) {
+    let mut w = server.create(path).await.unwrap();
+    w.write_all(data).await.unwrap();
+    w.shutdown().await.unwrap();
+}
+
+async fn read(server: &dyn BackupServer, path: &str) -> Vec<u8> {
+    let mut r = server.open(path).await.unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+async fn contract(transport: &str) {
+    let root = std::path::PathBuf::from("/var/tmp/lifeboat-test/servers").join(format!("contract-{transport}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // The root folder (and its parents) is created on connect.
+    let server = server::connect(&config(transport, &root.join("nested/root"))).await.unwrap();
+    let s = server.as_ref();
+    assert!(root.join("nested/root").is_dir());
+
+    // A missing folder lists as empty; create_dir is an atomic claim.
+    assert!(s.list("nothing-here").await.unwrap().is_empty());
+    assert!(s.create_dir("day").await.unwrap());
+    assert!(!s.create_dir("day").await.unwrap(), "a second claim of the same folder fails");
+    s.create_dir_all("day/store/deep").await.unwrap();
+
+    // Write, read back byte for byte (larger than one SFTP packet), list with sizes.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    write(s, "day/store/big.bin.partial", &big).await;
+    assert_eq!(read(s, "day/store/big.bin.partial").await, big);
+    s.rename("day/store/big.bin.partial", "day/store/big.bin").await.unwrap();
+    assert!(!s.exists("day/store/big.bin.partial").await.unwrap());
+    let listed = s.list("day/store").await.unwrap();
+    let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size })).collect();
+    assert_eq!(names, vec![("big.bin", false, 3_000_000), ("deep", true, 0)]);
+
+    // Small files replace atomically, even when the target exists.
+    s.write_small("day/store/manifest.json", b"one").await.unwrap();
+    s.write_small("day/store/manifest.json", b"two").await.unwrap();
+    assert_eq!(s.read_small("day/store/manifest.json").await.unwrap(), b"two");
+    assert!(!s.exists("day/store/manifest.json.partial").await.unwrap());
+
+    // Opening a missing file is an error naming the server.
+    let missing = match s.open("day/store/missing").await {
+        Ok(_) => panic!("opening a missing file must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(missing.contains("missing") && missing.contains(&s.describe()), "{missing}");
+
+    s.remove_dir_all("day").await.unwrap();
+    assert!(!s.exists("day").await.unwrap());
+    assert!(!root.join("nested/root/day").exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_server_meets_the_contract() {
+    contract("ssh").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_folder_meets_the_contract() {
+    contract("file").await;
+}

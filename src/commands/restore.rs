@@ -1,6 +1,6 @@
 //! `lifeboat restore`: bring the newest complete backup (or `--from ID`) onto the target.
 //!
-//! Order matters: every file of the run is downloaded into a private folder, its size and
+//! Order matters: every file of every store's run is downloaded into a private folder, its size and
 //! SHA-256 checked against the manifest, and its age header opened with the configured key,
 //! before the store is allowed to touch the target. After the restore, the counts recorded at
 //! backup time are compared with what the target now holds; any difference fails the restore.
@@ -56,10 +56,12 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
         confirm(&stores.iter().map(|s| s.name().to_string()).collect::<Vec<_>>())?;
     }
     let server = server::connect(&config.server).await?;
-    let mut key = Some(key);
-    let mut outcomes = Vec::new();
+    let key = Arc::new(key);
+
+    // Phase 1, for every store: find the run, check it and the target, download and verify it.
+    // No target is touched until the whole backup of every store is here and verified.
+    let mut prepared = Vec::new();
     for store in &stores {
-        let started = Instant::now();
         let run = layout::find_complete_run(server.as_ref(), &store.folder(), opts.from).await?;
         let manifest = run.manifest.clone().expect("complete runs have a manifest");
         if manifest.store != store.name() {
@@ -75,12 +77,18 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
             )));
         }
         store.check_target().await?;
-        tracing::info!("{}: restoring backup {} from {}", store.name(), run.id, server.describe());
-
+        tracing::info!("{}: downloading and verifying backup {} from {}", store.name(), run.id, server.describe());
+        let started = Instant::now();
         let work = work_dir(config)?;
-        let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.take().expect("one key per store loop") };
-        download_verified(server.as_ref(), &run, &manifest, work.path(), &files.key).await?;
+        download_verified(server.as_ref(), &run, &manifest, work.path(), &key).await?;
+        prepared.push((store, run, manifest, work, started));
+    }
 
+    // Phase 2: replace each target's data, then prove it with the recorded counts.
+    let mut outcomes = Vec::new();
+    for (store, run, manifest, work, started) in prepared {
+        tracing::info!("{}: restoring backup {}", store.name(), run.id);
+        let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.clone() };
         let found = store.restore(&manifest, &files).await?;
         let problems = compare_counts(&manifest.counts, &found);
         if !problems.is_empty() {
@@ -104,7 +112,7 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
         let raw: u64 = manifest.files.iter().map(|f| f.raw_size).sum();
         eprintln!("{}", summary(store.name(), "restore", &outcome.id, raw, outcome.stored_bytes, started.elapsed()));
         outcomes.push(outcome);
-        key = Some(files.key);
+        drop(work);
     }
     Ok(outcomes)
 }

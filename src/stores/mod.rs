@@ -69,7 +69,7 @@ impl BackupSink<'_> {
 /// A restore's verified local copies of the stored files.
 pub struct RestoreFiles {
     pub dir: PathBuf,
-    pub key: DecryptKey,
+    pub key: Arc<DecryptKey>,
 }
 
 impl RestoreFiles {

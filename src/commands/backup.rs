@@ -79,6 +79,8 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &dyn St
             if let Err(cleanup) = server.remove_dir_all(&run_path).await {
                 tracing::warn!("could not remove the failed run {run_path}: {cleanup}");
             }
+            // The date folder goes too if this run was its only content (fails harmlessly otherwise).
+            let _ = server.remove_empty_dir(&id.to_string()).await;
             return Err(e);
         }
     };

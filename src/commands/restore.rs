@@ -101,8 +101,13 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
                 ),
             });
         }
-        let total: u64 = manifest.counts.values().flat_map(|m| m.values()).sum();
-        tracing::info!("{}: verified {} {} across {} scope(s)", store.name(), total, manifest.count_unit, manifest.counts.len());
+        // A total is meaningful for one unit (rows, documents), not for mixed ones (objects/bytes).
+        let what = if manifest.count_unit.contains('/') {
+            format!("{} counts ({})", manifest.counts.values().map(|m| m.len()).sum::<usize>(), manifest.count_unit)
+        } else {
+            format!("{} {}", manifest.counts.values().flat_map(|m| m.values()).sum::<u64>(), manifest.count_unit)
+        };
+        tracing::info!("{}: verified {what} across {} scope(s): all match the backup", store.name(), manifest.counts.len());
         let outcome = RestoreOutcome {
             store: store.name().to_string(),
             id: run.id.to_string(),

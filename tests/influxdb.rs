@@ -1,0 +1,626 @@
+//! InfluxDB 1.x backups and restores, end to end against Debian's influxd 1.6.7 (started by
+//! scripts/servers/influxdb.sh) and a real sshd. Each test uses its own databases.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const HTTP: &str = "http://127.0.0.1:58086";
+const RPC: &str = "127.0.0.1:58088";
+
+/// Runs one InfluxQL statement through the HTTP API and returns the JSON answer.
+fn influx_at(http: &str, db: Option<&str>, q: &str) -> serde_json::Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-XPOST", &format!("{http}/query"), "--data-urlencode", &format!("q={q}"), "--data-urlencode", "epoch=ns"]);
+    if let Some(db) = db {
+        cmd.args(["--data-urlencode", &format!("db={db}")]);
+    }
+    let out = cmd.output().expect("run curl");
+    assert!(out.status.success(), "query failed: {q}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{q}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v["results"][0]["error"].is_null() && v["error"].is_null(), "{q}: {v}");
+    v
+}
+
+fn influx(db: Option<&str>, q: &str) -> serde_json::Value {
+    ensure_server("influxdb");
+    influx_at(HTTP, db, q)
+}
+
+/// Writes line protocol (timestamps in seconds) into `db`/`rp`.
+fn write_at(http: &str, db: &str, rp: Option<&str>, lines: &str) {
+    let mut url = format!("{http}/write?db={db}&precision=s");
+    if let Some(rp) = rp {
+        url.push_str(&format!("&rp={rp}"));
+    }
+    let mut child = Command::new("curl")
+        .args(["-sS", "-f", "-XPOST", &url, "--data-binary", "@-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "write to {db} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+fn write(db: &str, rp: Option<&str>, lines: &str) {
+    write_at(HTTP, db, rp, lines)
+}
+
+fn databases_at(http: &str) -> Vec<String> {
+    let v = influx_at(http, None, "SHOW DATABASES");
+    v["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| r[0].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// 2024-01-01T00:00:00Z: seeded points lie between this and the test's run, over many shards.
+const BASE: u64 = 1_704_067_200;
+
+/// The main test database: measurements with tags and float/int/string/bool fields (one field
+/// sparse), a measurement name that needs quoting, and points in a non-default retention policy.
+fn seed_main(http: &str, db: &str) {
+    influx_at(http, None, &format!("DROP DATABASE \"{db}\""));
+    influx_at(http, None, &format!("CREATE DATABASE \"{db}\""));
+    influx_at(http, None, &format!("CREATE RETENTION POLICY longterm ON \"{db}\" DURATION 0s REPLICATION 1 SHARD DURATION 52w"));
+    influx_at(http, None, &format!("CREATE RETENTION POLICY decade ON \"{db}\" DURATION 87600h REPLICATION 1"));
+    let districts = ["Ibombo", "Isamba", "Ilanga", "Irundu", "Zobwe"];
+    let mut lines = String::new();
+    for i in 0..500u64 {
+        let t = BASE + i * 2 * 86_400 + i;
+        let district = districts[(i % 5) as usize];
+        let event = if i % 2 == 0 { "birth" } else { "death" };
+        let rate = if i % 4 < 2 { format!(",rate={}.25", i) } else { String::new() };
+        lines.push_str(&format!(
+            "registrations,district={district},event={event} count={}i{rate},office=\"Office \\\"{i}\\\" Zoë, Kraków\",verified={} {t}\n",
+            i % 17,
+            i % 3 == 0
+        ));
+    }
+    for i in 0..40u64 {
+        lines.push_str(&format!("user\\ audit,practitioner=Ngozi\\ Ø action=\"LOGGED_IN\",duration={}i {}\n", i * 3, BASE + i * 3600));
+    }
+    write_at(http, db, None, &lines);
+    let mut yearly = String::new();
+    for year in 0..10u64 {
+        yearly.push_str(&format!("yearly_totals,region=north births={}i,deaths={}i {}\n", 1000 + year, 400 + year, 1_420_070_400 + year * 31_536_000));
+    }
+    write_at(http, db, Some("longterm"), &yearly);
+    write_at(http, db, Some("decade"), &format!("registrations,district=Ibombo,event=birth count=7i {}\n", BASE + 100));
+    influx_at(
+        http,
+        None,
+        &format!("CREATE CONTINUOUS QUERY \"daily totals\" ON \"{db}\" BEGIN SELECT sum(count) INTO \"{db}\".longterm.daily_totals FROM \"{db}\".autogen.registrations GROUP BY time(1d), district END"),
+    );
+}
+
+/// A second database whose default retention policy is not `autogen`.
+fn seed_second(http: &str, db: &str) {
+    influx_at(http, None, &format!("DROP DATABASE \"{db}\""));
+    influx_at(http, None, &format!("CREATE DATABASE \"{db}\" WITH DURATION 0s SHARD DURATION 30d NAME metrics"));
+    let mut lines = String::new();
+    for i in 0..200u64 {
+        lines.push_str(&format!("http_requests,service=gateway,code={} latency={}.5,ok={} {}\n", 200 + (i % 3) * 100, i, i % 5 != 0, BASE + i * 7200));
+    }
+    write_at(http, db, None, &lines);
+}
+
+/// Everything a restore must bring back: retention policies and every point of every policy.
+fn fingerprint_at(http: &str, db: &str) -> String {
+    let rps = influx_at(http, None, &format!("SHOW RETENTION POLICIES ON \"{db}\""));
+    let mut out = rps["results"][0]["series"].to_string();
+    let cqs = influx_at(http, None, "SHOW CONTINUOUS QUERIES");
+    for s in cqs["results"][0]["series"].as_array().unwrap() {
+        if s["name"] == db {
+            out.push_str(&s.to_string());
+        }
+    }
+    for row in rps["results"][0]["series"][0]["values"].as_array().expect("the database exists") {
+        let rp = row[0].as_str().unwrap();
+        let data = influx_at(http, Some(db), &format!("SELECT * FROM \"{db}\".\"{rp}\"./.*/ GROUP BY *"));
+        out.push_str(&data["results"][0]["series"].to_string());
+    }
+    out
+}
+
+fn fingerprint(db: &str) -> String {
+    fingerprint_at(HTTP, db)
+}
+
+/// influxd 1.6 imports a restore's metadata by copying the whole metastore, changing the copy and
+/// writing it back, so a database or shard group created meanwhile by another test is lost and its
+/// shard id can be handed out twice. Tests sharing the server therefore run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct InfluxCase {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    case: Case,
+    db: String,
+    db2: String,
+    work: PathBuf,
+}
+
+impl InfluxCase {
+    fn new(name: &str) -> InfluxCase {
+        let serial = serial();
+        ensure_server("influxdb");
+        let case = Case::new(&format!("influx_{name}"));
+        let work = case.dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let db = format!("t_influx_{name}");
+        let db2 = format!("t_influx_{name}_2");
+        InfluxCase { _serial: serial, case, db, db2, work }
+    }
+
+    fn store_block(&self, extra: &str, dbs: &[&str]) -> String {
+        format!(
+            "stores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{}]\n{extra}",
+            dbs.join(", ")
+        )
+    }
+
+    fn backup_config_with(&self, transport: &Transport, store: &str) -> PathBuf {
+        self.case.write_config(
+            "influx-backup.yaml",
+            &format!(
+                "role: backup\ntimezone: Africa/Lagos\nwork_dir: {}\n{}encryption:\n  recipients: [{}]\n{store}",
+                self.work.display(),
+                self.case.server_block(transport),
+                self.case.recipient
+            ),
+        )
+    }
+
+    fn backup_config(&self, transport: &Transport) -> PathBuf {
+        self.backup_config_with(transport, &self.store_block("", &[&self.db, &self.db2]))
+    }
+
+    fn restore_config_with(&self, file: &str, transport: &Transport, store: &str) -> PathBuf {
+        self.case.write_config(
+            file,
+            &format!(
+                "role: restore\nwork_dir: {}\n{}encryption:\n  identity_file: {}\n{store}",
+                self.work.display(),
+                self.case.server_block(transport),
+                self.case.identity_file.display()
+            ),
+        )
+    }
+
+    fn restore_config(&self, transport: &Transport) -> PathBuf {
+        self.restore_config_with("influx-restore.yaml", transport, &self.store_block("", &[&self.db, &self.db2]))
+    }
+
+    fn seed(&self) {
+        seed_main(HTTP, &self.db);
+        seed_second(HTTP, &self.db2);
+    }
+
+    fn work_is_empty(&self) -> bool {
+        std::fs::read_dir(&self.work).unwrap().next().is_none()
+    }
+
+    fn manifest(&self, run: &serde_json::Value) -> serde_json::Value {
+        let dir = self.case.server_path.join(run["path"].as_str().unwrap());
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+    }
+}
+
+/// Backs up two databases, damages them, restores, and checks everything came back.
+fn roundtrip(name: &str, transport: Transport) {
+    let t = InfluxCase::new(name);
+    t.seed();
+    let (before, before2) = (fingerprint(&t.db), fingerprint(&t.db2));
+    let backup = t.backup_config(&transport);
+    let out = lifeboat(&backup, &["backup"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("influxdb: backup"), "{}", stderr(&out));
+    assert!(t.work_is_empty(), "influxd's temporary folder is removed after the backup");
+
+    let runs = t.case.runs(&backup);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["complete"], true);
+    assert_eq!(runs[0]["store"], "influxdb");
+    let manifest = t.manifest(&runs[0]);
+    let counts = &manifest["counts"][&t.db];
+    assert_eq!(counts["autogen.registrations:series"], 10);
+    assert_eq!(counts["autogen.registrations:values"], 500 * 3 + 250);
+    assert_eq!(counts["autogen.\"user audit\":series"], 1);
+    assert_eq!(counts["autogen.\"user audit\":values"], 80);
+    assert_eq!(counts["longterm.yearly_totals:values"], 20);
+    assert_eq!(counts["decade.registrations:series"], 1);
+    assert_eq!(manifest["counts"][&t.db2]["metrics.http_requests:series"], 3);
+    assert_eq!(manifest["counts"][&t.db2]["metrics.http_requests:values"], 400);
+    assert!(manifest["tool_versions"]["influxd"].as_str().unwrap().contains("1."));
+    let policies = manifest["extra"]["retention_policies"][&t.db].as_array().unwrap();
+    assert_eq!(policies.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["autogen", "decade", "longterm"]);
+    let run_dir = t.case.server_path.join(runs[0]["path"].as_str().unwrap());
+    for f in manifest["files"].as_array().unwrap() {
+        let bytes = std::fs::read(run_dir.join(f["name"].as_str().unwrap())).unwrap();
+        assert_eq!(bytes.len() as u64, f["size"].as_u64().unwrap());
+        assert!(bytes.starts_with(b"age-encryption.org/v1"), "stored files are age files");
+    }
+
+    // Damage: a measurement dropped, the non-default policy's points deleted, a point added, the
+    // second database gone.
+    assert_eq!(manifest["extra"]["continuous_queries"][&t.db][0]["name"], "daily totals");
+    influx(Some(&t.db), "DROP MEASUREMENT \"user audit\"");
+    influx(None, &format!("DROP CONTINUOUS QUERY \"daily totals\" ON \"{}\"", t.db));
+    influx(Some(&t.db), "DROP SERIES FROM yearly_totals");
+    write(&t.db, None, &format!("registrations,district=Ibombo,event=birth count=999i {}\n", BASE + 5));
+    influx(None, &format!("DROP DATABASE \"{}\"", t.db2));
+    assert_ne!(fingerprint(&t.db), before);
+
+    let out = lifeboat(&t.restore_config(&transport), &["restore", "--yes"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("verified"), "{}", stderr(&out));
+    assert_eq!(fingerprint(&t.db), before);
+    assert_eq!(fingerprint(&t.db2), before2);
+    assert!(t.work_is_empty(), "the restore's temporary folders are removed");
+}
+
+#[test]
+fn roundtrip_over_ssh() {
+    roundtrip("ssh", Transport::Ssh);
+}
+
+#[test]
+fn roundtrip_to_local_folder() {
+    roundtrip("file", Transport::File);
+}
+
+#[test]
+fn by_hand_recipe_restores() {
+    let t = InfluxCase::new("by_hand");
+    seed_main(HTTP, &t.db);
+    let before = fingerprint(&t.db);
+    let backup = t.backup_config_with(&Transport::File, &t.store_block("", &[&t.db]));
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let run_dir = t.case.server_path.join(t.case.runs(&backup)[0]["path"].as_str().unwrap());
+    influx(None, &format!("DROP DATABASE \"{}\"", t.db));
+    // docs/restore-influxdb.md, with no Lifeboat involved.
+    let script = format!(
+        "set -euo pipefail
+         mkdir -m 700 {work}/restore
+         age -d -i {id} {dir}/db-{db}.tar.zst.age | zstd -d | tar -x -C {work}/restore
+         influx -host 127.0.0.1 -port 58086 -execute 'DROP DATABASE \"{db}\"'
+         influxd restore -portable -host {RPC} -db {db} {work}/restore
+         while IFS= read -r q; do influx -host 127.0.0.1 -port 58086 -execute \"$q\"; done < {work}/restore/continuous_queries.influxql
+         rm -rf {work}/restore",
+        id = t.case.identity_file.display(),
+        dir = run_dir.display(),
+        db = t.db,
+        work = t.work.display(),
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "by-hand restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    // influxd restore returns before the server has loaded the shards it sent.
+    let mut after = String::new();
+    for _ in 0..120 {
+        let out = Command::new("curl")
+            .args(["-sS", "-XPOST", &format!("{HTTP}/query"), "--data-urlencode", &format!("q=SELECT count(*) FROM \"{}\".\"autogen\".registrations", t.db)])
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout);
+        if !answer.contains("shard is disabled") && !answer.contains("engine is closed") {
+            after = fingerprint(&t.db);
+            if after == before {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(after, before);
+}
+
+#[test]
+fn writes_during_backup_do_not_cause_a_false_mismatch() {
+    let t = InfluxCase::new("live_writes");
+    t.seed();
+    let backup = t.backup_config(&Transport::Ssh);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (t.db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Server-stamped points, as live services write them.
+                let mut child = Command::new("curl")
+                    .args(["-sS", "-f", "-XPOST", &format!("{HTTP}/write?db={db}"), "--data-binary", "@-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let batch: String = (0..20).map(|i| format!("registrations,district=Live,event=birth count={i}i\n")).collect();
+                std::io::Write::write_all(child.stdin.as_mut().unwrap(), batch.as_bytes()).unwrap();
+                drop(child.stdin.take());
+                if child.wait().unwrap().success() {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = lifeboat(&backup, &["backup"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert_ok(&out);
+    assert!(writes > 0, "the writer ran during the backup");
+    let out = lifeboat(&t.restore_config(&Transport::Ssh), &["restore", "--yes"]);
+    assert_ok(&out);
+}
+
+#[test]
+fn old_points_changing_throughout_the_backup_fail_it_clearly() {
+    let t = InfluxCase::new("backfill");
+    t.seed();
+    let backup = t.backup_config(&Transport::File);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (t.db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Backfilled points, with timestamps long before the backup.
+                write(&db, None, &format!("registrations,district=Backfill,event=birth count={i}i {}\n", BASE + 86_400 + i));
+                i += 1;
+            }
+            i
+        })
+    };
+    while influx(Some(&t.db), "SELECT count(*) FROM registrations WHERE district = 'Backfill'")["results"][0]["series"].is_null() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = lifeboat(&backup, &["backup"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_fails(&out, 1, "kept changing during 3 attempts");
+    assert!(t.case.runs(&backup).iter().all(|r| r["complete"] == false), "no complete run");
+    assert!(t.work_is_empty(), "temporary folders are removed");
+}
+
+// ---- bad input ----
+
+#[test]
+fn missing_database_is_named_before_any_data_moves() {
+    let t = InfluxCase::new("missing_db");
+    seed_main(HTTP, &t.db);
+    let backup = t.backup_config_with(&Transport::File, &t.store_block("", &[&t.db, "t_influx_no_such_db"]));
+    let out = lifeboat(&backup, &["backup"]);
+    assert_fails(&out, 1, "database `t_influx_no_such_db` named in stores.influxdb.databases does not exist");
+    assert!(t.case.runs(&backup).is_empty(), "no run left behind");
+    assert!(t.work_is_empty());
+}
+
+#[test]
+fn unreachable_influxdb_is_a_clear_error() {
+    let t = InfluxCase::new("unreachable");
+    let store = t.store_block("", &[&t.db]).replace(HTTP, "http://127.0.0.1:58099");
+    let out = lifeboat(&t.backup_config_with(&Transport::File, &store), &["backup"]);
+    assert_fails(&out, 1, "cannot reach InfluxDB's HTTP API at http://127.0.0.1:58099");
+}
+
+/// A private influxd on its own ports and folders, killed when dropped.
+struct PrivateInflux {
+    child: std::process::Child,
+    http: String,
+    rpc: String,
+    pidfile: PathBuf,
+}
+
+impl PrivateInflux {
+    fn start(dir: &Path, http_port: u16, rpc_port: u16) -> PrivateInflux {
+        let conf = dir.join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  index-version = \"inmem\"\n  query-log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
+                 [logging]\n  level = \"warn\"\n  suppress-logo = true\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("influxd.log")).unwrap();
+        let mut child = Command::new("influxd").arg("run").arg("-config").arg(&conf).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        let pidfile = dir.join("influxd.pid");
+        std::fs::write(&pidfile, child.id().to_string()).unwrap();
+        let http = format!("http://127.0.0.1:{http_port}");
+        for _ in 0..120 {
+            if Command::new("curl").args(["-sf", &format!("{http}/ping")]).output().unwrap().status.success()
+                && std::net::TcpStream::connect(("127.0.0.1", rpc_port)).is_ok()
+            {
+                return PrivateInflux { child, http, rpc: format!("127.0.0.1:{rpc_port}"), pidfile };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("private influxd did not start: {}", std::fs::read_to_string(dir.join("influxd.log")).unwrap());
+    }
+}
+
+impl Drop for PrivateInflux {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn influxdb_down_during_backup_never_completes_a_run() {
+    let t = InfluxCase::new("down");
+    let server_dir = t.case.dir.path().join("influxd");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let server = PrivateInflux::start(&server_dir, 58186, 58188);
+    seed_main(&server.http, &t.db);
+    let store = |extra: &str| {
+        format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{}]\n{extra}", server.rpc, server.http, t.db)
+    };
+    let backup = t.backup_config_with(&Transport::Ssh, &store(""));
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let good = t.case.runs(&backup);
+    let good_manifest = std::fs::read(t.case.server_path.join(good[0]["path"].as_str().unwrap()).join("manifest.json")).unwrap();
+
+    // influxd backup starts after Lifeboat's checks and first count; the server dies just then.
+    let bin = t.case.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    executable(
+        &bin.join("influxd"),
+        &format!(
+            "#!/bin/bash\nif [ \"$1\" = backup ]; then kill -9 $(cat {}); sleep 0.5; fi\nexec /usr/bin/influxd \"$@\"\n",
+            server.pidfile.display()
+        ),
+    );
+    let failing = t.backup_config_with(&Transport::Ssh, &store(&format!("    bin_dir: {}\n", bin.display())));
+    let started = std::time::Instant::now();
+    let out = lifeboat(&failing, &["backup"]);
+    let line = assert_fails(&out, 1, &format!("InfluxDB went away during the backup of {}", t.db));
+    assert!(line.contains("earlier backups are untouched"), "{line}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "fails at once, not after influxd's minutes of retries");
+
+    let runs = t.case.runs(&backup);
+    assert_eq!(runs.iter().filter(|r| r["complete"] == true).count(), 1, "{runs:?}");
+    assert_eq!(runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"], good[0]["id"]);
+    let still = std::fs::read(t.case.server_path.join(good[0]["path"].as_str().unwrap()).join("manifest.json")).unwrap();
+    assert_eq!(still, good_manifest, "the earlier backup is untouched");
+    assert!(t.work_is_empty(), "influxd's temporary folder is removed after the failed backup");
+    drop(server);
+}
+
+#[test]
+fn failing_influxd_backup_removes_its_temporary_folder() {
+    let t = InfluxCase::new("tool_fails");
+    seed_main(HTTP, &t.db);
+    // A real backup into the folder, then a failure, as when influxd dies part-way.
+    let bin = t.case.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    executable(
+        &bin.join("influxd"),
+        "#!/bin/bash\nif [ \"$1\" = backup ]; then /usr/bin/influxd \"$@\"; echo 'backup: unexpected EOF (simulated)' >&2; exit 1; fi\nexec /usr/bin/influxd \"$@\"\n",
+    );
+    let backup = t.backup_config_with(&Transport::File, &t.store_block(&format!("    bin_dir: {}\n", bin.display()), &[&t.db]));
+    let out = lifeboat(&backup, &["backup"]);
+    assert_fails(&out, 1, "unexpected EOF (simulated)");
+    assert!(t.work_is_empty(), "the folder influxd wrote into is removed");
+    assert!(t.case.runs(&backup).iter().all(|r| r["complete"] == false));
+}
+
+#[test]
+fn archive_for_the_wrong_store_or_database_is_refused_before_anything_is_dropped() {
+    let t = InfluxCase::new("wrong_archive");
+    t.seed();
+    let marker = fingerprint(&t.db);
+
+    // A PostgreSQL backup in the folder the InfluxDB restore reads.
+    seed_postgres(&t.case.db, 10);
+    let pg = t.case.write_config(
+        "pg.yaml",
+        &format!(
+            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{}",
+            t.case.server_block(&Transport::File),
+            t.case.recipient,
+            t.case.postgres_block("")
+        ),
+    );
+    assert_ok(&lifeboat(&pg, &["backup"]));
+    let restore = t.restore_config_with(
+        "wrong.yaml",
+        &Transport::File,
+        &t.store_block("    server_dir: postgres\n", &[&t.db, &t.db2]),
+    );
+    assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 2, "holds a postgres backup, not influxdb");
+    assert_eq!(fingerprint(&t.db), marker);
+
+    // An InfluxDB run whose manifest pairs a database with another database's archive.
+    let backup = t.backup_config(&Transport::File);
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let run = t.case.runs(&backup).into_iter().find(|r| r["store"] == "influxdb").unwrap();
+    let path = t.case.server_path.join(run["path"].as_str().unwrap()).join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let dbs = &mut manifest["extra"]["databases"];
+    let (a, b) = (dbs[&t.db].clone(), dbs[&t.db2].clone());
+    dbs[&t.db] = b;
+    dbs[&t.db2] = a;
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    write(&t.db, None, &format!("registrations,district=Marker,event=birth count=1i {}\n", BASE + 9));
+    let marker = fingerprint(&t.db);
+    let marker2 = fingerprint(&t.db2);
+    let out = lifeboat(&t.restore_config(&Transport::File), &["restore", "--yes"]);
+    assert_fails(&out, 1, "is not an influxd portable backup of database");
+    assert_eq!(fingerprint(&t.db), marker, "nothing was dropped");
+    assert_eq!(fingerprint(&t.db2), marker2, "nothing was dropped");
+}
+
+#[test]
+fn interrupted_restore_can_be_run_again() {
+    let t = InfluxCase::new("interrupted");
+    t.seed();
+    let (before, before2) = (fingerprint(&t.db), fingerprint(&t.db2));
+    assert_ok(&lifeboat(&t.backup_config(&Transport::File), &["backup"]));
+
+    // An influxd whose restore of the second database hangs, so the restore can be killed after
+    // it dropped that database.
+    let bin = t.case.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stall_pid = t.case.dir.path().join("stall.pid");
+    executable(
+        &bin.join("influxd"),
+        &format!(
+            "#!/bin/bash\nif [ \"$1\" = restore ] && [[ \" $* \" == *\" -db {} \"* ]]; then echo $$ > {}; exec sleep 120; fi\nexec /usr/bin/influxd \"$@\"\n",
+            t.db2,
+            stall_pid.display()
+        ),
+    );
+    let stalling = t.restore_config_with(
+        "stalling.yaml",
+        &Transport::File,
+        &t.store_block(&format!("    bin_dir: {}\n", bin.display()), &[&t.db, &t.db2]),
+    );
+    influx(Some(&t.db), "DROP MEASUREMENT registrations");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(&stalling)
+        .args(["restore", "--yes"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..240 {
+        if stall_pid.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    if let Ok(pid) = std::fs::read_to_string(&stall_pid) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    assert!(stall_pid.exists(), "the restore reached the second database");
+    assert!(!databases_at(HTTP).contains(&t.db2), "the restore was interrupted after dropping the second database");
+
+    let out = lifeboat(&t.restore_config(&Transport::File), &["restore", "--yes"]);
+    assert_ok(&out);
+    assert_eq!(fingerprint(&t.db), before);
+    assert_eq!(fingerprint(&t.db2), before2);
+}

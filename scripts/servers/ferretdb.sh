@@ -55,7 +55,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 wait_up() {
   local pid; pid=$(cat "$PIDFILE")
   for _ in $(seq 1 120); do
-    if "$@"; then return 0; fi
+    # The check alone is not enough: another process may hold the port while ours failed to bind.
+    if "$@"; then sleep 0.5; kill -0 "$pid" 2>/dev/null && return 0; fi
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$PIDFILE"
       echo "$NAME exited while starting; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; exit 1

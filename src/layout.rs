@@ -121,7 +121,7 @@ pub async fn list_runs(server: &dyn BackupServer) -> Result<Vec<Run>> {
 /// The run to restore for a store folder: the newest complete one, or the one named by `from`.
 pub async fn find_complete_run(server: &dyn BackupServer, folder: &str, from: Option<&str>) -> Result<Run> {
     let runs = list_runs(server).await?;
-    let mine = runs.into_iter().filter(|r| r.folder == folder);
+    let mut mine = runs.into_iter().filter(|r| r.folder == folder);
     match from {
         Some(wanted) => {
             let id = RunId::parse(wanted).ok_or_else(|| {
@@ -137,7 +137,7 @@ pub async fn find_complete_run(server: &dyn BackupServer, folder: &str, from: Op
             }
             Ok(run)
         }
-        None => mine.filter(Run::complete).last().ok_or_else(|| {
+        None => mine.rfind(Run::complete).ok_or_else(|| {
             Error::NotFound(format!(
                 "no complete backup of {folder} on {}: nothing was restored; run a backup first or check server.url",
                 server.describe()

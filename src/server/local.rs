@@ -94,10 +94,8 @@ impl BackupServer for LocalServer {
         }
         tokio::fs::rename(&f, &t).await.map_err(|e| self.fail("cannot rename", &f, e))?;
         // Make the rename itself durable.
-        if let Some(parent) = t.parent() {
-            if let Ok(dir) = std::fs::File::open(parent) {
-                let _ = dir.sync_all();
-            }
+        if let Some(dir) = t.parent().and_then(|parent| std::fs::File::open(parent).ok()) {
+            let _ = dir.sync_all();
         }
         Ok(())
     }

@@ -50,14 +50,14 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead};
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
+use super::stderr_tail::StderrTail;
 use super::{BackupSink, RestoreFiles, Store, StoreBackup};
 use crate::config::{Config, Schedule, SecretFile, StoreType, yes};
 use crate::error::{Error, Result};
@@ -318,36 +318,16 @@ fn tar_stream(dir: PathBuf) -> (Box<dyn AsyncRead + Send + Unpin>, tokio::task::
     (Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))), handle)
 }
 
-/// Keeps the last lines of a child's stderr and reports influxd's "retrying" lines.
-fn watch_stderr(stderr: tokio::process::ChildStderr) -> (Arc<Mutex<Vec<String>>>, mpsc::UnboundedReceiver<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
+/// Keeps the last lines of influxd's stderr and reports its "retrying" lines.
+fn watch_stderr(stderr: tokio::process::ChildStderr) -> (StderrTail, mpsc::UnboundedReceiver<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            tracing::debug!("influxd: {line}");
-            if line.contains("failed") && line.contains("retrying") {
-                let _ = tx.send(());
-            }
-            let mut l = sink.lock().unwrap();
-            l.push(line);
-            if l.len() > 20 {
-                l.remove(0);
-            }
+    let tail = StderrTail::watch(stderr, move |line| {
+        tracing::debug!("influxd: {line}");
+        if line.contains("failed") && line.contains("retrying") {
+            let _ = tx.send(());
         }
     });
-    (lines, rx)
-}
-
-/// The meaningful end of influxd's output: its log lines start with a date, the error does not.
-fn last_lines(lines: &Arc<Mutex<Vec<String>>>) -> String {
-    let l = lines.lock().unwrap();
-    let plain: Vec<&String> = l.iter().filter(|s| !s.trim().is_empty()).collect();
-    if plain.is_empty() {
-        return "no message".into();
-    }
-    plain[plain.len().saturating_sub(2)..].iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" / ")
+    (tail, rx)
 }
 
 /// The errors queries get from a shard while a restore loads data into it.
@@ -680,14 +660,14 @@ impl InfluxDb {
                             "InfluxDB went away during the backup of {db}: {why}; the run was not completed, earlier backups are untouched"
                         )));
                     }
-                    tracing::warn!("influxdb: influxd backup of {db} is retrying: {}", last_lines(&lines));
+                    tracing::warn!("influxdb: influxd backup of {db} is retrying: {}", lines.last(2));
                 }
             }
         };
         if !status.success() {
             return Err(err(format!(
                 "influxd backup of {db} failed ({status}): {}; check stores.influxdb.host (the RPC address, port 8088 by default); the run was not completed, earlier backups are untouched",
-                last_lines(&lines)
+                lines.last(2)
             )));
         }
         Ok(())

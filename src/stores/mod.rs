@@ -6,6 +6,7 @@ pub mod influxdb;
 pub mod minio;
 pub mod mongodb;
 pub mod postgres;
+pub mod stderr_tail;
 
 use std::collections::BTreeMap;
 use std::io::Read;

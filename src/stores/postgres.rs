@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::io::AsyncBufReadExt;
 use tokio_postgres::{Client, NoTls};
 
+use super::stderr_tail::StderrTail;
 use super::{BackupSink, RestoreFiles, Store, StoreBackup};
 use crate::config::{Config, PostgresConfig, SecretFile, StoreType};
 use crate::error::{Error, Result};
@@ -69,28 +68,6 @@ fn idempotent_roles(sql: &str) -> String {
         }
     }
     out
-}
-
-/// Collects the last lines a child process wrote to stderr, for error messages.
-fn collect_stderr(stderr: tokio::process::ChildStderr) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let mut l = sink.lock().unwrap();
-            l.push(line);
-            if l.len() > 20 {
-                l.remove(0);
-            }
-        }
-    });
-    lines
-}
-
-fn last_lines(lines: &Arc<Mutex<Vec<String>>>) -> String {
-    let l = lines.lock().unwrap();
-    if l.is_empty() { "no message".into() } else { l.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join(" / ") }
 }
 
 impl Postgres {
@@ -226,7 +203,7 @@ impl Postgres {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| err(format!("cannot run pg_dump ({e}): install the PostgreSQL client tools or set stores.postgres.bin_dir")))?;
-        let stderr = collect_stderr(child.stderr.take().expect("piped"));
+        let stderr = StderrTail::watch(child.stderr.take().expect("piped"), |_| {});
         let stdout = child.stdout.take().expect("piped");
         crate::pipeline::widen_pipe(&stdout);
         let put = sink.put(&dump_file_name(db), Box::new(stdout)).await;
@@ -238,7 +215,7 @@ impl Postgres {
         if !status.success() {
             return Err(err(format!(
                 "pg_dump of {db} failed ({status}): {}; the run was not completed, earlier backups are untouched",
-                last_lines(&stderr)
+                stderr.last(3)
             )));
         }
         // The snapshot may be released only now that pg_dump has finished with it.
@@ -255,13 +232,13 @@ impl Postgres {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| err(format!("cannot run pg_dumpall ({e}): install the PostgreSQL client tools")))?;
-        let stderr = collect_stderr(child.stderr.take().expect("piped"));
+        let stderr = StderrTail::watch(child.stderr.take().expect("piped"), |_| {});
         let stdout = child.stdout.take().expect("piped");
         let put = sink.put(ROLES_FILE, Box::new(stdout)).await;
         let status = child.wait().await.map_err(|e| err(format!("waiting for pg_dumpall: {e}")))?;
         put?;
         if !status.success() {
-            return Err(err(format!("pg_dumpall --roles-only failed ({status}): {}", last_lines(&stderr))));
+            return Err(err(format!("pg_dumpall --roles-only failed ({status}): {}", stderr.last(3))));
         }
         Ok(())
     }

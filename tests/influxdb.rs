@@ -232,13 +232,11 @@ fn roundtrip(name: &str, transport: Transport) {
     assert_eq!(runs[0]["store"], "influxdb");
     let manifest = t.manifest(&runs[0]);
     let counts = &manifest["counts"][&t.db];
-    assert_eq!(counts["autogen.registrations:series"], 10);
     assert_eq!(counts["autogen.registrations:values"], 500 * 3 + 250);
-    assert_eq!(counts["autogen.\"user audit\":series"], 1);
     assert_eq!(counts["autogen.\"user audit\":values"], 80);
     assert_eq!(counts["longterm.yearly_totals:values"], 20);
-    assert_eq!(counts["decade.registrations:series"], 1);
-    assert_eq!(manifest["counts"][&t.db2]["metrics.http_requests:series"], 3);
+    assert!(counts["decade.registrations:values"].as_u64().unwrap() > 0);
+    assert!(counts.as_object().unwrap().keys().all(|k| k.ends_with(":values")), "{counts}");
     assert_eq!(manifest["counts"][&t.db2]["metrics.http_requests:values"], 400);
     assert!(manifest["tool_versions"]["influxd"].as_str().unwrap().contains("1."));
     let policies = manifest["extra"]["retention_policies"][&t.db].as_array().unwrap();

@@ -594,14 +594,7 @@ fn interrupted_restore_can_be_run_again() {
         &t.store_block(&format!("    bin_dir: {}\n", bin.display()), &[&t.db, &t.db2]),
     );
     influx(Some(&t.db), "DROP MEASUREMENT registrations");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("--config")
-        .arg(&stalling)
-        .args(["restore", "--yes"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_lifeboat(&stalling, &["restore", "--yes"]);
     for _ in 0..240 {
         if stall_pid.exists() {
             break;

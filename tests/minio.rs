@@ -674,14 +674,7 @@ fn interrupted_restore_can_be_run_again() {
     let restore = restore_config(&case, &Transport::File, &stores, "restore.yaml");
 
     // The big object comes first in the archive: kill the restore while it is being uploaded.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("--config")
-        .arg(&restore)
-        .args(["restore", "--yes"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_lifeboat(&restore, &["restore", "--yes"]);
     let started = Instant::now();
     while s3.pending_uploads(&b.docs) == 0 {
         assert!(child.try_wait().unwrap().is_none(), "the restore ended before it could be interrupted");

@@ -791,14 +791,7 @@ fn interrupted_restore_can_be_run_again() {
 
     // Empty the collection first, so that documents seen in it come from the restore.
     block(mongo().database(&case.db).collection::<Document>("people").delete_many(doc! {})).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("--config")
-        .arg(&restore)
-        .args(["restore", "--yes"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_lifeboat(&restore, &["restore", "--yes"]);
     // Kill it once people is being refilled: the database is then half restored.
     let started = Instant::now();
     let mut seen = 0;

@@ -292,7 +292,7 @@ fn interrupted_backup_is_listed_incomplete_and_restore_uses_the_previous_one() {
         "stalling.yaml",
         &std::fs::read_to_string(&backup).unwrap().replace("    databases:", &format!("    bin_dir: {}\n    databases:", bin.display())),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat")).arg("--config").arg(&stalling).arg("backup").spawn().unwrap();
+    let mut child = spawn_lifeboat(&stalling, &["backup"]);
     let run2 = case.server_path.join(format!("{}_2", today_lagos())).join("postgres");
     for _ in 0..100 {
         if run2.join(format!("db-{}.dump.zst.age.partial", case.db)).exists() {

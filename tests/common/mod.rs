@@ -199,6 +199,19 @@ pub fn lifeboat(config: &Path, args: &[&str]) -> Output {
         .expect("run lifeboat")
 }
 
+/// Starts the lifeboat binary in the background (to interrupt it), no stdin, stderr discarded.
+pub fn spawn_lifeboat(config: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env_remove("LIFEBOAT_CONFIG")
+        .spawn()
+        .expect("start lifeboat")
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -15,6 +15,24 @@ wait_port() {
   return 1
 }
 
+# wait_up CHECK...: wait up to 60 s until CHECK succeeds while the process in $PIDFILE (the one
+# this script started) is still running; fail (log tail, exit 1) when it exits. Uses the calling
+# script's NAME, PORT, PIDFILE and LOG.
+wait_up() {
+  local pid; pid=$(cat "$PIDFILE")
+  for _ in $(seq 1 120); do
+    # The check alone is not enough: another process may hold the port while ours failed to bind.
+    if "$@"; then sleep 0.5; kill -0 "$pid" 2>/dev/null && return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$PIDFILE"
+      echo "$NAME exited while starting; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  echo "$NAME did not answer on 127.0.0.1:$PORT within 60 s; last lines of $LOG:" >&2
+  tail -n 20 "$LOG" >&2; exit 1
+}
+
 # alive PIDFILE: true when the pid in PIDFILE is a running process.
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

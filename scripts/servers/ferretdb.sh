@@ -50,23 +50,6 @@ installed() { [ -x "$BIN" ] && [[ $'\n'$("$BIN" --version 2>/dev/null)$'\n' == *
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
-# wait_up CHECK...: wait up to 60 s until CHECK succeeds; fail early (log tail, exit 1) when the
-# process from the pid file has exited.
-wait_up() {
-  local pid; pid=$(cat "$PIDFILE")
-  for _ in $(seq 1 120); do
-    # The check alone is not enough: another process may hold the port while ours failed to bind.
-    if "$@"; then sleep 0.5; kill -0 "$pid" 2>/dev/null && return 0; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$PIDFILE"
-      echo "$NAME exited while starting; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; exit 1
-    fi
-    sleep 0.5
-  done
-  echo "$NAME did not answer on 127.0.0.1:$PORT within 60 s; last lines of $LOG:" >&2
-  tail -n 20 "$LOG" >&2; exit 1
-}
-
 # ensure_pg_db: the backing database exists (PostgreSQL backend only).
 ensure_pg_db() {
   local db=${PG_URL##*/}; db=${db%%\?*}

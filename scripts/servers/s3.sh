@@ -33,22 +33,6 @@ installed() { [ -x "$BIN" ] && [ "$(cat "$BIN.version" 2>/dev/null)" = "$MINIO_V
 
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$PORT/minio/health/ready" 2>/dev/null; }
 
-# wait_up CHECK...: wait up to 60 s until CHECK succeeds; fail early (log tail, exit 1) when the
-# process from the pid file has exited.
-wait_up() {
-  local pid; pid=$(cat "$PIDFILE")
-  for _ in $(seq 1 120); do
-    if "$@"; then return 0; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$PIDFILE"
-      echo "$NAME exited while starting; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; exit 1
-    fi
-    sleep 0.5
-  done
-  echo "$NAME did not answer on 127.0.0.1:$PORT within 60 s; last lines of $LOG:" >&2
-  tail -n 20 "$LOG" >&2; exit 1
-}
-
 case "${1:-}" in
   install)
     command -v curl >/dev/null 2>&1 || apt_install curl

@@ -946,8 +946,8 @@ impl Store for Minio {
         STORE
     }
 
-    fn folder(&self) -> String {
-        self.cfg.server_dir.clone().unwrap_or_else(|| STORE.into())
+    fn server_dir(&self) -> Option<&str> {
+        self.cfg.server_dir.as_deref()
     }
 
     fn kind(&self) -> StoreType {

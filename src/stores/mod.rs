@@ -89,8 +89,13 @@ pub trait Store: Send + Sync {
     /// The configured store name (its key under `stores:`).
     fn name(&self) -> &'static str;
 
-    /// Its folder inside a run (`server_dir`, or the name).
-    fn folder(&self) -> String;
+    /// The configured `server_dir` override, if any.
+    fn server_dir(&self) -> Option<&str>;
+
+    /// Its folder inside a run: `server_dir`, or the name.
+    fn folder(&self) -> String {
+        self.server_dir().unwrap_or(self.name()).to_string()
+    }
 
     fn kind(&self) -> StoreType;
 

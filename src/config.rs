@@ -3,16 +3,13 @@
 //! Parsed once and strictly: unknown keys and wrong types are errors naming the key and the file.
 //! Secrets are never in the file itself, only paths to files holding them ([`SecretFile`]).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-pub use crate::stores::influxdb::InfluxConfig;
-pub use crate::stores::minio::MinioConfig;
-pub use crate::stores::mongodb::MongoConfig;
+use crate::stores::{self, ConfiguredStore, StoreConfigs, StoreContext};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,7 +40,7 @@ pub struct Config {
     #[serde(default)]
     pub compression: Compression,
     #[serde(default)]
-    pub stores: Stores,
+    pub stores: StoreConfigs,
     /// Where restores keep downloaded files while verifying them (default: the system temp dir).
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
@@ -110,114 +107,20 @@ pub struct Compression {
     /// zstd level (1-19). 1 is the default: on registry-like dumps it compresses as well as
     /// level 3 (2.50x vs 2.47x in scripts/bench) at about 1.6x the speed, and a backup must
     /// keep up with pg_dump on a small machine.
-    #[serde(default = "one")]
+    #[serde(default = "level_one")]
     pub level: i32,
     /// zstd worker threads; 0 means one per CPU core.
     #[serde(default)]
     pub threads: u32,
 }
 
+fn level_one() -> i32 {
+    1
+}
+
 impl Default for Compression {
     fn default() -> Self {
         Compression { level: 1, threads: 0 }
-    }
-}
-
-/// The four datastores; each is optional. The order here is the order backups run in.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stores {
-    pub postgres: Option<PostgresConfig>,
-    pub mongodb: Option<MongoConfig>,
-    pub influxdb: Option<InfluxConfig>,
-    pub minio: Option<MinioConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreType {
-    #[default]
-    Dump,
-    Differential,
-}
-
-impl fmt::Display for StoreType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StoreType::Dump => "dump",
-            StoreType::Differential => "differential",
-        })
-    }
-}
-
-/// A cron schedule: one expression, or one per backup kind (`dump`, `full`, `differential`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Schedule {
-    One(String),
-    PerKind(BTreeMap<String, String>),
-}
-
-pub(crate) fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
-    /// `postgres://user@host:port/maintenance_db`, without a password (use `password_file`).
-    pub url: String,
-    pub password_file: Option<PathBuf>,
-    /// Databases to back up; empty means every database that accepts connections.
-    #[serde(default)]
-    pub databases: Vec<String>,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
-    /// Folder holding pg_dump, pg_dumpall, pg_restore and psql (default: found on PATH).
-    pub bin_dir: Option<PathBuf>,
-    /// Parallel pg_restore jobs; above 1 the dump is first decrypted to a private temp file.
-    #[serde(default = "one")]
-    pub restore_jobs: u32,
-}
-
-fn one<T: From<u8>>() -> T {
-    T::from(1)
-}
-
-/// A path to a file holding a secret. The secret is read only when needed and never printed.
-#[derive(Clone)]
-pub struct SecretFile {
-    pub what: &'static str,
-    pub path: PathBuf,
-}
-
-impl SecretFile {
-    pub fn new(what: &'static str, path: &Path) -> Self {
-        SecretFile { what, path: path.to_path_buf() }
-    }
-
-    /// Reads the secret, trimmed of surrounding whitespace.
-    pub fn read(&self) -> Result<String> {
-        let text = std::fs::read_to_string(&self.path).map_err(|e| Error::SecretFile {
-            what: self.what,
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let text = text.trim().to_string();
-        if text.is_empty() {
-            return Err(Error::SecretFile { what: self.what, path: self.path.clone(), reason: "the file is empty".into() });
-        }
-        Ok(text)
-    }
-}
-
-impl fmt::Debug for SecretFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretFile({})", self.path.display())
     }
 }
 
@@ -300,16 +203,8 @@ impl Config {
                 "server.url must start with ssh:// or file://, not `{url}`"
             )));
         }
-        if let Some(pg) = &self.stores.postgres {
-            if pg.url.contains('@') && url::Url::parse(&pg.url).ok().and_then(|u| u.password().map(|_| ())).is_some() {
-                return Err(self.invalid(
-                    "stores.postgres.url contains a password: remove it and put it in stores.postgres.password_file",
-                ));
-            }
-            if pg.restore_jobs == 0 {
-                return Err(self.invalid("stores.postgres.restore_jobs must be at least 1"));
-            }
-        }
+        // Each store checks its own block (no network), so a bad one fails every command alike.
+        self.stores.build_all(&self.store_context())?;
         Ok(())
     }
 
@@ -317,6 +212,16 @@ impl Config {
         self.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
             self.invalid(format!("timezone `{}` is not a known IANA time zone (e.g. UTC, Africa/Lagos)", self.timezone))
         })
+    }
+
+    /// What a store may know of this configuration beyond its own block.
+    pub fn store_context(&self) -> StoreContext {
+        StoreContext { config_file: self.file.clone(), work_dir: self.work_dir.clone() }
+    }
+
+    /// The enabled stores, in backup order, filtered by `only` (`--store`) when not empty.
+    pub fn configured_stores(&self, only: &[String]) -> Result<Vec<ConfiguredStore>> {
+        stores::configured(&self.stores, &self.store_context(), only)
     }
 
     /// Fails with exit code 2 unless this configuration has the given role.
@@ -330,5 +235,65 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/lifeboat/test.yaml"))
+    }
+
+    fn backup(stores: &str) -> String {
+        format!("role: backup\nserver: {{ url: 'file:///tmp/x' }}\nencryption: {{ recipients: [{RECIPIENT}] }}\nstores:\n{stores}")
+    }
+
+    fn message(e: Error) -> (i32, String) {
+        (e.exit_code(), e.to_string())
+    }
+
+    #[test]
+    fn a_minimal_backup_config_parses_with_defaults() {
+        let c = parse(&backup("  postgres: { url: 'postgres://postgres@127.0.0.1:5432/postgres' }\n")).unwrap();
+        assert_eq!(c.timezone, "UTC");
+        assert_eq!((c.retention.keep_daily, c.compression.level), (7, 1));
+        let stores = c.configured_stores(&[]).unwrap();
+        assert_eq!(stores.len(), 1);
+        assert_eq!((stores[0].name, stores[0].folder(), stores[0].kind()), ("postgres", "postgres", stores::StoreType::Dump));
+    }
+
+    #[test]
+    fn config_errors_name_the_key_and_the_file() {
+        for (text, code, needle) in [
+            (backup("  postgres: { url: 'postgres://x@h/db', databses: [a] }\n"), 2, "databses"),
+            (backup("  postgress: { url: 'postgres://x@h/db' }\n"), 2, "postgress"),
+            (backup("  minio: { endpoint: 'http://h:9000', access_key_file: /a, secret_key_file: /b, enabled: maybe }\n"), 2, "stores.minio"),
+            (backup("  postgres: { url: 'postgres://x:secret@h/db' }\n"), 2, "password_file"),
+            (backup("  postgres: { url: 'postgres://x@h/db', type: differential }\n"), 2, "not supported"),
+            (backup("").replace("file:///tmp/x", "ftp://h/x"), 2, "ssh:// or file://"),
+            (backup("").replace("role: backup", "role: both"), 2, "role"),
+            (backup("").replace("role: backup", "role: restore"), 2, "identity_file"),
+            (backup("").replace("server: {", "timezone: Mars/Olympus\nserver: {"), 2, "Mars/Olympus"),
+        ] {
+            let (got_code, text_err) = message(parse(&text).unwrap_err());
+            assert_eq!(got_code, code, "{text_err}");
+            assert!(text_err.contains(needle), "`{needle}` missing from: {text_err}");
+            assert!(!text_err.contains("secret@"), "a password leaked: {text_err}");
+            if needle != "not supported" {
+                assert!(text_err.contains("/etc/lifeboat/test.yaml"), "file missing from: {text_err}");
+            }
+        }
+    }
+
+    #[test]
+    fn store_selection_is_checked() {
+        let c = parse(&backup("  postgres: { url: 'postgres://x@h/db' }\n  mongodb: { url: 'mongodb://h:27017', enabled: false }\n")).unwrap();
+        assert_eq!(message(c.configured_stores(&["nosuch".into()]).unwrap_err()).0, 2);
+        assert!(message(c.configured_stores(&["mongodb".into()]).unwrap_err()).1.contains("not configured or not enabled"));
+        assert_eq!(c.configured_stores(&["postgres".into()]).unwrap().len(), 1);
     }
 }

@@ -8,9 +8,9 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod layout;
-pub mod manifest;
 pub mod pipeline;
 pub mod progress;
+pub mod secret;
 pub mod server;
 pub mod stores;
 

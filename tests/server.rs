@@ -52,19 +52,21 @@ async fn contract(transport: &str) {
 
     // Write, read back byte for byte (larger than one SFTP packet), list with sizes.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    write(s, "day/store/big.bin.partial", &big).await;
-    assert_eq!(read(s, "day/store/big.bin.partial").await, big);
-    s.rename("day/store/big.bin.partial", "day/store/big.bin").await.unwrap();
-    assert!(!s.exists("day/store/big.bin.partial").await.unwrap());
+    write(s, "day/store/big.bin", &big).await;
+    assert_eq!(read(s, "day/store/big.bin").await, big);
+    s.make_durable("day/store/big.bin").await.unwrap();
     let listed = s.list("day/store").await.unwrap();
     let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size })).collect();
     assert_eq!(names, vec![("big.bin", false, 3_000_000), ("deep", true, 0)]);
 
-    // Small files replace atomically, even when the target exists.
-    s.write_small("day/store/manifest.json", b"one").await.unwrap();
-    s.write_small("day/store/manifest.json", b"two").await.unwrap();
-    assert_eq!(s.read_small("day/store/manifest.json").await.unwrap(), b"two");
-    assert!(!s.exists("day/store/manifest.json.partial").await.unwrap());
+    // Nothing stored is ever replaced: a second create of the same name fails, and the first
+    // content stays (an append-only server key depends on the client never needing this).
+    s.write_new("day/store/manifest.json", b"one").await.unwrap();
+    let again = s.write_new("day/store/manifest.json", b"two").await;
+    assert!(again.is_err(), "a file was replaced");
+    assert_eq!(s.read_small("day/store/manifest.json").await.unwrap(), b"one");
+    assert!(s.create("day/store/big.bin").await.is_err(), "create replaced a finished file");
+    assert_eq!(read(s, "day/store/big.bin").await.len(), big.len());
 
     // Opening a missing file is an error naming the server.
     let missing = match s.open("day/store/missing").await {

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::layout;
+use crate::layout::{RunReader, RunState};
 use crate::progress::human_bytes;
 use crate::server;
 
@@ -14,21 +14,28 @@ pub struct ListedBackup {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub complete: bool,
+    /// Why the run cannot be used, when its manifest is damaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
     pub bytes: u64,
     pub path: String,
 }
 
 pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
     let server = server::connect(&config.server).await?;
-    let runs = layout::list_runs(server.as_ref()).await?;
+    let runs = RunReader::new(server.as_ref()).list().await?;
     let listed: Vec<ListedBackup> = runs
         .iter()
         .map(|r| ListedBackup {
             id: r.id.to_string(),
             date: r.id.date.to_string(),
-            store: r.manifest.as_ref().map(|m| m.store.clone()).unwrap_or_else(|| r.folder.clone()),
-            kind: r.manifest.as_ref().map(|m| m.kind.clone()),
+            store: r.manifest().map(|m| m.store.clone()).unwrap_or_else(|| r.folder.clone()),
+            kind: r.manifest().map(|m| m.kind.clone()),
             complete: r.complete(),
+            damaged: match &r.state {
+                RunState::Damaged(why) => Some(why.clone()),
+                _ => None,
+            },
             bytes: r.bytes,
             path: r.path(),
         })
@@ -45,7 +52,11 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
                 b.id,
                 b.store,
                 b.kind.as_deref().unwrap_or("-"),
-                if b.complete { "yes" } else { "NO (partial)" },
+                match (b.complete, &b.damaged) {
+                    (true, _) => "yes",
+                    (false, Some(_)) => "NO (damaged)",
+                    (false, None) => "NO (partial)",
+                },
                 human_bytes(b.bytes)
             );
         }

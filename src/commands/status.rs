@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout;
+use crate::layout::RunReader;
 use crate::server;
-use crate::stores;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {
@@ -36,15 +35,15 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 
 pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<Vec<StoreStatus>> {
     let max_age = max_age.map(parse_duration).transpose()?;
-    let stores = stores::configured(config, &[])?;
+    let stores = config.configured_stores(&[])?;
     let server = server::connect(&config.server).await?;
-    let runs = layout::list_runs(server.as_ref()).await?;
+    let runs = RunReader::new(server.as_ref()).list().await?;
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for store in &stores {
-        let newest = runs.iter().filter(|r| r.folder == store.folder() && r.complete()).last();
+        let newest = runs.iter().filter(|r| r.folder == store.folder() && r.complete()).next_back();
         let finished = newest
-            .and_then(|r| r.manifest.as_ref())
+            .and_then(|r| r.manifest())
             .and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());
         let age = finished.map(|f| (now - f.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64);
         let ok = match (max_age, age) {
@@ -53,7 +52,7 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
             (None, _) => true,
         };
         out.push(StoreStatus {
-            store: store.name().to_string(),
+            store: store.name.to_string(),
             newest: newest.map(|r| r.id.to_string()),
             finished_at: finished.map(|f| f.to_rfc3339()),
             age_seconds: age,

@@ -1,13 +1,11 @@
 //! `lifeboat verify`: check stored files against their manifests at rest (no key needed);
 //! `--deep` also decrypts and decompresses every file (needs the restore side's key).
 
-use std::sync::Arc;
-
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::{self, Run};
-use crate::pipeline::{self, Counters, DecryptKey};
-use crate::server::{self, join};
+use crate::layout::{Run, RunReader, RunState};
+use crate::pipeline::{self, DecryptKey};
+use crate::server;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifiedRun {
@@ -19,15 +17,11 @@ pub struct VerifiedRun {
     pub problems: Vec<String>,
 }
 
-pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) -> Result<Vec<VerifiedRun>> {
-    let key = if deep { Some(DecryptKey::from_config(&config.encryption).map_err(|_| {
-        Error::Usage("verify --deep decrypts, so it needs encryption.identity_file or passphrase_file (the restore side's configuration)".into())
-    })?) } else { None };
-    let server = server::connect(&config.server).await?;
-    let runs = layout::list_runs(server.as_ref()).await?;
-    // The newest complete run of each store, or every store's run with the given id.
+/// The runs to check: every store's run with the given id, or the newest run of each store
+/// that has a manifest (damaged ones included: they are reported, not skipped).
+fn chosen(runs: Vec<Run>, from: Option<&str>) -> Vec<Run> {
     let mut chosen: Vec<Run> = Vec::new();
-    for run in runs.into_iter().filter(Run::complete).rev() {
+    for run in runs.into_iter().rev().filter(|r| !matches!(r.state, RunState::Incomplete)) {
         let wanted = match from {
             Some(id) => run.id.to_string() == id,
             None => !chosen.iter().any(|c| c.folder == run.folder),
@@ -36,47 +30,55 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
             chosen.push(run);
         }
     }
-    if chosen.is_empty() {
+    chosen
+}
+
+pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) -> Result<Vec<VerifiedRun>> {
+    let key = if deep {
+        Some(DecryptKey::from_config(&config.encryption).map_err(|_| {
+            Error::Usage("verify --deep decrypts, so it needs encryption.identity_file or passphrase_file (the restore side's configuration)".into())
+        })?)
+    } else {
+        None
+    };
+    let server = server::connect(&config.server).await?;
+    let reader = RunReader::new(server.as_ref());
+    let runs = chosen(reader.list().await?, from);
+    if runs.is_empty() {
         return Err(Error::NotFound(match from {
             Some(id) => format!("no complete backup {id} on {}; see `lifeboat list`", server.describe()),
             None => format!("no complete backup on {}", server.describe()),
         }));
     }
+    let context = config.store_context();
     let mut results = Vec::new();
-    for run in &chosen {
-        let manifest = run.manifest.as_ref().expect("complete");
+    for run in &runs {
+        let manifest = match &run.state {
+            RunState::Complete(m) => m,
+            RunState::Damaged(why) => {
+                results.push(VerifiedRun { id: run.id.to_string(), store: run.folder.clone(), files: 0, bytes: run.bytes, ok: false, problems: vec![why.clone()] });
+                continue;
+            }
+            RunState::Incomplete => continue,
+        };
         let mut problems = Vec::new();
         for entry in &manifest.files {
-            let remote = join(&run.path(), &entry.name);
-            let counters = Arc::new(Counters::default());
-            let checked = async {
-                let source = server.open(&remote).await?;
-                if let Some(key) = &key {
-                    let work = crate::commands::restore::work_dir(config)?;
-                    let local = work.path().join(&entry.name);
-                    let mut file = tokio::fs::File::create(&local).await.map_err(|e| Error::io("creating a temp file", e))?;
-                    let (size, sha) = pipeline::copy_hashed(source, &mut file, &counters).await.map_err(|e| server.error(e.to_string()))?;
-                    if size != entry.size || sha != entry.sha256 {
-                        return Ok::<_, Error>(Some(format!("{remote}: checksum or size differs from the manifest")));
+            let problem = match &key {
+                None => reader.check_at_rest(run, entry).await?,
+                Some(key) => {
+                    let work = context.private_dir("lifeboat-verify-")?;
+                    let decoded = match reader.fetch_verified(run, entry, work.path(), key).await {
+                        Ok(local) => tokio::task::block_in_place(|| pipeline::decode_to_sink(&local, key, &entry.name)).map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match decoded {
+                        Ok(()) => None,
+                        Err(e @ (Error::Integrity(_) | Error::Decrypt(_))) => Some(format!("{}/{}: {e}", run.path(), entry.name)),
+                        Err(e) => return Err(e),
                     }
-                    let decoded = tokio::task::block_in_place(|| pipeline::decode_to_sink(&local, key, &entry.name));
-                    if let Err(e) = decoded {
-                        return Ok(Some(format!("{remote}: {e}")));
-                    }
-                    Ok(None)
-                } else {
-                    let (size, sha) = pipeline::copy_hashed(source, &mut tokio::io::sink(), &counters)
-                        .await
-                        .map_err(|e| server.error(e.to_string()))?;
-                    if size != entry.size || sha != entry.sha256 {
-                        return Ok(Some(format!("{remote}: checksum or size differs from the manifest (size {size} vs {})", entry.size)));
-                    }
-                    Ok(None)
                 }
             };
-            if let Some(problem) = checked.await? {
-                problems.push(problem);
-            }
+            problems.extend(problem);
         }
         results.push(VerifiedRun {
             id: run.id.to_string(),

@@ -52,7 +52,12 @@ impl BackupServer for LocalServer {
 
     async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
         let p = self.path(path);
-        let file = tokio::fs::File::create(&p).await.map_err(|e| self.fail("cannot create", &p, e))?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .await
+            .map_err(|e| self.fail("cannot create", &p, e))?;
         Ok(Box::new(file))
     }
 
@@ -86,15 +91,12 @@ impl BackupServer for LocalServer {
         Ok(tokio::fs::try_exists(self.path(path)).await.unwrap_or(false))
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (f, t) = (self.path(from), self.path(to));
-        // Make the content durable before it becomes visible under its final name.
-        if let Ok(file) = std::fs::File::open(&f) {
-            file.sync_all().map_err(|e| self.fail("cannot sync", &f, e))?;
-        }
-        tokio::fs::rename(&f, &t).await.map_err(|e| self.fail("cannot rename", &f, e))?;
-        // Make the rename itself durable.
-        if let Some(dir) = t.parent().and_then(|parent| std::fs::File::open(parent).ok()) {
+    async fn make_durable(&self, path: &str) -> Result<()> {
+        let p = self.path(path);
+        let file = std::fs::File::open(&p).map_err(|e| self.fail("cannot open", &p, e))?;
+        file.sync_all().map_err(|e| self.fail("cannot sync", &p, e))?;
+        // The file's name in its folder too.
+        if let Some(dir) = p.parent().and_then(|parent| std::fs::File::open(parent).ok()) {
             let _ = dir.sync_all();
         }
         Ok(())

@@ -27,7 +27,8 @@ pub trait BackupServer: Send + Sync {
     /// makes it usable as an atomic claim of a run folder.
     async fn create_dir(&self, path: &str) -> Result<bool>;
 
-    /// Opens a new file for writing, replacing any file of that name.
+    /// Opens a new file for writing; fails if a file of that name exists (nothing stored is
+    /// ever replaced).
     async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>>;
 
     /// Opens a file for reading.
@@ -39,8 +40,11 @@ pub trait BackupServer: Send + Sync {
     /// Whether a file or directory exists.
     async fn exists(&self, path: &str) -> Result<bool>;
 
-    /// Renames a file, replacing the target: how a finished upload becomes visible.
-    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+    /// Makes a written file's content durable before anything that refers to it is written
+    /// (a manifest). Where the server offers no such call, a no-op.
+    async fn make_durable(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
 
     async fn remove_file(&self, path: &str) -> Result<()>;
 
@@ -83,15 +87,12 @@ pub trait BackupServer: Send + Sync {
         Ok(buf)
     }
 
-    /// Writes a small file atomically: to `path.partial`, then renamed.
-    async fn write_small(&self, path: &str, data: &[u8]) -> Result<()> {
+    /// Writes a small new file (a manifest) in one piece.
+    async fn write_new(&self, path: &str, data: &[u8]) -> Result<()> {
         use tokio::io::AsyncWriteExt;
-        let partial = format!("{path}.partial");
-        let mut w = self.create(&partial).await?;
-        w.write_all(data).await.map_err(|e| self.error(format!("writing {partial}: {e}")))?;
-        w.shutdown().await.map_err(|e| self.error(format!("writing {partial}: {e}")))?;
-        drop(w);
-        self.rename(&partial, path).await
+        let mut w = self.create(path).await?;
+        w.write_all(data).await.map_err(|e| self.error(format!("writing {path}: {e}")))?;
+        w.shutdown().await.map_err(|e| self.error(format!("writing {path}: {e}")))
     }
 
     fn error(&self, message: String) -> Error {

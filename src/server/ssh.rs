@@ -217,8 +217,7 @@ impl BackupServer for SshServer {
             .sftp
             .options()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(self.path(path))
             .await
             .map_err(|e| self.fail("cannot create", path, e))?;
@@ -264,16 +263,6 @@ impl BackupServer for SshServer {
 
     async fn exists(&self, path: &str) -> Result<bool> {
         Ok(self.sftp.fs().metadata(self.path(path)).await.is_ok())
-    }
-
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let mut fs = self.sftp.fs();
-        // Plain SFTP rename refuses to replace; remove a stale target first (only .partial
-        // names are ever renamed over, never a finished file's content).
-        if fs.metadata(self.path(to)).await.is_ok() {
-            fs.remove_file(self.path(to)).await.map_err(|e| self.fail("cannot replace", to, e))?;
-        }
-        fs.rename(self.path(from), self.path(to)).await.map_err(|e| self.fail("cannot rename", from, e))
     }
 
     async fn remove_file(&self, path: &str) -> Result<()> {

@@ -61,10 +61,12 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
 use super::stderr_tail::StderrTail;
-use super::{BackupSink, RestoreFiles, Store, StoreBackup};
-use crate::config::{Config, Schedule, SecretFile, StoreType, yes};
+use super::{RestoreFiles, Store};
+use crate::layout::RunWriter;
+use crate::secret::SecretFile;
+use crate::stores::{Datastore, StoreContext, StoreSettings, StoreType};
 use crate::error::{Error, Result};
-use crate::manifest::{Counts, Manifest};
+use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 
 const STORE: &str = "influxdb";
 /// Backups taken when points older than the backup's start keep changing while it runs.
@@ -79,18 +81,14 @@ const TAR_CHUNK: usize = 256 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
+    #[serde(flatten)]
+    pub settings: StoreSettings,
     /// The RPC (backup) address, `host:8088`.
     pub host: String,
     /// The HTTP API, used to count series and points (default: same host, port 8086).
     pub http_url: Option<String>,
     #[serde(default)]
     pub databases: Vec<String>,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
     /// Folder holding `influxd` (default: found on PATH).
     pub bin_dir: Option<PathBuf>,
     /// HTTP API user, when InfluxDB has auth enabled (with `password_file`).
@@ -340,8 +338,8 @@ fn private_dir(parent: Option<&Path>, prefix: &str) -> Result<tempfile::TempDir>
 }
 
 impl InfluxDb {
-    pub fn new(cfg: InfluxConfig, config: &Config) -> Result<InfluxDb> {
-        let bad = |message: String| Error::Config { file: config.file.clone(), message };
+    pub fn new(cfg: InfluxConfig, ctx: &StoreContext) -> Result<InfluxDb> {
+        let bad = |message: String| ctx.invalid(message);
         if default_http_url(&cfg.host).is_none() {
             return Err(bad(format!("stores.influxdb.host `{}` is not host:port; expected the RPC (backup) address, e.g. 127.0.0.1:8088", cfg.host)));
         }
@@ -356,15 +354,12 @@ impl InfluxDb {
         if cfg.username.is_some() != cfg.password_file.is_some() {
             return Err(bad("stores.influxdb: set both username and password_file, or neither".into()));
         }
-        if cfg.kind == StoreType::Differential {
-            return Err(Error::Usage("stores.influxdb.type differential is not supported; use type: dump".into()));
-        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| err(format!("cannot set up the HTTP client: {e}")))?;
         let password = cfg.password_file.as_deref().map(|p| SecretFile::new("influxdb password", p));
-        Ok(InfluxDb { cfg, http, client, password, work_dir: config.work_dir.clone() })
+        Ok(InfluxDb { cfg, http, client, password, work_dir: ctx.work_dir.clone() })
     }
 
     fn endpoint(&self, path: &str) -> url::Url {
@@ -665,7 +660,7 @@ impl InfluxDb {
     }
 
     /// Backs up `db` until the counts before and after agree, then streams it to `sink`.
-    async fn backup_database(&self, db: &str, sink: &mut BackupSink<'_>) -> Result<(String, Census)> {
+    async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, Census)> {
         for attempt in 1..=ATTEMPTS {
             let (now, _) = self.ping().await?;
             let before = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -737,19 +732,7 @@ impl InfluxDb {
 
 #[async_trait]
 impl Store for InfluxDb {
-    fn name(&self) -> &'static str {
-        STORE
-    }
-
-    fn server_dir(&self) -> Option<&str> {
-        self.cfg.server_dir.as_deref()
-    }
-
-    fn kind(&self) -> StoreType {
-        self.cfg.kind
-    }
-
-    async fn backup(&self, sink: &mut BackupSink<'_>) -> Result<StoreBackup> {
+    async fn backup(&self, sink: &mut RunWriter<'_>) -> Result<StoreBackup> {
         let (_, server_version) = self.ping().await?;
         let databases = self.databases().await?;
         let mut out = StoreBackup { count_unit: "field values".into(), ..Default::default() };
@@ -937,5 +920,14 @@ mod tests {
         assert!(e.contains("holds shards of database other"), "{e}");
         std::fs::write(dir.path().join("x.manifest"), r#"{"meta":{},"limited":false,"files":null}"#).unwrap();
         assert_eq!(check_portable_backup(dir.path(), "ocrvs", "f").unwrap(), 0);
+    }
+}
+
+impl Datastore for InfluxDb {
+    type Config = InfluxConfig;
+    const TYPES: &'static [StoreType] = &[StoreType::Dump];
+
+    fn new(cfg: InfluxConfig, ctx: &StoreContext) -> Result<InfluxDb> {
+        InfluxDb::new(cfg, ctx)
     }
 }

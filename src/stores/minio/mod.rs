@@ -58,10 +58,12 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{BackupSink, RestoreFiles, Store, StoreBackup};
-use crate::config::{Config, Schedule, SecretFile, StoreType, yes};
+use super::{RestoreFiles, Store};
+use crate::layout::RunWriter;
+use crate::secret::SecretFile;
+use crate::stores::{Datastore, StoreContext, StoreSettings, StoreType};
 use crate::error::{Error, Result};
-use crate::manifest::{Counts, Manifest};
+use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 
 const STORE: &str = "minio";
 /// The one stored file of a run.
@@ -91,10 +93,8 @@ const READ_CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MinioConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
+    #[serde(flatten)]
+    pub settings: StoreSettings,
     pub endpoint: String,
     pub access_key_file: PathBuf,
     pub secret_key_file: PathBuf,
@@ -102,8 +102,6 @@ pub struct MinioConfig {
     pub buckets: Vec<String>,
     #[serde(default = "default_region")]
     pub region: String,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
 }
 
 fn default_region() -> String {
@@ -216,8 +214,8 @@ pub struct Minio {
 }
 
 impl Minio {
-    pub fn new(cfg: MinioConfig, config: &Config) -> Result<Minio> {
-        let bad = |message: String| Error::Config { file: config.file.clone(), message };
+    pub fn new(cfg: MinioConfig, ctx: &StoreContext) -> Result<Minio> {
+        let bad = |message: String| ctx.invalid(message);
         let url = url::Url::parse(&cfg.endpoint).map_err(|e| {
             bad(format!("stores.minio.endpoint `{}` is not a URL ({e}); expected e.g. http://minio:9000", cfg.endpoint))
         })?;
@@ -226,11 +224,6 @@ impl Minio {
         }
         if cfg.region.trim().is_empty() {
             return Err(bad("stores.minio.region is empty; leave it out for us-east-1".into()));
-        }
-        if cfg.kind == StoreType::Differential {
-            return Err(Error::Usage(
-                "stores.minio.type differential (incremental mirror) is not supported by this version; use type: dump".into(),
-            ));
         }
         let access_key = SecretFile::new("MinIO access key", &cfg.access_key_file);
         let secret_key = SecretFile::new("MinIO secret key", &cfg.secret_key_file);
@@ -942,19 +935,12 @@ fn manifest_buckets(manifest: &Manifest) -> Result<BTreeMap<String, BucketSettin
 
 #[async_trait]
 impl Store for Minio {
-    fn name(&self) -> &'static str {
-        STORE
+    /// Objects and bytes do not add up to one total: say how many counts were compared.
+    fn describe_counts(&self, manifest: &Manifest) -> String {
+        format!("{} counts ({})", manifest.counts.values().map(|m| m.len()).sum::<usize>(), manifest.count_unit)
     }
 
-    fn server_dir(&self) -> Option<&str> {
-        self.cfg.server_dir.as_deref()
-    }
-
-    fn kind(&self) -> StoreType {
-        self.cfg.kind
-    }
-
-    async fn backup(&self, sink: &mut BackupSink<'_>) -> Result<StoreBackup> {
+    async fn backup(&self, sink: &mut RunWriter<'_>) -> Result<StoreBackup> {
         let client = self.client()?;
         let names = self.buckets_to_back_up(&client).await?;
         let mut buckets = BTreeMap::new();
@@ -1183,5 +1169,14 @@ mod tests {
         let (tx, _rx) = mpsc::channel(16);
         let e = read_archive(Box::new(std::io::Cursor::new(bytes)), &tx).unwrap_err().unwrap();
         assert!(e.to_string().contains("not a Lifeboat MinIO archive"), "{e}");
+    }
+}
+
+impl Datastore for Minio {
+    type Config = MinioConfig;
+    const TYPES: &'static [StoreType] = &[StoreType::Dump];
+
+    fn new(cfg: MinioConfig, ctx: &StoreContext) -> Result<Minio> {
+        Minio::new(cfg, ctx)
     }
 }

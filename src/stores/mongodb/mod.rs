@@ -29,10 +29,12 @@ use mongodb::options::{ClientOptions, Credential};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{BackupSink, RestoreFiles, Store, StoreBackup};
-use crate::config::{Config, Schedule, SecretFile, StoreType, yes};
+use super::{RestoreFiles, Store};
+use crate::layout::RunWriter;
+use crate::secret::SecretFile;
+use crate::stores::{Datastore, StoreContext, StoreSettings, StoreType};
 use crate::error::{Error, Result};
-use crate::manifest::{Counts, Manifest};
+use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 
 const STORE: &str = "mongodb";
 
@@ -48,10 +50,8 @@ const BATCH_BYTES: usize = 4 << 20;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MongoConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default, rename = "type")]
-    pub kind: StoreType,
+    #[serde(flatten)]
+    pub settings: StoreSettings,
     /// `mongodb://[user@]host:port/[?options]` (or `mongodb+srv://`), without a password.
     pub url: String,
     /// File holding the password of the url's user.
@@ -59,8 +59,6 @@ pub struct MongoConfig {
     /// Databases to back up; empty means every database except admin, config and local.
     #[serde(default)]
     pub databases: Vec<String>,
-    pub schedule: Option<Schedule>,
-    pub server_dir: Option<String>,
 }
 
 pub struct MongoDb {
@@ -551,8 +549,8 @@ async fn write_archive(
 }
 
 impl MongoDb {
-    pub fn new(cfg: MongoConfig, config: &Config) -> Result<MongoDb> {
-        let invalid = |message: String| Error::Config { file: config.file.clone(), message };
+    pub fn new(cfg: MongoConfig, ctx: &StoreContext) -> Result<MongoDb> {
+        let invalid = |message: String| ctx.invalid(message);
         if !(cfg.url.starts_with("mongodb://") || cfg.url.starts_with("mongodb+srv://")) {
             return Err(invalid(format!(
                 "stores.mongodb.url `{}` is not a MongoDB URL; expected mongodb://[user@]host:port/",
@@ -563,9 +561,6 @@ impl MongoDb {
             return Err(invalid(
                 "stores.mongodb.url contains a password: remove it and put it in stores.mongodb.password_file".into(),
             ));
-        }
-        if cfg.kind == StoreType::Differential {
-            return Err(Error::Usage("stores.mongodb.type differential is not supported; use type: dump".into()));
         }
         for db in &cfg.databases {
             if db.is_empty() || db.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
@@ -690,7 +685,7 @@ impl MongoDb {
         client: &Client,
         plan: DatabasePlan,
         server_version: &str,
-        sink: &mut BackupSink<'_>,
+        sink: &mut RunWriter<'_>,
     ) -> Result<BTreeMap<String, u64>> {
         let (tx, mut rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let name = plan.name.clone();
@@ -872,19 +867,7 @@ fn manifest_databases(manifest: &Manifest) -> Result<BTreeMap<String, String>> {
 
 #[async_trait]
 impl Store for MongoDb {
-    fn name(&self) -> &'static str {
-        STORE
-    }
-
-    fn server_dir(&self) -> Option<&str> {
-        self.cfg.server_dir.as_deref()
-    }
-
-    fn kind(&self) -> StoreType {
-        self.cfg.kind
-    }
-
-    async fn backup(&self, sink: &mut BackupSink<'_>) -> Result<StoreBackup> {
+    async fn backup(&self, sink: &mut RunWriter<'_>) -> Result<StoreBackup> {
         let client = self.client().await?;
         let databases = self.databases(&client).await?;
         let server_version = Self::server_version(&client).await?;
@@ -1085,5 +1068,14 @@ mod tests {
         assert!(e.to_string().contains("not a MongoDB archive"), "{e}");
         let e = Reader::open(&b""[..]).err().unwrap();
         assert!(e.to_string().contains("empty"), "{e}");
+    }
+}
+
+impl Datastore for MongoDb {
+    type Config = MongoConfig;
+    const TYPES: &'static [StoreType] = &[StoreType::Dump];
+
+    fn new(cfg: MongoConfig, ctx: &StoreContext) -> Result<MongoDb> {
+        MongoDb::new(cfg, ctx)
     }
 }

@@ -1,0 +1,199 @@
+//! `manifest.json`: written last in each run folder; a run without one is not complete.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+/// Counts used to verify a restore, by scope (database, bucket) then item (table, collection,
+/// measurement, or `objects`/`bytes`).
+pub type Counts = BTreeMap<String, BTreeMap<String, u64>>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// The configured store name (`postgres`, `mongodb`, `influxdb`, `minio`).
+    pub store: String,
+    /// `dump` or `differential`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The run id (date folder), e.g. `2026-11-24` or `2026-11-24_2`.
+    pub id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub lifeboat_version: String,
+    pub tool_versions: BTreeMap<String, String>,
+    /// `zstd` then age (`age-x25519` or `age-scrypt`).
+    pub compression: String,
+    pub encryption: String,
+    pub files: Vec<FileEntry>,
+    /// What the counts count (e.g. `rows`, `documents`, `objects/bytes`).
+    pub count_unit: String,
+    pub counts: Counts,
+    /// Store-specific facts (e.g. bucket policies) that are not counts: each store's own typed
+    /// struct, read with [`Manifest::extra`] and written with [`StoreBackup::new`].
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a store's backup reports besides its files.
+#[derive(Debug, Default)]
+pub struct StoreBackup {
+    pub tool_versions: BTreeMap<String, String>,
+    pub count_unit: String,
+    pub counts: Counts,
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl StoreBackup {
+    /// A backup's report with its store-specific `extra` (a struct serialising to an object).
+    pub fn new(count_unit: &str, counts: Counts, extra: &impl Serialize) -> StoreBackup {
+        let extra = match serde_json::to_value(extra).expect("store extras serialise") {
+            serde_json::Value::Object(map) => map,
+            other => panic!("a store's extra must serialise to an object, not {other}"),
+        };
+        StoreBackup { tool_versions: BTreeMap::new(), count_unit: count_unit.into(), counts, extra }
+    }
+
+    pub fn tool(mut self, name: &str, version: impl Into<String>) -> StoreBackup {
+        self.tool_versions.insert(name.into(), version.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    /// Stored (encrypted) size in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    /// Size of the plain dump before compression.
+    pub raw_size: u64,
+}
+
+impl Manifest {
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    /// The store-specific facts as the store's own type; a manifest without them was not
+    /// written by this store (or is damaged), and is refused before anything is changed.
+    pub fn extra<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(serde_json::Value::Object(self.extra.clone())).map_err(|e| {
+            Error::Integrity(format!(
+                "backup {} of {}: the manifest's store details are unreadable ({e}): this is not a {} {} backup of this Lifeboat; nothing was changed",
+                self.id, self.store, self.store, self.kind
+            ))
+        })
+    }
+
+    /// The plain size of every file, for the closing line of a restore.
+    pub fn raw_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.raw_size).sum()
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Lists every difference between the counts recorded at backup time and those found after a
+/// restore, for the scopes that were restored.
+pub fn compare_counts(expected: &Counts, found: &Counts) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (scope, items) in expected {
+        let empty = BTreeMap::new();
+        let got = found.get(scope).unwrap_or(&empty);
+        for (item, want) in items {
+            match got.get(item) {
+                Some(have) if have == want => {}
+                Some(have) => problems.push(format!("{scope}/{item}: expected {want}, found {have}")),
+                None => problems.push(format!("{scope}/{item}: expected {want}, missing after restore")),
+            }
+        }
+        for (item, have) in got {
+            if !items.contains_key(item) {
+                problems.push(format!("{scope}/{item}: {have} found but not in the backup"));
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(items: &[(&str, &str, u64)]) -> Counts {
+        let mut c = Counts::new();
+        for (s, i, n) in items {
+            c.entry(s.to_string()).or_default().insert(i.to_string(), *n);
+        }
+        c
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Extra {
+        databases: BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn typed_extras_round_trip_and_foreign_ones_are_refused() {
+        let extra = Extra { databases: BTreeMap::from([("events".into(), "db-events.dump.zst.age".into())]) };
+        let info = StoreBackup::new("rows", Counts::new(), &extra).tool("pg_dump", "15");
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            store: "postgres".into(),
+            kind: "dump".into(),
+            id: "2026-11-24".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            lifeboat_version: String::new(),
+            tool_versions: info.tool_versions,
+            compression: String::new(),
+            encryption: String::new(),
+            files: vec![],
+            count_unit: info.count_unit,
+            counts: info.counts,
+            extra: info.extra,
+        };
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert!(json.contains(r#""extra":{"databases":{"events":"db-events.dump.zst.age"}}"#), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.extra::<Extra>().unwrap(), extra);
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Buckets {
+            buckets: BTreeMap<String, String>,
+        }
+        let e = back.extra::<Buckets>().unwrap_err().to_string();
+        assert!(e.contains("not a postgres dump backup"), "{e}");
+    }
+
+    #[test]
+    fn equal_counts_have_no_problems() {
+        let a = counts(&[("db", "public.t", 3), ("db", "public.u", 0)]);
+        assert!(compare_counts(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn differences_are_each_reported() {
+        let want = counts(&[("db", "public.t", 3), ("db", "public.u", 1)]);
+        let got = counts(&[("db", "public.t", 2), ("db", "public.v", 5)]);
+        let problems = compare_counts(&want, &got);
+        assert_eq!(
+            problems,
+            vec![
+                "db/public.t: expected 3, found 2",
+                "db/public.u: expected 1, missing after restore",
+                "db/public.v: 5 found but not in the backup",
+            ]
+        );
+    }
+}

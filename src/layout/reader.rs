@@ -1,0 +1,158 @@
+//! [`RunReader`]: the restore and verify side of a run's life. List the runs once, choose one,
+//! fetch and verify its files. Everything read from the server is untrusted: names are checked
+//! before use, and a damaged run is reported as damaged without hiding the good ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::manifest::{FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest};
+use super::{Run, RunId, check_file_name};
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Counters, DecryptKey};
+use crate::progress::Progress;
+use crate::server::{BackupServer, join};
+
+/// Largest manifest read: far above any real one (a few KiB per thousand tables).
+const MAX_MANIFEST: u64 = 64 << 20;
+
+/// What a run folder holds.
+#[derive(Debug, Clone)]
+pub enum RunState {
+    /// A readable manifest: the run finished.
+    Complete(Box<Manifest>),
+    /// No manifest: the run failed or was interrupted (or is still running).
+    Incomplete,
+    /// A manifest that cannot be used, with the reason. Never restored.
+    Damaged(String),
+}
+
+pub struct RunReader<'a> {
+    server: &'a dyn BackupServer,
+}
+
+impl<'a> RunReader<'a> {
+    pub fn new(server: &'a dyn BackupServer) -> Self {
+        RunReader { server }
+    }
+
+    /// Every run on the server (complete or not), oldest first. One damaged run is listed as
+    /// damaged; it never stops the listing.
+    pub async fn list(&self) -> Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        for day in self.server.list("").await? {
+            let Some(id) = day.is_dir.then(|| RunId::parse(&day.name)).flatten() else { continue };
+            for store in self.server.list(&day.name).await? {
+                if !store.is_dir || check_file_name(&store.name).is_err() {
+                    continue;
+                }
+                let path = join(&day.name, &store.name);
+                let files = self.server.list(&path).await?;
+                let bytes = files.iter().filter(|f| !f.is_dir).map(|f| f.size).sum();
+                let state = match files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir) {
+                    None => RunState::Incomplete,
+                    Some(entry) => self.read_manifest(&path, entry.size).await,
+                };
+                runs.push(Run { id: id.clone(), folder: store.name, state, bytes });
+            }
+        }
+        runs.sort_by(|a, b| a.id.cmp(&b.id).then(a.folder.cmp(&b.folder)));
+        Ok(runs)
+    }
+
+    async fn read_manifest(&self, path: &str, size: u64) -> RunState {
+        if size > MAX_MANIFEST {
+            return RunState::Damaged(format!("{MANIFEST_NAME} is {size} bytes, far larger than any real one"));
+        }
+        let data = match self.server.read_small(&join(path, MANIFEST_NAME)).await {
+            Ok(data) => data,
+            Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} cannot be read ({e})")),
+        };
+        let manifest = match serde_json::from_slice::<Manifest>(&data) {
+            Ok(m) => m,
+            Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} is not a valid manifest ({e})")),
+        };
+        if manifest.format_version > FORMAT_VERSION {
+            return RunState::Damaged(format!(
+                "{MANIFEST_NAME} has format version {}, this Lifeboat reads up to {FORMAT_VERSION}: use a newer Lifeboat",
+                manifest.format_version
+            ));
+        }
+        if let Some(bad) = manifest.files.iter().find(|f| check_file_name(&f.name).is_err() || f.name == MANIFEST_NAME) {
+            return RunState::Damaged(format!("{MANIFEST_NAME} lists a file `{}` that is not a plain file name", bad.name.escape_debug()));
+        }
+        RunState::Complete(Box::new(manifest))
+    }
+
+    /// The run to restore for a store folder: the newest complete one, or the one named by `from`.
+    pub fn choose(&self, runs: &[Run], folder: &str, from: Option<&str>) -> Result<Run> {
+        let server = self.server.describe();
+        let mut mine = runs.iter().filter(|r| r.folder == folder);
+        let Some(wanted) = from else {
+            return mine.rfind(|r| r.complete()).cloned().ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no complete backup of {folder} on {server}: nothing was restored; run a backup first or check server.url"
+                ))
+            });
+        };
+        let id = RunId::parse(wanted).ok_or_else(|| {
+            Error::Usage(format!("--from `{wanted}` is not a backup id (YYYY-MM-DD or YYYY-MM-DD_N); see `lifeboat list`"))
+        })?;
+        let run = mine
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::NotFound(format!("no backup {wanted} of {folder} on {server}; see `lifeboat list`")))?;
+        match &run.state {
+            RunState::Complete(_) => Ok(run.clone()),
+            RunState::Incomplete => Err(Error::NotFound(format!(
+                "backup {wanted} of {folder} is not complete (no manifest: it failed or was interrupted); choose another with --from"
+            ))),
+            RunState::Damaged(why) => Err(Error::Integrity(format!(
+                "backup {wanted} of {folder} is damaged: {why}; nothing was restored; choose another with --from"
+            ))),
+        }
+    }
+
+    /// Downloads one file of `run` into `dir`, checking its size and SHA-256 against the
+    /// manifest and that `key` opens it. Returns the local path.
+    pub async fn fetch_verified(&self, run: &Run, entry: &FileEntry, dir: &Path, key: &DecryptKey) -> Result<PathBuf> {
+        check_file_name(&entry.name)?;
+        let remote = join(&run.path(), &entry.name);
+        let local = dir.join(&entry.name);
+        let counters = Arc::new(Counters::default());
+        let _progress = Progress::start(format!("{}: downloading {}", run.folder, entry.name), counters.clone());
+        let source = self.server.open(&remote).await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&local)
+            .await
+            .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
+        let (size, sha256) = pipeline::copy_hashed(source, &mut file, &counters.stored)
+            .await
+            .map_err(|e| self.server.error(format!("downloading {remote}: {e}")))?;
+        if size != entry.size || sha256 != entry.sha256 {
+            return Err(Error::Integrity(format!(
+                "stored file {remote} does not match its manifest (size {size} vs {}, sha256 {} vs {}): \
+                 the backup is damaged; nothing was restored; restore an older backup with --from ID",
+                entry.size,
+                &sha256[..12],
+                &entry.sha256[..entry.sha256.len().min(12)]
+            )));
+        }
+        pipeline::check_decryptable(&local, key, &entry.name)?;
+        Ok(local)
+    }
+
+    /// Checks one stored file at rest (size and SHA-256, no key needed). `Some(problem)` when
+    /// it differs from the manifest.
+    pub async fn check_at_rest(&self, run: &Run, entry: &FileEntry) -> Result<Option<String>> {
+        check_file_name(&entry.name)?;
+        let remote = join(&run.path(), &entry.name);
+        let counters = Counters::default();
+        let source = self.server.open(&remote).await?;
+        let (size, sha) = pipeline::copy_hashed(source, &mut tokio::io::sink(), &counters.stored)
+            .await
+            .map_err(|e| self.server.error(format!("reading {remote}: {e}")))?;
+        Ok((size != entry.size || sha != entry.sha256)
+            .then(|| format!("{remote}: checksum or size differs from the manifest (size {size} vs {})", entry.size)))
+    }
+}

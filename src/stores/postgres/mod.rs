@@ -1,0 +1,305 @@
+//! PostgreSQL `dump`: `pg_dump -Fc` per database and `pg_dumpall --roles-only` for roles.
+//!
+//! Counts are taken inside the very snapshot pg_dump dumps: Lifeboat opens a REPEATABLE READ
+//! transaction, exports its snapshot (`pg_export_snapshot()`), counts rows there, and runs
+//! `pg_dump --snapshot=...` while holding it open. Writes during the backup therefore never make
+//! the counts disagree with the dump.
+//!
+//! pg_dump is run with `-Z0`: Lifeboat compresses (multi-threaded zstd) so pg_dump does not
+//! spend its single core on gzip.
+
+mod sql;
+mod tools;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, NoTls};
+
+use super::stderr_tail::StderrTail;
+use super::{Datastore, RestoreFiles, Store, StoreContext, StoreSettings, StoreType};
+use crate::error::{Error, Result};
+use crate::layout::RunWriter;
+use crate::layout::manifest::{Counts, Manifest, StoreBackup};
+use crate::secret::SecretFile;
+use sql::{count_rows, dump_file_name, idempotent_roles};
+use tools::Tools;
+
+const STORE: &str = "postgres";
+const ROLES_FILE: &str = "roles.sql.zst.age";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    #[serde(flatten)]
+    pub settings: StoreSettings,
+    /// `postgres://user@host:port/maintenance_db`, without a password (use `password_file`).
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    /// Databases to back up; empty means every database that accepts connections.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Folder holding pg_dump, pg_dumpall, pg_restore and psql (default: found on PATH).
+    pub bin_dir: Option<PathBuf>,
+    /// Parallel pg_restore jobs; above 1 the dump is first decrypted to a private temp file.
+    #[serde(default = "one_job")]
+    pub restore_jobs: u32,
+}
+
+fn one_job() -> u32 {
+    1
+}
+
+/// What a PostgreSQL dump's manifest records besides counts.
+#[derive(Debug, Serialize, Deserialize)]
+struct PostgresExtra {
+    /// Database name → its dump file.
+    databases: BTreeMap<String, String>,
+    roles_file: String,
+}
+
+pub struct Postgres {
+    cfg: PostgresConfig,
+    url: url::Url,
+    password: Option<SecretFile>,
+    tools: Tools,
+}
+
+fn err(message: impl Into<String>) -> Error {
+    Error::store(STORE, message)
+}
+
+impl Datastore for Postgres {
+    type Config = PostgresConfig;
+    const TYPES: &'static [StoreType] = &[StoreType::Dump];
+
+    fn new(cfg: PostgresConfig, ctx: &StoreContext) -> Result<Postgres> {
+        let url = url::Url::parse(&cfg.url).map_err(|e| {
+            ctx.invalid(format!("stores.postgres.url `{}` is not a URL ({e}); expected postgres://user@host:port/db", cfg.url))
+        })?;
+        if url.password().is_some() {
+            return Err(ctx.invalid("stores.postgres.url contains a password: remove it and put it in stores.postgres.password_file"));
+        }
+        if cfg.restore_jobs == 0 {
+            return Err(ctx.invalid("stores.postgres.restore_jobs must be at least 1"));
+        }
+        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("postgres password", p));
+        let tools = Tools { bin_dir: cfg.bin_dir.clone(), password: password.clone() };
+        Ok(Postgres { cfg, url, password, tools })
+    }
+}
+
+impl Postgres {
+    fn url_for(&self, db: &str) -> String {
+        let mut u = self.url.clone();
+        u.set_path(&format!("/{}", db));
+        u.to_string()
+    }
+
+    fn maintenance_db(&self) -> String {
+        let db = self.url.path().trim_start_matches('/');
+        if db.is_empty() { "postgres".into() } else { db.to_string() }
+    }
+
+    async fn connect(&self, db: &str) -> Result<Client> {
+        let mut config: tokio_postgres::Config = self
+            .cfg
+            .url
+            .parse()
+            .map_err(|e| err(format!("stores.postgres.url cannot be used ({e})")))?;
+        config.dbname(db);
+        config.application_name("lifeboat");
+        if let Some(secret) = &self.password {
+            config.password(secret.read()?);
+        }
+        let host = format!("{}:{}", self.url.host_str().unwrap_or("localhost"), self.url.port().unwrap_or(5432));
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| err(format!("cannot connect to database {db} at {host}: {e}; check that PostgreSQL is up and stores.postgres.url")))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("postgres connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// The databases to back up: the configured ones (each must exist) or all that accept connections.
+    async fn databases(&self, client: &Client) -> Result<Vec<String>> {
+        let rows = client
+            .query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1", &[])
+            .await
+            .map_err(|e| err(format!("cannot list databases: {e}")))?;
+        let existing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if self.cfg.databases.is_empty() {
+            return Ok(existing);
+        }
+        for db in &self.cfg.databases {
+            if !existing.contains(db) {
+                return Err(err(format!(
+                    "database `{db}` named in stores.postgres.databases does not exist on {}; fix the list (existing: {})",
+                    self.url.host_str().unwrap_or(""),
+                    existing.join(", ")
+                )));
+            }
+        }
+        Ok(self.cfg.databases.clone())
+    }
+
+    /// Runs a dump tool and streams its stdout into the run as `file`.
+    async fn put_tool_output(&self, run: &mut RunWriter<'_>, file: &str, mut cmd: tokio::process::Command, what: &str) -> Result<()> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("cannot run {what} ({e}): install the PostgreSQL client tools or set stores.postgres.bin_dir")))?;
+        let stderr = StderrTail::watch(child.stderr.take().expect("piped"), |_| {});
+        let stdout = child.stdout.take().expect("piped");
+        crate::pipeline::widen_pipe(&stdout);
+        let put = run.put(file, Box::new(stdout)).await;
+        if put.is_err() {
+            let _ = child.kill().await;
+        }
+        let status = child.wait().await.map_err(|e| err(format!("waiting for {what}: {e}")))?;
+        put?;
+        if !status.success() {
+            return Err(err(format!(
+                "{what} failed ({status}): {}; the run was not completed, earlier backups are untouched",
+                stderr.last(3)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Dumps one database inside an exported snapshot and returns its row counts.
+    async fn dump_database(&self, db: &str, run: &mut RunWriter<'_>) -> Result<BTreeMap<String, u64>> {
+        let client = self.connect(db).await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(|e| err(format!("{db}: cannot start the snapshot transaction: {e}")))?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| err(format!("{db}: cannot export a snapshot: {e}")))?
+            .get(0);
+        let counts = count_rows(&client, db).await?;
+        let mut cmd = self.tools.command("pg_dump")?;
+        cmd.args(["--format=custom", "--compress=0", "--snapshot", &snapshot, "--dbname", &self.url_for(db)]);
+        self.put_tool_output(run, &dump_file_name(db), cmd, &format!("pg_dump of {db}")).await?;
+        // The snapshot may be released only now that pg_dump has finished with it.
+        let _ = client.batch_execute("COMMIT").await;
+        Ok(counts)
+    }
+
+    async fn dump_roles(&self, run: &mut RunWriter<'_>) -> Result<()> {
+        let mut cmd = self.tools.command("pg_dumpall")?;
+        cmd.args(["--roles-only", "--no-role-passwords", "--dbname", &self.url_for(&self.maintenance_db())]);
+        self.put_tool_output(run, ROLES_FILE, cmd, "pg_dumpall --roles-only").await
+    }
+
+    async fn restore_database(&self, db: &str, file: &str, files: &RestoreFiles) -> Result<()> {
+        let maintenance = self.maintenance_db();
+        if db == maintenance {
+            return Err(err(format!(
+                "cannot restore database {db}: it is the maintenance database of stores.postgres.url; point the url at another database (e.g. /postgres or /template1)"
+            )));
+        }
+        let admin = self.connect(&maintenance).await?;
+        admin
+            .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db])
+            .await
+            .map_err(|e| err(format!("cannot end connections to {db}: {e}")))?;
+        let quoted = format!("\"{}\"", db.replace('"', "\"\""));
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+            .await
+            .map_err(|e| err(format!("cannot drop database {db}: {e}")))?;
+        tracing::info!("postgres: dropped {db}; restoring it with pg_restore");
+
+        // --create recreates the database with its original encoding, locale, owner and settings.
+        let mut args: Vec<String> =
+            vec!["--create".into(), "--exit-on-error".into(), "--dbname".into(), self.url_for(&maintenance)];
+        if self.cfg.restore_jobs > 1 {
+            // Parallel pg_restore needs a seekable file: decode into the private restore folder.
+            let plain = files.path(&format!("{file}.plain"))?;
+            let mut reader = files.open(file)?;
+            let plain_path = plain.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let mut out = std::fs::File::create(&plain_path).map_err(|e| Error::io("writing the decoded dump", e))?;
+                std::io::copy(&mut reader, &mut out).map_err(|e| err(format!("decoding {}: {e}", plain_path.display())))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| err(e.to_string()))??;
+            args.push(format!("--jobs={}", self.cfg.restore_jobs));
+            args.push(plain.display().to_string());
+            let result = self.tools.run_with_input("pg_restore", &args, Box::new(std::io::empty())).await;
+            let _ = std::fs::remove_file(&plain);
+            result
+        } else {
+            self.tools.run_with_input("pg_restore", &args, files.open(file)?).await
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Postgres {
+    async fn backup(&self, run: &mut RunWriter<'_>) -> Result<StoreBackup> {
+        let admin = self.connect(&self.maintenance_db()).await?;
+        let databases = self.databases(&admin).await?;
+        let server_version: String = admin
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(|e| err(format!("cannot read the server version: {e}")))?
+            .get(0);
+        let pg_dump = self.tools.version("pg_dump").await?;
+
+        self.dump_roles(run).await?;
+        let mut counts = Counts::new();
+        let mut extra = PostgresExtra { databases: BTreeMap::new(), roles_file: ROLES_FILE.into() };
+        for db in &databases {
+            tracing::info!("postgres: dumping database {db}");
+            counts.insert(db.clone(), self.dump_database(db, run).await?);
+            extra.databases.insert(db.clone(), dump_file_name(db));
+        }
+        Ok(StoreBackup::new("rows", counts, &extra).tool("pg_dump", pg_dump).tool("postgresql", server_version))
+    }
+
+    async fn check_target(&self) -> Result<()> {
+        let admin = self.connect(&self.maintenance_db()).await?;
+        admin.simple_query("SELECT 1").await.map_err(|e| err(format!("target not usable: {e}")))?;
+        self.tools.version("pg_restore").await?;
+        self.tools.version("psql").await?;
+        Ok(())
+    }
+
+    async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
+        let extra: PostgresExtra = manifest.extra()?;
+
+        // Roles first, so that restored objects keep their owners and grants.
+        let mut roles_sql = String::new();
+        files
+            .open(&extra.roles_file)?
+            .read_to_string(&mut roles_sql)
+            .map_err(|e| err(format!("reading {}: {e}", extra.roles_file)))?;
+        let roles = idempotent_roles(&roles_sql);
+        let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"].map(String::from);
+        let args = [&args[..], &[self.url_for(&self.maintenance_db())]].concat();
+        self.tools.run_with_input("psql", &args, Box::new(std::io::Cursor::new(roles.into_bytes()))).await?;
+
+        let mut found = Counts::new();
+        for (db, file) in &extra.databases {
+            self.restore_database(db, file, files).await?;
+            let client = self.connect(db).await?;
+            found.insert(db.clone(), count_rows(&client, db).await?);
+        }
+        Ok(found)
+    }
+}

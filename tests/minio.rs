@@ -4,12 +4,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
@@ -316,25 +314,6 @@ fn minio_block(buckets: &[&str], port: u16, extra: &str) -> String {
     )
 }
 
-fn backup_config(case: &Case, transport: &Transport, stores: &str, file: &str) -> PathBuf {
-    case.write_config(
-        file,
-        &format!("role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}", case.server_block(transport), case.recipient),
-    )
-}
-
-fn restore_config(case: &Case, transport: &Transport, stores: &str, file: &str) -> PathBuf {
-    case.write_config(
-        file,
-        &format!("role: restore\n{}encryption:\n  identity_file: {}\n{stores}", case.server_block(transport), case.identity_file.display()),
-    )
-}
-
-fn manifest_of(case: &Case, run: &serde_json::Value) -> serde_json::Value {
-    let dir = case.server_path.join(run["path"].as_str().unwrap());
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
-}
-
 fn roundtrip(test: &str, transport: Transport) {
     let s3 = S3::new();
     let case = Case::new(test);
@@ -342,8 +321,8 @@ fn roundtrip(test: &str, transport: Transport) {
     let expected = seed(&s3, &b, true);
     let before = b.fingerprint(&s3);
     let stores = minio_block(&b.all(), S3_PORT, "");
-    let backup = backup_config(&case, &transport, &stores, "backup.yaml");
-    let restore = restore_config(&case, &transport, &stores, "restore.yaml");
+    let backup = case.backup_config_with(&transport, &stores, "backup.yaml");
+    let restore = case.restore_config_with(&transport, &stores, "restore.yaml");
 
     let out = lifeboat(&backup, &["backup"]);
     assert_ok(&out);
@@ -354,7 +333,7 @@ fn roundtrip(test: &str, transport: Transport) {
     assert_eq!(runs[0]["store"], "minio");
 
     // The manifest counts exactly what was written, and records the bucket settings.
-    let manifest = manifest_of(&case, &runs[0]);
+    let manifest = case.manifest_of(&runs[0]).1;
     for (bucket, (objects, bytes)) in &expected {
         assert_eq!(manifest["counts"][bucket]["objects"], *objects, "{bucket}");
         assert_eq!(manifest["counts"][bucket]["bytes"], *bytes, "{bucket}");
@@ -405,7 +384,7 @@ fn by_hand_recipe_recovers_objects_and_metadata() {
     let case = Case::new("minio_by_hand");
     let b = Buckets::new("minio_by_hand");
     seed(&s3, &b, false);
-    let backup = backup_config(&case, &Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
     let archive = case.server_path.join(runs[0]["path"].as_str().unwrap()).join("objects.tar.zst.age");
@@ -472,8 +451,8 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
         s3.put(&b.docs, &format!("batch/{i:04}.txt"), format!("record {i}").as_bytes(), Some("text/plain"), &[]);
     }
     let stores = minio_block(&b.all(), S3_PORT, "");
-    let backup = backup_config(&case, &Transport::File, &stores, "backup.yaml");
-    let restore = restore_config(&case, &Transport::File, &stores, "restore.yaml");
+    let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
+    let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (s3, stop, bucket) = (s3.clone(), stop.clone(), b.docs.clone());
@@ -502,10 +481,10 @@ fn all_buckets_are_backed_up_when_none_are_named() {
     let b = Buckets::new("minio_all");
     let expected = seed(&s3, &b, false);
     // Other tests create and delete buckets meanwhile: a bucket that vanishes is skipped.
-    let backup = backup_config(&case, &Transport::File, &minio_block(&[], S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::File, &minio_block(&[], S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
-    let manifest = manifest_of(&case, &runs[0]);
+    let manifest = case.manifest_of(&runs[0]).1;
     for (bucket, (objects, bytes)) in &expected {
         assert_eq!(manifest["counts"][bucket]["objects"], *objects, "{bucket}");
         assert_eq!(manifest["counts"][bucket]["bytes"], *bytes, "{bucket}");
@@ -521,68 +500,19 @@ fn unreachable_s3_server_fails_the_run_and_keeps_older_backups() {
     let case = Case::new("minio_unreachable");
     let b = Buckets::new("minio_unreachable");
     seed(&s3, &b, false);
-    let backup = backup_config(&case, &Transport::Ssh, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::Ssh, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
-    let good_manifest = manifest_of(&case, &good[0]);
+    let good_manifest = case.manifest_of(&good[0]).1;
 
     // Nothing listens on this port.
-    let down = backup_config(&case, &Transport::Ssh, &minio_block(&b.all(), 59999, ""), "down.yaml");
+    let down = case.backup_config_with(&Transport::Ssh, &minio_block(&b.all(), 59999, ""), "down.yaml");
     let out = lifeboat(&down, &["backup"]);
     assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:59999");
     let runs = case.runs(&backup);
     assert_eq!(runs.len(), 1, "the failed run left nothing: {runs:?}");
     assert_eq!(runs[0]["complete"], true);
-    assert_eq!(manifest_of(&case, &runs[0]), good_manifest, "the older backup is untouched");
-}
-
-/// A TCP relay to MinIO that cuts every connection, and stops accepting, once `limit` bytes
-/// have come back from the server: the S3 server going away in the middle of a backup.
-fn cutting_relay(limit: u64) -> (u16, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let cut = Arc::new(AtomicBool::new(false));
-    let relayed = Arc::new(AtomicU64::new(0));
-    let flag = cut.clone();
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut open: Vec<TcpStream> = Vec::new();
-        while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-            match listener.accept() {
-                Ok((client, _)) => {
-                    client.set_nonblocking(false).unwrap();
-                    let server = TcpStream::connect(("127.0.0.1", S3_PORT)).unwrap();
-                    open.push(client.try_clone().unwrap());
-                    open.push(server.try_clone().unwrap());
-                    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut c_in, &mut s_out);
-                    });
-                    let (mut s_in, mut c_out, relayed, flag) = (server, client, relayed.clone(), flag.clone());
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 64 * 1024];
-                        while let Ok(n) = s_in.read(&mut buf) {
-                            if n == 0 || c_out.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            if relayed.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit {
-                                flag.store(true, Ordering::Relaxed);
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        flag.store(true, Ordering::Relaxed);
-        for s in open {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        // The listener is dropped here: new connections are refused from now on.
-    });
-    (port, cut)
+    assert_eq!(case.manifest_of(&runs[0]).1, good_manifest, "the older backup is untouched");
 }
 
 #[test]
@@ -591,14 +521,14 @@ fn s3_server_lost_mid_stream_never_completes_a_run() {
     let case = Case::new("minio_cut");
     let b = Buckets::new("minio_cut");
     seed(&s3, &b, true);
-    let backup = backup_config(&case, &Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
 
-    let (port, cut) = cutting_relay(30 << 20);
-    let through_relay = backup_config(&case, &Transport::File, &minio_block(&b.all(), port, ""), "relay.yaml");
+    let relay = DyingRelay::start(S3_PORT, 30 << 20);
+    let through_relay = case.backup_config_with(&Transport::File, &minio_block(&b.all(), relay.port, ""), "relay.yaml");
     let out = lifeboat(&through_relay, &["backup"]);
-    assert!(cut.load(Ordering::Relaxed), "the relay cut the connection");
+    assert!(relay.went_down(), "the relay cut the connection");
     let line = assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:");
     assert!(line.contains("while reading object") || line.contains("while listing"), "{line}");
     let runs = case.runs(&backup);
@@ -614,7 +544,7 @@ fn missing_bucket_is_named_before_any_data_moves() {
     let b = Buckets::new("minio_missing");
     s3.fresh_bucket(&b.docs);
     s3.remove_bucket("lb-minio-missing-nope");
-    let config = backup_config(&case, &Transport::File, &minio_block(&[&b.docs, "lb-minio-missing-nope"], S3_PORT, ""), "backup.yaml");
+    let config = case.backup_config_with(&Transport::File, &minio_block(&[&b.docs, "lb-minio-missing-nope"], S3_PORT, ""), "backup.yaml");
     let out = lifeboat(&config, &["backup"]);
     assert_fails(&out, 1, "bucket `lb-minio-missing-nope` named in stores.minio.buckets does not exist");
     assert!(case.runs(&config).is_empty(), "no run left behind");
@@ -640,7 +570,7 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
     );
     assert_ok(&lifeboat(&pg_backup, &["backup"]));
     let stores = minio_block(&b.all(), S3_PORT, "    server_dir: postgres\n");
-    let restore = restore_config(&case, &Transport::File, &stores, "restore.yaml");
+    let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 2, "holds a postgres backup, not minio");
 
     // The same files under a manifest that claims to be MinIO's: refused by the store itself.
@@ -670,8 +600,8 @@ fn interrupted_restore_can_be_run_again() {
     seed(&s3, &b, true);
     let before = b.fingerprint(&s3);
     let stores = minio_block(&b.all(), S3_PORT, "");
-    assert_ok(&lifeboat(&backup_config(&case, &Transport::File, &stores, "backup.yaml"), &["backup"]));
-    let restore = restore_config(&case, &Transport::File, &stores, "restore.yaml");
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "backup.yaml"), &["backup"]));
+    let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
 
     // The big object comes first in the archive: kill the restore while it is being uploaded.
     let mut child = spawn_lifeboat(&restore, &["restore", "--yes"]);
@@ -695,10 +625,9 @@ fn interrupted_restore_can_be_run_again() {
 #[test]
 fn bad_minio_config_is_a_configuration_error() {
     let case = Case::new("minio_bad_config");
-    let bad_url = backup_config(&case, &Transport::File, &minio_block(&[], S3_PORT, "").replace("http://127.0.0.1:59000", "127.0.0.1:59000"), "a.yaml");
+    let bad_url = case.backup_config_with(&Transport::File, &minio_block(&[], S3_PORT, "").replace("http://127.0.0.1:59000", "127.0.0.1:59000"), "a.yaml");
     assert_fails(&lifeboat(&bad_url, &["backup"]), 2, "stores.minio.endpoint");
-    let missing_key = backup_config(
-        &case,
+    let missing_key = case.backup_config_with(
         &Transport::File,
         &minio_block(&[], S3_PORT, "").replace(&key_file("s3-secret-key").display().to_string(), "/nonexistent/secret"),
         "b.yaml",

@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -164,24 +163,6 @@ fn mongo_block(db: &str, extra: &str) -> String {
     format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{db}]\n{extra}")
 }
 
-fn backup_config(case: &Case, transport: &Transport, stores: &str) -> PathBuf {
-    case.write_config(
-        "mongo-backup.yaml",
-        &format!(
-            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}",
-            case.server_block(transport),
-            case.recipient
-        ),
-    )
-}
-
-fn restore_config(case: &Case, transport: &Transport, stores: &str) -> PathBuf {
-    case.write_config(
-        "mongo-restore.yaml",
-        &format!("role: restore\n{}encryption:\n  identity_file: {}\n{stores}", case.server_block(transport), case.identity_file.display()),
-    )
-}
-
 /// A case whose database name is unique to this test binary run.
 fn mongo_case(name: &str) -> Case {
     let mut case = Case::new(&format!("m_{name}"));
@@ -190,19 +171,13 @@ fn mongo_case(name: &str) -> Case {
     case
 }
 
-fn manifest_of(case: &Case, run: &serde_json::Value) -> (PathBuf, serde_json::Value) {
-    let dir = case.server_path.join(run["path"].as_str().unwrap());
-    let manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    (dir, manifest)
-}
-
 fn roundtrip(name: &str, transport: Transport) {
     let case = mongo_case(name);
     seed_mongo(&case.db, 3000);
     let before = fingerprint(&case.db);
     let stores = mongo_block(&case.db, "");
-    let backup = backup_config(&case, &transport, &stores);
-    let restore = restore_config(&case, &transport, &stores);
+    let backup = case.backup_config_with(&transport, &stores, "mongo-backup.yaml");
+    let restore = case.restore_config_with(&transport, &stores, "mongo-restore.yaml");
 
     let out = lifeboat(&backup, &["backup"]);
     assert_ok(&out);
@@ -213,7 +188,7 @@ fn roundtrip(name: &str, transport: Transport) {
     assert_eq!(runs[0]["store"], "mongodb");
 
     // The manifest holds the documents written per collection, one archive, the server version.
-    let (dir, manifest) = manifest_of(&case, &runs[0]);
+    let (dir, manifest) = case.manifest_of(&runs[0]);
     let counts = &manifest["counts"][&case.db];
     assert_eq!(counts["people"], 3000);
     assert_eq!(counts["events"], 1500);
@@ -484,9 +459,9 @@ fn by_hand_recipe_gives_a_mongodump_archive() {
     seed_mongo(&case.db, 500);
     let before = fingerprint(&case.db);
     let stores = mongo_block(&case.db, "");
-    assert_ok(&lifeboat(&backup_config(&case, &Transport::File, &stores), &["backup"]));
-    let runs = case.runs(&backup_config(&case, &Transport::File, &stores));
-    let (dir, manifest) = manifest_of(&case, &runs[0]);
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]));
+    let runs = case.runs(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"));
+    let (dir, manifest) = case.manifest_of(&runs[0]);
     let file = dir.join(format!("db-{}.archive.zst.age", case.db));
     let plain = case.dir.path().join("plain.archive");
     let script = format!(
@@ -547,7 +522,7 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
     let case = mongo_case("concurrent_writes");
     seed_mongo(&case.db, 6000);
     let stores = mongo_block(&case.db, "");
-    let backup = backup_config(&case, &Transport::Ssh, &stores);
+    let backup = case.backup_config_with(&Transport::Ssh, &stores, "mongo-backup.yaml");
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (db, stop) = (case.db.clone(), stop.clone());
@@ -567,7 +542,7 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
     let written = writer.join().unwrap();
     assert_ok(&out);
     assert!(written > 0, "the writer ran during the backup");
-    let out = lifeboat(&restore_config(&case, &Transport::Ssh, &stores), &["restore", "--yes"]);
+    let out = lifeboat(&case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml"), &["restore", "--yes"]);
     assert_ok(&out);
 }
 
@@ -627,10 +602,10 @@ fn all_databases_but_the_system_ones_when_none_are_listed() {
         .unwrap();
     block(client.database("admin").collection::<Document>("settings").insert_one(doc! { "_id": 1 })).unwrap();
     let stores = format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{}/\n", server.port);
-    let backup = backup_config(&case, &Transport::File, &stores);
+    let backup = case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
-    let (_, manifest) = manifest_of(&case, &runs[0]);
+    let (_, manifest) = case.manifest_of(&runs[0]);
     assert_eq!(manifest["counts"], serde_json::json!({ "registry": { "people": 20 }, "user-mgnt": { "users": 10 } }));
     assert_eq!(
         manifest["extra"]["databases"],
@@ -640,7 +615,7 @@ fn all_databases_but_the_system_ones_when_none_are_listed() {
     // Both come back on restore, and admin, never backed up, is left as it is.
     block(client.database("registry").drop()).unwrap();
     block(client.database("user-mgnt").collection::<Document>("users").delete_many(doc! {})).unwrap();
-    assert_ok(&lifeboat(&restore_config(&case, &Transport::File, &stores), &["restore", "--yes"]));
+    assert_ok(&lifeboat(&case.restore_config_with(&Transport::File, &stores, "mongo-restore.yaml"), &["restore", "--yes"]));
     let users = block(client.database("user-mgnt").collection::<Document>("users").count_documents(doc! {})).unwrap();
     let people = block(client.database("registry").collection::<Document>("people").count_documents(doc! {})).unwrap();
     let settings = block(client.database("admin").collection::<Document>("settings").count_documents(doc! {})).unwrap();
@@ -654,7 +629,7 @@ fn missing_database_is_named_before_any_data_moves() {
     let case = mongo_case("missing_db");
     seed_mongo(&case.db, 5);
     let stores = mongo_block(&format!("{}, lb_no_such_database", case.db), "");
-    let config = backup_config(&case, &Transport::File, &stores);
+    let config = case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml");
     let out = lifeboat(&config, &["backup"]);
     assert_fails(&out, 1, "database `lb_no_such_database` named in stores.mongodb.databases does not exist");
     assert!(case.runs(&config).is_empty(), "no run left behind");
@@ -665,7 +640,7 @@ fn missing_database_is_named_before_any_data_moves() {
 fn server_down_is_a_clear_error() {
     let case = mongo_case("no_server");
     let stores = "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:57099/?serverSelectionTimeoutMS=2000\n    databases: [x]\n";
-    let out = lifeboat(&backup_config(&case, &Transport::File, stores), &["backup"]);
+    let out = lifeboat(&case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"), &["backup"]);
     assert_fails(&out, 1, "cannot connect to MongoDB at 127.0.0.1:57099");
 }
 
@@ -673,63 +648,8 @@ fn server_down_is_a_clear_error() {
 fn password_in_the_url_is_refused() {
     let case = mongo_case("url_password");
     let stores = "stores:\n  mongodb:\n    url: mongodb://app:secret@127.0.0.1:57017/\n";
-    let line = assert_fails(&lifeboat(&backup_config(&case, &Transport::File, stores), &["backup"]), 2, "password_file");
+    let line = assert_fails(&lifeboat(&case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"), &["backup"]), 2, "password_file");
     assert!(!line.contains("secret"), "the password is never printed: {line}");
-}
-
-/// A TCP relay to FerretDB that goes down for good (every connection cut, the port closed) once
-/// `limit` bytes have come back from the server: the server vanishing in the middle of a dump.
-struct DyingRelay {
-    port: u16,
-}
-
-impl DyingRelay {
-    fn start(limit: u64) -> DyingRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let sent = Arc::new(AtomicU64::new(0));
-        let down = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            while !down.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(("127.0.0.1", MONGO_PORT)).unwrap();
-                open.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                let pump = |mut from: TcpStream, mut to: TcpStream, counted: bool| {
-                    let (sent, down, open) = (sent.clone(), down.clone(), open.clone());
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            if counted && sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit {
-                                down.store(true, Ordering::Relaxed);
-                                for s in open.lock().unwrap().iter() {
-                                    let _ = s.shutdown(Shutdown::Both);
-                                }
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                };
-                pump(server.try_clone().unwrap(), client.try_clone().unwrap(), true);
-                pump(client, server, false);
-            }
-            // Dropping the listener closes the port: reconnecting is refused from now on.
-        });
-        DyingRelay { port }
-    }
 }
 
 #[test]
@@ -737,11 +657,11 @@ fn server_going_down_during_backup_leaves_no_complete_run() {
     let case = mongo_case("down_mid_backup");
     seed_mongo(&case.db, 4000);
     let stores = mongo_block(&case.db, "");
-    let backup = backup_config(&case, &Transport::Ssh, &stores);
+    let backup = case.backup_config_with(&Transport::Ssh, &stores, "mongo-backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
 
-    let relay = DyingRelay::start(600_000);
+    let relay = DyingRelay::start(MONGO_PORT, 600_000);
     let failing_stores = stores.replace(
         &format!("127.0.0.1:{MONGO_PORT}/"),
         &format!("127.0.0.1:{}/?serverSelectionTimeoutMS=3000", relay.port),
@@ -757,7 +677,7 @@ fn server_going_down_during_backup_leaves_no_complete_run() {
     assert_eq!(runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"], good[0]["id"]);
     let before = fingerprint(&case.db);
     block(mongo().database(&case.db).collection::<Document>("people").delete_many(doc! {})).unwrap();
-    assert_ok(&lifeboat(&restore_config(&case, &Transport::Ssh, &stores), &["restore", "--yes"]));
+    assert_ok(&lifeboat(&case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml"), &["restore", "--yes"]));
     assert_eq!(fingerprint(&case.db), before);
 }
 
@@ -771,9 +691,9 @@ fn postgres_backup_given_to_the_mongodb_restore_is_refused_untouched() {
         "stores:\n  postgres:\n    url: postgres://postgres@127.0.0.1:{PG_PORT}/postgres\n    databases: [{}]\n",
         case.db
     );
-    assert_ok(&lifeboat(&backup_config(&case, &Transport::File, &pg), &["backup"]));
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &pg, "mongo-backup.yaml"), &["backup"]));
     // server_dir points the mongodb restore at the postgres run folder.
-    let restore = restore_config(&case, &Transport::File, &mongo_block(&case.db, "    server_dir: postgres\n"));
+    let restore = case.restore_config_with(&Transport::File, &mongo_block(&case.db, "    server_dir: postgres\n"), "mongo-restore.yaml");
     let out = lifeboat(&restore, &["restore", "--yes"]);
     assert_fails(&out, 2, "holds a postgres backup, not mongodb");
     assert_eq!(fingerprint(&case.db), marker, "the target was not touched");
@@ -786,8 +706,8 @@ fn interrupted_restore_can_be_run_again() {
     seed_mongo(&case.db, 10000);
     let before = fingerprint(&case.db);
     let stores = mongo_block(&case.db, "");
-    assert_ok(&lifeboat(&backup_config(&case, &Transport::File, &stores), &["backup"]));
-    let restore = restore_config(&case, &Transport::File, &stores);
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]));
+    let restore = case.restore_config_with(&Transport::File, &stores, "mongo-restore.yaml");
 
     // Empty the collection first, so that documents seen in it come from the restore.
     block(mongo().database(&case.db).collection::<Document>("people").delete_many(doc! {})).unwrap();

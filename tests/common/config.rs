@@ -1,0 +1,106 @@
+//! One test's world (its database, backup folder, keys) and the configuration files it writes,
+//! for any mix of stores.
+
+use std::path::{Path, PathBuf};
+
+use super::run::{lifeboat, stderr};
+use super::servers::{PG_PORT, SSH_PORT, ensure_server, state};
+
+/// One test's world: its database, its backup folder, its keys and configs.
+pub struct Case {
+    pub name: String,
+    pub db: String,
+    pub dir: tempfile::TempDir,
+    pub server_path: PathBuf,
+    pub identity_file: PathBuf,
+    pub recipient: String,
+}
+
+pub enum Transport {
+    Ssh,
+    File,
+}
+
+impl Case {
+    pub fn new(name: &str) -> Case {
+        ensure_server("postgres");
+        let dir = tempfile::Builder::new().prefix(&format!("lifeboat-{name}-")).tempdir().unwrap();
+        let server_path = PathBuf::from("/var/tmp/lifeboat-test/servers").join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&server_path);
+        let (identity, recipient) = lifeboat::pipeline::generate_identity();
+        let identity_file = dir.path().join("identity.txt");
+        std::fs::write(&identity_file, identity).unwrap();
+        Case { name: name.into(), db: format!("t_{name}"), dir, server_path, identity_file, recipient }
+    }
+
+    pub fn server_block(&self, transport: &Transport) -> String {
+        match transport {
+            Transport::Ssh => {
+                ensure_server("sshd");
+                let s = state().join("sshd");
+                format!(
+                    "server:\n  url: ssh://root@127.0.0.1:{SSH_PORT}{}\n  ssh_key_file: {}\n  known_hosts_file: {}\n",
+                    self.server_path.display(),
+                    s.join("client_key").display(),
+                    s.join("known_hosts").display()
+                )
+            }
+            Transport::File => format!("server:\n  url: file://{}\n", self.server_path.display()),
+        }
+    }
+
+    pub fn postgres_block(&self, extra: &str) -> String {
+        format!(
+            "stores:\n  postgres:\n    type: dump\n    url: postgres://postgres@127.0.0.1:{PG_PORT}/postgres\n    databases: [{}]\n{extra}",
+            self.db
+        )
+    }
+
+    /// Writes a config file and returns its path.
+    pub fn write_config(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A backup-side config (age recipient, Africa/Lagos) for any mix of `stores:` blocks.
+    pub fn backup_config_with(&self, transport: &Transport, stores: &str, file: &str) -> PathBuf {
+        let text = format!(
+            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}",
+            self.server_block(transport),
+            self.recipient
+        );
+        self.write_config(file, &text)
+    }
+
+    /// A restore-side config (age identity) for any mix of `stores:` blocks.
+    pub fn restore_config_with(&self, transport: &Transport, stores: &str, file: &str) -> PathBuf {
+        let text =
+            format!("role: restore\n{}encryption:\n  identity_file: {}\n{stores}", self.server_block(transport), self.identity_file.display());
+        self.write_config(file, &text)
+    }
+
+    pub fn backup_config(&self, transport: &Transport) -> PathBuf {
+        self.backup_config_with(transport, &self.postgres_block(""), "backup.yaml")
+    }
+
+    pub fn restore_config(&self, transport: &Transport) -> PathBuf {
+        self.restore_config_with(transport, &self.postgres_block(""), "restore.yaml")
+    }
+
+    /// A run's folder on a `file://` server and its manifest, read directly from disk.
+    pub fn manifest_of(&self, run: &serde_json::Value) -> (PathBuf, serde_json::Value) {
+        let dir = self.server_path.join(run["path"].as_str().expect("a listed run has a path"));
+        let manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("the run has a manifest")).expect("valid JSON");
+        (dir, manifest)
+    }
+
+    /// The run folders on the backup server, oldest first.
+    pub fn runs(&self, config: &Path) -> Vec<serde_json::Value> {
+        let out = lifeboat(config, &["list", "--json"]);
+        assert!(out.status.success(), "list failed: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json prints JSON");
+        v.as_array().unwrap().clone()
+    }
+}
+

@@ -1,0 +1,54 @@
+//! Running the lifeboat binary and reading what it said.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the lifeboat binary with a config and arguments, no stdin.
+pub fn lifeboat(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .env_remove("LIFEBOAT_CONFIG")
+        .output()
+        .expect("run lifeboat")
+}
+
+/// Starts the lifeboat binary in the background (to interrupt it), no stdin, stderr discarded.
+pub fn spawn_lifeboat(config: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env_remove("LIFEBOAT_CONFIG")
+        .spawn()
+        .expect("start lifeboat")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The one `error:` line of a failed run.
+pub fn error_line(out: &Output) -> String {
+    let text = stderr(out);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{text}");
+    lines[0].to_string()
+}
+
+#[track_caller]
+pub fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "lifeboat failed ({:?}):\n{}", out.status.code(), stderr(out));
+}
+
+#[track_caller]
+pub fn assert_fails(out: &Output, code: i32, needle: &str) -> String {
+    assert_eq!(out.status.code(), Some(code), "expected exit {code}, stderr:\n{}", stderr(out));
+    let line = error_line(out);
+    assert!(line.contains(needle), "error line should mention `{needle}`: {line}");
+    line
+}

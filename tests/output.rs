@@ -1,0 +1,56 @@
+//! Snapshots of what an operator reads: `list` and `status`, as text and as JSON, over a server
+//! holding a complete run, an interrupted one and one with a damaged manifest. Dates, sizes and
+//! ages change from run to run and are redacted; everything else must not drift unnoticed.
+
+mod common;
+
+use common::*;
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"\d{4}-\d{2}-\d{2}(_\d+)?", "[ID]");
+    s.add_filter(r"\d{4}-\d\d-\d\dT[0-9:.]+\+00:00", "[TIME]");
+    s.add_filter(r"\[ID\]T[0-9:.]+\+00:00", "[TIME]");
+    s.add_filter(r"\d+(\.\d)? (B|KiB|MiB)", "[SIZE]");
+    s.add_filter(r#""(bytes|age_seconds)": \d+"#, r#""$1": [N]"#);
+    s.add_filter(r"\d+\.\d h old", "[AGE] h old");
+    s
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn list_and_status_read_the_same_in_text_and_json() {
+    let case = Case::new("snapshots");
+    seed_postgres(&case.db, 20);
+    let backup = case.backup_config(&Transport::File);
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    // An older run that was interrupted (no manifest) and one whose manifest is damaged.
+    let interrupted = case.server_path.join("2020-01-01/postgres");
+    std::fs::create_dir_all(&interrupted).unwrap();
+    std::fs::write(interrupted.join("roles.sql.zst.age"), b"half").unwrap();
+    let damaged = case.server_path.join("2020-01-02/postgres");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("manifest.json"), br#"{"format_version": 1, "store": "postgr"#).unwrap();
+
+    let list = lifeboat(&backup, &["list"]);
+    assert_ok(&list);
+    let list_json = lifeboat(&backup, &["--json", "list"]);
+    assert_ok(&list_json);
+    let status = lifeboat(&backup, &["status"]);
+    assert_ok(&status);
+    let status_json = lifeboat(&backup, &["--json", "status", "--max-age", "1d"]);
+    assert_ok(&status_json);
+    settings().bind(|| {
+        insta::assert_snapshot!("list_text", stdout(&list));
+        insta::assert_snapshot!("list_json", stdout(&list_json));
+        insta::assert_snapshot!("status_text", stdout(&status));
+        insta::assert_snapshot!("status_json", stdout(&status_json));
+    });
+    // The damaged run is named as such, never chosen, and verify reports it.
+    assert!(stdout(&list).contains("NO (damaged)"), "{}", stdout(&list));
+    let verify = lifeboat(&backup, &["verify", "--from", "2020-01-02"]);
+    assert_fails(&verify, 1, "failed verification");
+}

@@ -41,7 +41,7 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for store in &stores {
-        let newest = runs.iter().filter(|r| r.folder == store.folder() && r.complete()).next_back();
+        let newest = runs.iter().rfind(|r| r.folder == store.folder() && r.complete());
         let finished = newest
             .and_then(|r| r.manifest())
             .and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());

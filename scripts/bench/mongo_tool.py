@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""MongoDB side of scripts/bench-stores; needs pymongo (the script runs it from its own venv).
+"""MongoDB side of scripts/bench/stores; needs pymongo (the script runs it from its own venv).
 
     mongo_tool.py gen   URL DB SCALE    drop DB, fill it with registry-like FHIR documents
     mongo_tool.py counts URL DB         print {"collection": documents, ...} and index counts as JSON
@@ -35,15 +35,11 @@ from bson.json_util import dumps as ejson
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, MongoClient
 
-# Bump when the generated data changes: scripts/bench-stores then regenerates instead of reusing.
+sys.dont_write_bytecode = True  # for common.py in the scripts folder
+from common import FAMILY, GIVEN, PLACES, STATUS, run_tool  # noqa: E402
+
+# Bump when the generated data changes: scripts/bench/stores then regenerates instead of reusing.
 GEN_VERSION = 1
-GIVEN = ["Amina", "Chidi", "Ngozi", "Tunde", "Fatima", "Kwame", "Zoë", "José", "Åsa", "Nguyễn",
-         "Ольга", "محمد", "Grace", "Emeka", "Halima", "Ibrahim", "Mary", "Peter", "Aisha", "Samuel"]
-FAMILY = ["Okafor", "Adeyemi", "Mensah", "Diallo", "Banda", "Phiri", "Mwale", "Kamau", "Otieno",
-          "Abubakar", "Nwosu", "Eze", "Bello", "Sesay", "Kamara", "Koroma", "Tembo", "Lungu"]
-PLACES = ["Ibombo", "Isamba", "Itambo", "Ezhi", "Ilanga", "Irundu", "Zobwe", "Afue", "Embe",
-          "Esewa", "Gafa", "Chuminga", "Pualula", "Ama", "Nsali", "Soka", "Chibiya"]
-STATUS = ["DECLARED", "VALIDATED", "REGISTERED", "CERTIFIED", "ISSUED", "REJECTED"]
 WORDS = ("the child was born at the health facility registration declared by the mother informant "
          "father national id verified office district province certificate issued correction "
          "requested late registration fee paid attachment proof of birth document").split()
@@ -246,12 +242,4 @@ def dump(url, dbname, outdir):
 
 
 if __name__ == "__main__":
-    cmd = sys.argv[1]
-    if cmd == "gen":
-        gen(sys.argv[2], sys.argv[3], float(sys.argv[4]))
-    elif cmd == "counts":
-        counts(sys.argv[2], sys.argv[3])
-    elif cmd == "dump":
-        dump(sys.argv[2], sys.argv[3], sys.argv[4])
-    else:
-        sys.exit(__doc__)
+    run_tool(__doc__, {"gen": lambda url, db, scale: gen(url, db, float(scale)), "counts": counts, "dump": dump})

@@ -1,7 +1,7 @@
 """A minimal S3 client for the benchmark: Python 3 stdlib only (http.client, SigV4, path-style).
 
 Enough to create a bucket, upload objects (single PUT, unsigned payload), list a bucket and
-delete objects. Used by scripts/bench-stores to generate the MinIO data set and to check it after
+delete objects. Used by scripts/bench/stores to generate the MinIO data set and to check it after
 a restore; the timed pipelines use `mc` / the AWS CLI and Lifeboat, never this.
 """
 

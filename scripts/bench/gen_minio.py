@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""MinIO data set for scripts/bench-stores (Python 3 stdlib only).
+"""MinIO data set for scripts/bench/stores (Python 3 stdlib only).
 
     gen_minio.py ENDPOINT ACCESS_KEY_FILE SECRET_KEY_FILE BUCKET SCALE
 
@@ -27,17 +27,11 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import s3  # noqa: E402
+from common import FAMILY, GIVEN, PLACES, STATUS  # noqa: E402
 
-# Bump when the generated data changes: scripts/bench-stores then regenerates instead of reusing.
+# Bump when the generated data changes: scripts/bench/stores then regenerates instead of reusing.
 GEN_VERSION = 1
-GIVEN = ["Amina", "Chidi", "Ngozi", "Tunde", "Fatima", "Kwame", "Zoë", "José", "Åsa", "Nguyễn",
-         "Ольга", "محمد", "Grace", "Emeka", "Halima", "Ibrahim", "Mary", "Peter", "Aisha", "Samuel"]
-FAMILY = ["Okafor", "Adeyemi", "Mensah", "Diallo", "Banda", "Phiri", "Mwale", "Kamau", "Otieno",
-          "Abubakar", "Nwosu", "Eze", "Bello", "Sesay", "Kamara", "Koroma", "Tembo", "Lungu"]
-PLACES = ["Ibombo", "Isamba", "Itambo", "Ezhi", "Ilanga", "Irundu", "Zobwe", "Afue", "Embe",
-          "Esewa", "Gafa", "Chuminga", "Pualula", "Ama", "Nsali", "Soka", "Chibiya"]
 EVENTS = ["birth", "death", "marriage"]
-STATUS = ["DECLARED", "VALIDATED", "REGISTERED", "CERTIFIED", "ISSUED", "REJECTED"]
 
 
 def text_pool(rng, size):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""InfluxDB 1.x side of scripts/bench-stores (Python 3 stdlib only, HTTP API).
+"""InfluxDB 1.x side of scripts/bench/stores (Python 3 stdlib only, HTTP API).
 
     influx_tool.py gen    HTTP_URL DB SCALE   drop DB, fill it with OpenCRVS-like metrics
     influx_tool.py counts HTTP_URL DB         print {"points": {measurement: n}, "series": n}
@@ -19,7 +19,10 @@ import time
 import urllib.parse
 import urllib.request
 
-# Bump when the generated data changes: scripts/bench-stores then regenerates instead of reusing.
+sys.dont_write_bytecode = True  # for common.py in the scripts folder
+from common import run_tool  # noqa: E402
+
+# Bump when the generated data changes: scripts/bench/stores then regenerates instead of reusing.
 GEN_VERSION = 1
 POINTS = 3_000_000
 DAYS = 120
@@ -121,10 +124,4 @@ def counts(url, db, quiet=False):
 
 
 if __name__ == "__main__":
-    cmd = sys.argv[1]
-    if cmd == "gen":
-        gen(sys.argv[2], sys.argv[3], float(sys.argv[4]))
-    elif cmd == "counts":
-        counts(sys.argv[2], sys.argv[3])
-    else:
-        sys.exit(__doc__)
+    run_tool(__doc__, {"gen": lambda url, db, scale: gen(url, db, float(scale)), "counts": counts})

@@ -105,7 +105,7 @@ impl Default for Retention {
 #[serde(deny_unknown_fields)]
 pub struct Compression {
     /// zstd level (1-19). 1 is the default: on registry-like dumps it compresses as well as
-    /// level 3 (2.50x vs 2.47x in scripts/bench) at about 1.6x the speed, and a backup must
+    /// level 3 (2.50x vs 2.47x in scripts/bench/postgres) at about 1.6x the speed, and a backup must
     /// keep up with pg_dump on a small machine.
     #[serde(default = "level_one")]
     pub level: i32,

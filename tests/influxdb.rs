@@ -135,14 +135,53 @@ fn fingerprint(db: &str) -> String {
 
 /// influxd 1.6 imports a restore's metadata by copying the whole metastore, changing the copy and
 /// writing it back, so a database or shard group created meanwhile by another test is lost and its
-/// shard id can be handed out twice. Tests sharing the server therefore run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+/// shard id can be handed out twice. Tests sharing the server therefore run one at a time: the
+/// mutex orders this binary's tests, the file lock beside the server's state other test processes
+/// using the same server (a second `cargo test` of another checkout).
+struct Serial {
+    _file: std::fs::File,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+fn serial() -> Serial {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    std::fs::create_dir_all(state()).unwrap();
+    let path = state().join("influxdb-tests.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+    file.lock().unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    Serial { _file: file, _guard: guard }
+}
+
+/// Whether influxd's snapshot service, which `influxd backup` and `influxd restore` talk to on the
+/// RPC port, answers a request (the shard paths of every database). A connection alone proves
+/// little: influxd accepts connections on that port before its services are registered there.
+fn snapshot_service_answers(rpc: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(rpc)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    // Mux header 3 (the snapshot service), request type 3 (database info), the request as JSON.
+    conn.write_all(b"\x03\x03{\"BackupDatabase\":\"\"}\n")?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    if answer.starts_with(b"{\"Paths\"") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("unexpected answer {:?}", String::from_utf8_lossy(&answer[..answer.len().min(80)]))))
+    }
+}
+
+/// Waits (up to a minute) until the RPC port serves backups and restores, not just HTTP.
+fn wait_for_rpc(rpc: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Err(e) = snapshot_service_answers(rpc) {
+        assert!(std::time::Instant::now() < deadline, "influxd's RPC port {rpc} does not serve backups and restores: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 struct InfluxCase {
-    _serial: std::sync::MutexGuard<'static, ()>,
+    _serial: Serial,
     case: Case,
     db: String,
     db2: String,
@@ -153,6 +192,7 @@ impl InfluxCase {
     fn new(name: &str) -> InfluxCase {
         let serial = serial();
         ensure_server("influxdb");
+        wait_for_rpc(RPC);
         let case = Case::new(&format!("influx_{name}"));
         let work = case.dir.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
@@ -212,6 +252,22 @@ impl InfluxCase {
     fn manifest(&self, run: &serde_json::Value) -> serde_json::Value {
         let dir = self.case.server_path.join(run["path"].as_str().unwrap());
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+    }
+}
+
+/// A passing test drops its databases (a failing one leaves them to look at): a restore uploads the
+/// whole metastore recorded at backup time, which influxd 1.6 takes in with a single socket read
+/// (services/snapshotter readRequest), so a large one can arrive cut short and the restore fail
+/// with "updating metadata on influxd service failed: … connection reset by peer".
+impl Drop for InfluxCase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for db in [&self.db, &self.db2] {
+            let q = format!("q=DROP DATABASE \"{db}\"");
+            let _ = Command::new("curl").args(["-sS", "-o", "/dev/null", "-XPOST", &format!("{HTTP}/query"), "--data-urlencode", &q]).status();
+        }
     }
 }
 
@@ -438,10 +494,9 @@ impl PrivateInflux {
         std::fs::write(&pidfile, child.id().to_string()).unwrap();
         let http = format!("http://127.0.0.1:{http_port}");
         for _ in 0..120 {
-            if Command::new("curl").args(["-sf", &format!("{http}/ping")]).output().unwrap().status.success()
-                && std::net::TcpStream::connect(("127.0.0.1", rpc_port)).is_ok()
-            {
-                return PrivateInflux { child, http, rpc: format!("127.0.0.1:{rpc_port}"), pidfile };
+            let rpc = format!("127.0.0.1:{rpc_port}");
+            if Command::new("curl").args(["-sf", &format!("{http}/ping")]).output().unwrap().status.success() && snapshot_service_answers(&rpc).is_ok() {
+                return PrivateInflux { child, http, rpc, pidfile };
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }

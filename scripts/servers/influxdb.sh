@@ -81,7 +81,9 @@ EOF
 }
 
 ping_ok() { curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/ping" 2>/dev/null; }
-rpc_open() { (exec 3<>"/dev/tcp/127.0.0.1/$RPC_PORT") 2>/dev/null; }
+# The backup/restore service answers a real request (a bare TCP connect is accepted before the
+# service is ready): ask it for an empty database's backup paths.
+rpc_open() { (exec 3<>"/dev/tcp/127.0.0.1/$RPC_PORT" && printf '\x03\x03{"BackupDatabase":""}\n' >&3 && head -c 9 <&3 | grep -q '^{"Paths"') 2>/dev/null; }
 
 case "${1:-}" in
   install)

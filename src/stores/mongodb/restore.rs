@@ -1,0 +1,104 @@
+//! Restoring one database from its archive: drop, create collections, insert, build indexes.
+
+use std::collections::HashMap;
+
+use mongodb::Client;
+use mongodb::bson::{Bson, RawDocumentBuf, doc};
+use tokio::io::AsyncRead;
+
+use super::archive::{self, Event};
+use super::{RestoreFiles, brief, err};
+use crate::error::Result;
+use crate::pipeline::bridge::blocking_reader_to_async;
+
+/// Restore inserts: at most this many documents, or this many bytes, per batch.
+const BATCH_DOCS: usize = 1000;
+const BATCH_BYTES: usize = 4 << 20;
+
+type ArchiveReader = archive::Reader<Box<dyn AsyncRead + Send + Unpin>>;
+
+/// Opens a database's archive and checks that it holds that database; `context` ends each error
+/// message. The archive is decrypted and decompressed on a blocking thread, parsed here.
+pub(super) async fn open_archive(files: &RestoreFiles, file: &str, name: &str, context: &str) -> Result<ArchiveReader> {
+    let reader = archive::Reader::open(blocking_reader_to_async(files.open(file)?))
+        .await
+        .map_err(|e| err(format!("{file}: {e}{context}")))?;
+    if let Some(other) = reader.collections.iter().find(|c| c.db != name) {
+        return Err(err(format!(
+            "{file} holds database {}, not {name}: the backup does not match its manifest{context}",
+            other.db
+        )));
+    }
+    Ok(reader)
+}
+
+pub(super) async fn restore_database(client: &Client, name: &str, file: &str, files: &RestoreFiles) -> Result<()> {
+    let broken = |e: std::io::Error| {
+        err(format!("{file}: {e}; database {name} is only partly restored: restore an older backup with --from ID"))
+    };
+    let mut reader = open_archive(files, file, name, "").await?;
+    let collections = reader.collections.clone();
+
+    let db = client.database(name);
+    db.drop().await.map_err(|e| err(format!("cannot drop database {name}: {}", brief(&e))))?;
+    tracing::info!("mongodb: dropped {name}; restoring {} collection(s)", collections.len());
+    let partly = |what: String| {
+        err(format!("{what}; database {name} is only partly restored: run the restore again (it starts over)"))
+    };
+    for c in collections.iter().filter(|c| c.kind == "collection") {
+        let mut create = doc! { "create": c.collection.clone() };
+        create.extend(c.options.clone());
+        db.run_command(create)
+            .await
+            .map_err(|e| partly(format!("cannot create collection {name}.{}: {}", c.collection, brief(&e))))?;
+    }
+
+    let mut inserted: HashMap<String, u64> = HashMap::new();
+    while let Some(event) = reader.next_event(BATCH_DOCS, BATCH_BYTES).await.map_err(broken)? {
+        match event {
+            Event::Documents { collection, docs } => {
+                let n = docs.len() as u64;
+                db.collection::<RawDocumentBuf>(&collection)
+                    .insert_many(docs)
+                    .ordered(true)
+                    // The documents were valid when written; a validator added since must
+                    // not make the restore differ from the backup.
+                    .bypass_document_validation(true)
+                    .await
+                    .map_err(|e| partly(format!("inserting into {name}.{collection} failed: {}", brief(&e))))?;
+                *inserted.entry(collection).or_default() += n;
+            }
+            Event::End { collection, count } => {
+                tracing::debug!("mongodb: {name}.{collection}: {count} documents restored");
+            }
+        }
+    }
+
+    for c in collections.iter().filter(|c| c.kind == "collection") {
+        let indexes: Vec<Bson> = c
+            .indexes
+            .iter()
+            .filter(|i| i.get_str("name").ok() != Some("_id_"))
+            .map(|i| {
+                let mut index = i.clone();
+                // The server picks the index version; `ns` is obsolete and refused by newer servers.
+                index.remove("v");
+                index.remove("ns");
+                Bson::Document(index)
+            })
+            .collect();
+        if indexes.is_empty() {
+            continue;
+        }
+        db.run_command(doc! { "createIndexes": c.collection.clone(), "indexes": indexes })
+            .await
+            .map_err(|e| partly(format!("cannot create the indexes of {name}.{}: {}", c.collection, brief(&e))))?;
+    }
+    // Views last: they may read from the collections above.
+    for c in collections.iter().filter(|c| c.kind == "view") {
+        let mut create = doc! { "create": c.collection.clone() };
+        create.extend(c.options.clone());
+        db.run_command(create).await.map_err(|e| partly(format!("cannot create view {name}.{}: {}", c.collection, brief(&e))))?;
+    }
+    Ok(())
+}

@@ -493,7 +493,8 @@ impl PrivateInflux {
         let pidfile = dir.join("influxd.pid");
         std::fs::write(&pidfile, child.id().to_string()).unwrap();
         let http = format!("http://127.0.0.1:{http_port}");
-        for _ in 0..120 {
+        // Up to 60 s: a fresh influxd opening its stores is slow on a loaded two-core machine.
+        for _ in 0..240 {
             let rpc = format!("127.0.0.1:{rpc_port}");
             if Command::new("curl").args(["-sf", &format!("{http}/ping")]).output().unwrap().status.success() && snapshot_service_answers(&rpc).is_ok() {
                 return PrivateInflux { child, http, rpc, pidfile };
@@ -502,7 +503,7 @@ impl PrivateInflux {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("private influxd did not start: {}", std::fs::read_to_string(dir.join("influxd.log")).unwrap());
+        panic!("private influxd did not start within 60 s: {}", std::fs::read_to_string(dir.join("influxd.log")).unwrap());
     }
 }
 

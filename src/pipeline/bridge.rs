@@ -32,7 +32,7 @@ pub fn pipe_with(chunk: usize, depth: usize) -> (PipeWriter, PipeReader) {
     let (tx, rx) = mpsc::channel(depth.max(1));
     let finished = Arc::new(AtomicBool::new(false));
     let writer = PipeWriter { tx, buf: BytesMut::with_capacity(chunk), chunk, finished: finished.clone() };
-    (writer, PipeReader { rx, current: Bytes::new(), finished, failed: false })
+    (writer, PipeReader { rx, current: Bytes::new(), finished, end: None })
 }
 
 /// A pipe with the default chunk size and depth.
@@ -124,32 +124,29 @@ pub struct PipeReader {
     rx: mpsc::Receiver<Item>,
     current: Bytes,
     finished: Arc<AtomicBool>,
-    failed: bool,
+    /// How the stream ended, once it has: kept so that every later read says the same (a
+    /// failed stream never turns into a clean end on a second read).
+    end: Option<Result<(), (io::ErrorKind, String)>>,
 }
 
 impl PipeReader {
-    /// What a closed channel means: a clean end only if the writer said so.
-    fn end(&mut self) -> io::Result<()> {
-        if self.finished.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            self.failed = true;
-            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream's producer stopped before the end"))
+    /// Takes one message of the channel: a chunk, a failure, or the channel closing (a clean
+    /// end only if the writer said so).
+    fn take(&mut self, item: Option<Item>) {
+        match item {
+            Some(Ok(chunk)) => self.current = chunk,
+            Some(Err(e)) => self.end = Some(Err((e.kind(), e.to_string()))),
+            None if self.finished.load(Ordering::Acquire) => self.end = Some(Ok(())),
+            None => self.end = Some(Err((io::ErrorKind::UnexpectedEof, "the stream's producer stopped before the end".into()))),
         }
     }
 
-    fn take(&mut self, item: Option<Item>) -> io::Result<()> {
-        match item {
-            Some(Ok(chunk)) => {
-                self.current = chunk;
-                Ok(())
-            }
-            Some(Err(e)) => {
-                self.failed = true;
-                Err(e)
-            }
-            None => self.end(),
-        }
+    /// How the stream ended, as a read result, if it has.
+    fn ended(&self) -> Option<io::Result<&'static [u8]>> {
+        self.end.as_ref().map(|end| match end {
+            Ok(()) => Ok(&[][..]),
+            Err((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+        })
     }
 }
 
@@ -166,13 +163,12 @@ impl AsyncRead for PipeReader {
 impl AsyncBufRead for PipeReader {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
-        while this.current.is_empty() && !this.failed {
-            let item = ready!(this.rx.poll_recv(cx));
-            let ended = item.is_none();
-            this.take(item)?;
-            if ended {
-                break;
+        while this.current.is_empty() {
+            if let Some(end) = this.ended() {
+                return Poll::Ready(end);
             }
+            let item = ready!(this.rx.poll_recv(cx));
+            this.take(item);
         }
         Poll::Ready(Ok(&this.current[..]))
     }
@@ -195,13 +191,12 @@ impl Read for PipeReader {
 
 impl BufRead for PipeReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.current.is_empty() && !self.failed {
-            let item = self.rx.blocking_recv();
-            let ended = item.is_none();
-            self.take(item)?;
-            if ended {
-                break;
+        while self.current.is_empty() {
+            if let Some(end) = self.ended() {
+                return end;
             }
+            let item = self.rx.blocking_recv();
+            self.take(item);
         }
         Ok(&self.current[..])
     }
@@ -324,6 +319,8 @@ mod tests {
         let mut got = Vec::new();
         let e = AsyncReadExt::read_to_end(&mut r, &mut got).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let again = AsyncReadExt::read_to_end(&mut r, &mut got).await.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::UnexpectedEof, "a failed stream stays failed");
         // Failed with a reason: the reader sees that reason.
         let (reader, handle) = spawn_blocking_writer(|w| {
             w.write_all(b"abc")?;

@@ -111,24 +111,39 @@ impl<'a> RunReader<'a> {
         }
     }
 
+    /// Streams one stored file of `run` into `dest`, returning its server path, size and
+    /// SHA-256. `doing` names the transfer in errors (`downloading`, `reading`).
+    async fn copy_stored(
+        &self,
+        run: &Run,
+        entry: &FileEntry,
+        dest: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        counters: &Counters,
+        doing: &str,
+    ) -> Result<(String, u64, String)> {
+        check_file_name(&entry.name)?;
+        let remote = join(&run.path(), &entry.name);
+        let source = self.server.open(&remote).await?;
+        let (size, sha256) = pipeline::copy_hashed(source, dest, &counters.stored)
+            .await
+            .map_err(|e| self.server.error(format!("{doing} {remote}: {e}")))?;
+        Ok((remote, size, sha256))
+    }
+
     /// Downloads one file of `run` into `dir`, checking its size and SHA-256 against the
     /// manifest and that `key` opens it. Returns the local path.
     pub async fn fetch_verified(&self, run: &Run, entry: &FileEntry, dir: &Path, key: &DecryptKey) -> Result<PathBuf> {
         check_file_name(&entry.name)?;
-        let remote = join(&run.path(), &entry.name);
         let local = dir.join(&entry.name);
         let counters = Arc::new(Counters::default());
         let _progress = Progress::start(format!("{}: downloading {}", run.folder, entry.name), counters.clone());
-        let source = self.server.open(&remote).await?;
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&local)
             .await
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
-        let (size, sha256) = pipeline::copy_hashed(source, &mut file, &counters.stored)
-            .await
-            .map_err(|e| self.server.error(format!("downloading {remote}: {e}")))?;
+        let (remote, size, sha256) = self.copy_stored(run, entry, &mut file, &counters, "downloading").await?;
         if size != entry.size || sha256 != entry.sha256 {
             return Err(Error::Integrity(format!(
                 "stored file {remote} does not match its manifest (size {size} vs {}, sha256 {} vs {}): \
@@ -145,13 +160,7 @@ impl<'a> RunReader<'a> {
     /// Checks one stored file at rest (size and SHA-256, no key needed). `Some(problem)` when
     /// it differs from the manifest.
     pub async fn check_at_rest(&self, run: &Run, entry: &FileEntry) -> Result<Option<String>> {
-        check_file_name(&entry.name)?;
-        let remote = join(&run.path(), &entry.name);
-        let counters = Counters::default();
-        let source = self.server.open(&remote).await?;
-        let (size, sha) = pipeline::copy_hashed(source, &mut tokio::io::sink(), &counters.stored)
-            .await
-            .map_err(|e| self.server.error(format!("reading {remote}: {e}")))?;
+        let (remote, size, sha) = self.copy_stored(run, entry, &mut tokio::io::sink(), &Counters::default(), "reading").await?;
         Ok((size != entry.size || sha != entry.sha256)
             .then(|| format!("{remote}: checksum or size differs from the manifest (size {size} vs {})", entry.size)))
     }

@@ -47,6 +47,13 @@ impl RestoreFiles {
     }
 }
 
+/// The stored file name for one database's dump: `db-<name>.<suffix>`, with every character
+/// outside `[A-Za-z0-9_.-]` replaced (the real name is kept in the manifest).
+pub fn database_file_name(db: &str, suffix: &str) -> String {
+    let safe: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
+    format!("db-{safe}.{suffix}")
+}
+
 /// What one datastore does; the commands drive it through [`ConfiguredStore`].
 #[async_trait]
 pub trait Store: Send + Sync {

@@ -107,8 +107,7 @@ fn err(message: impl Into<String>) -> Error {
 
 /// A file name for a database's archive (the real name is kept in the manifest).
 fn archive_name(db: &str) -> String {
-    let safe: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
-    format!("db-{safe}.tar.zst.age")
+    super::database_file_name(db, "tar.zst.age")
 }
 
 /// The default HTTP API address: the RPC host on port 8086.
@@ -132,30 +131,6 @@ struct InfluxExtra {
 }
 
 impl InfluxDb {
-    pub fn new(cfg: InfluxConfig, ctx: &StoreContext) -> Result<InfluxDb> {
-        let bad = |message: String| ctx.invalid(message);
-        if default_http_url(&cfg.host).is_none() {
-            return Err(bad(format!("stores.influxdb.host `{}` is not host:port; expected the RPC (backup) address, e.g. 127.0.0.1:8088", cfg.host)));
-        }
-        let http = match &cfg.http_url {
-            Some(u) => u.clone(),
-            None => default_http_url(&cfg.host).expect("checked above"),
-        };
-        let http = url::Url::parse(&http)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .ok_or_else(|| bad(format!("stores.influxdb.http_url `{http}` is not an http(s) URL; expected e.g. http://127.0.0.1:8086")))?;
-        if cfg.username.is_some() != cfg.password_file.is_some() {
-            return Err(bad("stores.influxdb: set both username and password_file, or neither".into()));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| err(format!("cannot set up the HTTP client: {e}")))?;
-        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("influxdb password", p));
-        Ok(InfluxDb { cfg, http, client, password, ctx: ctx.clone() })
-    }
-
     /// Backs up `db` until the counts before and after agree, then streams it to `sink`.
     async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, Census)> {
         for attempt in 1..=ATTEMPTS {
@@ -289,7 +264,27 @@ impl Datastore for InfluxDb {
     const TYPES: &'static [StoreType] = &[StoreType::Dump];
 
     fn new(cfg: InfluxConfig, ctx: &StoreContext) -> Result<InfluxDb> {
-        InfluxDb::new(cfg, ctx)
+        let bad = |message: String| ctx.invalid(message);
+        if default_http_url(&cfg.host).is_none() {
+            return Err(bad(format!("stores.influxdb.host `{}` is not host:port; expected the RPC (backup) address, e.g. 127.0.0.1:8088", cfg.host)));
+        }
+        let http = match &cfg.http_url {
+            Some(u) => u.clone(),
+            None => default_http_url(&cfg.host).expect("checked above"),
+        };
+        let http = url::Url::parse(&http)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| bad(format!("stores.influxdb.http_url `{http}` is not an http(s) URL; expected e.g. http://127.0.0.1:8086")))?;
+        if cfg.username.is_some() != cfg.password_file.is_some() {
+            return Err(bad("stores.influxdb: set both username and password_file, or neither".into()));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| err(format!("cannot set up the HTTP client: {e}")))?;
+        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("influxdb password", p));
+        Ok(InfluxDb { cfg, http, client, password, ctx: ctx.clone() })
     }
 }
 

@@ -118,22 +118,6 @@ pub struct Minio {
 }
 
 impl Minio {
-    pub fn new(cfg: MinioConfig, ctx: &StoreContext) -> Result<Minio> {
-        let bad = |message: String| ctx.invalid(message);
-        let url = url::Url::parse(&cfg.endpoint).map_err(|e| {
-            bad(format!("stores.minio.endpoint `{}` is not a URL ({e}); expected e.g. http://minio:9000", cfg.endpoint))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(bad(format!("stores.minio.endpoint `{}` must be an http:// or https:// URL with a host", cfg.endpoint)));
-        }
-        if cfg.region.trim().is_empty() {
-            return Err(bad("stores.minio.region is empty; leave it out for us-east-1".into()));
-        }
-        let access_key = SecretFile::new("MinIO access key", &cfg.access_key_file);
-        let secret_key = SecretFile::new("MinIO secret key", &cfg.secret_key_file);
-        Ok(Minio { cfg, access_key, secret_key })
-    }
-
     /// Writes the whole archive into `out`; returns what it holds per bucket.
     async fn write_archive(&self, client: &Client, buckets: &BTreeMap<String, BucketSettings>, out: &mut TarWriter) -> Result<Counts, Stop> {
         let header = ArchiveHeader { format: ARCHIVE_FORMAT, buckets: buckets.clone() };
@@ -237,7 +221,19 @@ impl Datastore for Minio {
     const TYPES: &'static [StoreType] = &[StoreType::Dump];
 
     fn new(cfg: MinioConfig, ctx: &StoreContext) -> Result<Minio> {
-        Minio::new(cfg, ctx)
+        let bad = |message: String| ctx.invalid(message);
+        let url = url::Url::parse(&cfg.endpoint).map_err(|e| {
+            bad(format!("stores.minio.endpoint `{}` is not a URL ({e}); expected e.g. http://minio:9000", cfg.endpoint))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(bad(format!("stores.minio.endpoint `{}` must be an http:// or https:// URL with a host", cfg.endpoint)));
+        }
+        if cfg.region.trim().is_empty() {
+            return Err(bad("stores.minio.region is empty; leave it out for us-east-1".into()));
+        }
+        let access_key = SecretFile::new("MinIO access key", &cfg.access_key_file);
+        let secret_key = SecretFile::new("MinIO secret key", &cfg.secret_key_file);
+        Ok(Minio { cfg, access_key, secret_key })
     }
 }
 

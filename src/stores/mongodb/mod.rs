@@ -76,8 +76,7 @@ fn err(message: impl Into<String>) -> Error {
 
 /// A file name for a database's archive (the real name is kept in the manifest).
 fn archive_file_name(db: &str) -> String {
-    let safe: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
-    format!("db-{safe}.archive.zst.age")
+    super::database_file_name(db, "archive.zst.age")
 }
 
 /// Why the archive writer stopped early.
@@ -137,28 +136,6 @@ async fn write_archive(
 }
 
 impl MongoDb {
-    pub fn new(cfg: MongoConfig, ctx: &StoreContext) -> Result<MongoDb> {
-        let invalid = |message: String| ctx.invalid(message);
-        if !(cfg.url.starts_with("mongodb://") || cfg.url.starts_with("mongodb+srv://")) {
-            return Err(invalid(format!(
-                "stores.mongodb.url `{}` is not a MongoDB URL; expected mongodb://[user@]host:port/",
-                url_hosts(&cfg.url)
-            )));
-        }
-        if url_has_password(&cfg.url) {
-            return Err(invalid(
-                "stores.mongodb.url contains a password: remove it and put it in stores.mongodb.password_file".into(),
-            ));
-        }
-        for db in &cfg.databases {
-            if db.is_empty() || db.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
-                return Err(invalid(format!("stores.mongodb.databases: `{db}` is not a valid MongoDB database name")));
-            }
-        }
-        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("mongodb password", p));
-        Ok(MongoDb { cfg, password })
-    }
-
     async fn dump_database(
         &self,
         client: &Client,
@@ -258,7 +235,25 @@ impl Datastore for MongoDb {
     const TYPES: &'static [StoreType] = &[StoreType::Dump];
 
     fn new(cfg: MongoConfig, ctx: &StoreContext) -> Result<MongoDb> {
-        MongoDb::new(cfg, ctx)
+        let invalid = |message: String| ctx.invalid(message);
+        if !(cfg.url.starts_with("mongodb://") || cfg.url.starts_with("mongodb+srv://")) {
+            return Err(invalid(format!(
+                "stores.mongodb.url `{}` is not a MongoDB URL; expected mongodb://[user@]host:port/",
+                url_hosts(&cfg.url)
+            )));
+        }
+        if url_has_password(&cfg.url) {
+            return Err(invalid(
+                "stores.mongodb.url contains a password: remove it and put it in stores.mongodb.password_file".into(),
+            ));
+        }
+        for db in &cfg.databases {
+            if db.is_empty() || db.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+                return Err(invalid(format!("stores.mongodb.databases: `{db}` is not a valid MongoDB database name")));
+            }
+        }
+        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("mongodb password", p));
+        Ok(MongoDb { cfg, password })
     }
 }
 

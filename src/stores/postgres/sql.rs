@@ -38,8 +38,7 @@ pub async fn count_rows(client: &Client, db: &str) -> Result<BTreeMap<String, u6
 
 /// A file name for a database's dump (the real name is kept in the manifest).
 pub fn dump_file_name(db: &str) -> String {
-    let safe: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
-    format!("db-{safe}.dump.zst.age")
+    crate::stores::database_file_name(db, "dump.zst.age")
 }
 
 /// Makes `pg_dumpall --roles-only` output safe to replay on a server that has some roles already:

@@ -1,5 +1,5 @@
 //! Snapshots of what an operator reads: `list` and `status`, as text and as JSON, over a server
-//! holding a complete run, an interrupted one and one with a damaged manifest. Dates, sizes and
+//! holding a complete run, an interrupted one and two with a damaged manifest. Dates, sizes and
 //! ages change from run to run and are redacted; everything else must not drift unnoticed.
 
 mod common;
@@ -27,6 +27,7 @@ fn list_and_status_read_the_same_in_text_and_json() {
     seed_postgres(&case.db, 20);
     let backup = case.backup_config(&Transport::File);
     assert_ok(&lifeboat(&backup, &["backup"]));
+    let today = case.runs(&backup)[0]["id"].as_str().unwrap().to_string();
     // An older run that was interrupted (no manifest) and one whose manifest is damaged.
     let interrupted = case.server_path.join("2020-01-01/postgres");
     std::fs::create_dir_all(&interrupted).unwrap();
@@ -34,6 +35,10 @@ fn list_and_status_read_the_same_in_text_and_json() {
     let damaged = case.server_path.join("2020-01-02/postgres");
     std::fs::create_dir_all(&damaged).unwrap();
     std::fs::write(damaged.join("manifest.json"), br#"{"format_version": 1, "store": "postgr"#).unwrap();
+    // And a damaged run newer than the complete one, which status counts.
+    let newer = case.server_path.join(format!("{today}_9/postgres"));
+    std::fs::create_dir_all(&newer).unwrap();
+    std::fs::write(newer.join("manifest.json"), br#"{"format_version": 7}"#).unwrap();
 
     let list = lifeboat(&backup, &["list"]);
     assert_ok(&list);

@@ -294,13 +294,13 @@ fn interrupted_backup_is_listed_incomplete_and_restore_uses_the_previous_one() {
     );
     let mut child = spawn_lifeboat(&stalling, &["backup"]);
     let run2 = case.server_path.join(format!("{}_2", today_lagos())).join("postgres");
-    for _ in 0..100 {
-        if run2.join(format!("db-{}.dump.zst.age.partial", case.db)).exists() {
-            break;
-        }
+    // Killed once its dump file is being written (the stalling pg_dump never finishes it).
+    let dump = run2.join(format!("db-{}.dump.zst.age", case.db));
+    let landed = (0..300).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+        dump.exists()
+    });
+    assert!(landed, "the stalled backup never started writing {}", dump.display());
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let runs = case.runs(&backup);

@@ -56,14 +56,14 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
     }
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
-    let runs = reader.list().await?;
+    let folders = reader.folders().await?;
     let context = config.store_context();
 
     // Phase 1, for every store: find the run, check it and the target, download and verify it.
     // No target is touched until the whole backup of every store is here and verified.
     let mut prepared = Vec::new();
     for store in &stores {
-        let run = reader.choose(&runs, store.folder(), opts.from)?;
+        let run = reader.choose(&folders, store.folder(), opts.from).await?;
         let manifest = run.manifest().expect("chosen runs are complete").clone();
         if manifest.store != store.name {
             return Err(Error::Usage(format!(

@@ -1,11 +1,13 @@
-//! `lifeboat status`: the newest complete backup of each configured store, and its age;
-//! with `--max-age`, a non-zero exit when any is older (or missing), for alerting.
+//! `lifeboat status`: the newest complete backup of each configured store, its age, and how
+//! many newer runs are damaged or incomplete; with `--max-age`, a non-zero exit when any is
+//! older (or missing), for alerting. Only the manifests from the newest run back to the newest
+//! complete one are read.
 
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::RunReader;
+use crate::layout::{RunReader, RunState};
 use crate::server;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -14,6 +16,10 @@ pub struct StoreStatus {
     pub newest: Option<String>,
     pub finished_at: Option<String>,
     pub age_seconds: Option<u64>,
+    /// Runs newer than the newest complete one whose manifest is damaged (never restored).
+    pub damaged_since: usize,
+    /// Runs newer than the newest complete one without a manifest (failed, interrupted, running).
+    pub incomplete_since: usize,
     pub ok: bool,
 }
 
@@ -37,11 +43,13 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
     let max_age = max_age.map(parse_duration).transpose()?;
     let stores = config.configured_stores(&[])?;
     let server = server::connect(&config.server).await?;
-    let runs = RunReader::new(server.as_ref()).list().await?;
+    let reader = RunReader::new(server.as_ref());
+    let folders = reader.folders().await?;
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for store in &stores {
-        let newest = runs.iter().rfind(|r| r.folder == store.folder() && r.complete());
+        let (newest, since) = reader.newest_complete(&folders, store.folder()).await;
+        let newest = newest.as_ref();
         let finished = newest
             .and_then(|r| r.manifest())
             .and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());
@@ -56,6 +64,8 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
             newest: newest.map(|r| r.id.to_string()),
             finished_at: finished.map(|f| f.to_rfc3339()),
             age_seconds: age,
+            damaged_since: since.iter().filter(|r| matches!(r.state, RunState::Damaged(_))).count(),
+            incomplete_since: since.iter().filter(|r| matches!(r.state, RunState::Incomplete)).count(),
             ok,
         });
     }
@@ -63,9 +73,18 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
         for s in &out {
+            let since = match (s.damaged_since, s.incomplete_since) {
+                (0, 0) => String::new(),
+                (d, i) => format!("; since then {d} damaged and {i} incomplete run(s), see `lifeboat list`"),
+            };
             match (&s.newest, s.age_seconds) {
-                (Some(id), Some(age)) => println!("{}: newest complete backup {id}, {:.1} h old{}", s.store, age as f64 / 3600.0, if s.ok { "" } else { " (TOO OLD)" }),
-                _ => println!("{}: no complete backup{}", s.store, if s.ok { "" } else { " (ALERT)" }),
+                (Some(id), Some(age)) => println!(
+                    "{}: newest complete backup {id}, {:.1} h old{}{since}",
+                    s.store,
+                    age as f64 / 3600.0,
+                    if s.ok { "" } else { " (TOO OLD)" }
+                ),
+                _ => println!("{}: no complete backup{}{since}", s.store, if s.ok { "" } else { " (ALERT)" }),
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::{Run, RunReader, RunState};
+use crate::layout::{RunFolder, RunReader, RunState};
 use crate::pipeline::{self, DecryptKey};
 use crate::server;
 
@@ -18,10 +18,11 @@ pub struct VerifiedRun {
 }
 
 /// The runs to check: every store's run with the given id, or the newest run of each store
-/// that has a manifest (damaged ones included: they are reported, not skipped).
-fn chosen(runs: Vec<Run>, from: Option<&str>) -> Vec<Run> {
-    let mut chosen: Vec<Run> = Vec::new();
-    for run in runs.into_iter().rev().filter(|r| !matches!(r.state, RunState::Incomplete)) {
+/// that has a manifest (damaged ones included: they are reported, not skipped). Only these
+/// runs' manifests are read.
+fn chosen(folders: Vec<RunFolder>, from: Option<&str>) -> Vec<RunFolder> {
+    let mut chosen: Vec<RunFolder> = Vec::new();
+    for run in folders.into_iter().rev().filter(|r| r.manifest_size.is_some()) {
         let wanted = match from {
             Some(id) => run.id.to_string() == id,
             None => !chosen.iter().any(|c| c.folder == run.folder),
@@ -43,7 +44,7 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
     };
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
-    let runs = chosen(reader.list().await?, from);
+    let runs = chosen(reader.folders().await?, from);
     if runs.is_empty() {
         return Err(Error::NotFound(match from {
             Some(id) => format!("no complete backup {id} on {}; see `lifeboat list`", server.describe()),
@@ -52,7 +53,8 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
     }
     let context = config.store_context();
     let mut results = Vec::new();
-    for run in &runs {
+    for folder in &runs {
+        let run = &reader.open(folder).await;
         let manifest = match &run.state {
             RunState::Complete(m) => m,
             RunState::Damaged(why) => {

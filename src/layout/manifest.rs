@@ -78,6 +78,40 @@ pub struct FileEntry {
 }
 
 impl Manifest {
+    /// Parses a manifest read from the server, which is untrusted: a newer format version is
+    /// named before the rest is parsed (its shape may differ), and every file entry must be a
+    /// plain, unique file name with a SHA-256 in hex. `Err` says why the run is damaged.
+    pub fn parse(data: &[u8]) -> std::result::Result<Manifest, String> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        if let Ok(Version { format_version }) = serde_json::from_slice::<Version>(data)
+            && format_version > FORMAT_VERSION
+        {
+            return Err(format!(
+                "{MANIFEST_NAME} has format version {format_version}, this Lifeboat reads up to {FORMAT_VERSION}: use a newer Lifeboat"
+            ));
+        }
+        let manifest: Manifest = serde_json::from_slice(data).map_err(|e| format!("{MANIFEST_NAME} is not a valid manifest ({e})"))?;
+        if manifest.format_version == 0 {
+            return Err(format!("{MANIFEST_NAME} has format version 0, which no Lifeboat writes"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &manifest.files {
+            if super::check_file_name(&f.name).is_err() || f.name == MANIFEST_NAME {
+                return Err(format!("{MANIFEST_NAME} lists a file `{}` that is not a plain file name", f.name.escape_debug()));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(format!("{MANIFEST_NAME} lists the file `{}` twice", f.name.escape_debug()));
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{MANIFEST_NAME} gives `{}` a checksum that is not a SHA-256 in hex", f.name.escape_debug()));
+            }
+        }
+        Ok(manifest)
+    }
+
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.name == name)
     }

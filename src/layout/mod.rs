@@ -6,7 +6,8 @@
 //!
 //! The life of a run has one owner on each side: [`RunWriter`] (claim the folder with an atomic
 //! mkdir, put each file once, commit by writing `manifest.json` last, or abort) and
-//! [`RunReader`] (list runs, read a manifest, fetch and verify a file). A backup needs no rename
+//! [`RunReader`] (list run folders, read only the manifests a command needs, fetch and verify a
+//! file). A backup needs no rename
 //! and no delete on the server: the manifest written last *is* the commit, so a run without a
 //! readable manifest is never complete, whatever else its folder holds.
 
@@ -68,7 +69,25 @@ impl PartialOrd for RunId {
     }
 }
 
-/// One store's run as found on the server.
+/// One store's run folder as listed on the server, its manifest not read yet.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub id: RunId,
+    /// The store's folder name in the run (the store name, or its `server_dir`).
+    pub folder: String,
+    /// Bytes of all files in the run folder.
+    pub bytes: u64,
+    /// The size of `manifest.json`, when the folder has one.
+    pub manifest_size: Option<u64>,
+}
+
+impl RunFolder {
+    pub fn path(&self) -> String {
+        join(&self.id.to_string(), &self.folder)
+    }
+}
+
+/// One store's run as found on the server, its manifest read.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub id: RunId,

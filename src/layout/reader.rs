@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::manifest::{FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest};
-use super::{Run, RunId, check_file_name};
+use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
+use super::{Run, RunFolder, RunId, check_file_name};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Counters, DecryptKey};
 use crate::progress::Progress;
@@ -35,31 +35,51 @@ impl<'a> RunReader<'a> {
         RunReader { server }
     }
 
-    /// Every run on the server (complete or not), oldest first. One damaged run is listed as
-    /// damaged; it never stops the listing.
-    pub async fn list(&self) -> Result<Vec<Run>> {
-        let mut runs = Vec::new();
+    /// Every run folder on the server, oldest first, without reading any manifest: listing
+    /// stays cheap however many runs there are, and a manifest is read only when a command
+    /// needs that run ([`RunReader::open`]).
+    pub async fn folders(&self) -> Result<Vec<RunFolder>> {
+        let mut folders = Vec::new();
         for day in self.server.list("").await? {
             let Some(id) = day.is_dir.then(|| RunId::parse(&day.name)).flatten() else { continue };
             for store in self.server.list(&day.name).await? {
                 if !store.is_dir || check_file_name(&store.name).is_err() {
                     continue;
                 }
-                let path = join(&day.name, &store.name);
-                let files = self.server.list(&path).await?;
-                let bytes = files.iter().filter(|f| !f.is_dir).map(|f| f.size).sum();
-                let state = match files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir) {
-                    None => RunState::Incomplete,
-                    Some(entry) => self.read_manifest(&path, entry.size).await,
-                };
-                runs.push(Run { id: id.clone(), folder: store.name, state, bytes });
+                let files = self.server.list(&join(&day.name, &store.name)).await?;
+                folders.push(RunFolder {
+                    id: id.clone(),
+                    folder: store.name,
+                    bytes: files.iter().filter(|f| !f.is_dir).map(|f| f.size).sum(),
+                    manifest_size: files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir).map(|f| f.size),
+                });
             }
         }
-        runs.sort_by(|a, b| a.id.cmp(&b.id).then(a.folder.cmp(&b.folder)));
+        folders.sort_by(|a, b| a.id.cmp(&b.id).then(a.folder.cmp(&b.folder)));
+        Ok(folders)
+    }
+
+    /// Every run on the server with its manifest read, oldest first (what `list` shows). One
+    /// damaged run is listed as damaged; it never stops the listing.
+    pub async fn list(&self) -> Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        for folder in self.folders().await? {
+            runs.push(self.open(&folder).await);
+        }
         Ok(runs)
     }
 
-    async fn read_manifest(&self, path: &str, size: u64) -> RunState {
+    /// Reads a run folder's manifest, if it has one. Never fails: what is wrong with the
+    /// manifest becomes [`RunState::Damaged`].
+    pub async fn open(&self, folder: &RunFolder) -> Run {
+        let state = match folder.manifest_size {
+            None => RunState::Incomplete,
+            Some(size) => self.read_manifest(&folder.path(), &folder.id.to_string(), size).await,
+        };
+        Run { id: folder.id.clone(), folder: folder.folder.clone(), state, bytes: folder.bytes }
+    }
+
+    async fn read_manifest(&self, path: &str, id: &str, size: u64) -> RunState {
         if size > MAX_MANIFEST {
             return RunState::Damaged(format!("{MANIFEST_NAME} is {size} bytes, far larger than any real one"));
         }
@@ -67,46 +87,64 @@ impl<'a> RunReader<'a> {
             Ok(data) => data,
             Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} cannot be read ({e})")),
         };
-        let manifest = match serde_json::from_slice::<Manifest>(&data) {
-            Ok(m) => m,
-            Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} is not a valid manifest ({e})")),
-        };
-        if manifest.format_version > FORMAT_VERSION {
-            return RunState::Damaged(format!(
-                "{MANIFEST_NAME} has format version {}, this Lifeboat reads up to {FORMAT_VERSION}: use a newer Lifeboat",
-                manifest.format_version
-            ));
+        match Manifest::parse(&data) {
+            // A manifest copied in from another run would restore that run under this one's name.
+            Ok(manifest) if manifest.id != id => {
+                RunState::Damaged(format!("{MANIFEST_NAME} belongs to run {}, not {id}", manifest.id.escape_debug()))
+            }
+            Ok(manifest) => RunState::Complete(Box::new(manifest)),
+            Err(why) => RunState::Damaged(why),
         }
-        if let Some(bad) = manifest.files.iter().find(|f| check_file_name(&f.name).is_err() || f.name == MANIFEST_NAME) {
-            return RunState::Damaged(format!("{MANIFEST_NAME} lists a file `{}` that is not a plain file name", bad.name.escape_debug()));
-        }
-        RunState::Complete(Box::new(manifest))
     }
 
-    /// The run to restore for a store folder: the newest complete one, or the one named by `from`.
-    pub fn choose(&self, runs: &[Run], folder: &str, from: Option<&str>) -> Result<Run> {
+    /// Walks one store folder's runs from the newest back to the newest complete one, reading
+    /// only those manifests. Returns that run (if any) and the newer runs passed over.
+    pub async fn newest_complete(&self, folders: &[RunFolder], store_folder: &str) -> (Option<Run>, Vec<Run>) {
+        let mut passed = Vec::new();
+        for folder in folders.iter().rev().filter(|f| f.folder == store_folder) {
+            let run = self.open(folder).await;
+            if run.complete() {
+                return (Some(run), passed);
+            }
+            passed.push(run);
+        }
+        (None, passed)
+    }
+
+    /// The run to restore for a store folder: the newest complete one (damaged ones on the way
+    /// are named in the log and passed over), or the one named by `from`.
+    pub async fn choose(&self, folders: &[RunFolder], store_folder: &str, from: Option<&str>) -> Result<Run> {
         let server = self.server.describe();
-        let mut mine = runs.iter().filter(|r| r.folder == folder);
         let Some(wanted) = from else {
-            return mine.rfind(|r| r.complete()).cloned().ok_or_else(|| {
+            let (newest, passed) = self.newest_complete(folders, store_folder).await;
+            for run in &passed {
+                if let RunState::Damaged(why) = &run.state {
+                    tracing::warn!("{store_folder}: passing over damaged backup {}: {why}", run.id);
+                }
+            }
+            let damaged = passed.iter().filter(|r| matches!(r.state, RunState::Damaged(_))).count();
+            return newest.ok_or_else(|| {
+                let also = if damaged > 0 { format!(" ({damaged} damaged run(s) found, see `lifeboat list`)") } else { String::new() };
                 Error::NotFound(format!(
-                    "no complete backup of {folder} on {server}: nothing was restored; run a backup first or check server.url"
+                    "no complete backup of {store_folder} on {server}{also}: nothing was restored; run a backup first or check server.url"
                 ))
             });
         };
         let id = RunId::parse(wanted).ok_or_else(|| {
             Error::Usage(format!("--from `{wanted}` is not a backup id (YYYY-MM-DD or YYYY-MM-DD_N); see `lifeboat list`"))
         })?;
-        let run = mine
-            .find(|r| r.id == id)
-            .ok_or_else(|| Error::NotFound(format!("no backup {wanted} of {folder} on {server}; see `lifeboat list`")))?;
+        let folder = folders
+            .iter()
+            .find(|f| f.folder == store_folder && f.id == id)
+            .ok_or_else(|| Error::NotFound(format!("no backup {wanted} of {store_folder} on {server}; see `lifeboat list`")))?;
+        let run = self.open(folder).await;
         match &run.state {
-            RunState::Complete(_) => Ok(run.clone()),
+            RunState::Complete(_) => Ok(run),
             RunState::Incomplete => Err(Error::NotFound(format!(
-                "backup {wanted} of {folder} is not complete (no manifest: it failed or was interrupted); choose another with --from"
+                "backup {wanted} of {store_folder} is not complete (no manifest: it failed or was interrupted); choose another with --from"
             ))),
             RunState::Damaged(why) => Err(Error::Integrity(format!(
-                "backup {wanted} of {folder} is damaged: {why}; nothing was restored; choose another with --from"
+                "backup {wanted} of {store_folder} is damaged: {why}; nothing was restored; choose another with --from"
             ))),
         }
     }

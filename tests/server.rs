@@ -64,7 +64,10 @@ async fn contract(transport: &str) {
     s.write_new("day/store/manifest.json", b"one").await.unwrap();
     let again = s.write_new("day/store/manifest.json", b"two").await;
     assert!(again.is_err(), "a file was replaced");
-    assert_eq!(s.read_small("day/store/manifest.json").await.unwrap(), b"one");
+    assert_eq!(s.read_small("day/store/manifest.json", 3).await.unwrap(), b"one");
+    // A small file is read within a bound, whatever its listed size said.
+    let too_big = s.read_small("day/store/manifest.json", 2).await.unwrap_err().to_string();
+    assert!(too_big.contains("larger than 2 bytes"), "{too_big}");
     assert!(s.create("day/store/big.bin").await.is_err(), "create replaced a finished file");
     assert_eq!(read(s, "day/store/big.bin").await.len(), big.len());
 

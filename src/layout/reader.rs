@@ -83,7 +83,7 @@ impl<'a> RunReader<'a> {
         if size > MAX_MANIFEST {
             return RunState::Damaged(format!("{MANIFEST_NAME} is {size} bytes, far larger than any real one"));
         }
-        let data = match self.server.read_small(&join(path, MANIFEST_NAME)).await {
+        let data = match self.server.read_small(&join(path, MANIFEST_NAME), MAX_MANIFEST).await {
             Ok(data) => data,
             Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} cannot be read ({e})")),
         };

@@ -75,15 +75,19 @@ pub trait BackupServer: Send + Sync {
         Ok(())
     }
 
-    /// Reads a whole small file (manifests).
-    async fn read_small(&self, path: &str) -> Result<Vec<u8>> {
+    /// Reads a whole small file (manifests), refusing one larger than `max` bytes.
+    async fn read_small(&self, path: &str, max: u64) -> Result<Vec<u8>> {
         use tokio::io::AsyncReadExt;
-        let mut reader = self.open(path).await?;
+        // Bounded whatever the listing said: the server may grow the file after it was listed.
+        let mut reader = self.open(path).await?.take(max + 1);
         let mut buf = Vec::new();
         reader
             .read_to_end(&mut buf)
             .await
             .map_err(|e| self.error(format!("reading {path}: {e}")))?;
+        if buf.len() as u64 > max {
+            return Err(Error::Integrity(format!("{path} on {} is larger than {max} bytes: it is damaged", self.describe())));
+        }
         Ok(buf)
     }
 

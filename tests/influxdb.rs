@@ -193,9 +193,8 @@ impl InfluxCase {
         let serial = serial();
         ensure_server("influxdb");
         wait_for_rpc(RPC);
-        let case = Case::new(&format!("influx_{name}"));
-        let work = case.dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
+        let mut case = Case::new(&format!("influx_{name}"));
+        let work = case.with_work_dir();
         let db = format!("t_influx_{name}");
         let db2 = format!("t_influx_{name}_2");
         InfluxCase { _serial: serial, case, db, db2, work }
@@ -209,15 +208,7 @@ impl InfluxCase {
     }
 
     fn backup_config_with(&self, transport: &Transport, store: &str) -> PathBuf {
-        self.case.write_config(
-            "influx-backup.yaml",
-            &format!(
-                "role: backup\ntimezone: Africa/Lagos\nwork_dir: {}\n{}encryption:\n  recipients: [{}]\n{store}",
-                self.work.display(),
-                self.case.server_block(transport),
-                self.case.recipient
-            ),
-        )
+        self.case.backup_config_with(transport, store, "influx-backup.yaml")
     }
 
     fn backup_config(&self, transport: &Transport) -> PathBuf {
@@ -225,15 +216,7 @@ impl InfluxCase {
     }
 
     fn restore_config_with(&self, file: &str, transport: &Transport, store: &str) -> PathBuf {
-        self.case.write_config(
-            file,
-            &format!(
-                "role: restore\nwork_dir: {}\n{}encryption:\n  identity_file: {}\n{store}",
-                self.work.display(),
-                self.case.server_block(transport),
-                self.case.identity_file.display()
-            ),
-        )
+        self.case.restore_config_with(transport, store, file)
     }
 
     fn restore_config(&self, transport: &Transport) -> PathBuf {
@@ -247,11 +230,6 @@ impl InfluxCase {
 
     fn work_is_empty(&self) -> bool {
         std::fs::read_dir(&self.work).unwrap().next().is_none()
-    }
-
-    fn manifest(&self, run: &serde_json::Value) -> serde_json::Value {
-        let dir = self.case.server_path.join(run["path"].as_str().unwrap());
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
     }
 }
 
@@ -271,55 +249,56 @@ impl Drop for InfluxCase {
     }
 }
 
+/// Two databases: every kind of point, policy and continuous query the main one has, and a
+/// default policy that is not `autogen` in the second.
+impl RoundTrip for InfluxCase {
+    const STORE: &'static str = "influxdb";
+
+    fn stores_block(&self) -> String {
+        self.store_block("", &[&self.db, &self.db2])
+    }
+
+    fn fingerprint(&self) -> String {
+        let present = databases_at(HTTP);
+        let of = |db: &String| if present.contains(db) { fingerprint(db) } else { format!("{db} is missing") };
+        format!("{}\n{}", of(&self.db), of(&self.db2))
+    }
+
+    fn check_manifest(&self, manifest: &serde_json::Value, _run_dir: &Path) {
+        assert!(self.work_is_empty(), "influxd's temporary folder is removed after the backup");
+        let counts = &manifest["counts"][&self.db];
+        assert_eq!(counts["autogen.registrations:values"], 500 * 3 + 250);
+        assert_eq!(counts["autogen.\"user audit\":values"], 80);
+        assert_eq!(counts["longterm.yearly_totals:values"], 20);
+        assert!(counts["decade.registrations:values"].as_u64().unwrap() > 0);
+        assert!(counts.as_object().unwrap().keys().all(|k| k.ends_with(":values")), "{counts}");
+        assert_eq!(manifest["counts"][&self.db2]["metrics.http_requests:values"], 400);
+        assert!(manifest["tool_versions"]["influxd"].as_str().unwrap().contains("1."));
+        let policies = manifest["extra"]["retention_policies"][&self.db].as_array().unwrap();
+        assert_eq!(policies.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["autogen", "decade", "longterm"]);
+        assert_eq!(manifest["extra"]["continuous_queries"][&self.db][0]["name"], "daily totals");
+    }
+
+    /// A measurement dropped, the non-default policy's points deleted, a point added, the second
+    /// database gone.
+    fn damage(&self) {
+        influx(Some(&self.db), "DROP MEASUREMENT \"user audit\"");
+        influx(None, &format!("DROP CONTINUOUS QUERY \"daily totals\" ON \"{}\"", self.db));
+        influx(Some(&self.db), "DROP SERIES FROM yearly_totals");
+        write(&self.db, None, &format!("registrations,district=Ibombo,event=birth count=999i {}\n", BASE + 5));
+        influx(None, &format!("DROP DATABASE \"{}\"", self.db2));
+    }
+
+    fn after_restore(&self) {
+        assert!(self.work_is_empty(), "the restore's temporary folders are removed");
+    }
+}
+
 /// Backs up two databases, damages them, restores, and checks everything came back.
 fn roundtrip(name: &str, transport: Transport) {
     let t = InfluxCase::new(name);
     t.seed();
-    let (before, before2) = (fingerprint(&t.db), fingerprint(&t.db2));
-    let backup = t.backup_config(&transport);
-    let out = lifeboat(&backup, &["backup"]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("influxdb: backup"), "{}", stderr(&out));
-    assert!(t.work_is_empty(), "influxd's temporary folder is removed after the backup");
-
-    let runs = t.case.runs(&backup);
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["complete"], true);
-    assert_eq!(runs[0]["store"], "influxdb");
-    let manifest = t.manifest(&runs[0]);
-    let counts = &manifest["counts"][&t.db];
-    assert_eq!(counts["autogen.registrations:values"], 500 * 3 + 250);
-    assert_eq!(counts["autogen.\"user audit\":values"], 80);
-    assert_eq!(counts["longterm.yearly_totals:values"], 20);
-    assert!(counts["decade.registrations:values"].as_u64().unwrap() > 0);
-    assert!(counts.as_object().unwrap().keys().all(|k| k.ends_with(":values")), "{counts}");
-    assert_eq!(manifest["counts"][&t.db2]["metrics.http_requests:values"], 400);
-    assert!(manifest["tool_versions"]["influxd"].as_str().unwrap().contains("1."));
-    let policies = manifest["extra"]["retention_policies"][&t.db].as_array().unwrap();
-    assert_eq!(policies.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["autogen", "decade", "longterm"]);
-    let run_dir = t.case.server_path.join(runs[0]["path"].as_str().unwrap());
-    for f in manifest["files"].as_array().unwrap() {
-        let bytes = std::fs::read(run_dir.join(f["name"].as_str().unwrap())).unwrap();
-        assert_eq!(bytes.len() as u64, f["size"].as_u64().unwrap());
-        assert!(bytes.starts_with(b"age-encryption.org/v1"), "stored files are age files");
-    }
-
-    // Damage: a measurement dropped, the non-default policy's points deleted, a point added, the
-    // second database gone.
-    assert_eq!(manifest["extra"]["continuous_queries"][&t.db][0]["name"], "daily totals");
-    influx(Some(&t.db), "DROP MEASUREMENT \"user audit\"");
-    influx(None, &format!("DROP CONTINUOUS QUERY \"daily totals\" ON \"{}\"", t.db));
-    influx(Some(&t.db), "DROP SERIES FROM yearly_totals");
-    write(&t.db, None, &format!("registrations,district=Ibombo,event=birth count=999i {}\n", BASE + 5));
-    influx(None, &format!("DROP DATABASE \"{}\"", t.db2));
-    assert_ne!(fingerprint(&t.db), before);
-
-    let out = lifeboat(&t.restore_config(&transport), &["restore", "--yes"]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("verified"), "{}", stderr(&out));
-    assert_eq!(fingerprint(&t.db), before);
-    assert_eq!(fingerprint(&t.db2), before2);
-    assert!(t.work_is_empty(), "the restore's temporary folders are removed");
+    common::roundtrip(&t.case, &t, transport);
 }
 
 #[test]

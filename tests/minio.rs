@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -314,56 +314,65 @@ fn minio_block(buckets: &[&str], port: u16, extra: &str) -> String {
     )
 }
 
+/// A test's three buckets on the S3 server, with what each should hold.
+struct Minio {
+    s3: S3,
+    buckets: Buckets,
+    expected: BTreeMap<String, (u64, u64)>,
+}
+
+impl RoundTrip for Minio {
+    const STORE: &'static str = "minio";
+
+    fn stores_block(&self) -> String {
+        minio_block(&self.buckets.all(), S3_PORT, "")
+    }
+
+    fn fingerprint(&self) -> String {
+        self.buckets.fingerprint(&self.s3)
+    }
+
+    /// The manifest counts exactly what was written, and records the bucket settings.
+    fn check_manifest(&self, manifest: &serde_json::Value, _run_dir: &Path) {
+        let b = &self.buckets;
+        for (bucket, (objects, bytes)) in &self.expected {
+            assert_eq!(manifest["counts"][bucket]["objects"], *objects, "{bucket}");
+            assert_eq!(manifest["counts"][bucket]["bytes"], *bytes, "{bucket}");
+        }
+        assert_eq!(manifest["count_unit"], "objects/bytes");
+        let settings = &manifest["extra"]["buckets"];
+        assert_eq!(settings[&b.versioned]["versioning"], "Enabled");
+        assert!(settings[&b.versioned]["policy"].as_str().unwrap().contains("s3:GetObject"));
+        assert!(settings[&b.docs]["policy"].is_null() && settings[&b.docs]["versioning"].is_null());
+        let files = manifest["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["name"], "objects.tar.zst.age");
+        assert!(files[0]["raw_size"].as_u64().unwrap() > BIG_SIZE as u64);
+    }
+
+    /// Damage every bucket: lost and changed objects, an extra object, a lost policy.
+    fn damage(&self) {
+        let (s3, b) = (&self.s3, &self.buckets);
+        s3.delete(&b.docs, "plain.txt");
+        s3.delete(&b.docs, BIG_KEY);
+        s3.put(&b.docs, "with space/birth certificate 2024.pdf", b"overwritten", Some("text/plain"), &[]);
+        s3.put(&b.docs, "intruder.txt", b"not in the backup", None, &[]);
+        s3.delete_policy(&b.versioned);
+        s3.put(&b.empty, "stray", b"x", None, &[]);
+    }
+
+    /// Frees the server's disk once the test with the big object has passed.
+    fn after_restore(&self) {
+        self.buckets.remove(&self.s3);
+    }
+}
+
 fn roundtrip(test: &str, transport: Transport) {
     let s3 = S3::new();
     let case = Case::new(test);
-    let b = Buckets::new(test);
-    let expected = seed(&s3, &b, true);
-    let before = b.fingerprint(&s3);
-    let stores = minio_block(&b.all(), S3_PORT, "");
-    let backup = case.backup_config_with(&transport, &stores, "backup.yaml");
-    let restore = case.restore_config_with(&transport, &stores, "restore.yaml");
-
-    let out = lifeboat(&backup, &["backup"]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("minio: backup"), "{}", stderr(&out));
-    let runs = case.runs(&backup);
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["complete"], true);
-    assert_eq!(runs[0]["store"], "minio");
-
-    // The manifest counts exactly what was written, and records the bucket settings.
-    let manifest = case.manifest_of(&runs[0]).1;
-    for (bucket, (objects, bytes)) in &expected {
-        assert_eq!(manifest["counts"][bucket]["objects"], *objects, "{bucket}");
-        assert_eq!(manifest["counts"][bucket]["bytes"], *bytes, "{bucket}");
-    }
-    assert_eq!(manifest["count_unit"], "objects/bytes");
-    let settings = &manifest["extra"]["buckets"];
-    assert_eq!(settings[&b.versioned]["versioning"], "Enabled");
-    assert!(settings[&b.versioned]["policy"].as_str().unwrap().contains("s3:GetObject"));
-    assert!(settings[&b.docs]["policy"].is_null() && settings[&b.docs]["versioning"].is_null());
-    let files = manifest["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0]["name"], "objects.tar.zst.age");
-    let stored = std::fs::read(case.server_path.join(runs[0]["path"].as_str().unwrap()).join("objects.tar.zst.age")).unwrap();
-    assert!(stored.starts_with(b"age-encryption.org/v1"));
-    assert!(files[0]["raw_size"].as_u64().unwrap() > BIG_SIZE as u64);
-
-    // Damage every bucket: lost and changed objects, an extra object, a lost policy.
-    s3.delete(&b.docs, "plain.txt");
-    s3.delete(&b.docs, BIG_KEY);
-    s3.put(&b.docs, "with space/birth certificate 2024.pdf", b"overwritten", Some("text/plain"), &[]);
-    s3.put(&b.docs, "intruder.txt", b"not in the backup", None, &[]);
-    s3.delete_policy(&b.versioned);
-    s3.put(&b.empty, "stray", b"x", None, &[]);
-    assert_ne!(b.fingerprint(&s3), before);
-
-    let out = lifeboat(&restore, &["restore", "--yes"]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("verified"), "{}", stderr(&out));
-    assert_eq!(b.fingerprint(&s3), before);
-    b.remove(&s3);
+    let buckets = Buckets::new(test);
+    let expected = seed(&s3, &buckets, true);
+    common::roundtrip(&case, &Minio { s3, buckets, expected }, transport);
 }
 
 #[test]

@@ -171,56 +171,65 @@ fn mongo_case(name: &str) -> Case {
     case
 }
 
+/// One test database on FerretDB: collections with options, indexes, an empty one.
+struct Mongo {
+    case: Case,
+}
+
+impl RoundTrip for Mongo {
+    const STORE: &'static str = "mongodb";
+
+    fn stores_block(&self) -> String {
+        mongo_block(&self.case.db, "")
+    }
+
+    fn fingerprint(&self) -> String {
+        fingerprint(&self.case.db)
+    }
+
+    /// The documents written per collection, one archive, the server version.
+    fn check_manifest(&self, manifest: &serde_json::Value, _run_dir: &Path) {
+        let counts = &manifest["counts"][&self.case.db];
+        assert_eq!(counts["people"], 3000);
+        assert_eq!(counts["events"], 1500);
+        assert_eq!(counts["empty"], 0);
+        assert_eq!(counts["log"], 10);
+        assert_eq!(counts.as_object().unwrap().len(), 4, "{counts}");
+        assert_eq!(manifest["count_unit"], "documents");
+        assert_eq!(manifest["tool_versions"]["mongodb"], "7.0.42");
+        let files = manifest["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["name"], format!("db-{}.archive.zst.age", self.case.db));
+    }
+
+    /// Every way a restore must undo: lost and changed documents, a lost index and collection,
+    /// an extra collection.
+    fn damage(&self) {
+        let db = mongo().database(&self.case.db);
+        block(db.collection::<Document>("people").delete_many(doc! { "active": true })).unwrap();
+        block(db.collection::<Document>("events").update_many(doc! {}, doc! { "$set": { "kind": "changed" } })).unwrap();
+        command(&self.case.db, doc! { "dropIndexes": "people", "index": "nid_unique" });
+        block(db.collection::<Document>("empty").drop()).unwrap();
+        command(&self.case.db, doc! { "create": "junk" });
+    }
+
+    fn restore_says(&self) -> String {
+        "verified 4510 documents".into()
+    }
+
+    /// The unique index is enforced again.
+    fn after_restore(&self) {
+        let people = mongo().database(&self.case.db).collection::<Document>("people");
+        let dup = block(people.insert_one(doc! { "nid": "NID-00000001" }));
+        assert!(dup.is_err(), "a duplicate nid must be refused after restore");
+    }
+}
+
 fn roundtrip(name: &str, transport: Transport) {
     let case = mongo_case(name);
     seed_mongo(&case.db, 3000);
-    let before = fingerprint(&case.db);
-    let stores = mongo_block(&case.db, "");
-    let backup = case.backup_config_with(&transport, &stores, "mongo-backup.yaml");
-    let restore = case.restore_config_with(&transport, &stores, "mongo-restore.yaml");
-
-    let out = lifeboat(&backup, &["backup"]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("mongodb: backup"), "closing line missing: {}", stderr(&out));
-    let runs = case.runs(&backup);
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["complete"], true);
-    assert_eq!(runs[0]["store"], "mongodb");
-
-    // The manifest holds the documents written per collection, one archive, the server version.
-    let (dir, manifest) = case.manifest_of(&runs[0]);
-    let counts = &manifest["counts"][&case.db];
-    assert_eq!(counts["people"], 3000);
-    assert_eq!(counts["events"], 1500);
-    assert_eq!(counts["empty"], 0);
-    assert_eq!(counts["log"], 10);
-    assert_eq!(counts.as_object().unwrap().len(), 4, "{counts}");
-    assert_eq!(manifest["count_unit"], "documents");
-    assert_eq!(manifest["tool_versions"]["mongodb"], "7.0.42");
-    let files = manifest["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0]["name"], format!("db-{}.archive.zst.age", case.db));
-    let stored = std::fs::read(dir.join(files[0]["name"].as_str().unwrap())).unwrap();
-    assert!(stored.starts_with(b"age-encryption.org/v1"));
-    assert_eq!(stored.len() as u64, files[0]["size"].as_u64().unwrap());
-
-    // Damage the target every way a restore must undo.
-    let db = mongo().database(&case.db);
-    block(db.collection::<Document>("people").delete_many(doc! { "active": true })).unwrap();
-    block(db.collection::<Document>("events").update_many(doc! {}, doc! { "$set": { "kind": "changed" } })).unwrap();
-    command(&case.db, doc! { "dropIndexes": "people", "index": "nid_unique" });
-    block(db.collection::<Document>("empty").drop()).unwrap();
-    command(&case.db, doc! { "create": "junk" });
-    assert_ne!(fingerprint(&case.db), before);
-
-    let out = lifeboat(&restore, &["restore", "--yes"]);
-    assert_ok(&out);
-    assert!(stderr(&out).contains("verified 4510 documents"), "{}", stderr(&out));
-    assert_eq!(fingerprint(&case.db), before);
-
-    // The unique index is enforced again.
-    let dup = block(db.collection::<Document>("people").insert_one(doc! { "nid": "NID-00000001" }));
-    assert!(dup.is_err(), "a duplicate nid must be refused after restore");
+    let store = Mongo { case };
+    common::roundtrip(&store.case, &store, transport);
 }
 
 #[test]

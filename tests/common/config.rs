@@ -14,6 +14,8 @@ pub struct Case {
     pub server_path: PathBuf,
     pub identity_file: PathBuf,
     pub recipient: String,
+    /// `work_dir:` of both configs, when the test watches Lifeboat's temporary folders.
+    pub work_dir: Option<PathBuf>,
 }
 
 pub enum Transport {
@@ -30,7 +32,7 @@ impl Case {
         let (identity, recipient) = lifeboat::pipeline::generate_identity();
         let identity_file = dir.path().join("identity.txt");
         std::fs::write(&identity_file, identity).unwrap();
-        Case { name: name.into(), db: format!("t_{name}"), dir, server_path, identity_file, recipient }
+        Case { name: name.into(), db: format!("t_{name}"), dir, server_path, identity_file, recipient, work_dir: None }
     }
 
     pub fn server_block(&self, transport: &Transport) -> String {
@@ -56,6 +58,18 @@ impl Case {
         )
     }
 
+    /// Gives both configs a `work_dir` of their own (created, empty) and returns it.
+    pub fn with_work_dir(&mut self) -> PathBuf {
+        let work = self.dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        self.work_dir = Some(work.clone());
+        work
+    }
+
+    fn work_dir_line(&self) -> String {
+        self.work_dir.as_ref().map(|w| format!("work_dir: {}\n", w.display())).unwrap_or_default()
+    }
+
     /// Writes a config file and returns its path.
     pub fn write_config(&self, file: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(file);
@@ -66,7 +80,8 @@ impl Case {
     /// A backup-side config (age recipient, Africa/Lagos) for any mix of `stores:` blocks.
     pub fn backup_config_with(&self, transport: &Transport, stores: &str, file: &str) -> PathBuf {
         let text = format!(
-            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}",
+            "role: backup\ntimezone: Africa/Lagos\n{}{}encryption:\n  recipients: [{}]\n{stores}",
+            self.work_dir_line(),
             self.server_block(transport),
             self.recipient
         );
@@ -75,8 +90,12 @@ impl Case {
 
     /// A restore-side config (age identity) for any mix of `stores:` blocks.
     pub fn restore_config_with(&self, transport: &Transport, stores: &str, file: &str) -> PathBuf {
-        let text =
-            format!("role: restore\n{}encryption:\n  identity_file: {}\n{stores}", self.server_block(transport), self.identity_file.display());
+        let text = format!(
+            "role: restore\n{}{}encryption:\n  identity_file: {}\n{stores}",
+            self.work_dir_line(),
+            self.server_block(transport),
+            self.identity_file.display()
+        );
         self.write_config(file, &text)
     }
 

@@ -1,16 +1,19 @@
 //! Test harness: real PostgreSQL 15, OpenSSH sshd, FerretDB, MinIO and InfluxDB on 127.0.0.1,
 //! started once per run (`servers`); one test's world and its config files for any mix of
-//! stores (`config`); produced faults (`faults`); running the binary (`run`). Each test works on
+//! stores (`config`); produced faults (`faults`); running the binary (`run`); the one round-trip
+//! test shape every store reuses (`roundtrip`). Each test works on
 //! its own database, bucket and backup folder, so tests run in parallel.
 
 #![allow(dead_code, unused_imports)]
 
 pub mod config;
 pub mod faults;
+pub mod roundtrip;
 pub mod run;
 pub mod servers;
 
 pub use config::*;
 pub use faults::*;
+pub use roundtrip::*;
 pub use run::*;
 pub use servers::*;

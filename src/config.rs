@@ -47,6 +47,9 @@ pub struct Config {
     /// The file this configuration was read from (for error messages).
     #[serde(skip)]
     pub file: PathBuf,
+    /// Every configured store, checked and built once by [`Config::parse`].
+    #[serde(skip)]
+    built: std::sync::Arc<Vec<ConfiguredStore>>,
 }
 
 fn default_timezone() -> String {
@@ -141,6 +144,8 @@ impl Config {
         })?;
         config.file = path.to_path_buf();
         config.validate()?;
+        // Each store checks its own block (no network), so a bad one fails every command alike.
+        config.built = std::sync::Arc::new(config.stores.build_all(&config.store_context())?);
         Ok(config)
     }
 
@@ -203,8 +208,6 @@ impl Config {
                 "server.url must start with ssh:// or file://, not `{url}`"
             )));
         }
-        // Each store checks its own block (no network), so a bad one fails every command alike.
-        self.stores.build_all(&self.store_context())?;
         Ok(())
     }
 
@@ -220,8 +223,8 @@ impl Config {
     }
 
     /// The enabled stores, in backup order, filtered by `only` (`--store`) when not empty.
-    pub fn configured_stores(&self, only: &[String]) -> Result<Vec<ConfiguredStore>> {
-        stores::configured(&self.stores, &self.store_context(), only)
+    pub fn configured_stores(&self, only: &[String]) -> Result<Vec<&ConfiguredStore>> {
+        stores::configured(&self.built, &self.file, only)
     }
 
     /// Fails with exit code 2 unless this configuration has the given role.

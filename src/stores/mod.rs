@@ -13,7 +13,7 @@ pub mod settings;
 pub mod stderr_tail;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -154,17 +154,16 @@ datastores! {
     minio => minio::Minio,
 }
 
-/// The enabled stores, in backup order, filtered by `only` (`--store`) when not empty.
-pub fn configured(configs: &StoreConfigs, ctx: &StoreContext, only: &[String]) -> Result<Vec<ConfiguredStore>> {
+/// The enabled stores of `built`, in backup order, filtered by `only` (`--store`) when not empty.
+pub fn configured<'a>(built: &'a [ConfiguredStore], config_file: &Path, only: &[String]) -> Result<Vec<&'a ConfiguredStore>> {
     for name in only {
         if !NAMES.contains(&name.as_str()) {
             return Err(Error::Usage(format!("--store {name}: unknown store; choose from {}", NAMES.join(", "))));
         }
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let stores: Vec<ConfiguredStore> =
-        configs.build_all(ctx)?.into_iter().filter(|s| s.settings.enabled && wanted(s.name)).collect();
-    let file = ctx.config_file.display();
+    let stores: Vec<&ConfiguredStore> = built.iter().filter(|s| s.settings.enabled && wanted(s.name)).collect();
+    let file = config_file.display();
     for name in only {
         if !stores.iter().any(|st| st.name == name) {
             return Err(Error::Usage(format!("--store {name}: stores.{name} is not configured or not enabled in {file}")));

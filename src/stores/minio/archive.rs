@@ -290,7 +290,12 @@ pub(super) fn read_archive(reader: Box<dyn Read + Send>, send: &mut dyn FnMut(Pi
         if let Some(b) = bucket.filter(|b| !known.contains_key(*b)) {
             return Err(refuse(format!("holds bucket `{}` (entry `{label}`), which its header does not list", b.escape_debug())));
         }
-        match (bucket, records.get("LIFEBOAT.key")) {
+        // The path is what `tar -x` would write: it must name the same bucket and key.
+        let key = records.get("LIFEBOAT.key");
+        if bucket.is_some_and(|b| path != format!("{b}/{}", key.map_or("", |k| k.as_str()))) {
+            return Err(refuse(format!("holds entry `{label}`, whose path is not its bucket and key")));
+        }
+        match (bucket, key) {
             (Some(bucket), None) if kind == tar::EntryType::Directory && entry.size() == 0 => send(Piece::Bucket(bucket.clone()))?,
             (Some(_), Some(key)) if matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory) => {
                 if key.is_empty() || key.len() > MAX_KEY || key.contains('\0') {

@@ -136,6 +136,12 @@ fn entries_lifeboat_never_writes_are_refused_by_name() {
     let mut two_sizes = object("bbb", "x", b"abc", &[]);
     two_sizes.records.push(("size", b"999".to_vec()));
     refused(&ok(two_sizes), &["two different sizes"]);
+    // A path that `tar -x` would write elsewhere than its bucket and key.
+    for path in ["/tmp/lifeboat-abs", "../../x", "bbb/a/../../../x", "bbb//x"] {
+        let mut moved = object("bbb", "x", b"1", &[]);
+        moved.path = path.into();
+        refused(&ok(moved), &[&format!("`{path}`, whose path is not its bucket and key")]);
+    }
     // No pax header at all: an entry Lifeboat did not write.
     let mut plain = tar::Builder::new(Vec::new());
     let header = header_json(1, &["bbb"]);

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod faults;
+pub mod forge;
 pub mod run;
 pub mod servers;
 

@@ -378,6 +378,9 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
     stored.replace(&case, &original);
     assert_ok(&lifeboat(&restore, &["restore", "--yes"]));
     assert_eq!(bucket_fingerprint(bucket), backed_up);
+    for t in [&link_target, &abs_target] {
+        let _ = std::fs::remove_dir_all(t.parent().unwrap());
+    }
 }
 
 // ---- InfluxDB ---------------------------------------------------------------------------------
@@ -539,4 +542,7 @@ fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     assert_ok(&lifeboat(&restore, &["restore", "--yes"]));
     assert_eq!(influx_fingerprint(db), backed_up);
     influx(None, &format!("DROP DATABASE \"{db}\""));
+    for t in &targets {
+        let _ = std::fs::remove_dir_all(t.parent().unwrap());
+    }
 }

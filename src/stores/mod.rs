@@ -11,6 +11,8 @@ pub mod mongodb;
 pub mod postgres;
 pub mod settings;
 pub mod stderr_tail;
+#[cfg(test)]
+pub(crate) mod archive_fuzz;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

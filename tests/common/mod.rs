@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod faults;
+pub mod forge;
 pub mod roundtrip;
 pub mod run;
 pub mod servers;

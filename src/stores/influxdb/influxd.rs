@@ -12,14 +12,22 @@ use tokio::sync::mpsc;
 
 use super::{InfluxDb, err};
 use crate::error::{Error, Result};
+use crate::layout::check_file_name;
 use crate::pipeline::bridge::{PipeReader, PipeWriter, spawn_blocking_writer};
 use crate::stores::stderr_tail::StderrTail;
 
 /// The contents of the `<timestamp>.manifest` file of a portable backup (the fields used here).
 #[derive(Debug, Deserialize)]
 struct PortableManifest {
+    meta: Option<PortableMeta>,
     /// `null` for a database without shards.
     files: Option<Vec<PortableFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortableMeta {
+    #[serde(rename = "fileName")]
+    file_name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +53,11 @@ pub(super) fn check_portable_backup(dir: &Path, db: &str, archive: &str) -> Resu
     let text = std::fs::read(&manifests[0]).map_err(|e| Error::io(format!("reading {}", manifests[0].display()), e))?;
     let manifest: PortableManifest = serde_json::from_slice(&text).map_err(|e| not_it(format!("unreadable manifest: {e}")))?;
     let files = manifest.files.unwrap_or_default();
+    // influxd opens these names inside the folder: each must be one plain file name.
+    let names = manifest.meta.iter().map(|m| &m.file_name).chain(files.iter().map(|f| &f.file_name));
+    if let Some(bad) = names.into_iter().find(|n| check_file_name(n).is_err()) {
+        return Err(not_it(format!("its manifest names a file `{}`, which is not a plain file name", bad.escape_debug())));
+    }
     for f in &files {
         if f.database != db {
             return Err(not_it(format!("it holds shards of database {}", f.database)));
@@ -235,7 +248,13 @@ mod tests {
         std::fs::write(dir.path().join("x.s1.tar.gz"), b"").unwrap();
         let e = check_portable_backup(dir.path(), "ocrvs", "db-ocrvs.tar.zst.age").unwrap_err().to_string();
         assert!(e.contains("holds shards of database other"), "{e}");
-        std::fs::write(dir.path().join("x.manifest"), r#"{"meta":{},"limited":false,"files":null}"#).unwrap();
+        std::fs::write(dir.path().join("x.manifest"), r#"{"files":[{"database":"ocrvs","fileName":"../../etc/passwd"}]}"#).unwrap();
+        let e = check_portable_backup(dir.path(), "ocrvs", "f").unwrap_err().to_string();
+        assert!(e.contains("names a file `../../etc/passwd`, which is not a plain file name"), "{e}");
+        std::fs::write(dir.path().join("x.manifest"), r#"{"meta":{"fileName":"/etc/shadow"},"files":null}"#).unwrap();
+        let e = check_portable_backup(dir.path(), "ocrvs", "f").unwrap_err().to_string();
+        assert!(e.contains("`/etc/shadow`"), "{e}");
+        std::fs::write(dir.path().join("x.manifest"), r#"{"meta":{"fileName":"x.meta"},"limited":false,"files":null}"#).unwrap();
         assert_eq!(check_portable_backup(dir.path(), "ocrvs", "f").unwrap(), 0);
     }
 }

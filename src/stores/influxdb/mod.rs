@@ -30,7 +30,10 @@
 //! by time and still counts series whose points were deleted, so it cannot be compared.
 //!
 //! A restore unpacks and checks every database's archive (into the restore's private work folder)
-//! before it drops any database, then drops and restores them one by one.
+//! before it drops any database, then drops and restores them one by one. The archives come from
+//! the backup server and are not trusted (`unpack.rs`): only regular files with plain names are
+//! written, and only into that folder. When the restore side's config lists `databases`, a backup
+//! holding any other database is refused, so a tampered manifest cannot name a database to drop.
 //!
 //! Continuous queries are in the backup's metadata, but `influxd restore -db` does not bring them
 //! back; Lifeboat records them (in the manifest, and as `continuous_queries.influxql` in each
@@ -51,9 +54,9 @@
 
 mod http;
 mod influxd;
+mod unpack;
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,6 +65,7 @@ use serde::{Deserialize, Serialize};
 
 use self::http::{Census, ContinuousQuery, RetentionPolicy};
 use self::influxd::{check_portable_backup, tar_folder};
+use self::unpack::unpack;
 use super::{RestoreFiles, Store};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
@@ -201,24 +205,23 @@ impl Store for InfluxDb {
         // Unpack and check every archive before any database is dropped.
         let mut unpacked = Vec::new();
         for (db, file) in &databases {
+            self.check_target_database(db)?;
+            if let Some(cq) = queries.get(db).into_iter().flatten().find(|c| !is_one_cq_statement(&c.query)) {
+                return Err(err(format!(
+                    "the manifest's continuous query {} of {db} is not one CREATE CONTINUOUS QUERY statement: the backup is damaged or tampered with; nothing was changed",
+                    cq.name.escape_debug()
+                )));
+            }
             let before = counted_before.get(db).ok_or_else(|| err(format!("the manifest has no count time for {db}")))?.clone();
             let want = policies.get(db).ok_or_else(|| err(format!("the manifest has no retention policies for {db}")))?.clone();
             let cqs = queries.get(db).cloned().unwrap_or_default();
             // Inside the restore's own private folder, beside the downloaded files.
             let dir = StoreContext { work_dir: Some(files.dir.clone()), ..self.ctx.clone() }.private_dir("influxdb-")?;
+            let raw_size = manifest.file(file).map(|f| f.raw_size).ok_or_else(|| err(format!("the manifest lists no file {file} for {db}")))?;
             let reader = files.open(file)?;
             let target = dir.path().to_path_buf();
             let name = file.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut archive = tar::Archive::new(reader);
-                archive.set_preserve_permissions(false);
-                archive.unpack(&target).map_err(|e| err(format!("unpacking {name}: {e}")))?;
-                // Read to the end so that a damaged tail is noticed too.
-                io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| err(format!("reading {name}: {e}")))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| err(e.to_string()))??;
+            tokio::task::spawn_blocking(move || unpack(reader, &target, &name, raw_size)).await.map_err(|e| err(e.to_string()))??;
             let shards = check_portable_backup(dir.path(), db, file)?;
             unpacked.push((db.clone(), dir, shards, before, want, cqs));
         }
@@ -259,6 +262,27 @@ impl Store for InfluxDb {
     }
 }
 
+impl InfluxDb {
+    /// A database the restore may drop and replace: one of `stores.influxdb.databases` when the
+    /// restore side lists them, and never `_internal` otherwise (a backup never holds it then).
+    fn check_target_database(&self, db: &str) -> Result<()> {
+        let listed = self.cfg.databases.iter().any(|d| d == db);
+        if (!self.cfg.databases.is_empty() && !listed) || (self.cfg.databases.is_empty() && db == "_internal") || db.is_empty() {
+            return Err(err(format!(
+                "the backup holds database `{}`, which stores.influxdb.databases does not list: nothing was changed; add it to the list to restore it",
+                db.escape_debug()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a recorded continuous query is one `CREATE CONTINUOUS QUERY` statement and nothing
+/// more: it is run as it stands, and it comes from the backup server.
+fn is_one_cq_statement(query: &str) -> bool {
+    query.get(..24).is_some_and(|start| start.eq_ignore_ascii_case("CREATE CONTINUOUS QUERY ")) && !query.contains([';', '\0'])
+}
+
 impl Datastore for InfluxDb {
     type Config = InfluxConfig;
     const TYPES: &'static [StoreType] = &[StoreType::Dump];
@@ -296,6 +320,15 @@ mod tests {
     fn archive_names_are_plain_file_names() {
         assert_eq!(archive_name("ocrvs"), "db-ocrvs.tar.zst.age");
         assert_eq!(archive_name("a/b c"), "db-a_b_c.tar.zst.age");
+    }
+
+    #[test]
+    fn only_one_create_continuous_query_statement_is_run() {
+        assert!(is_one_cq_statement("CREATE CONTINUOUS QUERY \"daily totals\" ON db BEGIN SELECT sum(count) INTO x FROM y GROUP BY time(1d) END"));
+        assert!(is_one_cq_statement("create continuous query cq ON db BEGIN SELECT mean(v) INTO x FROM y GROUP BY time(1h) END"));
+        assert!(!is_one_cq_statement("DROP DATABASE other"));
+        assert!(!is_one_cq_statement("CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT 1 END; DROP DATABASE other"));
+        assert!(!is_one_cq_statement(""));
     }
 
     #[test]

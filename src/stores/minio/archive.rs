@@ -166,8 +166,22 @@ fn ustar_header(path: &str, kind: tar::EntryType, size: u64, mtime: u64) -> tar:
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tar reading (restore): a blocking thread decodes, the async side uploads
+// Tar reading (restore): a blocking thread decodes, the async side uploads. The archive comes
+// from the backup server and is not trusted: every name and size is checked before it is used.
 
+/// Largest pax header read: far above what Lifeboat writes (a path, a bucket, a key, five
+/// standard headers and user metadata, which S3 caps at 2 KiB).
+const MAX_PAX: u64 = 1 << 20;
+/// Largest archive header read (bucket names, policies and versioning).
+const MAX_HEADER: u64 = 16 << 20;
+/// The largest object S3 stores (5 TiB).
+pub(super) const MAX_OBJECT: u64 = 5 << 40;
+/// S3's longest object key, in bytes.
+const MAX_KEY: usize = 1024;
+/// Bytes reserved ahead for an object body; more grows only as data really arrives.
+const PREALLOC: u64 = 16 << 20;
+
+#[derive(Debug)]
 pub(super) enum Piece {
     Header(ArchiveHeader),
     Bucket(String),
@@ -187,7 +201,7 @@ impl Pieces {
 
     /// Exactly `len` bytes of the current object's body, gathered from data pieces.
     pub(super) async fn take_bytes(&mut self, meta: &ObjectMeta, len: u64) -> Result<Bytes> {
-        let mut body = BytesMut::with_capacity(len as usize);
+        let mut body = BytesMut::with_capacity(len.min(PREALLOC) as usize);
         while (body.len() as u64) < len {
             match self.next().await? {
                 Some(Piece::Data(chunk)) => body.extend_from_slice(&chunk),
@@ -198,75 +212,163 @@ impl Pieces {
     }
 }
 
-/// Decodes the archive on the calling (blocking) thread and sends its pieces.
-pub(super) fn read_archive(reader: Box<dyn Read + Send>, tx: &mpsc::Sender<Result<Piece>>) -> Result<(), Option<Error>> {
-    let send = |piece: Piece| tx.blocking_send(Ok(piece)).map_err(|_| None);
+/// Whether `name` is a valid S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens,
+/// starting and ending with a letter or digit, no two dots in a row.
+pub(super) fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+}
+
+/// What an entry type is called in messages.
+fn kind_name(kind: tar::EntryType) -> String {
+    match kind {
+        tar::EntryType::Symlink => "a symbolic link".into(),
+        tar::EntryType::Link => "a hard link".into(),
+        tar::EntryType::Char | tar::EntryType::Block => "a device".into(),
+        tar::EntryType::Fifo => "a FIFO".into(),
+        other => format!("of tar type `{}`", (other.as_byte() as char).escape_debug()),
+    }
+}
+
+/// Why reading stopped: `None` when the consumer went away (its own error is the one to report).
+type Refusal = Option<Error>;
+
+fn refuse(message: String) -> Refusal {
+    Some(err(format!("{ARCHIVE_FILE} {message}; the backup is damaged or tampered with; nothing more was read")))
+}
+
+/// Decodes the archive on the calling (blocking) thread and hands each piece to `send`, which
+/// answers false when it wants no more. Only what Lifeboat writes passes: the header first (its
+/// format version checked before anything else in it), then bucket directories and objects of
+/// the header's buckets, each described by one pax header.
+pub(super) fn read_archive(reader: Box<dyn Read + Send>, send: &mut dyn FnMut(Piece) -> bool) -> Result<(), Refusal> {
+    let mut send = |piece: Piece| if send(piece) { Ok(()) } else { Err(None) };
     let damaged = |e: io::Error| Some(err(format!("reading {ARCHIVE_FILE}: {e}")));
-    let foreign = |e: io::Error| {
-        Some(err(format!("{ARCHIVE_FILE} is not a Lifeboat MinIO archive ({e}); nothing was changed")))
-    };
+    let foreign = |e: io::Error| Some(err(format!("{ARCHIVE_FILE} is not a Lifeboat MinIO archive ({e}); nothing was changed")));
     let mut archive = tar::Archive::new(reader);
-    let mut first = true;
-    for entry in archive.entries().map_err(foreign)? {
-        let mut entry = entry.map_err(if first { foreign } else { damaged })?;
-        let pax = pax_map(&mut entry).map_err(if first { foreign } else { damaged })?;
+    // Raw entries: the tar crate would read pax and long-name entries whole, at any size.
+    let entries = archive.entries().map_err(foreign)?.raw(true);
+    let mut buckets: Option<BTreeMap<String, BucketSettings>> = None;
+    let mut pax: Option<BTreeMap<String, String>> = None;
+    for entry in entries {
+        let mut entry = entry.map_err(if buckets.is_none() { foreign } else { damaged })?;
         let kind = entry.header().entry_type();
-        if first {
-            first = false;
-            let path = entry.path_bytes().into_owned();
-            if path != HEADER_ENTRY.as_bytes() || kind != tar::EntryType::Regular || entry.size() > 16 << 20 {
+        if kind == tar::EntryType::XHeader {
+            if pax.is_some() || entry.size() > MAX_PAX {
+                return Err(refuse(format!("holds a pax header of {} bytes that Lifeboat did not write", entry.size())));
+            }
+            let mut data = Vec::with_capacity(entry.size() as usize);
+            entry.read_to_end(&mut data).map_err(damaged)?;
+            pax = Some(pax_records(&data, entry.size()).map_err(refuse)?);
+            continue;
+        }
+        let records = pax.take().unwrap_or_default();
+        let path = match records.get("path") {
+            Some(p) => p.clone(),
+            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        };
+        let label = path.escape_debug().to_string();
+        if records.get("size").is_some_and(|s| s.parse::<u64>().ok() != Some(entry.size())) {
+            return Err(refuse(format!("gives entry `{label}` two different sizes")));
+        }
+        let Some(known) = &buckets else {
+            if path != HEADER_ENTRY || kind != tar::EntryType::Regular || entry.size() > MAX_HEADER {
                 return Err(Some(err(format!(
                     "{ARCHIVE_FILE} does not start with {HEADER_ENTRY}: it is not a Lifeboat MinIO archive; nothing was changed"
                 ))));
             }
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text).map_err(damaged)?;
-            let header: ArchiveHeader = serde_json::from_slice(&text)
-                .map_err(|e| Some(err(format!("{HEADER_ENTRY} in {ARCHIVE_FILE} is unreadable ({e}); nothing was changed"))))?;
+            let header = read_header(&mut entry)?;
+            buckets = Some(header.buckets.clone());
             send(Piece::Header(header))?;
             continue;
+        };
+        let bucket = records.get("LIFEBOAT.bucket");
+        if let Some(b) = bucket.filter(|b| !known.contains_key(*b)) {
+            return Err(refuse(format!("holds bucket `{}` (entry `{label}`), which its header does not list", b.escape_debug())));
         }
-        match (pax.get("LIFEBOAT.bucket"), pax.get("LIFEBOAT.key")) {
-            (Some(bucket), None) if kind == tar::EntryType::Directory => send(Piece::Bucket(bucket.clone()))?,
-            (Some(_), Some(_)) if matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory) => {
-                let meta = object_meta(&pax, entry.size());
-                let mut remaining = meta.size;
-                let label = format!("{}/{}", meta.bucket, meta.key);
-                send(Piece::Object(meta))?;
-                while remaining > 0 {
-                    let mut chunk = vec![0u8; remaining.min(READ_CHUNK as u64) as usize];
-                    entry
-                        .read_exact(&mut chunk)
-                        .map_err(|e| Some(err(format!("reading object {label} from {ARCHIVE_FILE}: {e}; the backup is damaged"))))?;
-                    remaining -= chunk.len() as u64;
-                    send(Piece::Data(Bytes::from(chunk)))?;
+        // The path is what `tar -x` would write: it must name the same bucket and key.
+        let key = records.get("LIFEBOAT.key");
+        if bucket.is_some_and(|b| path != format!("{b}/{}", key.map_or("", |k| k.as_str()))) {
+            return Err(refuse(format!("holds entry `{label}`, whose path is not its bucket and key")));
+        }
+        match (bucket, key) {
+            (Some(bucket), None) if kind == tar::EntryType::Directory && entry.size() == 0 => send(Piece::Bucket(bucket.clone()))?,
+            (Some(_), Some(key)) if matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory) => {
+                if key.is_empty() || key.len() > MAX_KEY || key.contains('\0') {
+                    return Err(refuse(format!("holds object key `{}` (empty, over {MAX_KEY} bytes or with a NUL)", key.escape_debug())));
                 }
+                if entry.size() > MAX_OBJECT || (kind == tar::EntryType::Directory && entry.size() != 0) {
+                    return Err(refuse(format!("gives object `{label}` a size of {} bytes, which S3 cannot hold", entry.size())));
+                }
+                let meta = object_meta(&records, entry.size());
+                send_object(&mut entry, meta, &mut send)?;
             }
-            _ => {
-                return Err(Some(err(format!(
-                    "{ARCHIVE_FILE} holds an entry Lifeboat did not write ({}); the backup is damaged",
-                    String::from_utf8_lossy(&entry.path_bytes())
-                ))));
-            }
+            _ => return Err(refuse(format!("holds an entry Lifeboat did not write (`{label}`, {})", kind_name(kind)))),
         }
     }
-    if first {
+    if pax.is_some() {
+        return Err(refuse("ends with a pax header that describes no entry".into()));
+    }
+    if buckets.is_none() {
         return Err(Some(err(format!("{ARCHIVE_FILE} is empty: it is not a Lifeboat MinIO archive; nothing was changed"))));
     }
     Ok(())
 }
 
-/// The `LIFEBOAT.*` pax records of an entry.
-fn pax_map<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<BTreeMap<String, String>> {
+/// The archive header: its format version is read first, so that a newer archive is named as
+/// such rather than as unreadable.
+fn read_header<R: Read>(entry: &mut R) -> Result<ArchiveHeader, Refusal> {
+    #[derive(Deserialize)]
+    struct Version {
+        format: u32,
+    }
+    let mut text = Vec::new();
+    entry.read_to_end(&mut text).map_err(|e| Some(err(format!("reading {ARCHIVE_FILE}: {e}"))))?;
+    let unreadable = |e: serde_json::Error| Some(err(format!("{HEADER_ENTRY} in {ARCHIVE_FILE} is unreadable ({e}); nothing was changed")));
+    let version: Version = serde_json::from_slice(&text).map_err(unreadable)?;
+    if version.format != ARCHIVE_FORMAT {
+        return Err(Some(err(format!(
+            "{ARCHIVE_FILE} has archive format {}, this Lifeboat reads format {ARCHIVE_FORMAT}: restore it with the Lifeboat version that wrote it; nothing was changed",
+            version.format
+        ))));
+    }
+    let header: ArchiveHeader = serde_json::from_slice(&text).map_err(unreadable)?;
+    if let Some(bad) = header.buckets.keys().find(|b| !valid_bucket_name(b)) {
+        return Err(refuse(format!("lists bucket `{}`, which is not a valid S3 bucket name", bad.escape_debug())));
+    }
+    Ok(header)
+}
+
+/// Sends an object's description, then its body in chunks.
+fn send_object<R: Read>(entry: &mut R, meta: ObjectMeta, send: &mut dyn FnMut(Piece) -> Result<(), Refusal>) -> Result<(), Refusal> {
+    let mut remaining = meta.size;
+    let label = format!("{}/{}", meta.bucket, meta.key);
+    send(Piece::Object(meta))?;
+    while remaining > 0 {
+        let mut chunk = vec![0u8; remaining.min(READ_CHUNK as u64) as usize];
+        entry
+            .read_exact(&mut chunk)
+            .map_err(|e| Some(err(format!("reading object {label} from {ARCHIVE_FILE}: {e}; the backup is damaged"))))?;
+        remaining -= chunk.len() as u64;
+        send(Piece::Data(Bytes::from(chunk)))?;
+    }
+    Ok(())
+}
+
+/// The records of a pax header Lifeboat reads: `path`, `size` and the `LIFEBOAT.*` ones.
+fn pax_records(data: &[u8], size: u64) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            let key = ext.key().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if key.starts_with(PAX_PREFIX) {
-                let value = ext.value().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                map.insert(key.to_string(), value.to_string());
-            }
+    for ext in tar::PaxExtensions::new(data) {
+        let bad = |what: &str| format!("holds a pax header ({size} bytes) with {what}");
+        let ext = ext.map_err(|_| bad("a malformed record"))?;
+        let key = ext.key().map_err(|_| bad("a key that is not UTF-8"))?;
+        if key.starts_with(PAX_PREFIX) || key == "path" || key == "size" {
+            let value = ext.value().map_err(|_| bad(&format!("a value of {key} that is not UTF-8")))?;
+            map.insert(key.to_string(), value.to_string());
         }
     }
     Ok(map)
@@ -290,98 +392,5 @@ fn object_meta(pax: &BTreeMap<String, String>, size: u64) -> ObjectMeta {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pipeline::bridge::pipe;
-    use tokio::io::AsyncReadExt;
-
-    #[test]
-    fn pax_record_lengths_count_their_own_digits() {
-        let mut out = Vec::new();
-        pax_record(&mut out, "path", b"a");
-        assert_eq!(out, b"9 path=a\n");
-        // Around 99→100 and 999→1000 the length's own digits change the length.
-        for n in 0..1100 {
-            let mut out = Vec::new();
-            pax_record(&mut out, "LIFEBOAT.key", "k".repeat(n).as_bytes());
-            let text = String::from_utf8(out.clone()).unwrap();
-            assert_eq!(text.split_once(' ').unwrap().0.parse::<usize>().unwrap(), out.len(), "value length {n}");
-        }
-    }
-
-    /// Builds an archive the way the backup does (headers and bodies) and reads it back.
-    /// (bucket, key, body, extra pax records)
-    type SampleObject<'a> = (&'a str, &'a str, &'a [u8], &'a [(&'a str, &'a str)]);
-
-    fn sample_archive(objects: &[SampleObject<'_>]) -> Vec<u8> {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(async {
-            let (writer, mut reader) = pipe();
-            let mut out = TarWriter::new(writer);
-            let write = async {
-                let header = serde_json::to_vec(&ArchiveHeader { format: 1, buckets: BTreeMap::from([("b".into(), BucketSettings::default())]) }).unwrap();
-                let _ = out.entry(HEADER_ENTRY, &[], tar::EntryType::Regular, header.len() as u64, 0).await;
-                let _ = out.write(&header).await;
-                let _ = out.pad().await;
-                let _ = out.entry("b/", &[("LIFEBOAT.bucket", b"b")], tar::EntryType::Directory, 0, 0).await;
-                for (bucket, key, body, extra) in objects {
-                    let mut records: Vec<(&str, &[u8])> = vec![("LIFEBOAT.bucket", bucket.as_bytes()), ("LIFEBOAT.key", key.as_bytes())];
-                    records.extend(extra.iter().map(|(k, v)| (*k, v.as_bytes())));
-                    let _ = out.entry(&format!("{bucket}/{key}"), &records, tar::EntryType::Regular, body.len() as u64, 1_700_000_000).await;
-                    let _ = out.write(body).await;
-                    let _ = out.pad().await;
-                }
-                let _ = out.write(&[0u8; 1024]).await;
-                out.close(Ok(())).await
-            };
-            let mut all = Vec::new();
-            let (written, read) = tokio::join!(write, AsyncReadExt::read_to_end(&mut reader, &mut all));
-            assert!(written.is_ok() && read.is_ok());
-            all
-        })
-    }
-
-    #[test]
-    fn archive_round_trips_keys_bodies_and_metadata() {
-        let long_key = format!("deep/{}/file with space ü.txt", "segment/".repeat(30));
-        let archive = sample_archive(&[
-            ("b", "plain.txt", b"hello", &[("LIFEBOAT.content-type", "text/plain"), ("LIFEBOAT.meta.owner", "Zoë")]),
-            ("b", &long_key, b"", &[]),
-            ("b", "x", &[7u8; 1500], &[]),
-        ]);
-        assert_eq!(archive.len() % 512, 0);
-        let (tx, mut rx) = mpsc::channel(1024);
-        read_archive(Box::new(std::io::Cursor::new(archive)), &tx).map_err(|e| e.map(|e| e.to_string())).unwrap();
-        drop(tx);
-        let mut pieces = Vec::new();
-        while let Ok(p) = rx.try_recv() {
-            pieces.push(p.unwrap());
-        }
-        assert!(matches!(&pieces[0], Piece::Header(h) if h.format == 1 && h.buckets.contains_key("b")));
-        assert!(matches!(&pieces[1], Piece::Bucket(b) if b == "b"));
-        let Piece::Object(m) = &pieces[2] else { panic!("object expected") };
-        assert_eq!((m.bucket.as_str(), m.key.as_str(), m.size), ("b", "plain.txt", 5));
-        assert_eq!(m.headers["content-type"], "text/plain");
-        assert_eq!(m.metadata["owner"], "Zoë");
-        assert!(matches!(&pieces[3], Piece::Data(d) if &d[..] == b"hello"));
-        let Piece::Object(m) = &pieces[4] else { panic!("object expected") };
-        assert_eq!((m.key.as_str(), m.size), (long_key.as_str(), 0));
-        let Piece::Object(m) = &pieces[5] else { panic!("object expected") };
-        assert_eq!(m.size, 1500);
-        assert!(matches!(&pieces[6], Piece::Data(d) if d.len() == 1500 && d.iter().all(|b| *b == 7)));
-        assert_eq!(pieces.len(), 7);
-    }
-
-    #[test]
-    fn archives_not_written_by_lifeboat_are_refused() {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(3);
-        h.set_cksum();
-        builder.append_data(&mut h, "db.dump", &b"abc"[..]).unwrap();
-        let bytes = builder.into_inner().unwrap();
-        let (tx, _rx) = mpsc::channel(16);
-        let e = read_archive(Box::new(std::io::Cursor::new(bytes)), &tx).unwrap_err().unwrap();
-        assert!(e.to_string().contains("not a Lifeboat MinIO archive"), "{e}");
-    }
-}
+#[path = "archive_tests.rs"]
+mod tests;

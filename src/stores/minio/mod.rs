@@ -27,14 +27,18 @@
 //! A few GETs are started ahead (their bodies wait unread), which hides per-object latency
 //! without holding objects in memory.
 //!
-//! Restore: the archive's first entry is checked before the target is touched; then each
-//! bucket is emptied (every version, delete marker and unfinished multipart upload), deleted,
-//! recreated with its recorded versioning and policy, and the objects are uploaded from the
-//! archive as it is decoded: small objects a few at a time, big ones by multipart upload in
-//! parts of bounded size. Every bucket of the backup is restored (`buckets` in the restore
-//! side's config is not used: the counts of every backed-up bucket are verified). Only the
-//! latest version of each object is backed up; object tags, retention and lifecycle rules are
-//! not.
+//! Restore: the archive comes from the backup server and is not trusted. It is read once whole
+//! before the target is touched: its format version, every bucket name (a valid S3 name, listed
+//! in its header and the manifest), every entry (only what Lifeboat writes: no links or devices),
+//! object key (no NUL, at most 1024 bytes) and size (at most 5 TiB) is checked, and nothing is
+//! allocated from a length before it is bounded. Then each bucket is emptied (every version,
+//! delete marker and unfinished multipart upload), deleted, recreated with its recorded
+//! versioning and policy, and the objects are uploaded from the archive as it is decoded a second
+//! time: small objects a few at a time, big ones by multipart upload in parts of bounded size.
+//! Every bucket of the backup is restored and its counts verified; when the restore side's config
+//! lists `buckets`, a backup holding any other bucket is refused, so a tampered manifest cannot
+//! name a bucket to replace. Only the latest version of each object is backed up; object tags,
+//! retention and lifecycle rules are not.
 //!
 //! Here: the configuration and the backup and restore flow. `s3.rs`: the S3 client, its errors,
 //! listing, fetching, uploads and counting; `buckets.rs`: bucket settings, removal and
@@ -55,7 +59,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use archive::HEADER_ENTRY;
-use archive::{ARCHIVE_FORMAT, ArchiveHeader, HEADER_FIELDS, META_PREFIX, ObjectMeta, PAX_PREFIX, Piece, Pieces, Stop, TarWriter, now_secs, read_archive};
+use archive::{
+    ARCHIVE_FORMAT, ArchiveHeader, HEADER_FIELDS, META_PREFIX, ObjectMeta, PAX_PREFIX, Piece, Pieces, Stop, TarWriter, now_secs, read_archive,
+    valid_bucket_name,
+};
 use s3::{Fetched, S3Error, body_error, fetch_objects, put_small};
 
 use super::{RestoreFiles, Store};
@@ -287,34 +294,28 @@ impl Store for Minio {
         if manifest.file(ARCHIVE_FILE).is_none() {
             return Err(err(format!("the manifest lists no {ARCHIVE_FILE}: this is not a minio dump backup; nothing was changed")));
         }
+        self.check_targets(&buckets)?;
+        // The whole archive is read and checked once before any bucket is touched: a bad entry
+        // anywhere in it must not leave the buckets emptied.
+        let header = check_archive(files.open(ARCHIVE_FILE)?).await?;
+        if header.buckets.keys().ne(buckets.keys()) {
+            return Err(err(format!(
+                "{ARCHIVE_FILE} holds buckets {:?} but the manifest lists {:?}: the backup is inconsistent; nothing was changed",
+                header.buckets.keys().collect::<Vec<_>>(),
+                buckets.keys().collect::<Vec<_>>()
+            )));
+        }
         let client = self.client()?;
         let reader = files.open(ARCHIVE_FILE)?;
         let (tx, rx) = mpsc::channel::<Result<Piece>>(8);
         let decoder = tokio::task::spawn_blocking(move || {
-            if let Err(Some(e)) = read_archive(reader, &tx) {
+            if let Err(Some(e)) = read_archive(reader, &mut |piece| tx.blocking_send(Ok(piece)).is_ok()) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
         let mut pieces = Pieces { rx };
-
-        // The archive must be the one the manifest describes before any bucket is touched.
-        match pieces.next().await? {
-            Some(Piece::Header(h)) if h.format == ARCHIVE_FORMAT => {
-                if h.buckets.keys().ne(buckets.keys()) {
-                    return Err(err(format!(
-                        "{ARCHIVE_FILE} holds buckets {:?} but the manifest lists {:?}: the backup is inconsistent; nothing was changed",
-                        h.buckets.keys().collect::<Vec<_>>(),
-                        buckets.keys().collect::<Vec<_>>()
-                    )));
-                }
-            }
-            Some(Piece::Header(h)) => {
-                return Err(err(format!(
-                    "{ARCHIVE_FILE} has archive format {}, this Lifeboat reads format {ARCHIVE_FORMAT}; use a matching Lifeboat version",
-                    h.format
-                )));
-            }
-            _ => return Err(err(format!("{ARCHIVE_FILE} is not a Lifeboat MinIO archive; nothing was changed"))),
+        if !matches!(pieces.next().await?, Some(Piece::Header(_))) {
+            return Err(err(format!("{ARCHIVE_FILE} changed while it was read: nothing was changed; run the restore again")));
         }
 
         for (bucket, settings) in &buckets {
@@ -358,6 +359,47 @@ impl Store for Minio {
         }
         Ok(found)
     }
+}
+
+impl Minio {
+    /// Every bucket the backup holds is one the restore may write: a valid S3 bucket name and,
+    /// when `stores.minio.buckets` is set on the restore side, one of those.
+    fn check_targets(&self, buckets: &BTreeMap<String, BucketSettings>) -> Result<()> {
+        for bucket in buckets.keys() {
+            if !valid_bucket_name(bucket) {
+                return Err(err(format!(
+                    "the manifest names bucket `{}`, which is not a valid S3 bucket name: the backup is damaged or tampered with; nothing was changed",
+                    bucket.escape_debug()
+                )));
+            }
+            if !self.cfg.buckets.is_empty() && !self.cfg.buckets.contains(bucket) {
+                return Err(err(format!(
+                    "the backup holds bucket {bucket}, which stores.minio.buckets does not list: nothing was changed; add it to the list to restore it"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the whole archive, checking every entry, and returns its header.
+async fn check_archive(reader: Box<dyn std::io::Read + Send>) -> Result<ArchiveHeader> {
+    tokio::task::spawn_blocking(move || {
+        let mut header = None;
+        let read = read_archive(reader, &mut |piece| {
+            if let Piece::Header(h) = piece {
+                header = Some(h);
+            }
+            true
+        });
+        match (read, header) {
+            (Ok(()), Some(header)) => Ok(header),
+            (Err(Some(e)), _) => Err(e),
+            _ => Err(err(format!("{ARCHIVE_FILE} is not a Lifeboat MinIO archive; nothing was changed"))),
+        }
+    })
+    .await
+    .map_err(|e| err(format!("archive reader: {e}")))?
 }
 
 type UploadResult = std::result::Result<(), (ObjectMeta, S3Error)>;

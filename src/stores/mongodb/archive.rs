@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 
-use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, doc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub const MAGIC: u32 = 0x8199_e26d;
@@ -12,6 +12,35 @@ pub const TERMINATOR: [u8; 4] = [0xff; 4];
 pub const FORMAT_VERSION: &str = "0.1";
 /// The largest BSON document MongoDB stores (16 MiB), plus the room mongo-tools allows.
 const MAX_BSON: usize = 16 * 1024 * 1024 + 16 * 1024;
+/// Bytes of a document read (and allocated) at a time.
+const READ_STEP: usize = 1 << 20;
+/// Bounds on a prelude, far above any real database: its bytes and its collections.
+const MAX_PRELUDE: usize = 256 << 20;
+const MAX_COLLECTIONS: usize = 100_000;
+/// MongoDB's longest namespace (`db.collection`) and database name, in bytes.
+const MAX_NAMESPACE: usize = 255;
+const MAX_DATABASE: usize = 64;
+
+/// Whether `db` is a database name MongoDB accepts (the characters it forbids, its length).
+pub fn valid_database_name(db: &str) -> bool {
+    !db.is_empty() && db.len() <= MAX_DATABASE && !db.contains(['/', '\\', '.', ' ', '"', '$', '\0'])
+}
+
+/// Why `db.collection` is not a namespace a Lifeboat archive holds, if it is not: the names
+/// MongoDB accepts, and never a `system.` collection (Lifeboat leaves those out).
+pub fn namespace_problem(db: &str, collection: &str) -> Option<&'static str> {
+    if !valid_database_name(db) {
+        Some("not a valid database name")
+    } else if collection.is_empty() || collection.contains(['$', '\0']) {
+        Some("not a valid collection name")
+    } else if db.len() + 1 + collection.len() > MAX_NAMESPACE {
+        Some("longer than MongoDB allows")
+    } else if collection.starts_with("system.") {
+        Some("a system collection, which Lifeboat never backs up")
+    } else {
+        None
+    }
+}
 
 /// CRC-64 with the ECMA-182 polynomial as Go's `hash/crc64` computes it (reflected, all-ones
 /// initial value and final xor; also known as CRC-64/XZ). mongorestore compares it.
@@ -90,7 +119,7 @@ impl CollectionMeta {
         Bson::Document(meta).into_canonical_extjson().to_string()
     }
 
-    fn from_prelude_doc(d: &Document) -> Result<CollectionMeta, String> {
+    fn from_prelude_doc(d: &RawDocument) -> Result<CollectionMeta, String> {
         let db = d.get_str("db").map_err(|_| "collection metadata without `db`")?.to_string();
         let collection = d.get_str("collection").map_err(|_| "collection metadata without `collection`")?.to_string();
         let metadata = d.get_str("metadata").unwrap_or("");
@@ -101,6 +130,9 @@ impl CollectionMeta {
             options: Document::new(),
             indexes: Vec::new(),
         };
+        if let Some(why) = namespace_problem(&meta.db, &meta.collection) {
+            return Err(format!("the archive lists `{}.{}`, which is {why}", meta.db.escape_debug(), meta.collection.escape_debug()));
+        }
         if !metadata.is_empty() {
             let json: serde_json::Value =
                 serde_json::from_str(metadata).map_err(|e| format!("metadata of {} is not JSON: {e}", meta.collection))?;
@@ -117,6 +149,9 @@ impl CollectionMeta {
             if let Ok(kind) = parsed.get_str("type") {
                 meta.kind = kind.to_string();
             }
+        }
+        if meta.kind != "collection" && meta.kind != "view" {
+            return Err(format!("{}.{} is a `{}`, which Lifeboat never writes", meta.db, meta.collection, meta.kind.escape_debug()));
         }
         Ok(meta)
     }
@@ -210,20 +245,33 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             finished: false,
         };
         let header = match reader.item().await? {
-            Item::Doc(bytes) => parse(&bytes)?,
+            Item::Doc(bytes) => parse(bytes)?,
             _ => return Err(bad("the archive has no header")),
         };
         let version = header.get_str("version").unwrap_or("");
         if version != FORMAT_VERSION {
-            return Err(bad(format!("archive format version `{version}` is not {FORMAT_VERSION}")));
+            return Err(bad(format!(
+                "the archive has format version `{}`, this Lifeboat reads {FORMAT_VERSION}: restore it with the Lifeboat version that wrote it",
+                version.escape_debug()
+            )));
         }
         reader.server_version = header.get_str("server_version").unwrap_or("").to_string();
         reader.tool_version = header.get_str("tool_version").unwrap_or("").to_string();
+        let mut prelude = 0usize;
         loop {
             match reader.item().await? {
                 Item::Doc(bytes) => {
-                    let meta = CollectionMeta::from_prelude_doc(&parse(&bytes)?).map_err(bad)?;
-                    reader.state.insert((meta.db.clone(), meta.collection.clone()), (Crc64::new(), 0, false));
+                    prelude += bytes.len();
+                    if prelude > MAX_PRELUDE || reader.collections.len() >= MAX_COLLECTIONS {
+                        return Err(bad(format!(
+                            "the archive's prelude lists more than {MAX_COLLECTIONS} collections or {MAX_PRELUDE} bytes: it is not a Lifeboat archive"
+                        )));
+                    }
+                    let meta = CollectionMeta::from_prelude_doc(&parse(bytes)?).map_err(bad)?;
+                    let key = (meta.db.clone(), meta.collection.clone());
+                    if reader.state.insert(key, (Crc64::new(), 0, false)).is_some() {
+                        return Err(bad(format!("the archive lists {}.{} twice: it is damaged", meta.db, meta.collection)));
+                    }
                     reader.collections.push(meta);
                 }
                 Item::Terminator => break,
@@ -250,11 +298,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if size < 5 || size as usize > MAX_BSON {
             return Err(bad(format!("{size} is neither a BSON document length nor a terminator: the archive is damaged")));
         }
-        let mut bytes = vec![0u8; size as usize];
-        bytes[..4].copy_from_slice(&len);
-        self.input.read_exact(&mut bytes[4..]).await.map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof { bad("the archive ends inside a document: the file is truncated") } else { e }
-        })?;
+        // Grown as the bytes arrive: a length alone never makes the reader allocate 16 MiB.
+        let size = size as usize;
+        let mut bytes = Vec::with_capacity(size.min(READ_STEP));
+        bytes.extend_from_slice(&len);
+        while bytes.len() < size {
+            let start = bytes.len();
+            bytes.resize(size.min((start / READ_STEP + 1) * READ_STEP), 0);
+            self.input.read_exact(&mut bytes[start..]).await.map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof { bad("the archive ends inside a document: the file is truncated") } else { e }
+            })?;
+        }
         if bytes[bytes.len() - 1] != 0 {
             return Err(bad("a BSON document does not end with a zero byte: the archive is damaged"));
         }
@@ -293,7 +347,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 return Ok(None);
             }
             let header = match self.item().await? {
-                Item::Doc(bytes) => parse(&bytes)?,
+                Item::Doc(bytes) => parse(bytes)?,
                 Item::Terminator => return Err(bad("two terminators in a row: the archive is damaged")),
                 Item::End => {
                     self.finished = true;
@@ -320,8 +374,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
             if header.get_bool("EOF").unwrap_or(false) {
                 let stored = match header.get("CRC") {
-                    Some(Bson::Int64(v)) => *v,
-                    Some(Bson::Int32(v)) => *v as i64,
+                    Ok(Some(RawBsonRef::Int64(v))) => v,
+                    Ok(Some(RawBsonRef::Int32(v))) => v as i64,
                     _ => return Err(bad(format!("the end marker of {db}.{collection} has no CRC"))),
                 };
                 if stored != entry.0.value() {
@@ -344,142 +398,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
-fn parse(bytes: &[u8]) -> io::Result<Document> {
-    Document::from_reader(bytes).map_err(|e| bad(format!("an archive header is not valid BSON: {e}")))
+/// A header document, read lazily: only its top-level fields are looked at, so a deeply nested
+/// document can never exhaust the stack.
+fn parse(bytes: Vec<u8>) -> io::Result<RawDocumentBuf> {
+    RawDocumentBuf::from_bytes(bytes).map_err(|e| bad(format!("an archive header is not valid BSON: {e}")))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mongodb::bson;
-
-    #[test]
-    fn crc_matches_go_crc64_ecma() {
-        // The CRC-64/XZ check value; Go's crc64.Checksum(ECMA) gives the same.
-        let mut crc = Crc64::new();
-        crc.update(b"1234");
-        crc.update(b"56789");
-        assert_eq!(crc.value() as u64, 0x995d_c9bb_df19_39fa);
-        assert_eq!(Crc64::new().value(), 0, "an empty collection has CRC 0");
-    }
-
-    #[test]
-    fn server_versions_are_major_minor_patch() {
-        assert_eq!(server_version("7.0.42"), "7.0.42");
-        assert_eq!(server_version("6.0.3-rc1"), "6.0.3");
-        assert_eq!(server_version("weird"), "0.0.0");
-    }
-
-    fn raw(d: Document) -> Vec<u8> {
-        let mut out = Vec::new();
-        d.to_writer(&mut out).unwrap();
-        out
-    }
-
-    fn meta(collection: &str, kind: &str) -> CollectionMeta {
-        CollectionMeta {
-            db: "hearth".into(),
-            collection: collection.into(),
-            kind: kind.into(),
-            options: if kind == "view" { doc! { "viewOn": "people", "pipeline": [] } } else { doc! { "capped": false } },
-            indexes: vec![doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" }, doc! { "v": 2, "key": { "nid": 1 }, "name": "nid_1", "unique": true }],
-        }
-    }
-
-    /// An archive as Lifeboat writes it: `people` with documents, `empty` without, a view.
-    fn sample(docs: &[Document]) -> Vec<u8> {
-        let metas = vec![meta("empty", "collection"), meta("people", "collection"), meta("v", "view")];
-        let mut out = prelude("7.0.0", "test", &metas);
-        for m in &metas {
-            let mut crc = Crc64::new();
-            out.extend(namespace_header("hearth", &m.collection, false, 0));
-            if m.collection == "people" {
-                for d in docs {
-                    let bytes = raw(d.clone());
-                    crc.update(&bytes);
-                    out.extend(bytes);
-                }
-            }
-            out.extend(TERMINATOR);
-            out.extend(namespace_header("hearth", &m.collection, true, crc.value()));
-            out.extend(TERMINATOR);
-        }
-        out
-    }
-
-    async fn read_all(bytes: &[u8]) -> std::io::Result<(Vec<CollectionMeta>, Vec<Event>)> {
-        let mut reader = Reader::open(bytes).await?;
-        let mut events = Vec::new();
-        while let Some(e) = reader.next_event(2, 1 << 20).await? {
-            events.push(e);
-        }
-        Ok((reader.collections.clone(), events))
-    }
-
-    #[tokio::test]
-    async fn archive_round_trips_metadata_and_documents_in_batches() {
-        // Every BSON type travels as raw bytes, also those FerretDB cannot store.
-        let docs: Vec<Document> = (0..5)
-            .map(|i| {
-                doc! {
-                    "_id": i, "name": format!("n{i}"), "nested": { "a": [1, 2, { "b": i }, [3, [4]]] },
-                    "dec": Bson::Decimal128(bson::Decimal128::from_bytes([i as u8; 16])),
-                    "nan": f64::NAN, "min": Bson::MinKey, "max": Bson::MaxKey,
-                    "code": Bson::JavaScriptCode("return 1".into()), "dotted.key": 1,
-                }
-            })
-            .collect();
-        let bytes = sample(&docs);
-        assert_eq!(&bytes[..4], &[0x6d, 0xe2, 0x99, 0x81], "magic number, little-endian");
-        let (metas, events) = read_all(&bytes).await.unwrap();
-        assert_eq!(metas, vec![meta("empty", "collection"), meta("people", "collection"), meta("v", "view")]);
-        let mut got = Vec::new();
-        let mut ends = Vec::new();
-        for e in events {
-            match e {
-                Event::Documents { collection, docs } => {
-                    assert_eq!(collection, "people");
-                    assert!(docs.len() <= 2, "batches respect max_docs");
-                    got.extend(docs.into_iter().map(|d| d.as_bytes().to_vec()));
-                }
-                Event::End { collection, count } => ends.push((collection, count)),
-            }
-        }
-        assert_eq!(got, docs.iter().map(|d| raw(d.clone())).collect::<Vec<_>>(), "documents come back byte for byte");
-        assert_eq!(ends, vec![("empty".into(), 0), ("people".into(), 5), ("v".into(), 0)]);
-    }
-
-    #[test]
-    fn metadata_is_canonical_extended_json() {
-        let json = meta("people", "collection").metadata_json();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["collectionName"], "people");
-        assert_eq!(v["type"], "collection");
-        assert_eq!(v["indexes"][1]["unique"], true);
-        assert_eq!(v["indexes"][1]["key"]["nid"], serde_json::json!({ "$numberInt": "1" }));
-    }
-
-    #[tokio::test]
-    async fn damaged_archives_are_refused() {
-        let docs: Vec<Document> = (0..3).map(|i| doc! { "_id": i, "x": "abcdef" }).collect();
-        let good = sample(&docs);
-
-        // A flipped byte inside a document's string: the CRC catches it.
-        let mut flipped = good.clone();
-        let pos = flipped.windows(6).rposition(|w| w == b"abcdef").unwrap();
-        flipped[pos] ^= 0x01;
-        let e = read_all(&flipped).await.unwrap_err();
-        assert!(e.to_string().contains("CRC mismatch for hearth.people"), "{e}");
-
-        // Cut anywhere after the prelude: the reader reports truncation, never a clean end.
-        for cut in [good.len() - 1, good.len() - 4, good.len() / 2 + 3] {
-            let e = read_all(&good[..cut]).await.unwrap_err();
-            assert!(e.to_string().contains("truncated"), "cut at {cut}: {e}");
-        }
-
-        let e = Reader::open(&b"PGDMP\x01\x0e\x00"[..]).await.err().unwrap();
-        assert!(e.to_string().contains("not a MongoDB archive"), "{e}");
-        let e = Reader::open(&b""[..]).await.err().unwrap();
-        assert!(e.to_string().contains("empty"), "{e}");
-    }
-}
+#[path = "archive_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@ use super::{MongoDb, err};
 use crate::error::Result;
 
 /// Databases that hold the server's own state: left out unless listed by name.
-const SYSTEM_DATABASES: [&str; 3] = ["admin", "config", "local"];
+pub(super) const SYSTEM_DATABASES: [&str; 3] = ["admin", "config", "local"];
 
 /// Everything decided about a database before its data is read.
 #[derive(Clone)]

@@ -14,6 +14,12 @@
 //! CRC}` block whose CRC (CRC-64/ECMA as Go computes it) covers all of the collection's document
 //! bytes. mongorestore checks that CRC, and so does Lifeboat's own restore.
 //!
+//! The archive comes from the backup server and is not trusted: a restore reads each archive whole
+//! before any database is dropped (every namespace must belong to the database being restored and
+//! be one Lifeboat writes, every length is bounded before it is allocated, every CRC must match),
+//! then reads it again to insert. When the restore side's config lists `databases`, a backup
+//! holding any other database is refused.
+//!
 //! Counts are the documents written to the archive per collection: they describe exactly what the
 //! backup holds, whatever is written to the database meanwhile.
 
@@ -215,9 +221,10 @@ impl Store for MongoDb {
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
         let extra: MongoExtra = manifest.extra()?;
-        // Every archive must open as the right database before any database is dropped.
+        // Every archive must read whole as the right database before any database is dropped.
         for (name, file) in &extra.databases {
-            restore::open_archive(files, file, name, "; nothing was restored").await?;
+            restore::check_target_database(name, &self.cfg.databases)?;
+            restore::check_archive(files, file, name).await?;
         }
         let client = self.client().await?;
         let mut found = Counts::new();

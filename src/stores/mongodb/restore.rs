@@ -7,6 +7,7 @@ use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use tokio::io::AsyncRead;
 
 use super::archive::{self, Event};
+use super::client::SYSTEM_DATABASES;
 use super::{RestoreFiles, brief, err};
 use crate::error::Result;
 use crate::pipeline::bridge::blocking_reader_to_async;
@@ -25,11 +26,34 @@ pub(super) async fn open_archive(files: &RestoreFiles, file: &str, name: &str, c
         .map_err(|e| err(format!("{file}: {e}{context}")))?;
     if let Some(other) = reader.collections.iter().find(|c| c.db != name) {
         return Err(err(format!(
-            "{file} holds database {}, not {name}: the backup does not match its manifest{context}",
-            other.db
+            "{file} holds {}.{}, which is not in database {name}: the backup is damaged or tampered with{context}",
+            other.db.escape_debug(),
+            other.collection.escape_debug()
         )));
     }
     Ok(reader)
+}
+
+/// Reads a database's whole archive once, before anything is dropped: every namespace, length
+/// and CRC is checked, so a damaged or hostile archive fails the run while the target is intact.
+pub(super) async fn check_archive(files: &RestoreFiles, file: &str, name: &str) -> Result<()> {
+    let context = "; nothing was restored";
+    let mut reader = open_archive(files, file, name, context).await?;
+    while reader.next_event(BATCH_DOCS, BATCH_BYTES).await.map_err(|e| err(format!("{file}: {e}{context}")))?.is_some() {}
+    Ok(())
+}
+
+/// A database the restore may drop and replace: a valid name; one of `databases` when the
+/// restore side lists them, and never a system database otherwise (a backup never holds one then).
+pub(super) fn check_target_database(name: &str, databases: &[String]) -> Result<()> {
+    let allowed = if databases.is_empty() { !SYSTEM_DATABASES.contains(&name) } else { databases.iter().any(|d| d == name) };
+    if !archive::valid_database_name(name) || !allowed {
+        return Err(err(format!(
+            "the backup holds database `{}`, which stores.mongodb.databases does not list: nothing was restored; add it to the list to restore it",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 pub(super) async fn restore_database(client: &Client, name: &str, file: &str, files: &RestoreFiles) -> Result<()> {

@@ -10,13 +10,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use common::forge::{Stored, unique_target};
+use common::influx::{HTTP, RPC, influx, serial, wait_for_rpc, write};
+use common::mongo::{MONGO_PORT, block, mongo};
 use common::*;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
@@ -29,26 +30,6 @@ fn refused(config: &Path, needle: &str) -> String {
 }
 
 // ---- MongoDB ----------------------------------------------------------------------------------
-
-const MONGO_PORT: u16 = 57017;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
-}
-
-fn block<F: std::future::IntoFuture>(f: F) -> F::Output {
-    runtime().block_on(f.into_future())
-}
-
-fn mongo() -> &'static mongodb::Client {
-    static CLIENT: OnceLock<mongodb::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        ensure_server("postgres");
-        ensure_server("ferretdb");
-        block(mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{MONGO_PORT}/"))).unwrap()
-    })
-}
 
 /// Every collection with its documents, in `_id` order.
 fn mongo_fingerprint(db: &str) -> String {
@@ -385,75 +366,10 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
 
 // ---- InfluxDB ---------------------------------------------------------------------------------
 
-const HTTP: &str = "http://127.0.0.1:58086";
-const RPC: &str = "127.0.0.1:58088";
-
-fn influx(db: Option<&str>, q: &str) -> serde_json::Value {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-XPOST", &format!("{HTTP}/query"), "--data-urlencode", &format!("q={q}"), "--data-urlencode", "epoch=ns"]);
-    if let Some(db) = db {
-        cmd.args(["--data-urlencode", &format!("db={db}")]);
-    }
-    let out = cmd.output().expect("run curl");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{q}: {e}"));
-    assert!(v["results"][0]["error"].is_null() && v["error"].is_null(), "{q}: {v}");
-    v
-}
-
-fn influx_write(db: &str, lines: &str) {
-    let mut child = Command::new("curl")
-        .args(["-sS", "-f", "-XPOST", &format!("{HTTP}/write?db={db}&precision=s"), "--data-binary", "@-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
-    assert!(child.wait_with_output().unwrap().status.success(), "write to {db} failed");
-}
-
 fn influx_fingerprint(db: &str) -> String {
     let rps = influx(None, &format!("SHOW RETENTION POLICIES ON \"{db}\""));
     let data = influx(Some(db), &format!("SELECT * FROM \"{db}\".\"autogen\"./.*/ GROUP BY *"));
     format!("{}{}", rps["results"][0]["series"], data["results"][0]["series"])
-}
-
-/// The lock tests/influxdb.rs holds around every test: influxd 1.6 loses metadata changes made
-/// while it restores, so restores into one influxd never run at the same time (see there).
-struct Serial {
-    _file: std::fs::File,
-    _guard: std::sync::MutexGuard<'static, ()>,
-}
-
-fn serial() -> Serial {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    std::fs::create_dir_all(state()).unwrap();
-    let path = state().join("influxdb-tests.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
-    file.lock().unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
-    Serial { _file: file, _guard: guard }
-}
-
-/// Waits (up to a minute) until influxd's snapshot service answers on the RPC port: it accepts
-/// connections there before its services are registered (see tests/influxdb.rs).
-fn wait_for_rpc() {
-    use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let answered = std::net::TcpStream::connect(RPC).and_then(|mut conn| {
-            conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-            conn.write_all(b"\x03\x03{\"BackupDatabase\":\"\"}\n")?;
-            let mut answer = Vec::new();
-            conn.read_to_end(&mut answer)?;
-            Ok(answer.starts_with(b"{\"Paths\""))
-        });
-        if matches!(answered, Ok(true)) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "influxd's RPC port {RPC} does not serve backups: {answered:?}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
 }
 
 /// `original` (a tar of regular files) with `extra` raw entries after its files: each a header
@@ -489,12 +405,12 @@ fn influx_tar(original: &[u8], extra: &[(&str, tar::EntryType, &str, u64, &[u8])
 fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     let _serial = serial();
     ensure_server("influxdb");
-    wait_for_rpc();
+    wait_for_rpc(RPC);
     let case = Case::new("hostile_influx");
     let db = "t_hostile_influx";
     influx(None, &format!("DROP DATABASE \"{db}\""));
     influx(None, &format!("CREATE DATABASE \"{db}\""));
-    influx_write(db, &(0..100).map(|i| format!("registrations,district=Ibombo count={i}i {}\n", 1_704_067_200 + i * 3600)).collect::<String>());
+    write(db, None, &(0..100).map(|i| format!("registrations,district=Ibombo count={i}i {}\n", 1_704_067_200 + i * 3600)).collect::<String>());
     let work = case.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let stores = format!("work_dir: {}\nstores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{db}]\n", work.display());
@@ -502,7 +418,7 @@ fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let backed_up = influx_fingerprint(db);
-    influx_write(db, "registrations,district=Marker count=1i 1704067201\n");
+    write(db, None, "registrations,district=Marker count=1i 1704067201\n");
     let marked = influx_fingerprint(db);
     let stored = Stored::find(&case, &backup, "influxdb", |n| n.ends_with(".tar.zst.age"));
     let original = stored.plain(&case);

@@ -10,30 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::mongo::*;
 use common::*;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc, oid::ObjectId, spec::BinarySubtype};
 use sha2::Digest;
-
-const MONGO_PORT: u16 = 57017;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
-}
-
-fn block<F: std::future::IntoFuture>(f: F) -> F::Output {
-    runtime().block_on(f.into_future())
-}
-
-fn mongo() -> &'static mongodb::Client {
-    static CLIENT: OnceLock<mongodb::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        ensure_server("postgres");
-        ensure_server("ferretdb");
-        block(mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{MONGO_PORT}/"))).unwrap()
-    })
-}
 
 fn command(db: &str, cmd: Document) -> Document {
     block(mongo().database(db).run_command(cmd.clone())).unwrap_or_else(|e| panic!("{cmd} on {db}: {e}"))

@@ -1,7 +1,8 @@
 //! Test harness: real PostgreSQL 15, OpenSSH sshd, FerretDB, MinIO and InfluxDB on 127.0.0.1,
 //! started once per run (`servers`); one test's world and its config files for any mix of
 //! stores (`config`); produced faults (`faults`); running the binary (`run`); the one round-trip
-//! test shape every store reuses (`roundtrip`). Each test works on
+//! test shape every store reuses (`roundtrip`); clients of the shared InfluxDB and FerretDB
+//! (`influx`, `mongo`, imported by name where used). Each test works on
 //! its own database, bucket and backup folder, so tests run in parallel.
 
 #![allow(dead_code, unused_imports)]
@@ -9,6 +10,8 @@
 pub mod config;
 pub mod faults;
 pub mod forge;
+pub mod influx;
+pub mod mongo;
 pub mod roundtrip;
 pub mod run;
 pub mod servers;

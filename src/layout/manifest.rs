@@ -231,3 +231,105 @@ mod tests {
         );
     }
 }
+
+/// `Manifest::parse` reads bytes from an untrusted server: whatever they are, it returns, and
+/// what it accepts holds only plain, unique file names and hex checksums. `PROPTEST_CASES`
+/// sets the number of cases (256 by default; e.g. 100000 for a longer run by hand).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "format_version": 1, "store": "postgres", "type": "dump", "id": "2026-11-24",
+            "started_at": "2026-11-24T01:00:00+00:00", "finished_at": "2026-11-24T01:10:00+00:00",
+            "lifeboat_version": "0.1.0", "tool_versions": {"pg_dump": "15.8"},
+            "compression": "zstd", "encryption": "age-x25519",
+            "files": [
+                {"name": "db-events.dump.zst.age", "size": 1234, "sha256": "a".repeat(64), "raw_size": 5678},
+                {"name": "roles.sql.zst.age", "size": 10, "sha256": "0123456789abcdef".repeat(4), "raw_size": 20}
+            ],
+            "count_unit": "rows", "counts": {"events": {"public.t": 3}},
+            "extra": {"databases": {"events": "db-events.dump.zst.age"}}
+        })
+    }
+
+    /// What an accepted manifest may hold.
+    fn check(data: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(m) = Manifest::parse(data) {
+            prop_assert!(m.format_version >= 1 && m.format_version <= FORMAT_VERSION);
+            let mut names = std::collections::BTreeSet::new();
+            for f in &m.files {
+                prop_assert!(crate::layout::check_file_name(&f.name).is_ok() && f.name != MANIFEST_NAME, "{:?}", f.name);
+                prop_assert!(names.insert(f.name.clone()), "{:?} twice", f.name);
+                prop_assert!(f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A valid manifest with one field set to an arbitrary JSON value, or a file entry's name,
+    /// checksum or size replaced.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let value = prop_oneof![
+            any::<String>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            Just(serde_json::json!([])),
+            Just(serde_json::json!({})),
+        ];
+        let fields = ["format_version", "store", "type", "id", "files", "counts", "extra", "tool_versions"];
+        let field = (any::<Index>(), value.clone()).prop_map(move |(at, v)| {
+            let mut m = valid();
+            m[fields[at.index(fields.len())]] = v;
+            serde_json::to_vec(&m).unwrap()
+        });
+        let names = prop_oneof![
+            any::<String>(),
+            Just("../../etc/passwd".to_string()),
+            Just("/etc/passwd".to_string()),
+            Just("a/b".to_string()),
+            Just("manifest.json".to_string()),
+            Just("roles.sql.zst.age".to_string()),
+        ];
+        let entry = (any::<bool>(), names, any::<String>(), any::<u64>()).prop_map(|(first, name, sha, size)| {
+            let mut m = valid();
+            let at = if first { 0 } else { 1 };
+            m["files"][at]["name"] = name.into();
+            if sha.len() % 2 == 0 {
+                m["files"][at]["sha256"] = sha.into();
+            }
+            m["files"][at]["size"] = size.into();
+            serde_json::to_vec(&m).unwrap()
+        });
+        let bytes = serde_json::to_vec(&valid()).unwrap();
+        let cut = any::<Index>().prop_map(move |at| bytes[..at.index(bytes.len())].to_vec());
+        let bytes = serde_json::to_vec(&valid()).unwrap();
+        let flipped = proptest::collection::vec((any::<Index>(), 1u8..=255), 1..6).prop_map(move |flips| {
+            let mut b = bytes.clone();
+            for (at, mask) in flips {
+                let i = at.index(b.len());
+                b[i] ^= mask;
+            }
+            b
+        });
+        prop_oneof![proptest::collection::vec(any::<u8>(), 0..2048), field, entry, cut, flipped]
+    }
+
+    #[test]
+    fn the_valid_sample_parses() {
+        let m = Manifest::parse(&serde_json::to_vec(&valid()).unwrap()).unwrap();
+        assert_eq!(m.files.len(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_parse(data in mutated()) {
+            check(&data)?;
+        }
+    }
+}

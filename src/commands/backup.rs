@@ -30,13 +30,17 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
-    let server = server::connect(&config.server).await?;
+    // Differential stores reach the server through their own tool: connect only for dump stores.
+    let server = match stores.iter().any(|s| s.store.differential().is_none()) {
+        true => Some(server::connect(&config.server).await?),
+        false => None,
+    };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for store in &stores {
         let result = match store.store.differential() {
             Some(differential) => backup_differential(config, store.name, differential, kind).await,
-            None => backup_store(config, server.as_ref(), store, &key).await,
+            None => backup_store(config, server.as_deref().expect("connected for dump stores"), store, &key).await,
         };
         match result {
             Ok(outcome) => {

@@ -322,7 +322,8 @@ impl DifferentialStore for Differential {
 
     async fn verify(&self) -> Result<Vec<String>> {
         let tool = self.tool(&self.data_directory, self.socket_directory.as_deref()).await?;
-        let text = tool.run(&["verify", "--output=text"]).await?;
+        // --verbose: a sound repository is said to be (`status: ok`), not left unsaid.
+        let text = tool.run(&["verify", "--output=text", "--verbose"]).await?;
         Ok(pgbackrest::verify_problems(&text))
     }
 }

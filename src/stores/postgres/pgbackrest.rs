@@ -361,7 +361,7 @@ pub fn parse_info(text: &str, stanza: &str) -> Result<StanzaInfo> {
     Ok(StanzaInfo { code: found.status.code, message, backups: found.backup })
 }
 
-/// The problems `pgbackrest verify --output=text` reports; empty when it says `status: ok`.
+/// The problems `pgbackrest verify --output=text --verbose` reports; empty when it says `status: ok`.
 pub fn verify_problems(text: &str) -> Vec<String> {
     if text.lines().any(|l| l.trim() == "status: ok") {
         return Vec::new();

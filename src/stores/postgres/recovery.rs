@@ -121,8 +121,8 @@ impl Differential {
         let info = self.readable_info(&tool).await?;
         let stored_bytes = info.backups.iter().find(|b| b.label == label).map(|b| b.info.repository.size).unwrap_or(0);
         let recovered = format!(
-            "{goal}: WAL replayed to {lsn}, last transaction at {}, {databases} database(s) answer, in {:.1} s",
-            if last_transaction.is_empty() { "none replayed".into() } else { last_transaction },
+            "{goal}: WAL replayed to {lsn}, {}, {databases} database(s) answer, in {:.1} s",
+            if last_transaction.is_empty() { "no transaction in the replayed WAL".into() } else { format!("last transaction at {last_transaction}") },
             started.elapsed().as_secs_f64()
         );
         Ok(RepoRestoreDone { label, recovered, stored_bytes })

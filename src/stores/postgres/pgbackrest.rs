@@ -88,6 +88,8 @@ pub fn render(r: &Rendering) -> String {
         format!("repo1-retention-diff={}", r.retention_diff),
         format!("process-max={}", r.process_max),
         "compress-type=zst".to_string(),
+        // The run starts when its schedule says, not after PostgreSQL's next spread checkpoint.
+        "start-fast=y".to_string(),
         "log-level-console=warn".to_string(),
         "log-level-file=off".to_string(),
         format!("lock-path={dir}/lock"),
@@ -352,8 +354,16 @@ struct RawRepo {
 }
 
 pub fn parse_info(text: &str, stanza: &str) -> Result<StanzaInfo> {
-    let stanzas: Vec<RawStanza> =
-        serde_json::from_str(text).map_err(|e| err(format!("pgbackrest info printed JSON Lifeboat cannot read ({e}); is pgBackRest 2.46 or newer?")))?;
+    // A repository read with the wrong passphrase yields info files of random bytes, which
+    // pgBackRest quotes into its JSON raw: control characters (dropped here) or even quotes.
+    let cleaned: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let stanzas: Vec<RawStanza> = match serde_json::from_str(&cleaned) {
+        Ok(stanzas) => stanzas,
+        Err(_) if cleaned.contains("FormatError") || cleaned.contains("CryptoError") => {
+            return Ok(StanzaInfo { code: 99, message: "FormatError".into(), backups: Vec::new() });
+        }
+        Err(e) => return Err(err(format!("pgbackrest info printed JSON Lifeboat cannot read ({e}); is pgBackRest 2.46 or newer?"))),
+    };
     let Some(found) = stanzas.into_iter().find(|s| s.name == stanza) else {
         return Ok(StanzaInfo { code: 1, message: "missing stanza path".into(), backups: Vec::new() });
     };
@@ -427,6 +437,7 @@ mod tests {
             "repo1-retention-diff=6",
             "process-max=2",
             "compress-type=zst",
+            "start-fast=y",
             "[main]",
             "pg1-path=/var/lib/postgresql/15/main",
             "pg1-port=5432",
@@ -473,6 +484,10 @@ mod tests {
         assert!(parse_info(missing, "main").unwrap().missing());
         assert!(parse_info("[]", "main").unwrap().missing());
         assert!(parse_info("not json", "main").is_err());
+        let garbage = "[{\"name\":\"main\",\"status\":{\"code\":99,\"message\":\"other\"},\"repo\":[{\"status\":{\"code\":99,\"message\":\"[FormatError] at line 1: \u{1}\"\"x\"}}]}]";
+        let info = parse_info(garbage, "main").unwrap();
+        assert_eq!(info.code, 99);
+        assert!(explain("info", &format!("ERROR: {}", info.message), &hints()).contains("passphrase_file"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use chrono::TimeZone;
 use serde::Deserialize;
 
 use super::pgbackrest::{self, Hints, Owner, PgBackRest, Repository, Rendering};
+use super::repo_info;
 use super::tools::Tools;
 use super::{PostgresConfig, connect, err, maintenance_db, schedule};
 use crate::error::Result;
@@ -209,7 +210,7 @@ impl Differential {
     }
 
     /// The stanza's backups, after making sure the repository answered.
-    pub(super) async fn readable_info(&self, tool: &PgBackRest) -> Result<pgbackrest::StanzaInfo> {
+    pub(super) async fn readable_info(&self, tool: &PgBackRest) -> Result<repo_info::StanzaInfo> {
         let info = tool.info().await?;
         if info.code == 99 {
             return Err(err(pgbackrest::explain("info", &format!("ERROR: {}", info.message), &tool.hints)));
@@ -217,7 +218,7 @@ impl Differential {
         Ok(info)
     }
 
-    pub(super) fn repo_backup(&self, b: &pgbackrest::InfoBackup) -> RepoBackup {
+    pub(super) fn repo_backup(&self, b: &repo_info::InfoBackup) -> RepoBackup {
         RepoBackup {
             label: b.label.clone(),
             kind: b.kind.clone(),
@@ -324,6 +325,6 @@ impl DifferentialStore for Differential {
         let tool = self.tool(&self.data_directory, self.socket_directory.as_deref()).await?;
         // --verbose: a sound repository is said to be (`status: ok`), not left unsaid.
         let text = tool.run(&["verify", "--output=text", "--verbose"]).await?;
-        Ok(pgbackrest::verify_problems(&text))
+        Ok(repo_info::verify_problems(&text))
     }
 }

@@ -12,6 +12,7 @@
 mod differential;
 mod pgbackrest;
 mod recovery;
+mod repo_info;
 mod schedule;
 mod sql;
 mod tools;

@@ -79,7 +79,7 @@ fn field_matches(field: &str, value: u32, min: u32, max: u32, names: &[&str]) ->
                 None => (number(range)?, number(range)?),
             },
         };
-        matched |= value >= low && value <= high && (value - low) % step == 0;
+        matched |= value >= low && value <= high && (value - low).is_multiple_of(step);
     }
     Some(matched)
 }

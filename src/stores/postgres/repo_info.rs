@@ -45,9 +45,12 @@ pub struct InfoSizes {
     pub repository: InfoRepoSizes,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Sizes in the repository; pgBackRest leaves `size` out for bundled backups.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct InfoRepoSizes {
+    #[serde(default)]
     pub size: u64,
+    #[serde(default)]
     pub delta: u64,
 }
 

@@ -110,6 +110,40 @@ impl World {
         (Restored { data }, config)
     }
 
+    /// Restores backup `label` with pgBackRest alone, as the README's recipe does, and starts it.
+    fn by_hand_restore(&self, label: &str, port: u16) -> Restored {
+        let (target, _) = self.restore_target("by-hand", port, &self.passphrase);
+        let hand = self.base.join("by-hand-config");
+        std::fs::create_dir_all(&hand).unwrap();
+        let sshd = state().join("sshd");
+        for (from, to) in [("client_key", "backup_key"), ("client_key.pub", "backup_key.pub"), ("known_hosts", "known_hosts")] {
+            std::fs::copy(sshd.join(from), hand.join(to)).unwrap();
+        }
+        let passphrase = std::fs::read_to_string(&self.passphrase).unwrap();
+        let conf = format!(
+            "[global]\nrepo1-type=sftp\nrepo1-path={repo}/postgres\nrepo1-sftp-host=127.0.0.1\nrepo1-sftp-host-port={SSH_PORT}\nrepo1-sftp-host-user=root\n\
+             repo1-sftp-private-key-file={h}/backup_key\nrepo1-sftp-public-key-file={h}/backup_key.pub\nrepo1-sftp-host-key-check-type=strict\n\
+             repo1-sftp-known-host={h}/known_hosts\nrepo1-sftp-host-key-hash-type=sha256\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={}\n\
+             lock-path={h}/lock\nlog-level-file=off\n\n[{STANZA}]\npg1-path={}\n",
+            passphrase.trim(),
+            target.data.display(),
+            repo = self.case.server_path.display(),
+            h = hand.display(),
+        );
+        std::fs::write(hand.join("pgbackrest.conf"), conf).unwrap();
+        assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&hand).status().unwrap().success());
+        let as_postgres = |command: String| {
+            let out = Command::new("su").args(["postgres", "-c", &command]).current_dir(&hand).output().unwrap();
+            assert!(out.status.success(), "{command}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        };
+        let pgbackrest = format!("{} --config={}/pgbackrest.conf --stanza={STANZA}", state().join("pgbackrest-bin/pgbackrest").display(), hand.display());
+        as_postgres(format!("{pgbackrest} restore --delta --archive-mode=off --set={label} --type=immediate --target-action=promote"));
+        let d = target.data.display();
+        as_postgres(format!("{PG_BIN}/pg_ctl -D {d} -l {}/postgresql.log -w -t 120 -o \"-p {port} -k {d}\" start", hand.display()));
+        wait_for("the by-hand restore to finish recovery", Duration::from_secs(120), || sql(port, "postgres", "SELECT pg_is_in_recovery()") == "f");
+        target
+    }
+
     fn labels(&self, config: &Path) -> Vec<(String, String)> {
         self.case.runs(config).iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["type"].as_str().unwrap().to_string())).collect()
     }
@@ -209,6 +243,11 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     let (_newest, config) = world.restore_target("newest", 55436, &world.passphrase);
     assert_ok(&lifeboat(&config, &["restore", "--yes"]));
     assert_eq!(rows(55436, db), "200|1|200");
+
+    // The README's by-hand recipe, no Lifeboat: pgBackRest with a configuration written by hand.
+    let by_hand = world.by_hand_restore(full, 55438);
+    assert_eq!(rows(55438, db), "100|1|100");
+    drop(by_hand);
 
     // status and verify read the repository.
     let status = lifeboat(&backup, &["status", "--max-age", "1h"]);

@@ -273,7 +273,7 @@ fn a_wrong_host_key_fails_clearly_and_writes_nothing() {
 }
 
 #[test]
-fn a_wrong_passphrase_fails_clearly_and_leaves_the_repository_and_the_target_alone() {
+fn a_wrong_passphrase_fails_clearly_and_verify_finds_a_damaged_file() {
     let _source = take_source();
     let world = World::new("passphrase");
     let backup = world.backup_config();
@@ -290,6 +290,19 @@ fn a_wrong_passphrase_fails_clearly_and_leaves_the_repository_and_the_target_alo
     let wrong_backup = world.case.backup_config_with(&Transport::Ssh, &world.source_block(&wrong), "wrong-backup.yaml");
     assert_fails(&lifeboat(&wrong_backup, &["backup", "--type", "diff"]), 1, "passphrase");
     assert_eq!(world.labels(&backup).len(), 1, "the repository still holds just the one full backup");
+
+    // A damaged file in the repository: `verify` (pgbackrest verify) names the backup and fails.
+    assert_ok(&lifeboat(&backup, &["verify"]));
+    let label = &world.labels(&backup)[0].0;
+    let catalog = world.case.server_path.join(format!("postgres/backup/{STANZA}/{label}/pg_data/global"));
+    let victim = std::fs::read_dir(&catalog).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "zst")).expect("a stored file");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = lifeboat(&backup, &["verify"]);
+    assert_fails(&out, 1, "failed verification (repository postgres)");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("backup: {label}, status: invalid")), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

@@ -277,7 +277,9 @@ fn a_wrong_passphrase_fails_clearly_and_verify_finds_a_damaged_file() {
     let _source = take_source();
     let world = World::new("passphrase");
     let backup = world.backup_config();
-    assert_ok(&lifeboat(&backup, &["backup", "--type", "full"]));
+    // No --type and no full backup yet: the schedule makes it a full one.
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    assert_eq!(world.labels(&backup)[0].1, "full");
     let wrong = world.case.dir.path().join("wrong-passphrase");
     std::fs::write(&wrong, "not the passphrase\n").unwrap();
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::stores::{self, ConfiguredStore, StoreConfigs, StoreContext};
+use crate::stores::{self, ConfiguredStore, ServerAccess, StoreConfigs, StoreContext};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -219,7 +219,12 @@ impl Config {
 
     /// What a store may know of this configuration beyond its own block.
     pub fn store_context(&self) -> StoreContext {
-        StoreContext { config_file: self.file.clone(), work_dir: self.work_dir.clone() }
+        let server = ServerAccess {
+            url: self.server.url.clone(),
+            ssh_key_file: self.server.ssh_key_file.clone(),
+            known_hosts_file: self.server.known_hosts_file.clone(),
+        };
+        StoreContext { config_file: self.file.clone(), work_dir: self.work_dir.clone(), server }
     }
 
     /// The enabled stores, in backup order, filtered by `only` (`--store`) when not empty.
@@ -276,7 +281,10 @@ mod tests {
             (backup("  postgress: { url: 'postgres://x@h/db' }\n"), 2, "postgress"),
             (backup("  minio: { endpoint: 'http://h:9000', access_key_file: /a, secret_key_file: /b, enabled: maybe }\n"), 2, "stores.minio"),
             (backup("  postgres: { url: 'postgres://x:secret@h/db' }\n"), 2, "password_file"),
-            (backup("  postgres: { url: 'postgres://x@h/db', type: differential }\n"), 2, "not supported"),
+            (backup("  mongodb: { url: 'mongodb://h:27017', type: differential }\n"), 2, "not supported"),
+            (backup("  postgres: { url: 'postgres://x@h/db', type: differential }\n"), 2, "stores.postgres.data_directory is required"),
+            (backup("  postgres: { url: 'postgres://x@h/db', stanza: main }\n"), 2, "stores.postgres.stanza is only for type: differential"),
+            (backup("  postgres: { url: 'postgres://x@h/db', type: differential, stanzza: main }\n"), 2, "stanzza"),
             (backup("").replace("file:///tmp/x", "ftp://h/x"), 2, "ssh:// or file://"),
             (backup("").replace("role: backup", "role: both"), 2, "role"),
             (backup("").replace("role: backup", "role: restore"), 2, "identity_file"),

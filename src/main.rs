@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use lifeboat::commands;
 use lifeboat::config::Config;
 use lifeboat::error::{Error, Result};
+use lifeboat::stores::BackupKind;
 
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about = "Streaming, encrypted, verified backups and restores of PostgreSQL, MongoDB, MinIO and InfluxDB")]
@@ -30,6 +31,9 @@ enum Command {
     Backup {
         #[arg(long = "store")]
         stores: Vec<String>,
+        /// full or diff, for a store of type differential (default: by its schedule).
+        #[arg(long = "type")]
+        kind: Option<BackupKind>,
     },
     /// Restore the newest complete backup (or --from ID) onto the target, replacing its data.
     Restore {
@@ -38,6 +42,9 @@ enum Command {
         /// Backup id to restore (YYYY-MM-DD or YYYY-MM-DD_N, see `list`).
         #[arg(long)]
         from: Option<String>,
+        /// For a differential PostgreSQL store: recover to this moment, e.g. '2025-06-01 14:30:00+00'.
+        #[arg(long)]
+        target_time: Option<String>,
         /// Do not ask for confirmation (required when not on a terminal).
         #[arg(long)]
         yes: bool,
@@ -80,10 +87,10 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::Backup { stores } => commands::backup::run(&config, &stores).await.map(|_| ()),
-        Command::Restore { stores, from, yes } => commands::restore::run(
+        Command::Backup { stores, kind } => commands::backup::run(&config, &stores, kind).await.map(|_| ()),
+        Command::Restore { stores, from, target_time, yes } => commands::restore::run(
             &config,
-            commands::restore::RestoreOptions { only: &stores, from: from.as_deref(), yes },
+            commands::restore::RestoreOptions { only: &stores, from: from.as_deref(), target_time: target_time.as_deref(), yes },
         )
         .await
         .map(|_| ()),

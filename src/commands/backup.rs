@@ -8,7 +8,7 @@ use crate::layout::RunWriter;
 use crate::pipeline::EncryptKey;
 use crate::progress::summary;
 use crate::server::{self, BackupServer};
-use crate::stores::ConfiguredStore;
+use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupOutcome {
@@ -20,15 +20,29 @@ pub struct BackupOutcome {
     pub seconds: f64,
 }
 
-pub async fn run(config: &Config, only: &[String]) -> Result<Vec<BackupOutcome>> {
+/// Runs the backups of the enabled stores (or of `only`); `kind` (`--type`) is for differential stores.
+pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> Result<Vec<BackupOutcome>> {
     config.require_role(Role::Backup, "backup")?;
     let stores = config.configured_stores(only)?;
+    if let Some(kind) = kind
+        && !stores.iter().any(|s| s.store.differential().is_some())
+    {
+        return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
+    }
     let key = EncryptKey::from_config(&config.encryption)?;
-    let server = server::connect(&config.server).await?;
+    // Differential stores reach the server through their own tool: connect only for dump stores.
+    let server = match stores.iter().any(|s| s.store.differential().is_none()) {
+        true => Some(server::connect(&config.server).await?),
+        false => None,
+    };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for store in &stores {
-        match backup_store(config, server.as_ref(), store, &key).await {
+        let result = match store.store.differential() {
+            Some(differential) => backup_differential(config, store.name, differential, kind).await,
+            None => backup_store(config, server.as_deref().expect("connected for dump stores"), store, &key).await,
+        };
+        match result {
             Ok(outcome) => {
                 let elapsed = std::time::Duration::from_secs_f64(outcome.seconds);
                 eprintln!("{}", summary(&outcome.store, "backup", &outcome.id, outcome.read_bytes, outcome.stored_bytes, elapsed));
@@ -45,6 +59,21 @@ pub async fn run(config: &Config, only: &[String]) -> Result<Vec<BackupOutcome>>
         1 => Err(failures.remove(0)),
         n => Err(Error::store("backup", format!("{n} stores failed (see above): {}", failures[0]))),
     }
+}
+
+/// A differential store's run: its own tool writes into its repository, outside the date folders.
+async fn backup_differential(config: &Config, name: &str, store: &dyn DifferentialStore, kind: Option<BackupKind>) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
+    let done = store.backup(kind, today).await?;
+    Ok(BackupOutcome {
+        store: name.to_string(),
+        id: done.backup.label,
+        path: done.backup.path,
+        read_bytes: done.read_bytes,
+        stored_bytes: done.backup.stored_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 async fn backup_store(config: &Config, server: &dyn BackupServer, store: &ConfiguredStore, key: &EncryptKey) -> Result<BackupOutcome> {

@@ -24,7 +24,7 @@ pub struct ListedBackup {
 pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
     let server = server::connect(&config.server).await?;
     let runs = RunReader::new(server.as_ref()).list().await?;
-    let listed: Vec<ListedBackup> = runs
+    let mut listed: Vec<ListedBackup> = runs
         .iter()
         .map(|r| ListedBackup {
             id: r.id.to_string(),
@@ -40,15 +40,18 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
             path: r.path(),
         })
         .collect();
+    listed.extend(repository_backups(config).await?);
     if json {
         println!("{}", serde_json::to_string_pretty(&listed).expect("serialises"));
     } else if listed.is_empty() {
         eprintln!("no backups on {}", server.describe());
     } else {
-        println!("{:<14} {:<10} {:<10} {:<12} {:>10}", "ID", "STORE", "TYPE", "COMPLETE", "SIZE");
+        // pgBackRest labels (20250601-010000F_20250602-010000D) are longer than run ids.
+        let w = listed.iter().map(|b| b.id.len()).max().unwrap_or(0).max(14);
+        println!("{:<w$} {:<10} {:<10} {:<12} {:>10}", "ID", "STORE", "TYPE", "COMPLETE", "SIZE");
         for b in &listed {
             println!(
-                "{:<14} {:<10} {:<10} {:<12} {:>10}",
+                "{:<w$} {:<10} {:<10} {:<12} {:>10}",
                 b.id,
                 b.store,
                 b.kind.as_deref().unwrap_or("-"),
@@ -59,6 +62,29 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
                 },
                 human_bytes(b.bytes)
             );
+        }
+    }
+    Ok(listed)
+}
+
+/// The backups differential stores keep in their own repositories (pgBackRest's `info`), after
+/// the date-folder runs; their size is what each added to the repository.
+async fn repository_backups(config: &Config) -> Result<Vec<ListedBackup>> {
+    let tz = config.tz()?;
+    let mut listed = Vec::new();
+    for store in config.configured_stores(&[]).unwrap_or_default() {
+        let Some(repo) = store.store.differential() else { continue };
+        for b in repo.backups().await? {
+            listed.push(ListedBackup {
+                date: b.finished_at.with_timezone(&tz).date_naive().to_string(),
+                id: b.label,
+                store: store.name.to_string(),
+                kind: Some(b.kind),
+                complete: true,
+                damaged: None,
+                bytes: b.stored_bytes,
+                path: b.path,
+            });
         }
     }
     Ok(listed)

@@ -16,7 +16,7 @@ use crate::layout::manifest::compare_counts;
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
 use crate::server;
-use crate::stores::RestoreFiles;
+use crate::stores::{RepoRestoreRequest, RestoreFiles};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreOutcome {
@@ -24,11 +24,16 @@ pub struct RestoreOutcome {
     pub id: String,
     pub stored_bytes: u64,
     pub seconds: f64,
+    /// For a differential store: what recovery reached (WAL position, last transaction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
 }
 
 pub struct RestoreOptions<'a> {
     pub only: &'a [String],
     pub from: Option<&'a str>,
+    /// `--target-time`: a moment to recover to, for a differential PostgreSQL store.
+    pub target_time: Option<&'a str>,
     pub yes: bool,
 }
 
@@ -50,6 +55,15 @@ fn confirm(stores: &[&str]) -> Result<()> {
 pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<RestoreOutcome>> {
     config.require_role(Role::Restore, "restore")?;
     let stores = config.configured_stores(opts.only)?;
+    if let Some(time) = opts.target_time
+        && let Some(store) = stores.iter().find(|s| s.store.differential().is_none())
+    {
+        return Err(Error::Usage(format!(
+            "--target-time {time} is for a store of type differential; {} is type {}: restore it separately",
+            store.name,
+            store.kind()
+        )));
+    }
     let key = Arc::new(DecryptKey::from_config(&config.encryption)?);
     if !opts.yes {
         confirm(&stores.iter().map(|s| s.name).collect::<Vec<_>>())?;
@@ -62,7 +76,14 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
     // Phase 1, for every store: find the run, check it and the target, download and verify it.
     // No target is touched until the whole backup of every store is here and verified.
     let mut prepared = Vec::new();
+    let mut differential = Vec::new();
+    let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
     for store in &stores {
+        if let Some(repo) = store.store.differential() {
+            repo.check_target(request).await?;
+            differential.push((store.name, repo));
+            continue;
+        }
         let run = reader.choose(&folders, store.folder(), opts.from).await?;
         let manifest = run.manifest().expect("chosen runs are complete").clone();
         if manifest.store != store.name {
@@ -114,10 +135,24 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
             id: run.id.to_string(),
             stored_bytes: manifest.stored_bytes(),
             seconds: started.elapsed().as_secs_f64(),
+            recovered: None,
         };
         eprintln!("{}", summary(store.name, "restore", &outcome.id, manifest.raw_bytes(), outcome.stored_bytes, started.elapsed()));
         outcomes.push(outcome);
         drop(work);
+    }
+    for (name, repo) in differential {
+        tracing::info!("{name}: restoring from its repository");
+        let started = Instant::now();
+        let done = repo.restore(request).await?;
+        eprintln!("{name}: restore {} done: {}", done.label, done.recovered);
+        outcomes.push(RestoreOutcome {
+            store: name.to_string(),
+            id: done.label,
+            stored_bytes: done.stored_bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            recovered: Some(done.recovered),
+        });
     }
     Ok(outcomes)
 }

@@ -48,11 +48,21 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for store in &stores {
-        let (newest, since) = reader.newest_complete(&folders, store.folder()).await;
-        let newest = newest.as_ref();
-        let finished = newest
-            .and_then(|r| r.manifest())
-            .and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());
+        let (newest_id, finished, damaged_since, incomplete_since) = match store.store.differential() {
+            // A differential store's backups are in its repository; a failed one is never listed there.
+            Some(repo) => {
+                let backups = repo.backups().await?;
+                let newest = backups.last();
+                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), 0, 0)
+            }
+            None => {
+                let (newest, since) = reader.newest_complete(&folders, store.folder()).await;
+                let finished = newest.as_ref().and_then(|r| r.manifest()).and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());
+                let damaged = since.iter().filter(|r| matches!(r.state, RunState::Damaged(_))).count();
+                let incomplete = since.iter().filter(|r| matches!(r.state, RunState::Incomplete)).count();
+                (newest.map(|r| r.id.to_string()), finished, damaged, incomplete)
+            }
+        };
         let age = finished.map(|f| (now - f.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64);
         let ok = match (max_age, age) {
             (Some(max), Some(age)) => age <= max.as_secs(),
@@ -61,11 +71,11 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
         };
         out.push(StoreStatus {
             store: store.name.to_string(),
-            newest: newest.map(|r| r.id.to_string()),
+            newest: newest_id,
             finished_at: finished.map(|f| f.to_rfc3339()),
             age_seconds: age,
-            damaged_since: since.iter().filter(|r| matches!(r.state, RunState::Damaged(_))).count(),
-            incomplete_since: since.iter().filter(|r| matches!(r.state, RunState::Incomplete)).count(),
+            damaged_since,
+            incomplete_since,
             ok,
         });
     }

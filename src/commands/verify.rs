@@ -17,6 +17,9 @@ pub struct VerifiedRun {
     pub problems: Vec<String>,
 }
 
+/// The id under which a differential store's whole repository is reported.
+const REPOSITORY: &str = "repository";
+
 /// The runs to check: every store's run with the given id, or the newest run of each store
 /// that has a manifest (damaged ones included: they are reported, not skipped). Only these
 /// runs' manifests are read.
@@ -45,7 +48,12 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
     let runs = chosen(reader.folders().await?, from);
-    if runs.is_empty() {
+    // Differential stores are checked by their own tool, as a whole repository (not with --from).
+    let repositories: Vec<_> = match from {
+        None => config.configured_stores(&[]).unwrap_or_default().into_iter().filter_map(|s| Some((s.name, s.store.differential()?))).collect(),
+        Some(_) => Vec::new(),
+    };
+    if runs.is_empty() && repositories.is_empty() {
         return Err(Error::NotFound(match from {
             Some(id) => format!("no complete backup {id} on {}; see `lifeboat list`", server.describe()),
             None => format!("no complete backup on {}", server.describe()),
@@ -91,11 +99,26 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
             problems,
         });
     }
+    for (name, repo) in repositories {
+        tracing::info!("{name}: checking its repository with pgbackrest verify");
+        let backups = repo.backups().await?;
+        let problems = repo.verify().await?;
+        results.push(VerifiedRun {
+            id: REPOSITORY.into(),
+            store: name.to_string(),
+            files: backups.len(),
+            bytes: backups.iter().map(|b| b.stored_bytes).sum(),
+            ok: problems.is_empty(),
+            problems,
+        });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
         for r in &results {
-            if r.ok {
+            if r.ok && r.id == REPOSITORY {
+                println!("{} {}: OK ({} backups, checked by pgbackrest verify)", r.id, r.store, r.files);
+            } else if r.ok {
                 println!("{} {}: OK ({} files{})", r.id, r.store, r.files, if deep { ", decrypted and decompressed" } else { "" });
             } else {
                 for p in &r.problems {

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-pub use settings::{Schedule, StoreContext, StoreSettings, StoreType};
+pub use settings::{Schedule, ServerAccess, StoreContext, StoreSettings, StoreType};
 
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
@@ -74,6 +74,92 @@ pub trait Store: Send + Sync {
         let total: u64 = manifest.counts.values().flat_map(|m| m.values()).sum();
         format!("{total} {}", manifest.count_unit)
     }
+
+    /// The store as configured with `type: differential`, whose backups a tool of its own keeps
+    /// outside the date folders; None for `type: dump`.
+    fn differential(&self) -> Option<&dyn DifferentialStore> {
+        None
+    }
+}
+
+/// `lifeboat backup --type`: what a differential store's run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKind {
+    Full,
+    Diff,
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(BackupKind::Full),
+            "diff" => Ok(BackupKind::Diff),
+            _ => Err(format!("`{s}` is not a backup type: use full or diff")),
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupKind::Full => "full",
+            BackupKind::Diff => "diff",
+        })
+    }
+}
+
+/// One backup in a differential store's repository, as `list` and `status` show it.
+#[derive(Debug, Clone)]
+pub struct RepoBackup {
+    pub label: String,
+    /// `full`, `diff` (or `incr`, when made by hand).
+    pub kind: String,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// Bytes this backup added to the repository.
+    pub stored_bytes: u64,
+    /// Where it lives on the backup server, relative to the server's root.
+    pub path: String,
+}
+
+/// What one differential backup run made.
+#[derive(Debug, Clone)]
+pub struct RepoBackupDone {
+    pub backup: RepoBackup,
+    /// Bytes of the database this run read and sent (the changed files, for a differential).
+    pub read_bytes: u64,
+}
+
+/// What a differential restore is asked for: the newest state, a backup (`--from`), or a moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepoRestoreRequest<'a> {
+    pub from: Option<&'a str>,
+    pub target_time: Option<&'a str>,
+}
+
+/// What a differential restore brought back, for the outcome and the closing line.
+#[derive(Debug, Clone)]
+pub struct RepoRestoreDone {
+    pub label: String,
+    /// e.g. `recovery target 2025-06-01 12:00:00+00 reached: WAL replayed to 0/5000050, last transaction at ...`.
+    pub recovered: String,
+    pub stored_bytes: u64,
+}
+
+/// A store whose backups a tool of its own keeps in a repository on the backup server
+/// (PostgreSQL through pgBackRest). Lifeboat drives the tool; it never reimplements it.
+#[async_trait]
+pub trait DifferentialStore: Send + Sync {
+    /// Makes a `kind` backup, or the one the schedule asks for on `today` when `kind` is None.
+    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate) -> Result<RepoBackupDone>;
+    /// Checks that the target can be restored over and that the requested backup exists.
+    async fn check_target(&self, request: RepoRestoreRequest<'_>) -> Result<()>;
+    /// Replaces the target with the requested backup, starts it and checks it with a query.
+    async fn restore(&self, request: RepoRestoreRequest<'_>) -> Result<RepoRestoreDone>;
+    /// The backups in the repository, oldest first.
+    async fn backups(&self) -> Result<Vec<RepoBackup>>;
+    /// Checks the repository with the tool's own verification; returns the problems found.
+    async fn verify(&self) -> Result<Vec<String>>;
 }
 
 /// How a datastore is made from its configuration block.

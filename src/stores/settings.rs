@@ -57,6 +57,17 @@ pub struct StoreContext {
     pub config_file: PathBuf,
     /// Where large temporary files go (restores, influxd's backup folder); None: the system's.
     pub work_dir: Option<PathBuf>,
+    /// The backup server, for a store whose own tool writes there (pgBackRest's repository).
+    pub server: ServerAccess,
+}
+
+/// The `server:` block as a store's own tool needs it: where, and with which key and host keys.
+#[derive(Debug, Clone, Default)]
+pub struct ServerAccess {
+    /// `ssh://user@host:port/path` or `file:///path`.
+    pub url: String,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
 }
 
 impl StoreContext {

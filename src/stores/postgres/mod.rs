@@ -1,4 +1,5 @@
 //! PostgreSQL `dump`: `pg_dump -Fc` per database and `pg_dumpall --roles-only` for roles.
+//! (`type: differential`, through pgBackRest, is in `differential.rs` and `recovery.rs`.)
 //!
 //! Counts are taken inside the very snapshot pg_dump dumps: Lifeboat opens a REPEATABLE READ
 //! transaction, exports its snapshot (`pg_export_snapshot()`), counts rows there, and runs
@@ -8,6 +9,11 @@
 //! pg_dump is run with `-Z0`: Lifeboat compresses (multi-threaded zstd) so pg_dump does not
 //! spend its single core on gzip.
 
+mod differential;
+mod pgbackrest;
+mod recovery;
+mod repo_info;
+mod schedule;
 mod sql;
 mod tools;
 
@@ -21,13 +27,16 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
 use super::stderr_tail::StderrTail;
-use super::{Datastore, RestoreFiles, Store, StoreContext, StoreSettings, StoreType};
+use super::{Datastore, DifferentialStore, RestoreFiles, Store, StoreContext, StoreSettings, StoreType};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 use crate::secret::SecretFile;
 use sql::{count_rows, dump_file_name, idempotent_roles};
 use tools::Tools;
+
+pub use differential::DifferentialConfig;
+use differential::Differential;
 
 const STORE: &str = "postgres";
 const ROLES_FILE: &str = "roles.sql.zst.age";
@@ -48,6 +57,9 @@ pub struct PostgresConfig {
     /// Parallel pg_restore jobs; above 1 the dump is first decrypted to a private temp file.
     #[serde(default = "one_job")]
     pub restore_jobs: u32,
+    /// The keys of `type: differential` (pgBackRest).
+    #[serde(flatten)]
+    pub differential: DifferentialConfig,
 }
 
 fn one_job() -> u32 {
@@ -67,15 +79,45 @@ pub struct Postgres {
     url: url::Url,
     password: Option<SecretFile>,
     tools: Tools,
+    /// Set for `type: differential`: pgBackRest does the backups.
+    differential: Option<Differential>,
 }
 
 fn err(message: impl Into<String>) -> Error {
     Error::store(STORE, message)
 }
 
+/// Connects to database `db` of the server `url` names.
+async fn connect(url: &url::Url, password: Option<&SecretFile>, db: &str) -> Result<Client> {
+    let mut config: tokio_postgres::Config =
+        url.as_str().parse().map_err(|e| err(format!("stores.postgres.url cannot be used ({e})")))?;
+    config.dbname(db);
+    config.application_name("lifeboat");
+    if let Some(secret) = password {
+        config.password(secret.read()?);
+    }
+    let host = format!("{}:{}", url.host_str().unwrap_or("localhost"), url.port().unwrap_or(5432));
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| err(format!("cannot connect to database {db} at {host}: {e}; check that PostgreSQL is up and stores.postgres.url")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The database named in the url, `postgres` when none.
+fn maintenance_db(url: &url::Url) -> String {
+    let db = url.path().trim_start_matches('/');
+    if db.is_empty() { "postgres".into() } else { db.to_string() }
+}
+
 impl Datastore for Postgres {
     type Config = PostgresConfig;
-    const TYPES: &'static [StoreType] = &[StoreType::Dump];
+    const TYPES: &'static [StoreType] = &[StoreType::Dump, StoreType::Differential];
 
     fn new(cfg: PostgresConfig, ctx: &StoreContext) -> Result<Postgres> {
         let url = url::Url::parse(&cfg.url).map_err(|e| {
@@ -89,7 +131,16 @@ impl Datastore for Postgres {
         }
         let password = cfg.password_file.as_deref().map(|p| SecretFile::new("postgres password", p));
         let tools = Tools { bin_dir: cfg.bin_dir.clone(), password: password.clone() };
-        Ok(Postgres { cfg, url, password, tools })
+        let differential = match cfg.settings.kind {
+            StoreType::Differential => Some(Differential::new(&cfg, &url, password.clone(), ctx)?),
+            StoreType::Dump => {
+                if let Some(key) = cfg.differential.set_keys().first() {
+                    return Err(ctx.invalid(format!("stores.postgres.{key} is only for type: differential; remove it or set type: differential")));
+                }
+                None
+            }
+        };
+        Ok(Postgres { cfg, url, password, tools, differential })
     }
 }
 
@@ -101,32 +152,11 @@ impl Postgres {
     }
 
     fn maintenance_db(&self) -> String {
-        let db = self.url.path().trim_start_matches('/');
-        if db.is_empty() { "postgres".into() } else { db.to_string() }
+        maintenance_db(&self.url)
     }
 
     async fn connect(&self, db: &str) -> Result<Client> {
-        let mut config: tokio_postgres::Config = self
-            .cfg
-            .url
-            .parse()
-            .map_err(|e| err(format!("stores.postgres.url cannot be used ({e})")))?;
-        config.dbname(db);
-        config.application_name("lifeboat");
-        if let Some(secret) = &self.password {
-            config.password(secret.read()?);
-        }
-        let host = format!("{}:{}", self.url.host_str().unwrap_or("localhost"), self.url.port().unwrap_or(5432));
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| err(format!("cannot connect to database {db} at {host}: {e}; check that PostgreSQL is up and stores.postgres.url")))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("postgres connection closed: {e}");
-            }
-        });
-        Ok(client)
+        connect(&self.url, self.password.as_ref(), db).await
     }
 
     /// The databases to back up: the configured ones (each must exist) or all that accept connections.
@@ -251,6 +281,10 @@ impl Postgres {
 
 #[async_trait]
 impl Store for Postgres {
+    fn differential(&self) -> Option<&dyn DifferentialStore> {
+        self.differential.as_ref().map(|d| d as &dyn DifferentialStore)
+    }
+
     async fn backup(&self, run: &mut RunWriter<'_>) -> Result<StoreBackup> {
         let admin = self.connect(&self.maintenance_db()).await?;
         let databases = self.databases(&admin).await?;

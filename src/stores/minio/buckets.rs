@@ -116,18 +116,22 @@ impl Minio {
         }
     }
 
-    /// Empties `bucket` (all versions, delete markers, unfinished uploads) and deletes it.
+    /// Empties `bucket` (all versions, delete markers, unfinished uploads) and deletes it. A
+    /// server without versioning (no ListObjectVersions) is emptied by plain listing.
     async fn remove_bucket(&self, client: &Client, bucket: &str) -> Result<()> {
         let doing = format!("emptying bucket {bucket}");
         loop {
-            let page = client.list_object_versions().bucket(bucket).send().await.map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
-            let mut ids = Vec::new();
-            for v in page.versions() {
-                ids.push(object_id(v.key(), v.version_id())?);
-            }
-            for m in page.delete_markers() {
-                ids.push(object_id(m.key(), m.version_id())?);
-            }
+            let ids = match client.list_object_versions().bucket(bucket).send().await.map_err(S3Error::from_sdk) {
+                Ok(page) => {
+                    let versions = page.versions().iter().map(|v| object_id(v.key(), v.version_id()));
+                    versions.chain(page.delete_markers().iter().map(|m| object_id(m.key(), m.version_id()))).collect::<Result<Vec<_>>>()?
+                }
+                Err(e) if e.is(&["NotImplemented"]) => {
+                    let page = client.list_objects_v2().bucket(bucket).send().await.map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
+                    page.contents().iter().map(|o| object_id(o.key(), None)).collect::<Result<Vec<_>>>()?
+                }
+                Err(e) => return Err(self.fail(&doing, e)),
+            };
             if ids.is_empty() {
                 break;
             }
@@ -151,8 +155,12 @@ impl Minio {
             }
         }
         loop {
-            let page =
-                client.list_multipart_uploads().bucket(bucket).send().await.map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
+            let page = match client.list_multipart_uploads().bucket(bucket).send().await.map_err(S3Error::from_sdk) {
+                Ok(page) => page,
+                // A server without multipart listing has no unfinished uploads to show.
+                Err(e) if e.is(&["NotImplemented"]) => break,
+                Err(e) => return Err(self.fail(&doing, e)),
+            };
             if page.uploads().is_empty() {
                 break;
             }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -63,6 +64,17 @@ pub struct ServerConfig {
     pub url: String,
     pub ssh_key_file: Option<PathBuf>,
     pub known_hosts_file: Option<PathBuf>,
+    /// How long an ssh:// server may stay silent (connecting, or mid-transfer) before the job
+    /// fails instead of hanging, e.g. `60s`, `5m`. Default 60s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::timeout`], checked by [`Config::parse`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -125,6 +137,22 @@ impl Default for Compression {
     fn default() -> Self {
         Compression { level: 1, threads: 0 }
     }
+}
+
+/// Parses `30m`, `26h`, `2d`, `1w` or plain seconds; the error says what is wrong with `text`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("`{text}`: expected e.g. 26h, 2d, 90m, 30s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 7 * 86400,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use s, m, h, d or w)")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 impl Config {
@@ -191,6 +219,13 @@ impl Config {
         }
         if self.compression.level < 1 || self.compression.level > 19 {
             return Err(self.invalid("compression.level must be between 1 and 19"));
+        }
+        if let Some(t) = &self.server.timeout {
+            match parse_duration(t) {
+                Ok(d) if d.as_secs() >= 2 => {}
+                Ok(_) => return Err(self.invalid("server.timeout must be at least 2s")),
+                Err(e) => return Err(self.invalid(format!("server.timeout {e}"))),
+            }
         }
         let url = &self.server.url;
         if url.starts_with("ssh://") {
@@ -298,6 +333,19 @@ mod tests {
                 assert!(text_err.contains("/etc/lifeboat/test.yaml"), "file missing from: {text_err}");
             }
         }
+    }
+
+    #[test]
+    fn durations_parse() {
+        for (text, secs) in [("90", 90), ("30m", 1800), ("26h", 93600), ("2d", 172800), ("1w", 604800)] {
+            assert_eq!(parse_duration(text).unwrap().as_secs(), secs, "{text}");
+        }
+        assert!(parse_duration("2x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("h").is_err());
+        let bad = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5q }")).unwrap_err();
+        assert!(bad.to_string().contains("server.timeout `5q`"), "{bad}");
+        let c = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5s }")).unwrap();
+        assert_eq!(c.server.timeout().as_secs(), 5);
     }
 
     #[test]

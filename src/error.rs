@@ -55,6 +55,10 @@ pub enum Error {
     /// `status --max-age`: the newest backup is too old (or missing).
     #[error("{0}")]
     Stale(String),
+
+    /// SIGTERM or SIGINT stopped the job; the message says what was and was not done.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl Error {

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod secret;
 pub mod server;
+pub mod stop;
 pub mod stores;
 
 pub use error::{Error, Result};

@@ -118,10 +118,30 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        if let Err(e) = lifeboat::stop::install() {
+            return Err(Error::io("listening for SIGTERM and SIGINT", e));
+        }
+        tokio::select! {
+            result = run(cli) => result,
+            // Backup and restore answer a stop themselves (nothing committed, what was restored);
+            // any other command, or one that does not answer, is dropped after a grace period.
+            signal = forced_stop() => Err(Error::Stopped(format!("stopped by {signal}; nothing was committed"))),
+        }
+    });
+    // Blocking threads (zstd, age) end once their pipes close; never wait on them for long.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(e),
     }
+}
+
+/// Completes a few seconds after SIGTERM or SIGINT, so that a job stops within 5 seconds.
+async fn forced_stop() -> &'static str {
+    let signal = lifeboat::stop::requested().await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    signal
 }
 
 fn report(e: Error) -> ExitCode {

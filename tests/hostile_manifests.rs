@@ -107,8 +107,8 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
     let status = lifeboat(&t.backup, &["--json", "status"]);
     assert_ok(&status);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status[0]["newest"], t.first.as_str());
-    assert_eq!(status[0]["damaged_since"], 1);
+    assert_eq!(status["stores"][0]["newest"], t.first.as_str());
+    assert_eq!(status["stores"][0]["damaged_since"], 1);
 
     // Both damaged: nothing to restore, said in one line, target untouched.
     std::fs::write(t.manifest_path(&t.first), b"").unwrap();

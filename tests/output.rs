@@ -11,10 +11,18 @@ fn settings() -> insta::Settings {
     s.add_filter(r"\d{4}-\d{2}-\d{2}(_\d+)?", "[ID]");
     s.add_filter(r"\d{4}-\d\d-\d\dT[0-9:.]+\+00:00", "[TIME]");
     s.add_filter(r"\[ID\]T[0-9:.]+\+00:00", "[TIME]");
-    s.add_filter(r"\d+(\.\d)? (B|KiB|MiB)", "[SIZE]");
-    s.add_filter(r#""(bytes|age_seconds)": \d+"#, r#""$1": [N]"#);
+    s.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB|TiB)", "[SIZE]");
+    s.add_filter(r#""(bytes|age_seconds|available_bytes|total_bytes)": \d+"#, r#""$1": [N]"#);
+    s.add_filter(r#""(duration_seconds)": [0-9.e-]+"#, r#""$1": [N]"#);
+    s.add_filter(r"snapshots-\d+", "snapshots-[PID]");
+    s.add_filter(r"\d{8}T\d{6}Z", "[STAMP]");
+    s.add_filter(&format!(r"\b{}\b", regex_escape(&lifeboat::layout::drill::host_name())), "[HOST]");
     s.add_filter(r"\d+\.\d h old", "[AGE] h old");
     s
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -39,6 +47,16 @@ fn list_and_status_read_the_same_in_text_and_json() {
     let newer = case.server_path.join(format!("{today}_9/postgres"));
     std::fs::create_dir_all(&newer).unwrap();
     std::fs::write(newer.join("manifest.json"), br#"{"format_version": 7}"#).unwrap();
+
+    // A restore drill leaves its report in the run's folder; status shows it.
+    let restore = case.restore_config(&Transport::File);
+    assert_ok(&lifeboat(&restore, &["restore", "--yes"]));
+    let reports: Vec<_> = std::fs::read_dir(case.server_path.join(&today).join("postgres"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("drill-"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
 
     let list = lifeboat(&backup, &["list"]);
     assert_ok(&list);

@@ -373,8 +373,8 @@ fn status_alerts_on_missing_or_old_backups() {
     let out = lifeboat(&backup, &["--json", "status", "--max-age", "1h"]);
     assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["store"], "postgres");
-    assert_eq!(v[0]["ok"], true);
+    assert_eq!(v["stores"][0]["store"], "postgres");
+    assert_eq!(v["stores"][0]["ok"], true);
 }
 
 #[test]

@@ -17,9 +17,10 @@ fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
                 url: format!("ssh://root@127.0.0.1:{SSH_PORT}{}", path.display()),
                 ssh_key_file: Some(s.join("client_key")),
                 known_hosts_file: Some(s.join("known_hosts")),
+                timeout: None,
             }
         }
-        _ => ServerConfig { url: format!("file://{}", path.display()), ssh_key_file: None, known_hosts_file: None },
+        _ => ServerConfig { url: format!("file://{}", path.display()), ssh_key_file: None, known_hosts_file: None, timeout: None },
     }
 }
 

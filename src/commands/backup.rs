@@ -8,6 +8,7 @@ use crate::layout::RunWriter;
 use crate::pipeline::EncryptKey;
 use crate::progress::summary;
 use crate::server::{self, BackupServer};
+use crate::stop;
 use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,12 +38,19 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
+    let mut stopped: Option<&str> = None;
+    let mut not_started = Vec::new();
     for store in &stores {
+        if stop::is_requested() {
+            not_started.push(store.name);
+            continue;
+        }
         let result = match store.store.differential() {
             Some(differential) => backup_differential(config, store.name, differential, kind).await,
             None => backup_store(config, server.as_deref().expect("connected for dump stores"), store, &key).await,
         };
         match result {
+            Err(Error::Stopped(_)) => stopped = Some(store.name),
             Ok(outcome) => {
                 let elapsed = std::time::Duration::from_secs_f64(outcome.seconds);
                 eprintln!("{}", summary(&outcome.store, "backup", &outcome.id, outcome.read_bytes, outcome.stored_bytes, elapsed));
@@ -54,6 +62,9 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
             }
         }
     }
+    if stopped.is_some() || !not_started.is_empty() {
+        return Err(stopped_error(&outcomes, stopped, &not_started));
+    }
     match failures.len() {
         0 => Ok(outcomes),
         1 => Err(failures.remove(0)),
@@ -61,11 +72,30 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
     }
 }
 
+/// The one line a stopped backup ends with: what is safely stored and what must be run again.
+fn stopped_error(done: &[BackupOutcome], stopped: Option<&str>, not_started: &[&str]) -> Error {
+    let mut parts = Vec::new();
+    if !done.is_empty() {
+        parts.push(format!("backed up: {}", done.iter().map(|o| o.store.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    if let Some(name) = stopped {
+        parts.push(format!("stopped part-way, nothing committed: {name}"));
+    }
+    if !not_started.is_empty() {
+        parts.push(format!("not started: {}", not_started.join(", ")));
+    }
+    Error::Stopped(format!("backup stopped by {} ({}); run the backup again", stop::signal_name(), parts.join("; ")))
+}
+
 /// A differential store's run: its own tool writes into its repository, outside the date folders.
 async fn backup_differential(config: &Config, name: &str, store: &dyn DifferentialStore, kind: Option<BackupKind>) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
-    let done = store.backup(kind, today).await?;
+    let Some(done) = stop::unless_requested(store.backup(kind, today)).await else {
+        tracing::warn!("{name}: stopped; the tool was killed before it recorded the backup, which it never lists as complete");
+        return Err(Error::Stopped(format!("{name}: backup stopped")));
+    };
+    let done = done?;
     Ok(BackupOutcome {
         store: name.to_string(),
         id: done.backup.label,
@@ -81,7 +111,8 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &Config
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
     let mut run = RunWriter::claim(server, today, store.name, store.folder(), key, &config.compression).await?;
     tracing::info!("{}: backing up to {}/{}", store.name, server.describe(), run.path());
-    match store.store.backup(&mut run).await {
+    let result = stop::unless_requested(store.store.backup(&mut run)).await;
+    match result.unwrap_or_else(|| Err(Error::Stopped(format!("{}: backup stopped", store.name)))) {
         Ok(info) => {
             let (id, path, read_bytes) = (run.id().to_string(), run.path().to_string(), run.counters().read());
             let manifest = run.commit(store.kind(), info).await?;
@@ -96,7 +127,11 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &Config
         }
         Err(e) => {
             // Never leave anything that could pass for a backup; the run has no manifest anyway.
-            run.abort().await;
+            // Bounded, so that a stop stays quick even when the server is slow to answer.
+            let path = run.path().to_string();
+            if tokio::time::timeout(std::time::Duration::from_secs(3), run.abort()).await.is_err() {
+                tracing::warn!("{}: removing the unfinished run {path} took too long; it has no manifest and `prune` removes it", store.name);
+            }
             Err(e)
         }
     }

@@ -9,21 +9,29 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::Utc;
+
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
-use crate::layout::RunReader;
-use crate::layout::manifest::compare_counts;
+use crate::layout::drill::{self, DrillReport};
+use crate::layout::manifest::{Counts, compare_counts};
+use crate::layout::{Manifest, Run, RunReader};
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
-use crate::server;
-use crate::stores::{RepoRestoreRequest, RestoreFiles};
+use crate::server::{self, join};
+use crate::stop;
+use crate::stores::{ConfiguredStore, DifferentialStore, RepoRestoreRequest, RestoreFiles};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreOutcome {
     pub store: String,
     pub id: String,
     pub stored_bytes: u64,
+    /// Plain bytes of the backup (what was decoded), for the closing line.
+    pub raw_bytes: u64,
     pub seconds: f64,
+    /// What was restored, e.g. `1200 rows`.
+    pub restored: String,
     /// For a differential store: what recovery reached (WAL position, last transaction).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<String>,
@@ -75,84 +83,202 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
 
     // Phase 1, for every store: find the run, check it and the target, download and verify it.
     // No target is touched until the whole backup of every store is here and verified.
-    let mut prepared = Vec::new();
-    let mut differential = Vec::new();
     let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
-    for store in &stores {
-        if let Some(repo) = store.store.differential() {
-            repo.check_target(request).await?;
-            differential.push((store.name, repo));
-            continue;
+    let prepare = async {
+        let mut jobs = Vec::new();
+        for store in &stores {
+            if let Some(repo) = store.store.differential() {
+                repo.check_target(request).await?;
+                jobs.push(Job::Repo { store, repo });
+                continue;
+            }
+            let run = reader.choose(&folders, store.folder(), opts.from).await?;
+            let manifest = run.manifest().expect("chosen runs are complete").clone();
+            check_run_matches(store, &run, &manifest)?;
+            store.store.check_target().await?;
+            tracing::info!("{}: downloading and verifying backup {} from {}", store.name, run.id, server.describe());
+            let work = context.private_dir("lifeboat-restore-")?;
+            for entry in &manifest.files {
+                reader.fetch_verified(&run, entry, work.path(), &key).await?;
+            }
+            jobs.push(Job::Run { store, run, manifest: Box::new(manifest), work });
         }
-        let run = reader.choose(&folders, store.folder(), opts.from).await?;
-        let manifest = run.manifest().expect("chosen runs are complete").clone();
-        if manifest.store != store.name {
-            return Err(Error::Usage(format!(
-                "backup {} in folder {} holds a {} backup, not {}: check server_dir in the configuration",
-                run.id, run.folder, manifest.store, store.name
-            )));
-        }
-        if manifest.kind != store.kind().to_string() {
-            return Err(Error::Usage(format!(
-                "backup {} of {} is of type {}, but the configuration says {}",
-                run.id,
-                manifest.store,
-                manifest.kind,
-                store.kind()
-            )));
-        }
-        store.store.check_target().await?;
-        tracing::info!("{}: downloading and verifying backup {} from {}", store.name, run.id, server.describe());
-        let started = Instant::now();
-        let work = context.private_dir("lifeboat-restore-")?;
-        for entry in &manifest.files {
-            reader.fetch_verified(&run, entry, work.path(), &key).await?;
-        }
-        prepared.push((store, run, manifest, work, started));
-    }
+        Ok::<_, Error>(jobs)
+    };
+    let Some(jobs) = stop::unless_requested(prepare).await else {
+        return Err(Error::Stopped(format!(
+            "restore stopped by {} while downloading and verifying: no target was touched; run the restore again",
+            stop::signal_name()
+        )));
+    };
+    let jobs = jobs?;
 
-    // Phase 2: replace each target's data, then prove it with the recorded counts.
+    // Phase 2: replace each target's data, then prove it with the recorded counts. Every store's
+    // restore leaves a drill report, whatever its result.
+    let drills_dir = config.file.parent().unwrap_or(std::path::Path::new(".")).join(drill::DRILLS_DIR);
+    let names: Vec<&str> = jobs.iter().map(Job::name).collect();
     let mut outcomes = Vec::new();
-    for (store, run, manifest, work, started) in prepared {
-        tracing::info!("{}: restoring backup {}", store.name, run.id);
-        let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.clone() };
-        let found = store.store.restore(&manifest, &files).await?;
-        let problems = compare_counts(&manifest.counts, &found);
-        if !problems.is_empty() {
-            return Err(Error::Verification {
-                store: store.name.to_string(),
-                message: format!(
-                    "{} difference(s) against the backup's counts: {}; the target does not hold what was backed up",
-                    problems.len(),
-                    problems.join("; ")
-                ),
-            });
-        }
-        let what = store.store.describe_counts(&manifest);
-        tracing::info!("{}: verified {what} across {} scope(s): all match the backup", store.name, manifest.counts.len());
-        let outcome = RestoreOutcome {
-            store: store.name.to_string(),
-            id: run.id.to_string(),
-            stored_bytes: manifest.stored_bytes(),
-            seconds: started.elapsed().as_secs_f64(),
-            recovered: None,
-        };
-        eprintln!("{}", summary(store.name, "restore", &outcome.id, manifest.raw_bytes(), outcome.stored_bytes, started.elapsed()));
-        outcomes.push(outcome);
-        drop(work);
-    }
-    for (name, repo) in differential {
-        tracing::info!("{name}: restoring from its repository");
+    for (i, job) in jobs.into_iter().enumerate() {
+        let started_at = Utc::now();
         let started = Instant::now();
-        let done = repo.restore(request).await?;
-        eprintln!("{name}: restore {} done: {}", done.label, done.recovered);
-        outcomes.push(RestoreOutcome {
-            store: name.to_string(),
-            id: done.label,
-            stored_bytes: done.stored_bytes,
-            seconds: started.elapsed().as_secs_f64(),
-            recovered: Some(done.recovered),
-        });
+        let result = stop::unless_requested(job.restore(&key, request)).await;
+        let (report_dir, mut report) = job.report(started_at);
+        report.duration_seconds = started.elapsed().as_secs_f64();
+        report.finished_at = Utc::now().to_rfc3339();
+        let verdict = match result {
+            None => Err(Error::Stopped(stopped_line(&names[..i], names[i], &names[i + 1..]))),
+            Some(Ok((outcome, found))) => {
+                report.counts_found = found;
+                let problems = compare_counts(&report.counts_expected, &report.counts_found);
+                match problems.is_empty() {
+                    true => Ok(outcome),
+                    false => Err(Error::Verification {
+                        store: names[i].to_string(),
+                        message: format!(
+                            "{} difference(s) against the backup's counts: {}; the target does not hold what was backed up",
+                            problems.len(),
+                            problems.join("; ")
+                        ),
+                    }),
+                }
+            }
+            Some(Err(e)) => Err(e),
+        };
+        report.result = match &verdict {
+            Ok(_) => "ok",
+            Err(Error::Stopped(_)) => "stopped",
+            Err(_) => "failed",
+        }
+        .into();
+        report.error = verdict.as_ref().err().map(ToString::to_string);
+        if let Ok(outcome) = &verdict {
+            report.restored.clone_from(&outcome.restored);
+        }
+        if let Some(place) = drill::write(server.as_ref(), &report_dir, &drills_dir, &report).await {
+            tracing::info!("{}: drill report written to {place}", report.store);
+        }
+        let outcome = verdict?;
+        eprintln!("{}", outcome.closing_line());
+        outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// The one line a stopped restore ends with: which stores hold their backup and which do not.
+fn stopped_line(done: &[&str], interrupted: &str, not_started: &[&str]) -> String {
+    let list = |names: &[&str]| if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    format!(
+        "restore stopped by {}: restored and verified: {}; interrupted part-way (its data is incomplete): {interrupted}; \
+         not started: {}; run the same restore again to complete it",
+        stop::signal_name(),
+        list(done),
+        list(not_started)
+    )
+}
+
+/// A run whose manifest names another store or type is never restored under this one's name.
+fn check_run_matches(store: &ConfiguredStore, run: &Run, manifest: &Manifest) -> Result<()> {
+    if manifest.store != store.name {
+        return Err(Error::Usage(format!(
+            "backup {} in folder {} holds a {} backup, not {}: check server_dir in the configuration",
+            run.id, run.folder, manifest.store, store.name
+        )));
+    }
+    if manifest.kind != store.kind().to_string() {
+        return Err(Error::Usage(format!(
+            "backup {} of {} is of type {}, but the configuration says {}",
+            run.id,
+            manifest.store,
+            manifest.kind,
+            store.kind()
+        )));
+    }
+    Ok(())
+}
+
+/// One store's restore, ready to run: a verified run in a private folder, or a differential repository.
+enum Job<'a> {
+    Run { store: &'a ConfiguredStore, run: Run, manifest: Box<Manifest>, work: tempfile::TempDir },
+    Repo { store: &'a ConfiguredStore, repo: &'a dyn DifferentialStore },
+}
+
+impl Job<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Job::Run { store, .. } | Job::Repo { store, .. } => store.name,
+        }
+    }
+
+    /// Replaces the target's data; returns the outcome and the counts found afterwards.
+    async fn restore(&self, key: &Arc<DecryptKey>, request: RepoRestoreRequest<'_>) -> Result<(RestoreOutcome, Counts)> {
+        let started = Instant::now();
+        match self {
+            Job::Run { store, run, manifest, work } => {
+                tracing::info!("{}: restoring backup {}", store.name, run.id);
+                let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.clone() };
+                let found = store.store.restore(manifest, &files).await?;
+                let what = store.store.describe_counts(manifest);
+                tracing::info!("{}: found {what} across {} scope(s)", store.name, found.len());
+                let outcome = RestoreOutcome {
+                    store: store.name.to_string(),
+                    id: run.id.to_string(),
+                    stored_bytes: manifest.stored_bytes(),
+                    raw_bytes: manifest.raw_bytes(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    restored: what,
+                    recovered: None,
+                };
+                Ok((outcome, found))
+            }
+            Job::Repo { store, repo } => {
+                tracing::info!("{}: restoring from its repository", store.name);
+                let done = repo.restore(request).await?;
+                let outcome = RestoreOutcome {
+                    store: store.name.to_string(),
+                    id: done.label,
+                    stored_bytes: done.stored_bytes,
+                    raw_bytes: done.stored_bytes,
+                    seconds: started.elapsed().as_secs_f64(),
+                    restored: done.recovered.clone(),
+                    recovered: Some(done.recovered),
+                };
+                Ok((outcome, Counts::new()))
+            }
+        }
+    }
+
+    /// Where this store's drill report goes on the server, and the report as far as known before the restore.
+    fn report(&self, started_at: chrono::DateTime<Utc>) -> (String, DrillReport) {
+        let (dir, backup, finished, expected) = match self {
+            Job::Run { run, manifest, .. } => (run.path(), run.id.to_string(), Some(manifest.finished_at.clone()), manifest.counts.clone()),
+            Job::Repo { store, .. } => (join(drill::DRILLS_DIR, store.folder()), String::new(), None, Counts::new()),
+        };
+        let report = DrillReport {
+            store: self.name().to_string(),
+            backup,
+            backup_finished_at: finished,
+            started_at: started_at.to_rfc3339(),
+            finished_at: String::new(),
+            duration_seconds: 0.0,
+            result: String::new(),
+            error: None,
+            restored: String::new(),
+            counts_expected: expected,
+            counts_found: Counts::new(),
+            host: drill::host_name(),
+        };
+        (dir, report)
+    }
+}
+
+impl RestoreOutcome {
+    fn closing_line(&self) -> String {
+        match &self.recovered {
+            Some(recovered) => format!("{}: restore {} done: {recovered}", self.store, self.id),
+            None => {
+                tracing::info!("{}: verified {}: all match the backup", self.store, self.restored);
+                summary(&self.store, "restore", &self.id, self.raw_bytes, self.stored_bytes, std::time::Duration::from_secs_f64(self.seconds))
+            }
+        }
+    }
 }

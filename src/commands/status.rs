@@ -1,14 +1,15 @@
-//! `lifeboat status`: the newest complete backup of each configured store, its age, and how
-//! many newer runs are damaged or incomplete; with `--max-age`, a non-zero exit when any is
-//! older (or missing), for alerting. Only the manifests from the newest run back to the newest
-//! complete one are read.
+//! `lifeboat status`: the newest complete backup of each configured store, its age, how many
+//! newer runs are damaged or incomplete, the last failed run and the last restore drill, and the
+//! space left on the backup server; with `--max-age`, a non-zero exit when any store's newest
+//! backup is older (or missing), for alerting. Only the manifests from the newest run back to the
+//! newest complete one are read, and one drill report per store.
 
-use std::time::Duration;
-
-use crate::config::Config;
+use crate::config::{Config, parse_duration};
 use crate::error::{Error, Result};
-use crate::layout::{RunReader, RunState};
-use crate::server;
+use crate::layout::drill::{self, DrillReport};
+use crate::layout::{Run, RunFolder, RunReader, RunState};
+use crate::progress::human_bytes;
+use crate::server::{self, BackupServer, FreeSpace, join};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {
@@ -20,49 +21,62 @@ pub struct StoreStatus {
     pub damaged_since: usize,
     /// Runs newer than the newest complete one without a manifest (failed, interrupted, running).
     pub incomplete_since: usize,
+    /// The newest run that is not complete: its id and `incomplete` or `damaged`.
+    pub last_failed: Option<FailedRun>,
+    /// The newest restore drill report of this store, wherever it was found.
+    pub last_drill: Option<DrillReport>,
     pub ok: bool,
 }
 
-/// Parses `30m`, `26h`, `2d`, `1w` or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| Error::Usage(format!("--max-age `{text}`: expected e.g. 26h, 2d, 90m")))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
-        _ => return Err(Error::Usage(format!("--max-age `{text}`: unknown unit `{unit}` (use s, m, h, d or w)"))),
-    };
-    Ok(Duration::from_secs(secs))
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedRun {
+    pub id: String,
+    pub state: &'static str,
 }
 
-pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<Vec<StoreStatus>> {
-    let max_age = max_age.map(parse_duration).transpose()?;
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub server: String,
+    /// Space left where the server tells it (`statvfs`), else null.
+    pub free_space: Option<FreeSpace>,
+    pub stores: Vec<StoreStatus>,
+}
+
+pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<Status> {
+    let max_age = max_age.map(|m| parse_duration(m).map_err(|e| Error::Usage(format!("--max-age {e}")))).transpose()?;
     let stores = config.configured_stores(&[])?;
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
     let folders = reader.folders().await?;
     let now = chrono::Utc::now();
+    let drills_dir = config.file.parent().unwrap_or(std::path::Path::new(".")).join(drill::DRILLS_DIR);
     let mut out = Vec::new();
     for store in &stores {
-        let (newest_id, finished, damaged_since, incomplete_since) = match store.store.differential() {
+        let (newest_id, finished, damaged_since, incomplete_since, last_failed, drill_on_server) = match store.store.differential() {
             // A differential store's backups are in its repository; a failed one is never listed there.
             Some(repo) => {
                 let backups = repo.backups().await?;
                 let newest = backups.last();
-                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), 0, 0)
+                let drills_dir = join(drill::DRILLS_DIR, store.folder());
+                let names: Vec<String> = server.list(&drills_dir).await?.into_iter().filter(|e| !e.is_dir && drill::is_report(&e.name)).map(|e| e.name).collect();
+                let drill = match names.iter().max() {
+                    Some(name) => drill::read(server.as_ref(), &join(&drills_dir, name)).await,
+                    None => None,
+                };
+                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), 0, 0, None, drill)
             }
             None => {
                 let (newest, since) = reader.newest_complete(&folders, store.folder()).await;
                 let finished = newest.as_ref().and_then(|r| r.manifest()).and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok());
                 let damaged = since.iter().filter(|r| matches!(r.state, RunState::Damaged(_))).count();
                 let incomplete = since.iter().filter(|r| matches!(r.state, RunState::Incomplete)).count();
-                (newest.map(|r| r.id.to_string()), finished, damaged, incomplete)
+                let failed = last_failed(&folders, store.folder(), &since);
+                let drill = newest_drill_on_server(server.as_ref(), &folders, store.folder()).await;
+                (newest.map(|r| r.id.to_string()), finished, damaged, incomplete, failed, drill)
             }
         };
+        let local = drill::newest_local(&drills_dir.join(store.name)).map(|(_, r)| r);
+        let last_drill = [drill_on_server, local].into_iter().flatten().max_by(|a, b| a.finished_at.cmp(&b.finished_at));
         let age = finished.map(|f| (now - f.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64);
         let ok = match (max_age, age) {
             (Some(max), Some(age)) => age <= max.as_secs(),
@@ -76,13 +90,32 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
             age_seconds: age,
             damaged_since,
             incomplete_since,
+            last_failed,
+            last_drill,
             ok,
         });
     }
+    let free_space = match server.free_space().await {
+        Ok(space) => space,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    };
+    let status = Status { server: server.describe(), free_space, stores: out };
     if json {
-        println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+        println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
     } else {
-        for s in &out {
+        match &status.free_space {
+            Some(space) => println!(
+                "backup server {}: {} free of {}",
+                status.server,
+                human_bytes(space.available_bytes),
+                human_bytes(space.total_bytes)
+            ),
+            None => println!("backup server {}: free space unknown (the server does not tell)", status.server),
+        }
+        for s in &status.stores {
             let since = match (s.damaged_since, s.incomplete_since) {
                 (0, 0) => String::new(),
                 (d, i) => format!("; since then {d} damaged and {i} incomplete run(s), see `lifeboat list`"),
@@ -96,28 +129,52 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
                 ),
                 _ => println!("{}: no complete backup{}{since}", s.store, if s.ok { "" } else { " (ALERT)" }),
             }
+            if let Some(failed) = &s.last_failed {
+                println!("  last failed run: {} ({})", failed.id, failed.state);
+            }
+            match &s.last_drill {
+                Some(d) => println!(
+                    "  last restore drill: {} on {}, of backup {}: {}{}",
+                    d.finished_at,
+                    d.host,
+                    d.backup,
+                    d.result,
+                    if d.restored.is_empty() { String::new() } else { format!(" ({})", d.restored) }
+                ),
+                None => println!("  last restore drill: none found"),
+            }
         }
     }
-    let stale: Vec<&str> = out.iter().filter(|s| !s.ok).map(|s| s.store.as_str()).collect();
+    let stale: Vec<&str> = status.stores.iter().filter(|s| !s.ok).map(|s| s.store.as_str()).collect();
     if !stale.is_empty() {
         return Err(Error::Stale(format!(
             "no recent enough complete backup for: {}; check the backup jobs' logs",
             stale.join(", ")
         )));
     }
-    Ok(out)
+    Ok(status)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        for (text, secs) in [("90", 90), ("30m", 1800), ("26h", 93600), ("2d", 172800), ("1w", 604800)] {
-            assert_eq!(parse_duration(text).unwrap().as_secs(), secs, "{text}");
-        }
-        assert!(parse_duration("2x").is_err());
-        assert!(parse_duration("h").is_err());
+/// The newest run of a store that is not complete: among those newer than the newest complete
+/// one (already read), else the newest older folder without a manifest (no manifest is read).
+fn last_failed(folders: &[RunFolder], store_folder: &str, since: &[Run]) -> Option<FailedRun> {
+    if let Some(run) = since.first() {
+        let state = if matches!(run.state, RunState::Damaged(_)) { "damaged" } else { "incomplete" };
+        return Some(FailedRun { id: run.id.to_string(), state });
     }
+    folders
+        .iter()
+        .rev()
+        .find(|f| f.folder == store_folder && f.manifest_size.is_none())
+        .map(|f| FailedRun { id: f.id.to_string(), state: "incomplete" })
+}
+
+/// The newest drill report in any of a store's run folders (the names sort by time).
+async fn newest_drill_on_server(server: &dyn BackupServer, folders: &[RunFolder], store_folder: &str) -> Option<DrillReport> {
+    let (folder, name) = folders
+        .iter()
+        .filter(|f| f.folder == store_folder)
+        .filter_map(|f| f.drills.last().map(|name| (f, name)))
+        .max_by(|a, b| a.1.cmp(b.1))?;
+    drill::read(server, &join(&folder.path(), name)).await
 }

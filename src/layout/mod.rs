@@ -11,6 +11,7 @@
 //! and no delete on the server: the manifest written last *is* the commit, so a run without a
 //! readable manifest is never complete, whatever else its folder holds.
 
+pub mod drill;
 pub mod manifest;
 mod reader;
 mod writer;
@@ -79,6 +80,8 @@ pub struct RunFolder {
     pub bytes: u64,
     /// The size of `manifest.json`, when the folder has one.
     pub manifest_size: Option<u64>,
+    /// Restore drill reports left in the folder ([`drill::is_report`] names), oldest first.
+    pub drills: Vec<String>,
 }
 
 impl RunFolder {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
-use super::{Run, RunFolder, RunId, check_file_name};
+use super::{Run, RunFolder, RunId, check_file_name, drill};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Counters, DecryptKey};
 use crate::progress::Progress;
@@ -47,11 +47,15 @@ impl<'a> RunReader<'a> {
                     continue;
                 }
                 let files = self.server.list(&join(&day.name, &store.name)).await?;
+                let (drills, stored): (Vec<_>, Vec<_>) = files.iter().filter(|f| !f.is_dir).partition(|f| drill::is_report(&f.name));
+                let mut drills: Vec<String> = drills.into_iter().map(|f| f.name.clone()).collect();
+                drills.sort();
                 folders.push(RunFolder {
                     id: id.clone(),
                     folder: store.name,
-                    bytes: files.iter().filter(|f| !f.is_dir).map(|f| f.size).sum(),
+                    bytes: stored.iter().map(|f| f.size).sum(),
                     manifest_size: files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir).map(|f| f.size),
+                    drills,
                 });
             }
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{BackupServer, DirEntry};
+use super::{BackupServer, DirEntry, FreeSpace};
 use crate::error::{Error, Result};
 
 pub struct LocalServer {
@@ -100,6 +100,18 @@ impl BackupServer for LocalServer {
             let _ = dir.sync_all();
         }
         Ok(())
+    }
+
+    async fn free_space(&self) -> Result<Option<FreeSpace>> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.root.as_os_str().as_bytes()).map_err(|_| self.error("the folder path holds a NUL byte".into()))?;
+        // SAFETY: statvfs only writes into the zeroed struct we own; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(self.fail("cannot read the free space of", &self.root, std::io::Error::last_os_error()));
+        }
+        let frsize = st.f_frsize as u64;
+        Ok(Some(FreeSpace { available_bytes: (st.f_bavail as u64).saturating_mul(frsize), total_bytes: (st.f_blocks as u64).saturating_mul(frsize) }))
     }
 
     async fn remove_file(&self, path: &str) -> Result<()> {

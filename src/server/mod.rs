@@ -18,6 +18,14 @@ pub struct DirEntry {
     pub size: u64,
 }
 
+/// Space on the file system holding the server's root, where the server tells it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FreeSpace {
+    /// Bytes this user may still write.
+    pub available_bytes: u64,
+    pub total_bytes: u64,
+}
+
 #[async_trait]
 pub trait BackupServer: Send + Sync {
     /// A short description for messages, e.g. `ssh://backup@host:22/path`.
@@ -47,6 +55,12 @@ pub trait BackupServer: Send + Sync {
     }
 
     async fn remove_file(&self, path: &str) -> Result<()>;
+
+    /// Space left on the file system of the root; None where the server cannot tell (an SFTP
+    /// server without the `statvfs@openssh.com` extension).
+    async fn free_space(&self) -> Result<Option<FreeSpace>> {
+        Ok(None)
+    }
 
     async fn remove_empty_dir(&self, path: &str) -> Result<()>;
 

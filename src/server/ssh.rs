@@ -18,7 +18,7 @@ use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
 
-use super::{BackupServer, DirEntry};
+use super::{BackupServer, DirEntry, FreeSpace};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 
@@ -78,6 +78,7 @@ impl SshServer {
             return Err(bad_url("the path must be an absolute folder other than /"));
         }
         let describe = format!("ssh://{user}@{host}:{port}{}", root.display());
+        let timeout = config.timeout();
         let key_file = config.ssh_key_file.clone().ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
         let known_hosts = config
             .known_hosts_file
@@ -109,7 +110,13 @@ impl SshServer {
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "PasswordAuthentication=no"])
-            .args(["-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"])
+            // A server that stops answering (a cut link that never closes) ends the session after
+            // about `server.timeout`, so a job fails instead of hanging.
+            .arg("-o")
+            .arg(format!("ConnectTimeout={}", timeout.as_secs()))
+            .arg("-o")
+            .arg(format!("ServerAliveInterval={}", (timeout.as_secs() / 4).max(1)))
+            .args(["-o", "ServerAliveCountMax=4"])
             .args(["-o", "Compression=no", "-o", "LogLevel=ERROR"])
             .arg("-p")
             .arg(port.to_string())
@@ -120,6 +127,9 @@ impl SshServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C on the terminal reaches Lifeboat, which still needs
+            // the connection to remove an unfinished run, not ssh.
+            .process_group(0)
             .spawn()
             .map_err(|e| Error::Server {
                 server: describe.clone(),
@@ -263,6 +273,14 @@ impl BackupServer for SshServer {
 
     async fn exists(&self, path: &str) -> Result<bool> {
         Ok(self.sftp.fs().metadata(self.path(path)).await.is_ok())
+    }
+
+    async fn free_space(&self) -> Result<Option<FreeSpace>> {
+        if !self.sftp.support_statvfs() {
+            return Ok(None);
+        }
+        let st = self.sftp.fs().statvfs(&self.root).await.map_err(|e| self.fail("cannot read the free space of", "", e))?;
+        Ok(Some(FreeSpace { available_bytes: st.bavail.saturating_mul(st.frsize), total_bytes: st.blocks.saturating_mul(st.frsize) }))
     }
 
     async fn remove_file(&self, path: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::pipeline::EncryptKey;
-use crate::progress::summary;
+use crate::progress::{human_bytes, summary};
 use crate::server::{self, BackupServer};
 use crate::stop;
 use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore};
@@ -87,6 +87,31 @@ fn stopped_error(done: &[BackupOutcome], stopped: Option<&str>, not_started: &[&
     Error::Stopped(format!("backup stopped by {} ({}); run the backup again", stop::signal_name(), parts.join("; ")))
 }
 
+/// Below this, a failed write is most likely the backup server's disk being full.
+const NEARLY_FULL: u64 = 16 << 20;
+
+/// A write that fails on a full disk reads as a bare "Failure" over SFTP: when the server says
+/// it is (nearly) full, the error says so and what to do.
+async fn explain_full_disk(server: &dyn BackupServer, e: Error) -> Error {
+    if matches!(e, Error::Stopped(_)) {
+        return e;
+    }
+    match server.free_space().await {
+        Ok(Some(space)) if space.available_bytes < NEARLY_FULL => {
+            let hint = format!(
+                "the backup server's disk is full ({} free of {}): free space there (`lifeboat prune`, or a bigger disk) and run the backup again",
+                human_bytes(space.available_bytes),
+                human_bytes(space.total_bytes)
+            );
+            match e {
+                Error::Server { server, message } => Error::Server { server, message: format!("{message}; {hint}") },
+                other => Error::Server { server: server.describe(), message: format!("{other}; {hint}") },
+            }
+        }
+        _ => e,
+    }
+}
+
 /// A differential store's run: its own tool writes into its repository, outside the date folders.
 async fn backup_differential(config: &Config, name: &str, store: &dyn DifferentialStore, kind: Option<BackupKind>) -> Result<BackupOutcome> {
     let started = Instant::now();
@@ -126,6 +151,8 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &Config
             })
         }
         Err(e) => {
+            // Asked before the unfinished run is removed, which frees the space again.
+            let e = explain_full_disk(server, e).await;
             // Never leave anything that could pass for a backup; the run has no manifest anyway.
             // Bounded, so that a stop stays quick even when the server is slow to answer.
             let path = run.path().to_string();

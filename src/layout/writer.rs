@@ -83,7 +83,13 @@ impl<'a> RunWriter<'a> {
         let dest = self.server.create(&join(&self.path, name)).await?;
         let file_counters = Arc::new(Counters::default());
         let _progress = Progress::start(format!("{}: {name}", self.store), file_counters.clone());
-        let encoded = pipeline::encode_stream(source, dest, self.key, self.compression, file_counters).await?;
+        let encoded = match pipeline::encode_stream(source, dest, self.key, self.compression, file_counters).await {
+            Ok(encoded) => encoded,
+            Err(Error::Io { context, source }) if context == pipeline::UPLOAD_FAILED => {
+                return Err(self.server.upload_failed(&join(&self.path, name), source).await);
+            }
+            Err(e) => return Err(e),
+        };
         self.counters.read.fetch_add(encoded.raw_size, Ordering::Relaxed);
         self.counters.stored.fetch_add(encoded.size, Ordering::Relaxed);
         tracing::debug!(

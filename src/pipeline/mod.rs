@@ -110,10 +110,14 @@ pub async fn encode_stream(
     // Report the first cause: a failed upload makes the encoder fail with BrokenPipe, and a
     // failed read makes the encoder and the upload fail after it.
     let raw_size = read_res.map_err(|e| Error::io("reading the dump stream", e))?;
-    upload_res.map_err(|e| Error::io("writing to the backup server", e))?;
+    upload_res.map_err(|e| Error::io(UPLOAD_FAILED, e))?;
     let (size, sha256, encode_time) = enc.map_err(|e| Error::io("compressing and encrypting", e))?;
     Ok(EncodedFile { raw_size, size, sha256, encode_time, elapsed: started.elapsed() })
 }
+
+/// The context of an [`Error::Io`] from the upload half of [`encode_stream`]: the caller, which
+/// knows the server, turns it into that server's own explanation.
+pub const UPLOAD_FAILED: &str = "writing to the backup server";
 
 /// Grows a pipe's kernel buffer (64 KiB by default) so a dump tool writing into it is woken, and
 /// wakes us, far less often. Best effort: an unprivileged process may be capped lower.

@@ -113,6 +113,11 @@ pub trait BackupServer: Send + Sync {
         w.shutdown().await.map_err(|e| self.error(format!("writing {path}: {e}")))
     }
 
+    /// Explains a failed upload of `path` (the connection lost, the disk full, ...).
+    async fn upload_failed(&self, path: &str, e: std::io::Error) -> Error {
+        self.error(format!("writing {path}: {e}"))
+    }
+
     fn error(&self, message: String) -> Error {
         Error::Server { server: self.describe(), message }
     }

@@ -26,7 +26,9 @@ pub struct SshServer {
     sftp: Sftp,
     root: PathBuf,
     describe: String,
-    _child: Child,
+    /// The ssh process; when it has exited, the connection is gone.
+    child: Mutex<Child>,
+    timeout: Duration,
     // Keeps the private copy of the key alive as long as the connection.
     _key_dir: tempfile::TempDir,
 }
@@ -169,7 +171,7 @@ impl SshServer {
             }
         };
 
-        let server = SshServer { sftp, root, describe, _child: child, _key_dir: key_dir };
+        let server = SshServer { sftp, root, describe, child: Mutex::new(child), timeout, _key_dir: key_dir };
         server.create_root().await?;
         Ok(server)
     }
@@ -273,6 +275,27 @@ impl BackupServer for SshServer {
 
     async fn exists(&self, path: &str) -> Result<bool> {
         Ok(self.sftp.fs().metadata(self.path(path)).await.is_ok())
+    }
+
+    async fn upload_failed(&self, path: &str, e: std::io::Error) -> Error {
+        // A lost connection surfaces as a bare I/O error of the SFTP task; ssh's exit tells why.
+        let mut exited = false;
+        for _ in 0..20 {
+            exited = matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)));
+            if exited {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let why = match exited {
+            true => format!(
+                "the connection was lost (the server did not answer for {} s, server.timeout, or the link was cut); \
+                 check the network and the server, then run the backup again",
+                self.timeout.as_secs()
+            ),
+            false => e.to_string(),
+        };
+        self.error(format!("writing {}: {why}", self.path(path).display()))
     }
 
     async fn free_space(&self) -> Result<Option<FreeSpace>> {

@@ -71,3 +71,143 @@ impl DyingRelay {
         self.down.load(Ordering::Relaxed)
     }
 }
+
+/// A TCP relay to `127.0.0.1:target` that, once `limit` bytes have gone towards the server,
+/// stops forwarding in both directions without closing anything: a link cut somewhere between,
+/// as a firewall dropping packets makes it. The sockets stay open until the relay is dropped.
+pub struct StallingRelay {
+    pub port: u16,
+    stalled: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl StallingRelay {
+    pub fn start(target: u16, limit: u64) -> StallingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let sent = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (flag, finished) = (stalled.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !finished.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+                held.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                let pump = |mut from: TcpStream, mut to: TcpStream, counted: bool| {
+                    let (sent, stalled) = (sent.clone(), flag.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || stalled.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            if counted && sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit {
+                                stalled.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        // Nothing is shut down: the peer waits for bytes that never come.
+                    });
+                };
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap(), true);
+                pump(server, client, false);
+            }
+            drop(held);
+        });
+        StallingRelay { port, stalled, done }
+    }
+
+    /// Whether the limit was reached (the link "went silent").
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StallingRelay {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A folder of PostgreSQL client tools in which `tool` writes its pid to `<bin>/<tool>.pid`,
+/// passes `limit` bytes of the real tool's output (or reads nothing, for pg_restore) and then
+/// hangs: a job to interrupt mid-stream. Use as `bin_dir`.
+pub fn stalling_pg_tool(dir: &std::path::Path, tool: &str, limit: u64) -> std::path::PathBuf {
+    let bin = dir.join("stalling-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for other in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        if other != tool {
+            let _ = std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{other}"), bin.join(other));
+        }
+    }
+    let real = format!("/usr/lib/postgresql/15/bin/{tool}");
+    let feed = if tool == "pg_restore" { String::new() } else { format!("{real} \"$@\" | head -c {limit}\n") };
+    let script = format!(
+        "#!/bin/bash\nif [ \"$1\" = --version ]; then exec {real} --version; fi\necho $$ > {pid}\n{feed}exec sleep 120\n",
+        pid = bin.join(format!("{tool}.pid")).display()
+    );
+    let path = bin.join(tool);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Waits up to `limit` for `cond`, polling; false if it never held.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// Whether a process is gone (or only a zombie waiting to be reaped).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A small tmpfs mounted at `path` (a full disk on demand), unmounted when dropped.
+pub struct Tmpfs {
+    pub path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "mounting a tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { path: path.to_path_buf() }
+    }
+
+    /// Fills the file system up to `leave` free bytes with `<path>/filler`.
+    pub fn fill(&self, leave: u64) {
+        let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(&self.path).output().unwrap();
+        let avail: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+        std::fs::write(self.path.join("filler"), vec![0u8; avail.saturating_sub(leave) as usize]).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}

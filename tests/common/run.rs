@@ -28,6 +28,27 @@ pub fn spawn_lifeboat(config: &Path, args: &[&str]) -> std::process::Child {
         .expect("start lifeboat")
 }
 
+/// Starts the lifeboat binary in the background with stdout and stderr captured, to signal it
+/// and then read what it said (`wait_with_output`).
+pub fn spawn_lifeboat_captured(config: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("LIFEBOAT_CONFIG")
+        .spawn()
+        .expect("start lifeboat")
+}
+
+/// Sends a signal (e.g. `TERM`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::monitoring::MonitoringConfig;
 use crate::stores::{self, ConfiguredStore, ServerAccess, StoreConfigs, StoreContext};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -42,6 +43,9 @@ pub struct Config {
     pub compression: Compression,
     #[serde(default)]
     pub stores: StoreConfigs,
+    /// Metrics and the failure webhook, after each job.
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
     /// Where restores keep downloaded files while verifying them (default: the system temp dir).
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
@@ -217,6 +221,7 @@ impl Config {
                 )));
             }
         }
+        self.monitoring.check().map_err(|e| self.invalid(e))?;
         if self.compression.level < 1 || self.compression.level > 19 {
             return Err(self.invalid("compression.level must be between 1 and 19"));
         }

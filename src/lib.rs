@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod layout;
+pub mod monitoring;
 pub mod pipeline;
 pub mod progress;
 pub mod secret;

@@ -8,6 +8,7 @@ use crate::layout::RunWriter;
 use crate::pipeline::EncryptKey;
 use crate::progress::{human_bytes, summary};
 use crate::server::{self, BackupServer};
+use crate::monitoring::{self, JobResult};
 use crate::stop;
 use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore};
 
@@ -40,15 +41,18 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
     let mut failures = Vec::new();
     let mut stopped: Option<&str> = None;
     let mut not_started = Vec::new();
+    let mut results = Vec::new();
     for store in &stores {
         if stop::is_requested() {
             not_started.push(store.name);
             continue;
         }
+        let started_at = chrono::Utc::now();
         let result = match store.store.differential() {
             Some(differential) => backup_differential(config, store.name, differential, kind).await,
             None => backup_store(config, server.as_deref().expect("connected for dump stores"), store, &key).await,
         };
+        results.push(job_result(store.name, started_at, &result));
         match result {
             Err(Error::Stopped(_)) => stopped = Some(store.name),
             Ok(outcome) => {
@@ -62,6 +66,7 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
             }
         }
     }
+    monitoring::publish(&config.monitoring, Role::Backup, &results).await;
     if stopped.is_some() || !not_started.is_empty() {
         return Err(stopped_error(&outcomes, stopped, &not_started));
     }
@@ -69,6 +74,24 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         0 => Ok(outcomes),
         1 => Err(failures.remove(0)),
         n => Err(Error::store("backup", format!("{n} stores failed (see above): {}", failures[0]))),
+    }
+}
+
+/// What metrics and the webhook say of one store's backup.
+fn job_result(store: &str, started_at: chrono::DateTime<chrono::Utc>, result: &Result<BackupOutcome>) -> JobResult {
+    let seconds = (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
+    match result {
+        Ok(o) => JobResult {
+            store: store.to_string(),
+            ok: true,
+            backup: Some(o.id.clone()),
+            error: None,
+            started_at,
+            seconds,
+            read_bytes: o.read_bytes,
+            stored_bytes: o.stored_bytes,
+        },
+        Err(e) => JobResult::failed(store, started_at, e),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::layout::{Manifest, Run, RunReader};
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
 use crate::server::{self, join};
+use crate::monitoring::{self, JobResult};
 use crate::stop;
 use crate::stores::{ConfiguredStore, DifferentialStore, RepoRestoreRequest, RestoreFiles};
 
@@ -76,6 +77,28 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
     if !opts.yes {
         confirm(&stores.iter().map(|s| s.name).collect::<Vec<_>>())?;
     }
+    let mut results = Vec::new();
+    let started_at = Utc::now();
+    let outcome = restore_stores(config, &stores, &opts, key, &mut results).await;
+    if let Err(e) = &outcome {
+        // Stores that never got to their own restore failed with the whole job.
+        for store in &stores {
+            if !results.iter().any(|r: &JobResult| r.store == store.name) {
+                results.push(JobResult::failed(store.name, started_at, e));
+            }
+        }
+    }
+    monitoring::publish(&config.monitoring, Role::Restore, &results).await;
+    outcome
+}
+
+async fn restore_stores(
+    config: &Config,
+    stores: &[&ConfiguredStore],
+    opts: &RestoreOptions<'_>,
+    key: Arc<DecryptKey>,
+    results: &mut Vec<JobResult>,
+) -> Result<Vec<RestoreOutcome>> {
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
     let folders = reader.folders().await?;
@@ -86,7 +109,7 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
     let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
     let prepare = async {
         let mut jobs = Vec::new();
-        for store in &stores {
+        for store in stores {
             if let Some(repo) = store.store.differential() {
                 repo.check_target(request).await?;
                 jobs.push(Job::Repo { store, repo });
@@ -157,6 +180,19 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
         if let Some(place) = drill::write(server.as_ref(), &report_dir, &drills_dir, &report).await {
             tracing::info!("{}: drill report written to {place}", report.store);
         }
+        results.push(match &verdict {
+            Ok(o) => JobResult {
+                store: o.store.clone(),
+                ok: true,
+                backup: Some(o.id.clone()),
+                error: None,
+                started_at,
+                seconds: o.seconds,
+                read_bytes: o.raw_bytes,
+                stored_bytes: o.stored_bytes,
+            },
+            Err(e) => JobResult::failed(names[i], started_at, e),
+        });
         let outcome = verdict?;
         eprintln!("{}", outcome.closing_line());
         outcomes.push(outcome);

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -39,6 +40,8 @@ pub struct Config {
     pub retention: Retention,
     #[serde(default)]
     pub compression: Compression,
+    #[serde(default)]
+    pub locking: Locking,
     #[serde(default)]
     pub stores: StoreConfigs,
     /// Where restores keep downloaded files while verifying them (default: the system temp dir).
@@ -124,6 +127,59 @@ fn level_one() -> i32 {
 impl Default for Compression {
     fn default() -> Self {
         Compression { level: 1, threads: 0 }
+    }
+}
+
+/// `locking:`: one job at a time per store (see `layout::lock`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locking {
+    /// How long a job waits for another job of the same store before failing; 0: fail at once.
+    #[serde(default = "ten_minutes", deserialize_with = "duration")]
+    pub wait: Duration,
+    /// A lock older than this whose holder cannot be seen alive is taken over.
+    #[serde(default = "twelve_hours", deserialize_with = "duration")]
+    pub stale_after: Duration,
+    /// How often a waiting job looks at the lock again.
+    #[serde(default = "five_seconds", deserialize_with = "duration")]
+    pub poll: Duration,
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn twelve_hours() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for Locking {
+    fn default() -> Self {
+        Locking { wait: ten_minutes(), stale_after: twelve_hours(), poll: five_seconds() }
+    }
+}
+
+/// A duration in the configuration: seconds as a number, or text like `90s`, `10m`, `12h`, `2d`.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(u64),
+        Text(String),
+    }
+    let text = match Text::deserialize(d)? {
+        Text::Seconds(n) => return Ok(Duration::from_secs(n)),
+        Text::Text(t) => t,
+    };
+    let units = [("ms", 1u64), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
+    let trimmed = text.trim();
+    let (digits, unit) = trimmed.split_at(trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len()));
+    let per = units.iter().find(|(u, _)| *u == unit).map(|(_, ms)| *ms).or(unit.is_empty().then_some(1000));
+    match (digits.parse::<u64>(), per) {
+        (Ok(n), Some(ms)) => Ok(Duration::from_millis(n.saturating_mul(ms))),
+        _ => Err(serde::de::Error::custom(format!("`{text}` is not a duration: use e.g. 30s, 10m, 12h or 2d"))),
     }
 }
 
@@ -297,6 +353,22 @@ mod tests {
             if needle != "not supported" {
                 assert!(text_err.contains("/etc/lifeboat/test.yaml"), "file missing from: {text_err}");
             }
+        }
+    }
+
+    #[test]
+    fn locking_durations_parse_and_unknown_keys_are_named() {
+        let c = parse(&backup("  postgres: { url: 'postgres://x@h/db' }\n")).unwrap();
+        assert_eq!((c.locking.wait.as_secs(), c.locking.stale_after.as_secs(), c.locking.poll.as_secs()), (600, 43200, 5));
+        let with = |block: &str| parse(&format!("locking: {block}\n{}", backup("  postgres: { url: 'postgres://x@h/db' }\n")));
+        let c = with("{ wait: 0, stale_after: 2d, poll: 250ms }").unwrap();
+        assert_eq!((c.locking.wait.as_millis(), c.locking.stale_after.as_secs(), c.locking.poll.as_millis()), (0, 172800, 250));
+        assert_eq!(with("{ wait: 90 }").unwrap().locking.wait.as_secs(), 90);
+        assert_eq!(with("{ wait: 10m }").unwrap().locking.wait.as_secs(), 600);
+        for (block, needle) in [("{ wiat: 10m }", "wiat"), ("{ wait: 10x }", "`10x` is not a duration"), ("{ stale_after: soon }", "`soon`")] {
+            let (code, text) = message(with(block).unwrap_err());
+            assert_eq!(code, 2, "{text}");
+            assert!(text.contains(needle) && text.contains("/etc/lifeboat/test.yaml"), "`{needle}` missing from: {text}");
         }
     }
 

@@ -11,8 +11,10 @@
 //! and no delete on the server: the manifest written last *is* the commit, so a run without a
 //! readable manifest is never complete, whatever else its folder holds.
 
+pub mod lock;
 pub mod manifest;
 mod reader;
+pub mod retention;
 mod writer;
 
 use std::cmp::Ordering;

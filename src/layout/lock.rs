@@ -137,7 +137,7 @@ impl<'a> StoreLock<'a> {
                     vanished += 1;
                     continue;
                 }
-                Err(_) => return Err(created.err().expect("create failed")),
+                Err(_) => return Err(created.expect_err("create failed")),
             };
             let holder = serde_json::from_slice::<LockHolder>(&held).ok();
             if let Some(h) = &holder

@@ -45,6 +45,9 @@ impl Verdict {
     }
 }
 
+/// Which day, ISO week or month a date falls in.
+type Bucket = fn(NaiveDate) -> (i32, u32);
+
 /// The verdict for each of one store's runs, in the order given.
 pub fn plan(policy: &Retention, runs: &[(RunId, RunKind)], today: NaiveDate) -> Vec<Verdict> {
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); runs.len()];
@@ -53,7 +56,7 @@ pub fn plan(policy: &Retention, runs: &[(RunId, RunKind)], today: NaiveDate) -> 
     if let Some(&newest) = complete.first() {
         reasons[newest].push("newest");
     }
-    let rules: [(&'static str, u32, fn(NaiveDate) -> (i32, u32)); 3] = [
+    let rules: [(&'static str, u32, Bucket); 3] = [
         ("daily", policy.keep_daily, |d| (d.year(), d.ordinal())),
         ("weekly", policy.keep_weekly, |d| (d.iso_week().year(), d.iso_week().week())),
         ("monthly", policy.keep_monthly, |d| (d.year(), d.month())),
@@ -133,7 +136,9 @@ mod tests {
 
     /// 400 simulated days of two stores: daily runs with gaps, second runs on some days, killed
     /// runs (some the newest of their day), a damaged manifest, and young incomplete runs.
-    fn simulated() -> (NaiveDate, Vec<(RunId, RunKind)>, Vec<(RunId, RunKind)>) {
+    type Runs = Vec<(RunId, RunKind)>;
+
+    fn simulated() -> (NaiveDate, Runs, Runs) {
         let start = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
         let today = start + chrono::Duration::days(399);
         let (mut a, mut b) = (Vec::new(), Vec::new());

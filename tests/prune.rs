@@ -278,3 +278,97 @@ fn prune_on_the_backup_server_with_a_file_config_of_either_role() {
     assert_ok(&lifeboat(&backup_config, &["prune"]));
     assert_eq!(on_disk(root, "postgres"), expected(&pg, (3, 2, 1)));
 }
+
+/// A PostgreSQL 15 cluster of this test's own (archiving WAL through the pgBackRest configuration
+/// Lifeboat renders into `conf`), stopped by pid when dropped.
+struct OwnCluster {
+    data: PathBuf,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl OwnCluster {
+    fn start(base: &Path, port: u16, conf: &Path, stanza: &str) -> OwnCluster {
+        let data = base.join("data");
+        let as_postgres = |command: String| {
+            let out = std::process::Command::new("su").args(["postgres", "-c", &command]).output().unwrap();
+            assert!(out.status.success(), "{command}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        };
+        std::fs::create_dir_all(base).unwrap();
+        assert!(std::process::Command::new("chown").arg("postgres:postgres").arg(base).status().unwrap().success());
+        as_postgres(format!("{PG_BIN}/initdb -D {} -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null", data.display()));
+        let bin = state().join("pgbackrest-bin/pgbackrest");
+        let settings = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\nfsync = off\nwal_level = replica\narchive_mode = on\n\
+             archive_command = '{} --config={}/pgbackrest.conf --stanza={stanza} archive-push %p'\n",
+            bin.display(),
+            conf.display(),
+            d = data.display()
+        );
+        let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        text.push_str(&settings);
+        std::fs::write(data.join("postgresql.conf"), text).unwrap();
+        as_postgres(format!("{PG_BIN}/pg_ctl -D {d} -l {d}/../postgresql.log -w -t 60 start >/dev/null", d = data.display()));
+        OwnCluster { data, port }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("su")
+            .args(["postgres", "-c", &format!("{PG_BIN}/pg_ctl -D {} -m fast -w -t 60 stop", self.data.display())])
+            .output();
+    }
+}
+
+#[test]
+fn prune_expires_pgbackrest_backups_by_its_retention() {
+    ensure_server("sshd");
+    ensure_server("pgbackrest-pg"); // installs pgBackRest where the postgres user can run it
+    let case = Case::new("prune_pgbr");
+    let base = state().join("prune-tests").join(format!("pgbr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let conf = base.join("lifeboat-pgbackrest");
+    let cluster = OwnCluster::start(&base, 55491, &conf, "prune_test");
+    let passphrase = case.dir.path().join("pgbr-passphrase");
+    std::fs::write(&passphrase, "prune test passphrase\n").unwrap();
+    let block = |retention: &str| {
+        format!(
+            "stores:\n  postgres:\n    type: differential\n    url: postgres://postgres@127.0.0.1:{}/postgres\n    data_directory: {}\n    pgbackrest_dir: {}\n    pgbackrest: {}\n    stanza: prune_test\n    passphrase_file: {}\n{retention}",
+            cluster.port,
+            cluster.data.display(),
+            conf.display(),
+            state().join("pgbackrest-bin/pgbackrest").display(),
+            passphrase.display()
+        )
+    };
+    // Backups keep everything; prune's configuration keeps one full backup and one differential.
+    let backup = case.backup_config_with(&Transport::Ssh, &block("    retention_full: 9\n    retention_diff: 9\n"), "backup.yaml");
+    let prune = case.backup_config_with(&Transport::Ssh, &block("    retention_full: 1\n    retention_diff: 1\n"), "prune.yaml");
+    for kind in ["full", "diff", "full", "diff"] {
+        assert_ok(&lifeboat(&backup, &["backup", "--type", kind]));
+    }
+    let labels = |config: &Path| -> Vec<String> {
+        case.runs(config).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    let all = labels(&backup);
+    assert_eq!(all.len(), 4, "{all:?}");
+
+    let out = lifeboat(&prune, &["--json", "prune", "--dry-run"]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let would: Vec<&str> = report["stores"][0]["repository_removed"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap()).collect();
+    assert_eq!(would, [all[0].as_str(), all[1].as_str()], "the first full backup and its differential would go");
+    let bytes: u64 = report["stores"][0]["repository_removed"].as_array().unwrap().iter().map(|b| b["bytes"].as_u64().unwrap()).sum();
+    assert!(bytes > 0 && report["freed_bytes"] == bytes, "{report}");
+    assert_eq!(labels(&backup), all, "--dry-run expired nothing");
+
+    let out = lifeboat(&prune, &["prune"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("postgres: removed full backup {}", all[0])), "{text}");
+    assert_eq!(labels(&backup), all[2..].to_vec(), "the newest full backup and its differential remain");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -173,12 +173,9 @@ fn print_store(p: &StorePrune, dry_run: bool) {
     for b in &p.repository_removed {
         println!("{}: {verb} {} backup {} ({})", p.store, b.kind, b.label, human_bytes(b.bytes));
     }
-    println!(
-        "{}: kept {} run(s), {verb} {} run(s) and {} repository backup(s), {}",
-        p.store,
-        p.kept.len(),
-        p.removed.len(),
-        p.repository_removed.len(),
-        human_bytes(p.freed_bytes)
-    );
+    let repository = match p.repository_removed.len() {
+        0 => String::new(),
+        n => format!(" and {n} repository backup(s)"),
+    };
+    println!("{}: kept {} run(s), {verb} {} run(s){repository}, {}", p.store, p.kept.len(), p.removed.len(), human_bytes(p.freed_bytes));
 }

@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(default)]
     pub compression: Compression,
     #[serde(default)]
+    pub locking: Locking,
+    #[serde(default)]
     pub stores: StoreConfigs,
     /// Metrics and the failure webhook, after each job.
     #[serde(default)]
@@ -143,20 +145,67 @@ impl Default for Compression {
     }
 }
 
-/// Parses `30m`, `26h`, `2d`, `1w` or plain seconds; the error says what is wrong with `text`.
+/// Parses `250ms`, `30s`, `30m`, `26h`, `2d`, `1w` or plain seconds; the error says what is
+/// wrong with `text`.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let n: u64 = number.parse().map_err(|_| format!("`{text}`: expected e.g. 26h, 2d, 90m, 30s"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use s, m, h, d or w)")),
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w)")),
     };
-    Ok(Duration::from_secs(secs))
+    Ok(Duration::from_millis(n.saturating_mul(millis)))
+}
+
+/// `locking:`: one job at a time per store (see `layout::lock`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locking {
+    /// How long a job waits for another job of the same store before failing; 0: fail at once.
+    #[serde(default = "ten_minutes", deserialize_with = "duration")]
+    pub wait: Duration,
+    /// A lock older than this whose holder cannot be seen alive is taken over.
+    #[serde(default = "twelve_hours", deserialize_with = "duration")]
+    pub stale_after: Duration,
+    /// How often a waiting job looks at the lock again.
+    #[serde(default = "five_seconds", deserialize_with = "duration")]
+    pub poll: Duration,
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn twelve_hours() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for Locking {
+    fn default() -> Self {
+        Locking { wait: ten_minutes(), stale_after: twelve_hours(), poll: five_seconds() }
+    }
+}
+
+/// A duration in the configuration: seconds as a number, or text like `90s`, `10m`, `12h`, `2d`.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(u64),
+        Text(String),
+    }
+    match Text::deserialize(d)? {
+        Text::Seconds(n) => Ok(Duration::from_secs(n)),
+        Text::Text(t) => parse_duration(&t).map_err(|_| serde::de::Error::custom(format!("`{t}` is not a duration: use e.g. 30s, 10m, 12h or 2d"))),
+    }
 }
 
 impl Config {
@@ -351,6 +400,22 @@ mod tests {
         assert!(bad.to_string().contains("server.timeout `5q`"), "{bad}");
         let c = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5s }")).unwrap();
         assert_eq!(c.server.timeout().as_secs(), 5);
+    }
+
+    #[test]
+    fn locking_durations_parse_and_unknown_keys_are_named() {
+        let c = parse(&backup("  postgres: { url: 'postgres://x@h/db' }\n")).unwrap();
+        assert_eq!((c.locking.wait.as_secs(), c.locking.stale_after.as_secs(), c.locking.poll.as_secs()), (600, 43200, 5));
+        let with = |block: &str| parse(&format!("locking: {block}\n{}", backup("  postgres: { url: 'postgres://x@h/db' }\n")));
+        let c = with("{ wait: 0, stale_after: 2d, poll: 250ms }").unwrap();
+        assert_eq!((c.locking.wait.as_millis(), c.locking.stale_after.as_secs(), c.locking.poll.as_millis()), (0, 172800, 250));
+        assert_eq!(with("{ wait: 90 }").unwrap().locking.wait.as_secs(), 90);
+        assert_eq!(with("{ wait: 10m }").unwrap().locking.wait.as_secs(), 600);
+        for (block, needle) in [("{ wiat: 10m }", "wiat"), ("{ wait: 10x }", "`10x` is not a duration"), ("{ stale_after: soon }", "`soon`")] {
+            let (code, text) = message(with(block).unwrap_err());
+            assert_eq!(code, 2, "{text}");
+            assert!(text.contains(needle) && text.contains("/etc/lifeboat/test.yaml"), "`{needle}` missing from: {text}");
+        }
     }
 
     #[test]

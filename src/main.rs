@@ -15,7 +15,7 @@ struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "LIFEBOAT_CONFIG", default_value = "lifeboat.yaml")]
     config: PathBuf,
-    /// Print results as JSON (list, status, verify).
+    /// Print results as JSON (list, status, verify, prune).
     #[arg(long, global = true)]
     json: bool,
     /// More detail in the logs (-v: debug).
@@ -58,6 +58,14 @@ enum Command {
         #[arg(long)]
         deep: bool,
     },
+    /// Apply the retention policy: remove the runs it does not keep (and expire differential backups).
+    Prune {
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        /// Print what would be removed and the bytes it would free; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Newest complete backup per store; non-zero exit when older than --max-age.
     Status {
         /// e.g. 26h, 2d.
@@ -96,6 +104,7 @@ async fn run(cli: Cli) -> Result<()> {
         .map(|_| ()),
         Command::List => commands::list::run(&config, cli.json).await.map(|_| ()),
         Command::Verify { from, deep } => commands::verify::run(&config, from.as_deref(), deep, cli.json).await.map(|_| ()),
+        Command::Prune { stores, dry_run } => commands::prune::run(&config, &stores, dry_run, cli.json).await.map(|_| ()),
         Command::Status { max_age } => commands::status::run(&config, max_age.as_deref(), cli.json).await.map(|_| ()),
         Command::Keygen => unreachable!("handled above"),
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
+use crate::layout::lock::with_lock;
 use crate::pipeline::EncryptKey;
 use crate::progress::{human_bytes, summary};
 use crate::server::{self, BackupServer};
@@ -32,11 +33,8 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
-    // Differential stores reach the server through their own tool: connect only for dump stores.
-    let server = match stores.iter().any(|s| s.store.differential().is_none()) {
-        true => Some(server::connect(&config.server).await?),
-        false => None,
-    };
+    // Differential stores reach the server through their own tool; the connection holds the locks.
+    let server = server::connect(&config.server).await?;
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     let mut stopped: Option<&str> = None;
@@ -48,10 +46,13 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
             continue;
         }
         let started_at = chrono::Utc::now();
-        let result = match store.store.differential() {
-            Some(differential) => backup_differential(config, store.name, differential, kind).await,
-            None => backup_store(config, server.as_deref().expect("connected for dump stores"), store, &key).await,
+        let job = async {
+            match store.store.differential() {
+                Some(differential) => backup_differential(config, store.name, differential, kind).await,
+                None => backup_store(config, server.as_ref(), store, &key).await,
+            }
         };
+        let result = with_lock(server.as_ref(), &config.locking, store.folder(), "backup", job).await;
         results.push(job_result(store.name, started_at, &result));
         match result {
             Err(Error::Stopped(_)) => stopped = Some(store.name),

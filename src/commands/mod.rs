@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod keygen;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod status;
 pub mod verify;

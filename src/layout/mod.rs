@@ -12,8 +12,10 @@
 //! readable manifest is never complete, whatever else its folder holds.
 
 pub mod drill;
+pub mod lock;
 pub mod manifest;
 mod reader;
+pub mod retention;
 mod writer;
 
 use std::cmp::Ordering;

@@ -160,6 +160,11 @@ pub trait DifferentialStore: Send + Sync {
     async fn backups(&self) -> Result<Vec<RepoBackup>>;
     /// Checks the repository with the tool's own verification; returns the problems found.
     async fn verify(&self) -> Result<Vec<String>>;
+    /// Applies the tool's own retention (`lifeboat prune`) and returns the backups it removed, or
+    /// with `dry_run` would remove, leaving the repository as it is.
+    async fn prune(&self, _dry_run: bool) -> Result<Vec<RepoBackup>> {
+        Err(Error::Usage("prune is not implemented for this differential store; run prune with --store for the others".into()))
+    }
 }
 
 /// How a datastore is made from its configuration block.

@@ -73,3 +73,28 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) -> String {
     assert!(line.contains(needle), "error line should mention `{needle}`: {line}");
     line
 }
+
+/// Starts the lifeboat binary in the background with its stderr written to `log`, to watch
+/// what it says while it runs.
+pub fn spawn_lifeboat_logged(config: &Path, args: &[&str], log: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("create the log file"))
+        .env_remove("LIFEBOAT_CONFIG")
+        .spawn()
+        .expect("start lifeboat")
+}
+
+/// Polls `done` every 50 ms until it holds, failing with `what` after `limit`.
+#[track_caller]
+pub fn poll_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "gave up waiting {limit:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -327,4 +327,30 @@ impl DifferentialStore for Differential {
         let text = tool.run(&["verify", "--output=text", "--verbose"]).await?;
         Ok(repo_info::verify_problems(&text))
     }
+
+    /// pgBackRest `expire` with the store's `retention_full` / `retention_diff` (what each backup
+    /// also runs on its own). On the backup server (a `file://` configuration) there is no data
+    /// directory: pgBackRest then runs as the repository's owner, and expire never reads `pg1-path`.
+    async fn prune(&self, dry_run: bool) -> Result<Vec<RepoBackup>> {
+        let run_as = match (&self.repository, self.data_directory.exists()) {
+            (Repository::Posix { path }, false) => PathBuf::from(path),
+            _ => self.data_directory.clone(),
+        };
+        let tool = self.tool(&run_as, self.socket_directory.as_deref()).await?;
+        let before = self.readable_info(&tool).await?;
+        let mut args = vec!["expire", "--log-level-console=info"];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = tool.run(&args).await?;
+        let gone: Vec<&str> = match dry_run {
+            // `[DRY-RUN] repo1: expire full backup set 20250601-010000F, 20250601-010000F_20250602-010000D`
+            true => out.lines().filter(|l| l.contains("expire") && l.contains("backup set")).flat_map(|l| l.split([' ', ','])).collect(),
+            false => {
+                let after = self.readable_info(&tool).await?;
+                before.backups.iter().map(|b| b.label.as_str()).filter(|l| !after.backups.iter().any(|a| a.label == *l)).collect()
+            }
+        };
+        Ok(before.backups.iter().filter(|b| gone.contains(&b.label.as_str())).map(|b| self.repo_backup(b)).collect())
+    }
 }

@@ -1,0 +1,181 @@
+//! `lifeboat prune [--dry-run]`: the retention policy applied per store (see
+//! [`crate::layout::retention`] for exactly what is kept), to the date folders and, for a
+//! differential store, through its own tool (pgBackRest `expire`).
+//!
+//! Meant to run on the backup server itself with a `file://` configuration (the production key
+//! may not delete); works over `ssh://` with a key that may. Either role's configuration will
+//! do: prune reads no key and decrypts nothing. Each store is pruned holding its lock, so a
+//! running backup of it is waited for (or named) and never pruned under; `--dry-run` takes no
+//! lock and changes nothing.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::lock::with_lock;
+use crate::layout::retention::{self, RunKind, Verdict};
+use crate::layout::{Run, RunReader, RunState};
+use crate::progress::human_bytes;
+use crate::server::{self, BackupServer};
+use crate::stores::ConfiguredStore;
+
+/// One run folder and what prune did (or would do) with it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrunedRun {
+    pub id: String,
+    pub path: String,
+    /// `complete`, `incomplete` or `damaged`.
+    pub state: &'static str,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// A backup a differential store's own tool removed (or would remove).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrunedRepoBackup {
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub bytes: u64,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StorePrune {
+    pub store: String,
+    pub kept: Vec<PrunedRun>,
+    pub removed: Vec<PrunedRun>,
+    /// For a differential store: what its tool expired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repository_removed: Vec<PrunedRepoBackup>,
+    pub freed_bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PruneOutcome {
+    pub dry_run: bool,
+    pub stores: Vec<StorePrune>,
+    pub freed_bytes: u64,
+}
+
+pub async fn run(config: &Config, only: &[String], dry_run: bool, json: bool) -> Result<PruneOutcome> {
+    let stores = config.configured_stores(only)?;
+    let server = server::connect(&config.server).await?;
+    let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
+    let mut outcome = PruneOutcome { dry_run, stores: Vec::new(), freed_bytes: 0 };
+    let mut failures = Vec::new();
+    for store in stores {
+        let job = prune_store(config, server.as_ref(), store, today, dry_run);
+        let result = match dry_run {
+            true => job.await,
+            false => with_lock(server.as_ref(), &config.locking, store.folder(), "prune", job).await,
+        };
+        match result {
+            Ok(pruned) => {
+                if !json {
+                    print_store(&pruned, dry_run);
+                }
+                outcome.freed_bytes += pruned.freed_bytes;
+                outcome.stores.push(pruned);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                failures.push(e);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome).expect("serialises"));
+    } else {
+        let verb = if dry_run { "would free" } else { "freed" };
+        println!("prune {verb} {} on {}", human_bytes(outcome.freed_bytes), server.describe());
+    }
+    match failures.len() {
+        0 => Ok(outcome),
+        1 => Err(failures.remove(0)),
+        n => Err(Error::store("prune", format!("{n} stores failed (see above): {}", failures[0]))),
+    }
+}
+
+async fn prune_store(config: &Config, server: &dyn BackupServer, store: &ConfiguredStore, today: chrono::NaiveDate, dry_run: bool) -> Result<StorePrune> {
+    let reader = RunReader::new(server);
+    // Listed under the lock: a backup that finished before it is seen, none can start during it.
+    let mut runs: Vec<Run> = Vec::new();
+    for folder in reader.folders().await?.iter().filter(|f| f.folder == store.folder()) {
+        runs.push(reader.open(folder).await);
+    }
+    let kinds: Vec<_> = runs.iter().map(|r| (r.id.clone(), kind_of(&r.state))).collect();
+    let verdicts = retention::plan(&config.retention, &kinds, today);
+    let mut pruned = StorePrune { store: store.name.to_string(), kept: Vec::new(), removed: Vec::new(), repository_removed: Vec::new(), freed_bytes: 0 };
+    for (run, verdict) in runs.iter().zip(verdicts) {
+        let (state, bytes) = (state_name(&run.state), run.bytes);
+        let entry = |reason: String| PrunedRun { id: run.id.to_string(), path: run.path(), state, bytes, reason };
+        match verdict {
+            Verdict::Keep(why) => {
+                if let RunState::Damaged(what) = &run.state {
+                    tracing::warn!("{}: kept damaged run {}: {what}; look at it, then remove it by hand", store.name, run.path());
+                }
+                pruned.kept.push(entry(why));
+            }
+            Verdict::Remove(why) => {
+                if !dry_run {
+                    remove_run(server, run).await?;
+                }
+                pruned.freed_bytes += bytes;
+                pruned.removed.push(entry(why.to_string()));
+            }
+        }
+    }
+    if let Some(repo) = store.store.differential() {
+        for b in repo.prune(dry_run).await? {
+            pruned.freed_bytes += b.stored_bytes;
+            pruned.repository_removed.push(PrunedRepoBackup { label: b.label, kind: b.kind, bytes: b.stored_bytes, path: b.path });
+        }
+    }
+    Ok(pruned)
+}
+
+/// Removes a run folder, then its date folder once nothing else is in it.
+async fn remove_run(server: &dyn BackupServer, run: &Run) -> Result<()> {
+    let refused = |e: Error| {
+        server.error(format!(
+            "cannot remove {} ({e}); run prune on the backup server with a file:// configuration, or with a key that may delete",
+            run.path()
+        ))
+    };
+    server.remove_dir_all(&run.path()).await.map_err(refused)?;
+    let day = run.id.to_string();
+    if server.list(&day).await?.is_empty() {
+        server.remove_empty_dir(&day).await.map_err(refused)?;
+    }
+    Ok(())
+}
+
+fn kind_of(state: &RunState) -> RunKind {
+    match state {
+        RunState::Complete(_) => RunKind::Complete,
+        RunState::Incomplete => RunKind::Incomplete,
+        RunState::Damaged(_) => RunKind::Damaged,
+    }
+}
+
+fn state_name(state: &RunState) -> &'static str {
+    match state {
+        RunState::Complete(_) => "complete",
+        RunState::Incomplete => "incomplete",
+        RunState::Damaged(_) => "damaged",
+    }
+}
+
+fn print_store(p: &StorePrune, dry_run: bool) {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for r in &p.removed {
+        println!("{}: {verb} {} ({}, {}): {}", p.store, r.path, r.state, human_bytes(r.bytes), r.reason);
+    }
+    for b in &p.repository_removed {
+        println!("{}: {verb} {} backup {} ({})", p.store, b.kind, b.label, human_bytes(b.bytes));
+    }
+    let repository = match p.repository_removed.len() {
+        0 => String::new(),
+        n => format!(" and {n} repository backup(s)"),
+    };
+    println!("{}: kept {} run(s), {verb} {} run(s){repository}, {}", p.store, p.kept.len(), p.removed.len(), human_bytes(p.freed_bytes));
+}

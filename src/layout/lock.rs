@@ -1,0 +1,254 @@
+//! One job at a time per store and environment: a lock file `<root>/locks/<store folder>.lock` on
+//! the backup server, created new (the server refuses to create a file that exists, over SFTP
+//! and in a local folder alike), holding who took it: owner, host, pid, since when, for which
+//! command. `backup` and `prune` of one store take the same lock, so they exclude each other.
+//!
+//! A lock is stale when it is older than `locking.stale_after` and its holder cannot be seen
+//! alive: on the same host, a pid that is gone (or now another process, by its start time) is
+//! gone; on another host nothing can be checked, so age alone decides. A stale lock is named in a
+//! warning and taken over. Otherwise a job polls up to `locking.wait`, then fails naming the
+//! holder. The lock is released when the job ends, whether it succeeded, failed or panicked
+//! ([`with_lock`]); only a killed process leaves it, for the next job to judge.
+//!
+//! Issue 11 makes the production key append-only: its policy must then still allow removing
+//! files under `locks/`, or no lock could ever be released.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use super::check_file_name;
+use crate::config::Locking;
+use crate::error::{Error, Result};
+use crate::server::{BackupServer, join};
+
+pub const LOCKS_DIR: &str = "locks";
+
+/// Largest lock file read: a real one is a few hundred bytes.
+const MAX_LOCK: u64 = 64 * 1024;
+
+/// Who holds a lock, as written in the lock file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockHolder {
+    pub store: String,
+    pub command: String,
+    pub owner: String,
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time (clock ticks since boot, `/proc/<pid>/stat`), so that a reused
+    /// pid is not taken for the holder.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// RFC 3339.
+    pub since: String,
+}
+
+impl LockHolder {
+    fn this_process(store: &str, command: &str) -> LockHolder {
+        let pid = std::process::id();
+        LockHolder {
+            store: store.to_string(),
+            command: command.to_string(),
+            owner: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe_uid())),
+            host: host_name(),
+            pid,
+            pid_start: process_start(pid),
+            since: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("`{}` on host {} (pid {}, user {}) since {}", self.command, self.host, self.pid, self.owner, self.since)
+    }
+
+    fn age(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let since = DateTime::parse_from_rfc3339(&self.since).ok()?;
+        (now - since.with_timezone(&Utc)).to_std().ok()
+    }
+
+    /// Alive as far as this host can tell: None when the holder is on another host.
+    fn alive_here(&self) -> Option<bool> {
+        if self.host != host_name() {
+            return None;
+        }
+        let start = process_start(self.pid);
+        Some(start.is_some() && (self.pid_start.is_none() || start == self.pid_start))
+    }
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or fails.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    if ok && end > 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "unknown-host".into() }
+}
+
+/// A process's start time from `/proc/<pid>/stat` (field 22), or None when there is no such process.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A held lock. Release it with [`StoreLock::release`]; [`with_lock`] does so on every path.
+pub struct StoreLock<'a> {
+    server: &'a dyn BackupServer,
+    path: String,
+    written: Vec<u8>,
+    released: bool,
+}
+
+impl<'a> StoreLock<'a> {
+    /// Takes the lock of store folder `folder` for `command`, waiting or taking over a stale
+    /// lock as `settings` say.
+    pub async fn acquire(server: &'a dyn BackupServer, settings: &Locking, folder: &str, command: &str) -> Result<StoreLock<'a>> {
+        check_file_name(folder)?;
+        let path = join(LOCKS_DIR, &format!("{folder}.lock"));
+        let deadline = Instant::now() + settings.wait;
+        let mut announced = false;
+        let mut vanished = 0;
+        server.create_dir_all(LOCKS_DIR).await?;
+        loop {
+            let written = serde_json::to_vec_pretty(&LockHolder::this_process(folder, command)).expect("lock serialises");
+            let created = server.write_new(&path, &written).await;
+            if created.is_ok() {
+                // Two jobs taking over the same stale lock may both have removed it: the one whose
+                // content is there holds it; the other waits like any second job.
+                if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&written[..]) {
+                    return Ok(StoreLock { server, path, written, released: false });
+                }
+                continue;
+            }
+            let held = match server.read_small(&path, MAX_LOCK).await {
+                Ok(bytes) => bytes,
+                // The lock vanished between the two calls (its holder finished): try again, but a
+                // server that cannot create the file at all fails here.
+                Err(_) if !server.exists(&path).await? && vanished < 3 => {
+                    vanished += 1;
+                    continue;
+                }
+                Err(_) => return Err(created.expect_err("create failed")),
+            };
+            let holder = serde_json::from_slice::<LockHolder>(&held).ok();
+            if let Some(h) = &holder
+                && stale(h, settings.stale_after)
+            {
+                tracing::warn!(
+                    "{folder}: taking over the stale lock {} of {}: older than locking.stale_after ({} s) and its holder is gone",
+                    server.describe() + "/" + &path,
+                    h.describe(),
+                    settings.stale_after.as_secs()
+                );
+                if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&held[..]) {
+                    server.remove_file(&path).await?;
+                }
+                continue;
+            }
+            let who = match &holder {
+                Some(h) => format!("locked by {}", h.describe()),
+                None => "locked by a lock file that cannot be read (being written, or damaged)".to_string(),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                let waited = if settings.wait.is_zero() { String::new() } else { format!(" (waited {} s, locking.wait)", settings.wait.as_secs()) };
+                return Err(Error::store(
+                    folder,
+                    format!(
+                        "{who}{waited}: another Lifeboat job is working on this store; let it finish and run again, or, if no such job is \
+                         running, remove {}/{path} (a stale lock is taken over after locking.stale_after)",
+                        server.describe()
+                    ),
+                ));
+            }
+            if !announced {
+                tracing::warn!("{folder}: waiting up to {} s for the lock: {who}", settings.wait.as_secs());
+                announced = true;
+            }
+            tokio::time::sleep(settings.poll.min(deadline - now).max(Duration::from_millis(10))).await;
+        }
+    }
+
+    /// Removes the lock file, if it is still this job's (a job that outlived `stale_after` may
+    /// have lost it to another). Never fails: a lock left behind is named in a warning.
+    pub async fn release(mut self) {
+        self.released = true;
+        let path = &self.path;
+        match self.server.read_small(path, MAX_LOCK).await {
+            Ok(bytes) if bytes == self.written => {
+                if let Err(e) = self.server.remove_file(path).await {
+                    tracing::warn!("could not remove the lock {path}: {e}; remove it by hand, or the next job waits for it");
+                }
+            }
+            Ok(_) => tracing::warn!("the lock {path} was taken over by another job while this one ran (locking.stale_after is too short)"),
+            Err(e) => tracing::warn!("could not read back the lock {path} ({e}); remove it by hand if no job is running"),
+        }
+    }
+}
+
+impl Drop for StoreLock<'_> {
+    fn drop(&mut self) {
+        // Only a path that skipped `release` gets here; [`with_lock`] never does.
+        if !self.released {
+            tracing::warn!("the lock {} was not released; the next job takes it over once it is stale", self.path);
+        }
+    }
+}
+
+fn stale(holder: &LockHolder, stale_after: Duration) -> bool {
+    let old = holder.age(Utc::now()).is_some_and(|age| age > stale_after);
+    old && holder.alive_here() != Some(true)
+}
+
+/// Runs `job` holding the lock of store folder `folder`; the lock is released however the job
+/// ends (success, error, panic).
+pub async fn with_lock<T>(server: &dyn BackupServer, settings: &Locking, folder: &str, command: &str, job: impl Future<Output = Result<T>>) -> Result<T> {
+    let lock = StoreLock::acquire(server, settings, folder, command).await?;
+    let result = AssertUnwindSafe(job).catch_unwind().await;
+    lock.release().await;
+    match result {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(host: &str, pid: u32, pid_start: Option<u64>, age: Duration) -> LockHolder {
+        let since = (Utc::now() - chrono::Duration::from_std(age).unwrap()).to_rfc3339();
+        LockHolder { store: "postgres".into(), command: "backup".into(), owner: "root".into(), host: host.into(), pid, pid_start, since }
+    }
+
+    #[test]
+    fn staleness_needs_age_and_a_holder_that_is_not_seen_alive() {
+        let hour = Duration::from_secs(3600);
+        let me = std::process::id();
+        let my_start = process_start(me);
+        assert!(my_start.is_some(), "/proc/self/stat is readable");
+        // Another host: age alone decides.
+        assert!(!stale(&holder("elsewhere.example", 1, None, hour), 2 * hour));
+        assert!(stale(&holder("elsewhere.example", 1, None, 3 * hour), 2 * hour));
+        // This host, this (alive) process: never stale, however old.
+        assert!(!stale(&holder(&host_name(), me, my_start, 30 * hour), 2 * hour));
+        // This host, the pid reused by another process (another start time): gone.
+        assert!(stale(&holder(&host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
+        // This host, no such process: gone, once old enough.
+        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
+        assert!(!stale(&holder(&host_name(), u32::MAX - 1, None, hour), 2 * hour));
+        // A lock without a readable time is never stale.
+        let mut h = holder("elsewhere.example", 1, None, 3 * hour);
+        h.since = "yesterday".into();
+        assert!(!stale(&h, 2 * hour));
+    }
+}

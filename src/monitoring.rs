@@ -255,8 +255,8 @@ mod tests {
         let t2 = DateTime::parse_from_rfc3339("2026-11-25T01:00:00Z").unwrap().to_utc();
         write_textfile(dir.path(), Role::Backup, &job(false), t2).unwrap();
         let text = std::fs::read_to_string(textfile_path(dir.path(), Role::Backup, "postgres")).unwrap();
-        assert!(text.contains("lifeboat_last_success_timestamp_seconds{role=\"backup\",store=\"postgres\"} 1763946000\n"), "{text}");
-        assert!(text.contains("lifeboat_last_attempt_timestamp_seconds{role=\"backup\",store=\"postgres\"} 1764032400\n"), "{text}");
+        assert!(text.contains("lifeboat_last_success_timestamp_seconds{role=\"backup\",store=\"postgres\"} 1795482000\n"), "{text}");
+        assert!(text.contains("lifeboat_last_attempt_timestamp_seconds{role=\"backup\",store=\"postgres\"} 1795568400\n"), "{text}");
         assert!(text.contains("lifeboat_last_result{role=\"backup\",store=\"postgres\"} 0\n"), "{text}");
         // No earlier success at all: the metric is absent, never zero (which would read as 1970).
         let fresh = tempfile::tempdir().unwrap();

@@ -162,6 +162,14 @@ fn a_stale_lock_of_a_dead_host_is_taken_over_with_a_warning() {
         assert!(text.contains("taking over the stale lock") && text.contains("dead-host.example") && text.contains("pid 4242"), "{tag}: {text}");
         assert_eq!(complete_runs(&case, &config).len(), 1);
         assert!(!lock_file(&case).exists(), "{tag}: the lock is released after the backup");
+
+        // A job on this host that died a minute ago (its connection cut before it could release):
+        // its pid is gone, so the lock is taken over at once, not after stale_after.
+        plant(&case, &host_name(), u32::MAX - 1, None, chrono::Duration::minutes(1));
+        let out = lifeboat(&config, &["backup"]);
+        assert_ok(&out);
+        assert!(stderr(&out).contains("its process is gone from this host"), "{tag}: {}", stderr(&out));
+        assert_eq!(complete_runs(&case, &config).len(), 2);
     }
 }
 

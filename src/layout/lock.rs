@@ -3,9 +3,10 @@
 //! and in a local folder alike), holding who took it: owner, host, pid, since when, for which
 //! command. `backup` and `prune` of one store take the same lock, so they exclude each other.
 //!
-//! A lock is stale when it is older than `locking.stale_after` and its holder cannot be seen
-//! alive: on the same host, a pid that is gone (or now another process, by its start time) is
-//! gone; on another host nothing can be checked, so age alone decides. A stale lock is named in a
+//! A lock is stale when its holder is on this host and its pid is gone (or now another process,
+//! by its start time), whatever its age; or, on another host where nothing can be checked, when
+//! it is older than `locking.stale_after`. (A job whose connection was cut cannot remove its lock;
+//! on the same host the next job takes it over at once.) A stale lock is named in a
 //! warning and taken over. Otherwise a job polls up to `locking.wait`, then fails naming the
 //! holder. The lock is released when the job ends, whether it succeeded, failed or panicked
 //! ([`with_lock`]); only a killed process leaves it, for the next job to judge.
@@ -143,12 +144,11 @@ impl<'a> StoreLock<'a> {
             if let Some(h) = &holder
                 && stale(h, settings.stale_after)
             {
-                tracing::warn!(
-                    "{folder}: taking over the stale lock {} of {}: older than locking.stale_after ({} s) and its holder is gone",
-                    server.describe() + "/" + &path,
-                    h.describe(),
-                    settings.stale_after.as_secs()
-                );
+                let why = match h.alive_here() {
+                    Some(_) => "its process is gone from this host".to_string(),
+                    None => format!("older than locking.stale_after ({} s)", settings.stale_after.as_secs()),
+                };
+                tracing::warn!("{folder}: taking over the stale lock {} of {}: {why}", server.describe() + "/" + &path, h.describe());
                 if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&held[..]) {
                     server.remove_file(&path).await?;
                 }
@@ -205,8 +205,10 @@ impl Drop for StoreLock<'_> {
 }
 
 fn stale(holder: &LockHolder, stale_after: Duration) -> bool {
-    let old = holder.age(Utc::now()).is_some_and(|age| age > stale_after);
-    old && holder.alive_here() != Some(true)
+    match holder.alive_here() {
+        Some(alive) => !alive,
+        None => holder.age(Utc::now()).is_some_and(|age| age > stale_after),
+    }
 }
 
 /// Runs `job` holding the lock of store folder `folder`; the lock is released however the job
@@ -243,9 +245,9 @@ mod tests {
         assert!(!stale(&holder(&host_name(), me, my_start, 30 * hour), 2 * hour));
         // This host, the pid reused by another process (another start time): gone.
         assert!(stale(&holder(&host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
-        // This host, no such process: gone, once old enough.
+        // This host, no such process: gone, however young.
         assert!(stale(&holder(&host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
-        assert!(!stale(&holder(&host_name(), u32::MAX - 1, None, hour), 2 * hour));
+        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, Duration::from_secs(1)), 2 * hour));
         // A lock without a readable time is never stale.
         let mut h = holder("elsewhere.example", 1, None, 3 * hour);
         h.since = "yesterday".into();

@@ -5,10 +5,11 @@ use std::time::Instant;
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
-use crate::pipeline::EncryptKey;
+use crate::config::Compression;
+use crate::pipeline::{self, Counters, EncodedFile, EncryptKey};
 use crate::progress::summary;
 use crate::server::{self, BackupServer};
-use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore};
+use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore, FileEncoder, RepoAccess};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupOutcome {
@@ -30,16 +31,18 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
-    // Differential stores reach the server through their own tool: connect only for dump stores.
-    let server = match stores.iter().any(|s| s.store.differential().is_none()) {
+    // pgBackRest reaches the server itself: connect only for dump stores and the MinIO mirror.
+    let server = match stores.iter().any(|s| s.store.differential().is_none_or(|d| d.uses_server())) {
         true => Some(server::connect(&config.server).await?),
         false => None,
     };
+    let encoder = Encoder { key: &key, compression: &config.compression };
+    let access = RepoAccess { server: server.as_deref(), encoder: Some(&encoder), key: None };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for store in &stores {
         let result = match store.store.differential() {
-            Some(differential) => backup_differential(config, store.name, differential, kind).await,
+            Some(differential) => backup_differential(config, store.name, differential, kind, &access).await,
             None => backup_store(config, server.as_deref().expect("connected for dump stores"), store, &key).await,
         };
         match result {
@@ -62,10 +65,16 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
 }
 
 /// A differential store's run: its own tool writes into its repository, outside the date folders.
-async fn backup_differential(config: &Config, name: &str, store: &dyn DifferentialStore, kind: Option<BackupKind>) -> Result<BackupOutcome> {
+async fn backup_differential(
+    config: &Config,
+    name: &str,
+    store: &dyn DifferentialStore,
+    kind: Option<BackupKind>,
+    access: &RepoAccess<'_>,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
-    let done = store.backup(kind, today).await?;
+    let done = store.backup(kind, today, access).await?;
     Ok(BackupOutcome {
         store: name.to_string(),
         id: done.backup.label,
@@ -99,5 +108,27 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &Config
             run.abort().await;
             Err(e)
         }
+    }
+}
+
+/// The dump files' pipeline, lent to a differential store that writes its own files.
+struct Encoder<'a> {
+    key: &'a EncryptKey,
+    compression: &'a Compression,
+}
+
+#[async_trait::async_trait]
+impl FileEncoder for Encoder<'_> {
+    async fn encode(
+        &self,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        dest: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        counters: std::sync::Arc<Counters>,
+    ) -> Result<EncodedFile> {
+        pipeline::encode_stream(source, dest, self.key, self.compression, counters).await
+    }
+
+    fn describe(&self) -> (String, String) {
+        (format!("zstd-{}", self.compression.level), self.key.scheme().to_string())
     }
 }

@@ -16,7 +16,7 @@ use crate::layout::manifest::compare_counts;
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
 use crate::server;
-use crate::stores::{RepoRestoreRequest, RestoreFiles};
+use crate::stores::{RepoAccess, RepoRestoreRequest, RestoreFiles};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreOutcome {
@@ -78,10 +78,11 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
     let mut prepared = Vec::new();
     let mut differential = Vec::new();
     let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
+    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: Some(key.clone()) };
     for store in &stores {
         if let Some(repo) = store.store.differential() {
-            repo.check_target(request).await?;
-            differential.push((store.name, repo));
+            let prepared = repo.check_target(request, &access).await?;
+            differential.push((store.name, repo, prepared));
             continue;
         }
         let run = reader.choose(&folders, store.folder(), opts.from).await?;
@@ -141,10 +142,10 @@ pub async fn run(config: &Config, opts: RestoreOptions<'_>) -> Result<Vec<Restor
         outcomes.push(outcome);
         drop(work);
     }
-    for (name, repo) in differential {
+    for (name, repo, prepared) in differential {
         tracing::info!("{name}: restoring from its repository");
         let started = Instant::now();
-        let done = repo.restore(request).await?;
+        let done = repo.restore(request, &access, prepared).await?;
         eprintln!("{name}: restore {} done: {}", done.label, done.recovered);
         outcomes.push(RestoreOutcome {
             store: name.to_string(),

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{RunReader, RunState};
 use crate::server;
+use crate::stores::RepoAccess;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {
@@ -45,15 +46,20 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<V
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
     let folders = reader.folders().await?;
+    let access = RepoAccess { server: Some(server.as_ref()), ..Default::default() };
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for store in &stores {
         let (newest_id, finished, damaged_since, incomplete_since) = match store.store.differential() {
-            // A differential store's backups are in its repository; a failed one is never listed there.
+            // A differential store's backups are in its repository (pgBackRest lists only finished ones).
             Some(repo) => {
-                let backups = repo.backups().await?;
-                let newest = backups.last();
-                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), 0, 0)
+                let backups = repo.backups(&access).await?;
+                let newest = backups.iter().rposition(|b| b.complete);
+                let since = &backups[newest.map_or(0, |i| i + 1)..];
+                let newest = newest.map(|i| &backups[i]);
+                let damaged = since.iter().filter(|b| b.damaged.is_some()).count();
+                let incomplete = since.iter().filter(|b| !b.complete && b.damaged.is_none()).count();
+                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), damaged, incomplete)
             }
             None => {
                 let (newest, since) = reader.newest_complete(&folders, store.folder()).await;

@@ -147,9 +147,27 @@ fn check_file(f: &StoredFile) -> Result<(), String> {
     Ok(())
 }
 
+/// The first line of either file: it names the run it belongs to.
+trait Header: DeserializeOwned {
+    fn run(&self) -> &str;
+}
+
+impl Header for CatalogueHeader {
+    fn run(&self) -> &str {
+        &self.run
+    }
+}
+
+impl Header for IndexHeader {
+    fn run(&self) -> &str {
+        &self.run
+    }
+}
+
 /// Reads JSON lines from `reader` (at most `max` bytes, each line at most [`MAX_LINE`]): the
-/// header first, its `format` checked before the rest of it, then one item per line.
-fn read_lines<H: DeserializeOwned, T: DeserializeOwned>(reader: impl Read, max: u64, mut item: impl FnMut(T) -> Result<(), String>) -> Result<H, String> {
+/// header first, its `format` checked before the rest of it and its run compared with `run`,
+/// then one item per line.
+fn read_lines<H: Header, T: DeserializeOwned>(reader: impl Read, max: u64, run: &str, mut item: impl FnMut(T) -> Result<(), String>) -> Result<H, String> {
     #[derive(Deserialize)]
     struct Version {
         format: u32,
@@ -172,7 +190,11 @@ fn read_lines<H: DeserializeOwned, T: DeserializeOwned>(reader: impl Read, max: 
             if format != FORMAT {
                 return Err(format!("has mirror format {format}; this Lifeboat reads format {FORMAT}: use the Lifeboat that wrote it"));
             }
-            header = Some(serde_json::from_slice::<H>(text).map_err(|e| format!("has an unreadable header ({e})"))?);
+            let parsed = serde_json::from_slice::<H>(text).map_err(|e| format!("has an unreadable header ({e})"))?;
+            if parsed.run() != run {
+                return Err(format!("belongs to run {}, not {run}", parsed.run().escape_debug()));
+            }
+            header = Some(parsed);
             continue;
         }
         item(serde_json::from_slice::<T>(text).map_err(|e| format!("has an unreadable line {number} ({e})"))?)?;
@@ -200,7 +222,7 @@ impl Catalogue {
         let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| format!("cannot be decompressed ({e})"))?;
         let (mut fps, mut paths) = (HashSet::new(), HashSet::new());
         let mut entries = Vec::new();
-        let header: CatalogueHeader = read_lines(decoder, MAX_PLAIN, |entry: CatalogueEntry| {
+        let header: CatalogueHeader = read_lines(decoder, MAX_PLAIN, run, |entry: CatalogueEntry| {
             check_file(&entry.file)?;
             if !is_sha256(&entry.fp) || !fps.insert(entry.fp.clone()) || !paths.insert(entry.file.path.clone()) {
                 return Err(format!("lists object {} (or its file) twice or with a malformed fingerprint", entry.fp.escape_debug()));
@@ -208,9 +230,6 @@ impl Catalogue {
             entries.push(entry);
             Ok(())
         })?;
-        if header.run != run {
-            return Err(format!("belongs to run {}, not {run}", header.run.escape_debug()));
-        }
         for index in &header.indexes {
             check_file(index)?;
             if !index.path.ends_with(&format!("/{INDEX_FILE}")) || paths.contains(&index.path) {
@@ -236,7 +255,7 @@ pub(super) fn encode_index(header: &IndexHeader, records: &[IndexRecord]) -> Vec
 pub(super) fn parse_index(plain: impl Read, run: &str) -> Result<(IndexHeader, Vec<IndexRecord>), String> {
     let mut records = Vec::new();
     let mut fps = HashSet::new();
-    let header: IndexHeader = read_lines(plain, MAX_PLAIN, |r: IndexRecord| {
+    let header: IndexHeader = read_lines(plain, MAX_PLAIN, run, |r: IndexRecord| {
         if !valid_bucket_name(&r.bucket) {
             return Err(format!("names bucket `{}`, which is not a valid S3 bucket name", r.bucket.escape_debug()));
         }
@@ -252,9 +271,6 @@ pub(super) fn parse_index(plain: impl Read, run: &str) -> Result<(IndexHeader, V
         records.push(r);
         Ok(())
     })?;
-    if header.run != run {
-        return Err(format!("belongs to run {}, not {run}", header.run.escape_debug()));
-    }
     if let Some(bad) = header.buckets.keys().find(|b| !valid_bucket_name(b)) {
         return Err(format!("lists bucket `{}`, which is not a valid S3 bucket name", bad.escape_debug()));
     }

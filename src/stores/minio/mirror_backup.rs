@@ -24,8 +24,9 @@ use crate::progress::Progress;
 use crate::server::{BackupServer, join};
 use crate::stores::{FileEncoder, RepoAccess, RepoBackup, RepoBackupDone};
 
-/// Objects fetched and encoded at once: hides per-object latency on small objects.
-const PARALLEL_UPLOADS: usize = 8;
+/// Objects fetched and encoded at once: hides per-object latency on small objects (each encoder
+/// holds a few MiB of buffers, so peak memory grows with it).
+const PARALLEL_UPLOADS: usize = 4;
 /// Files made durable at once before the manifest is written.
 const PARALLEL_SYNCS: usize = 16;
 

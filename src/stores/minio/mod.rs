@@ -43,6 +43,8 @@
 //! Here: the configuration and the backup and restore flow. `s3.rs`: the S3 client, its errors,
 //! listing, fetching, uploads and counting; `buckets.rs`: bucket settings, removal and
 //! re-creation; `archive.rs`: the pax tar format, written into the pipeline's pipe and read back.
+//! `type: differential`, an encrypted incremental mirror outside the date folders: `mirror*.rs`
+//! (start with `mirror.rs`).
 
 mod archive;
 mod buckets;

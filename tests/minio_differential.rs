@@ -51,11 +51,29 @@ impl World {
             self.s3.fresh_bucket(b);
         }
         for i in 0..RECORDS {
-            self.s3.put(&self.docs, &Self::record(i), &noise(i, Self::record_size(i)), Some("application/octet-stream"), &[("n", &i.to_string())]);
+            self.s3.put(
+                &self.docs,
+                &Self::record(i),
+                &noise(i, Self::record_size(i)),
+                Some("application/octet-stream"),
+                &[("n", &i.to_string())],
+            );
         }
         let s3 = &self.s3;
-        s3.put(&self.docs, "with space/birth certificate 2024.pdf", &[b'%'; 70_000], Some("application/pdf"), &[("registrar", "Ngozi Okafor")]);
-        s3.put(&self.docs, "ünïcödé/文件/файл.json", "{\"name\":\"Zoë\"}".as_bytes(), Some("application/json; charset=utf-8"), &[("lang", "multi")]);
+        s3.put(
+            &self.docs,
+            "with space/birth certificate 2024.pdf",
+            &[b'%'; 70_000],
+            Some("application/pdf"),
+            &[("registrar", "Ngozi Okafor")],
+        );
+        s3.put(
+            &self.docs,
+            "ünïcödé/文件/файл.json",
+            "{\"name\":\"Zoë\"}".as_bytes(),
+            Some("application/json; charset=utf-8"),
+            &[("lang", "multi")],
+        );
         s3.put(&self.docs, "empty-file", b"", Some("text/plain"), &[("note", "zero bytes")]);
         s3.put(&self.docs, "folder-marker/", b"", None, &[]);
         s3.set_versioning(&self.settings);
@@ -124,7 +142,13 @@ fn round_trip(test: &str, transport: Transport) {
     // 1 % of the records change, one object gets new metadata only, three go, two come.
     let changed = [17u64, 123];
     for i in changed {
-        w.s3.put(&w.docs, &World::record(i), &noise(i + 1000, World::record_size(i)), Some("application/octet-stream"), &[("n", "changed")]);
+        w.s3.put(
+            &w.docs,
+            &World::record(i),
+            &noise(i + 1000, World::record_size(i)),
+            Some("application/octet-stream"),
+            &[("n", "changed")],
+        );
     }
     w.s3.set_metadata(&w.docs, "with space/birth certificate 2024.pdf", "application/x-pdf", &[("registrar", "Chiamaka Eze")]);
     for i in [3u64, 4, 150] {
@@ -197,7 +221,8 @@ fn killed_run_leaves_the_previous_one_restorable_and_prune_cleans_up() {
     let data = w.mirror().join("data");
     let started = Instant::now();
     let killed_id = loop {
-        let new = std::fs::read_dir(&data).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| *n != first_id);
+        let new =
+            std::fs::read_dir(&data).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| *n != first_id);
         if let Some(id) = new.filter(|id| std::fs::read_dir(data.join(id)).map(|d| d.count()).unwrap_or(0) >= 3) {
             break id;
         }
@@ -363,7 +388,14 @@ fn by_hand_recipe_recovers_a_mirror_run() {
     std::fs::write(&script, recipe).unwrap();
     let restored = w.case.dir.path().join("restored");
     std::fs::create_dir_all(&restored).unwrap();
-    let out = std::process::Command::new("python3").arg(&script).arg(w.mirror()).arg(&run).arg(&w.case.identity_file).arg(&restored).output().unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(w.mirror())
+        .arg(&run)
+        .arg(&w.case.identity_file)
+        .arg(&restored)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "the recipe failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let docs = restored.join(&w.docs);

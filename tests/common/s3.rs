@@ -95,7 +95,9 @@ impl S3 {
                 let ids: Vec<(String, Option<String>)> = if self.versioned {
                     let page = self.client.list_object_versions().bucket(bucket).send().await.unwrap();
                     let versions = page.versions().iter().map(|v| (v.key().unwrap().to_string(), v.version_id().map(str::to_string)));
-                    versions.chain(page.delete_markers().iter().map(|m| (m.key().unwrap().to_string(), m.version_id().map(str::to_string)))).collect()
+                    versions
+                        .chain(page.delete_markers().iter().map(|m| (m.key().unwrap().to_string(), m.version_id().map(str::to_string))))
+                        .collect()
                 } else {
                     let page = self.client.list_objects_v2().bucket(bucket).send().await.unwrap();
                     page.contents().iter().map(|o| (o.key().unwrap().to_string(), None)).collect()
@@ -117,7 +119,13 @@ impl S3 {
     }
 
     pub fn put(&self, bucket: &str, key: &str, body: &[u8], content_type: Option<&str>, meta: &[(&str, &str)]) {
-        let mut put = self.client.put_object().bucket(bucket).key(key).body(ByteStream::from(body.to_vec())).set_content_type(content_type.map(str::to_string));
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .set_content_type(content_type.map(str::to_string));
         for (k, v) in meta {
             put = put.metadata(*k, *v);
         }

@@ -160,7 +160,12 @@ async fn read_manifest(server: &dyn BackupServer, dir: &str, id: &MirrorId) -> R
 }
 
 /// Downloads run `id`'s catalogue and checks it against its manifest. `Err` says why it cannot be used.
-pub(super) async fn fetch_catalogue(server: &dyn BackupServer, folder: &str, id: &MirrorId, manifest: &Manifest) -> std::result::Result<Catalogue, String> {
+pub(super) async fn fetch_catalogue(
+    server: &dyn BackupServer,
+    folder: &str,
+    id: &MirrorId,
+    manifest: &Manifest,
+) -> std::result::Result<Catalogue, String> {
     let entry = manifest.file(CATALOGUE_FILE).ok_or_else(|| format!("the manifest lists no {CATALOGUE_FILE}"))?;
     if entry.size > MAX_CATALOGUE {
         return Err(format!("{CATALOGUE_FILE} is said to be {} bytes, far larger than any real one", entry.size));
@@ -226,7 +231,9 @@ impl DifferentialStore for Minio {
 
     async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared> {
         if let Some(time) = request.target_time {
-            return Err(Error::Usage(format!("--target-time {time} is for PostgreSQL; restore minio with --from ID (see `lifeboat list`)")));
+            return Err(Error::Usage(format!(
+                "--target-time {time} is for PostgreSQL; restore minio with --from ID (see `lifeboat list`)"
+            )));
         }
         Ok(Box::new(self.mirror_prepare(request.from, access, true).await?))
     }
@@ -271,8 +278,10 @@ mod tests {
         ] {
             assert_eq!(MirrorId::parse(text).is_some(), ok, "{text}");
         }
-        let mut ids: Vec<MirrorId> =
-            ["20260115T010203Z_10", "20260116T000000Z", "20260115T010203Z", "20260115T010203Z_2"].iter().map(|s| MirrorId::parse(s).unwrap()).collect();
+        let mut ids: Vec<MirrorId> = ["20260115T010203Z_10", "20260116T000000Z", "20260115T010203Z", "20260115T010203Z_2"]
+            .iter()
+            .map(|s| MirrorId::parse(s).unwrap())
+            .collect();
         ids.sort();
         let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["20260115T010203Z", "20260115T010203Z_2", "20260115T010203Z_10", "20260116T000000Z"]);

@@ -78,7 +78,11 @@ impl Minio {
         let started_at = chrono::Utc::now();
         match &previous.id {
             Some(p) => tracing::info!("minio: mirror run {} to {}/{folder}, against run {p}", run.id, server.describe()),
-            None => tracing::info!("minio: mirror run {} to {}/{folder}: no earlier complete run, every object is uploaded", run.id, server.describe()),
+            None => tracing::info!(
+                "minio: mirror run {} to {}/{folder}: no earlier complete run, every object is uploaded",
+                run.id,
+                server.describe()
+            ),
         }
         let _progress = Progress::start(format!("minio: mirror {}", run.id), run.counters.clone());
 
@@ -88,15 +92,17 @@ impl Minio {
         for bucket in buckets.keys() {
             let (mut objects, mut bytes) = (0u64, 0u64);
             let listing = list_detailed(client.clone(), bucket.clone());
-            let mut work = std::pin::pin!(listing
-                .map_err(|e| Failure::S3(None, e))
-                .map_ok(|listed| {
-                    let fp = fingerprints.of(bucket, &listed.key, listed.size, &listed.etag, &listed.modified);
-                    let known = previous.files.get(&fp).cloned();
-                    next_file += u64::from(known.is_none());
-                    self.mirror_object(&client, &run, bucket, listed, fp, known, next_file)
-                })
-                .try_buffered(PARALLEL_UPLOADS));
+            let mut work = std::pin::pin!(
+                listing
+                    .map_err(|e| Failure::S3(None, e))
+                    .map_ok(|listed| {
+                        let fp = fingerprints.of(bucket, &listed.key, listed.size, &listed.etag, &listed.modified);
+                        let known = previous.files.get(&fp).cloned();
+                        next_file += u64::from(known.is_none());
+                        self.mirror_object(&client, &run, bucket, listed, fp, known, next_file)
+                    })
+                    .try_buffered(PARALLEL_UPLOADS)
+            );
             while let Some(item) = work.next().await {
                 let (entry, size) = match item {
                     Ok(Mirrored::Reused(entry, size)) => {
@@ -145,7 +151,8 @@ impl Minio {
         let stored_bytes = run.counters.stored() + catalogue_entry.size;
         let extra = MirrorExtra { format: FORMAT, index, uploaded_objects: uploaded, reused_objects: reused, uploaded_bytes, stored_bytes };
         let (compression, encryption) = encoder.describe();
-        let info = crate::layout::manifest::StoreBackup::new("objects/bytes", counts, &extra).tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION);
+        let info =
+            crate::layout::manifest::StoreBackup::new("objects/bytes", counts, &extra).tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             store: "minio".into(),
@@ -316,7 +323,10 @@ async fn load_previous(server: &dyn BackupServer, folder: &str) -> Result<Previo
         }
     }
     if files.len() < total {
-        tracing::warn!("minio: {} stored file(s) of run {id} are missing or changed on the server; those objects are uploaded again", total - files.len());
+        tracing::warn!(
+            "minio: {} stored file(s) of run {id} are missing or changed on the server; those objects are uploaded again",
+            total - files.len()
+        );
     }
     Ok(Previous { id: Some(id), files, indexes })
 }

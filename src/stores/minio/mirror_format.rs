@@ -167,7 +167,12 @@ impl Header for IndexHeader {
 /// Reads JSON lines from `reader` (at most `max` bytes, each line at most [`MAX_LINE`]): the
 /// header first, its `format` checked before the rest of it and its run compared with `run`,
 /// then one item per line.
-fn read_lines<H: Header, T: DeserializeOwned>(reader: impl Read, max: u64, run: &str, mut item: impl FnMut(T) -> Result<(), String>) -> Result<H, String> {
+fn read_lines<H: Header, T: DeserializeOwned>(
+    reader: impl Read,
+    max: u64,
+    run: &str,
+    mut item: impl FnMut(T) -> Result<(), String>,
+) -> Result<H, String> {
     #[derive(Deserialize)]
     struct Version {
         format: u32,

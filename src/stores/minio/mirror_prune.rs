@@ -41,7 +41,13 @@ pub struct MirrorPruned {
 /// folder the manifest goes first, so a run half removed reads as incomplete, never as complete.
 /// `now` is the current time (a parameter for tests). Must not run while a backup of the same
 /// mirror runs (that backup may be about to refer to a file that looks unreferenced).
-pub async fn prune_mirror(server: &dyn BackupServer, folder: &str, keep: &BTreeSet<String>, dry_run: bool, now: DateTime<Utc>) -> Result<MirrorPruned> {
+pub async fn prune_mirror(
+    server: &dyn BackupServer,
+    folder: &str,
+    keep: &BTreeSet<String>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<MirrorPruned> {
     let runs = scan_runs(server, folder).await?;
     let newest_complete = runs.iter().rev().find(|r| r.manifest().is_some()).map(|r| r.id.clone());
     let young = |run: &MirrorRun| matches!(run.state, RunState::Incomplete) && now - run.id.started() < IN_PROGRESS;
@@ -51,7 +57,10 @@ pub async fn prune_mirror(server: &dyn BackupServer, folder: &str, keep: &BTreeS
     for run in runs.iter().filter(|r| kept(r)) {
         let Some(manifest) = run.manifest() else { continue };
         let catalogue = fetch_catalogue(server, folder, &run.id, manifest).await.map_err(|why| {
-            Error::Integrity(format!("cannot prune the minio mirror: kept run {} is damaged ({why}); nothing was removed; check it with `lifeboat verify`", run.id))
+            Error::Integrity(format!(
+                "cannot prune the minio mirror: kept run {} is damaged ({why}); nothing was removed; check it with `lifeboat verify`",
+                run.id
+            ))
         })?;
         referenced.extend(stored_files(&catalogue).map(|f| f.path.clone()));
     }

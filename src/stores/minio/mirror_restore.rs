@@ -44,7 +44,9 @@ pub(super) struct Prepared {
 }
 
 fn damaged(id: &MirrorId, why: impl std::fmt::Display) -> Error {
-    Error::Integrity(format!("mirror run {id} of minio is damaged: {why}; nothing was restored; choose an older run with --from (see `lifeboat list`)"))
+    Error::Integrity(format!(
+        "mirror run {id} of minio is damaged: {why}; nothing was restored; choose an older run with --from (see `lifeboat list`)"
+    ))
 }
 
 impl Minio {
@@ -53,7 +55,10 @@ impl Minio {
     pub(super) async fn mirror_prepare(&self, from: Option<&str>, access: &RepoAccess<'_>, for_restore: bool) -> Result<Prepared> {
         let (folder, context) = self.mirror.as_ref().ok_or_else(|| err("not a mirror store (a bug)"))?;
         let server = access.server()?;
-        let key = access.key.clone().ok_or_else(|| Error::Usage("restoring the MinIO mirror needs encryption.identity_file or passphrase_file".into()))?;
+        let key = access
+            .key
+            .clone()
+            .ok_or_else(|| Error::Usage("restoring the MinIO mirror needs encryption.identity_file or passphrase_file".into()))?;
         if for_restore {
             let client = self.client()?;
             client.list_buckets().send().await.map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
@@ -88,12 +93,15 @@ impl Minio {
 
         // Join: every catalogue entry is an object one of those indexes describes, in a listed bucket.
         let mut plan = Vec::with_capacity(catalogue.entries.len());
-        let mut counts: Counts = buckets.keys().map(|b| (b.clone(), BTreeMap::from([("objects".into(), 0), ("bytes".into(), 0)]))).collect();
+        let mut counts: Counts =
+            buckets.keys().map(|b| (b.clone(), BTreeMap::from([("objects".into(), 0), ("bytes".into(), 0)]))).collect();
         for entry in &catalogue.entries {
             let (data, name) = check_stored_path(&entry.file.path).map_err(|why| damaged(&id, why))?;
             let record = records.get(&data).and_then(|r| r.get(&entry.fp)).filter(|r| r.file == name);
             let record = record.ok_or_else(|| damaged(&id, format!("no index describes the object stored in {}", entry.file.path)))?;
-            let scope = counts.get_mut(&record.bucket).ok_or_else(|| damaged(&id, format!("an object is in bucket {}, which the run does not list", record.bucket)))?;
+            let scope = counts
+                .get_mut(&record.bucket)
+                .ok_or_else(|| damaged(&id, format!("an object is in bucket {}, which the run does not list", record.bucket)))?;
             *scope.get_mut("objects").expect("set above") += 1;
             *scope.get_mut("bytes").expect("set above") += record.size;
             plan.push((record.clone(), entry.file.clone()));
@@ -103,17 +111,18 @@ impl Minio {
         }
 
         // Every stored file, checked and decoded once before anything is changed.
-        let fetches: Vec<_> = plan.into_iter().map(|(record, file)| {
-            let fetcher = &fetcher;
-            async move {
-                let local = fetcher.fetch(&file, Some(record.size)).await?;
-                Ok::<_, Error>((record, local))
-            }
-        }).collect();
-        let objects: Vec<(IndexRecord, PathBuf)> = futures::stream::iter(fetches)
-        .buffer_unordered(PARALLEL_DOWNLOADS)
-        .try_collect()
-        .await?;
+        let fetches: Vec<_> = plan
+            .into_iter()
+            .map(|(record, file)| {
+                let fetcher = &fetcher;
+                async move {
+                    let local = fetcher.fetch(&file, Some(record.size)).await?;
+                    Ok::<_, Error>((record, local))
+                }
+            })
+            .collect();
+        let objects: Vec<(IndexRecord, PathBuf)> =
+            futures::stream::iter(fetches).buffer_unordered(PARALLEL_DOWNLOADS).try_collect().await?;
         let stored_bytes = manifest.extra::<MirrorExtra>().map(|e| e.stored_bytes).unwrap_or_default();
         Ok(Prepared { id, buckets, objects, counts, stored_bytes, _work: work })
     }
@@ -122,28 +131,34 @@ impl Minio {
     pub(super) async fn mirror_restore(&self, prepared: Prepared, access: &RepoAccess<'_>) -> Result<RepoRestoreDone> {
         let key = access.key.clone().ok_or_else(|| err("restoring needs the key (a bug)"))?;
         let client = self.client()?;
-        tracing::info!("minio: restoring mirror run {}: {} bucket(s), {} object(s)", prepared.id, prepared.buckets.len(), prepared.objects.len());
+        tracing::info!(
+            "minio: restoring mirror run {}: {} bucket(s), {} object(s)",
+            prepared.id,
+            prepared.buckets.len(),
+            prepared.objects.len()
+        );
         for (bucket, settings) in &prepared.buckets {
             self.recreate_bucket(&client, bucket, settings).await?;
         }
-        let uploads: Vec<_> = prepared.objects.iter().map(|(record, local)| {
-            let (client, key) = (&client, &key);
-            async move {
-                let meta = ObjectMeta {
-                    bucket: record.bucket.clone(),
-                    key: record.key.clone(),
-                    size: record.size,
-                    headers: record.headers.clone(),
-                    metadata: record.metadata.clone(),
-                };
-                let mut body = Decoded { reader: pipeline::open_decoded(local, key, &record.file)? };
-                self.upload_object(client, &meta, &mut body).await
-            }
-        }).collect();
-        futures::stream::iter(uploads)
-        .buffer_unordered(PARALLEL_UPLOADS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let uploads: Vec<_> = prepared
+            .objects
+            .iter()
+            .map(|(record, local)| {
+                let (client, key) = (&client, &key);
+                async move {
+                    let meta = ObjectMeta {
+                        bucket: record.bucket.clone(),
+                        key: record.key.clone(),
+                        size: record.size,
+                        headers: record.headers.clone(),
+                        metadata: record.metadata.clone(),
+                    };
+                    let mut body = Decoded { reader: pipeline::open_decoded(local, key, &record.file)? };
+                    self.upload_object(client, &meta, &mut body).await
+                }
+            })
+            .collect();
+        futures::stream::iter(uploads).buffer_unordered(PARALLEL_UPLOADS).try_collect::<Vec<()>>().await?;
         let mut found = Counts::new();
         for bucket in prepared.buckets.keys() {
             found.insert(bucket.clone(), self.count_bucket(&client, bucket).await?);
@@ -152,7 +167,11 @@ impl Minio {
         if !problems.is_empty() {
             return Err(Error::Verification {
                 store: "minio".into(),
-                message: format!("{} difference(s) against the mirror run's counts: {}; the target does not hold what was backed up", problems.len(), problems.join("; ")),
+                message: format!(
+                    "{} difference(s) against the mirror run's counts: {}; the target does not hold what was backed up",
+                    problems.len(),
+                    problems.join("; ")
+                ),
             });
         }
         let objects = prepared.objects.len();
@@ -189,7 +208,9 @@ async fn choose(server: &dyn BackupServer, folder: &str, from: Option<&str>) -> 
     let where_ = format!("{}/{folder}", server.describe());
     if let Some(wanted) = from {
         let run = runs.iter().find(|r| r.id.to_string() == wanted).ok_or_else(|| {
-            Error::NotFound(format!("no mirror run {wanted} of minio on {where_}; see `lifeboat list` (mirror ids look like 20260115T010203Z)"))
+            Error::NotFound(format!(
+                "no mirror run {wanted} of minio on {where_}; see `lifeboat list` (mirror ids look like 20260115T010203Z)"
+            ))
         })?;
         return match &run.state {
             RunState::Complete(m) => Ok((run.id.clone(), (**m).clone())),
@@ -206,7 +227,9 @@ async fn choose(server: &dyn BackupServer, folder: &str, from: Option<&str>) -> 
             RunState::Incomplete => {}
         }
     }
-    Err(Error::NotFound(format!("no complete mirror run of minio on {where_}: nothing was restored; run a backup first or check server.url")))
+    Err(Error::NotFound(format!(
+        "no complete mirror run of minio on {where_}: nothing was restored; run a backup first or check server.url"
+    )))
 }
 
 /// Downloads stored files of a run into the work folder and checks them.
@@ -235,10 +258,14 @@ impl Fetcher<'_> {
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
         let remote = join(self.folder, &file.path);
         let source = self.server.open(&remote).await.map_err(|e| damaged(self.id, format!("{} cannot be read ({e})", file.path)))?;
-        let (size, sha256) =
-            pipeline::copy_hashed(source, &mut out, &self.counters.stored).await.map_err(|e| self.server.error(format!("downloading {remote}: {e}")))?;
+        let (size, sha256) = pipeline::copy_hashed(source, &mut out, &self.counters.stored)
+            .await
+            .map_err(|e| self.server.error(format!("downloading {remote}: {e}")))?;
         if size != file.size || sha256 != file.sha256 {
-            return Err(damaged(self.id, format!("stored file {} does not match the catalogue (size {size} vs {}, sha256 {})", file.path, file.size, &sha256[..12])));
+            return Err(damaged(
+                self.id,
+                format!("stored file {} does not match the catalogue (size {size} vs {}, sha256 {})", file.path, file.size, &sha256[..12]),
+            ));
         }
         let (path, key, label) = (local.clone(), self.key.clone(), file.path.clone());
         let decoded = tokio::task::spawn_blocking(move || match plain {

@@ -110,8 +110,7 @@ impl Case {
     /// A run's folder on a `file://` server and its manifest, read directly from disk.
     pub fn manifest_of(&self, run: &serde_json::Value) -> (PathBuf, serde_json::Value) {
         let dir = self.server_path.join(run["path"].as_str().expect("a listed run has a path"));
-        let manifest =
-            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("the run has a manifest")).expect("valid JSON");
+        let manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("the run has a manifest")).expect("valid JSON");
         (dir, manifest)
     }
 
@@ -123,3 +122,4 @@ impl Case {
         v.as_array().unwrap().clone()
     }
 }
+

@@ -42,13 +42,7 @@ impl Stored {
     pub fn find(case: &Case, config: &Path, store: &str, pick: impl Fn(&str) -> bool) -> Stored {
         let run = case.runs(config).into_iter().rfind(|r| r["store"] == store && r["complete"] == true).expect("a complete run");
         let (run_dir, manifest) = case.manifest_of(&run);
-        let name = manifest["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap().to_string())
-            .find(|n| pick(n))
-            .expect("the file");
+        let name = manifest["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).find(|n| pick(n)).expect("the file");
         Stored { run_dir, name }
     }
 

@@ -17,8 +17,7 @@ pub fn influx_at(http: &str, db: Option<&str>, q: &str) -> serde_json::Value {
     }
     let out = cmd.output().expect("run curl");
     assert!(out.status.success(), "query failed: {q}: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{q}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{q}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert!(v["results"][0]["error"].is_null() && v["error"].is_null(), "{q}: {v}");
     v
 }

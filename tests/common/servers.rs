@@ -26,12 +26,7 @@ pub fn ensure_server(name: &str) {
     }
     let script = repo().join("scripts/servers").join(format!("{name}.sh"));
     let out = Command::new("bash").arg(&script).arg("start").env("LIFEBOAT_TEST_STATE", state()).output().expect("run server script");
-    assert!(
-        out.status.success(),
-        "starting {name} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "starting {name} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     started.push(name.to_string());
 }
 
@@ -39,24 +34,7 @@ pub fn ensure_server(name: &str) {
 pub fn psql(db: &str, sql: &str) -> String {
     ensure_server("postgres");
     let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-c", sql])
         .output()
         .expect("run psql");
     assert!(out.status.success(), "psql failed on {db}: {sql}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -115,3 +93,4 @@ pub fn fingerprint(db: &str) -> String {
             (SELECT has_table_privilege('clerk_' || current_database(), 'registry.births', 'SELECT')))",
     )
 }
+

@@ -5,13 +5,14 @@ use std::time::Instant;
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
+use crate::config::Compression;
 use crate::layout::lock::with_lock;
-use crate::pipeline::EncryptKey;
+use crate::monitoring::{self, JobResult};
+use crate::pipeline::{self, Counters, EncodedFile, EncryptKey};
 use crate::progress::{human_bytes, summary};
 use crate::server::{self, BackupServer};
-use crate::monitoring::{self, JobResult};
 use crate::stop;
-use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore};
+use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore, FileEncoder, RepoAccess};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupOutcome {
@@ -33,8 +34,10 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
-    // Differential stores reach the server through their own tool; the connection holds the locks.
+    // pgBackRest reaches the server itself, but the connection also holds every store's lock.
     let server = server::connect(&config.server).await?;
+    let encoder = Encoder { key: &key, compression: &config.compression };
+    let access = RepoAccess { server: Some(server.as_ref()), encoder: Some(&encoder), key: None };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     let mut stopped: Option<&str> = None;
@@ -48,7 +51,7 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         let started_at = chrono::Utc::now();
         let job = async {
             match store.store.differential() {
-                Some(differential) => backup_differential(config, store.name, differential, kind).await,
+                Some(differential) => backup_differential(config, store.name, differential, kind, &access).await,
                 None => backup_store(config, server.as_ref(), store, &key).await,
             }
         };
@@ -137,10 +140,16 @@ async fn explain_full_disk(server: &dyn BackupServer, e: Error) -> Error {
 }
 
 /// A differential store's run: its own tool writes into its repository, outside the date folders.
-async fn backup_differential(config: &Config, name: &str, store: &dyn DifferentialStore, kind: Option<BackupKind>) -> Result<BackupOutcome> {
+async fn backup_differential(
+    config: &Config,
+    name: &str,
+    store: &dyn DifferentialStore,
+    kind: Option<BackupKind>,
+    access: &RepoAccess<'_>,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
-    let Some(done) = stop::unless_requested(store.backup(kind, today)).await else {
+    let Some(done) = stop::unless_requested(store.backup(kind, today, access)).await else {
         tracing::warn!("{name}: stopped; the tool was killed before it recorded the backup, which it never lists as complete");
         return Err(Error::Stopped(format!("{name}: backup stopped")));
     };
@@ -185,5 +194,27 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &Config
             }
             Err(e)
         }
+    }
+}
+
+/// The dump files' pipeline, lent to a differential store that writes its own files.
+struct Encoder<'a> {
+    key: &'a EncryptKey,
+    compression: &'a Compression,
+}
+
+#[async_trait::async_trait]
+impl FileEncoder for Encoder<'_> {
+    async fn encode(
+        &self,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        dest: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        counters: std::sync::Arc<Counters>,
+    ) -> Result<EncodedFile> {
+        pipeline::encode_stream(source, dest, self.key, self.compression, counters).await
+    }
+
+    fn describe(&self) -> (String, String) {
+        (format!("zstd-{}", self.compression.level), self.key.scheme().to_string())
     }
 }

@@ -4,7 +4,8 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::layout::{RunReader, RunState};
 use crate::progress::human_bytes;
-use crate::server;
+use crate::server::{self, BackupServer};
+use crate::stores::RepoAccess;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ListedBackup {
@@ -40,7 +41,7 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
             path: r.path(),
         })
         .collect();
-    listed.extend(repository_backups(config).await?);
+    listed.extend(repository_backups(config, server.as_ref()).await?);
     if json {
         println!("{}", serde_json::to_string_pretty(&listed).expect("serialises"));
     } else if listed.is_empty() {
@@ -67,21 +68,22 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
     Ok(listed)
 }
 
-/// The backups differential stores keep in their own repositories (pgBackRest's `info`), after
-/// the date-folder runs; their size is what each added to the repository.
-async fn repository_backups(config: &Config) -> Result<Vec<ListedBackup>> {
+/// The backups differential stores keep in their own repositories (pgBackRest's `info`, the
+/// MinIO mirror's runs), after the date-folder runs; their size is what each added to the repository.
+async fn repository_backups(config: &Config, server: &dyn BackupServer) -> Result<Vec<ListedBackup>> {
     let tz = config.tz()?;
     let mut listed = Vec::new();
+    let access = RepoAccess { server: Some(server), ..Default::default() };
     for store in config.configured_stores(&[]).unwrap_or_default() {
         let Some(repo) = store.store.differential() else { continue };
-        for b in repo.backups().await? {
+        for b in repo.backups(&access).await? {
             listed.push(ListedBackup {
                 date: b.finished_at.with_timezone(&tz).date_naive().to_string(),
                 id: b.label,
                 store: store.name.to_string(),
                 kind: Some(b.kind),
-                complete: true,
-                damaged: None,
+                complete: b.complete,
+                damaged: b.damaged,
                 bytes: b.stored_bytes,
                 path: b.path,
             });

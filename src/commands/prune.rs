@@ -8,14 +8,16 @@
 //! running backup of it is waited for (or named) and never pruned under; `--dry-run` takes no
 //! lock and changes nothing.
 
-use crate::config::Config;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, Retention};
 use crate::error::{Error, Result};
 use crate::layout::lock::with_lock;
 use crate::layout::retention::{self, RunKind, Verdict};
-use crate::layout::{Run, RunReader, RunState};
+use crate::layout::{Run, RunId, RunReader, RunState};
 use crate::progress::human_bytes;
 use crate::server::{self, BackupServer};
-use crate::stores::ConfiguredStore;
+use crate::stores::{ConfiguredStore, RepoAccess, RepoBackup};
 
 /// One run folder and what prune did (or would do) with it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,6 +97,28 @@ pub async fn run(config: &Config, only: &[String], dry_run: bool, json: bool) ->
     }
 }
 
+/// The labels of a repository's backups that `retention:` keeps (the same policy as for the date
+/// folders, by the day each finished); a store whose own tool applies its retention ignores them.
+fn repository_keeps(policy: &Retention, backups: &[RepoBackup], tz: chrono_tz::Tz, today: chrono::NaiveDate) -> BTreeSet<String> {
+    let mut seq_of_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
+    let runs: Vec<(RunId, RunKind)> = backups
+        .iter()
+        .map(|b| {
+            let date = b.finished_at.with_timezone(&tz).date_naive();
+            let seq = seq_of_day.entry(date).or_insert(0);
+            *seq += 1;
+            let kind = match (b.complete, b.damaged.is_some()) {
+                (true, _) => RunKind::Complete,
+                (false, true) => RunKind::Damaged,
+                (false, false) => RunKind::Incomplete,
+            };
+            (RunId { date, seq: *seq }, kind)
+        })
+        .collect();
+    let verdicts = retention::plan(policy, &runs, today);
+    backups.iter().zip(verdicts).filter(|(_, v)| !v.removes()).map(|(b, _)| b.label.clone()).collect()
+}
+
 async fn prune_store(config: &Config, server: &dyn BackupServer, store: &ConfiguredStore, today: chrono::NaiveDate, dry_run: bool) -> Result<StorePrune> {
     let reader = RunReader::new(server);
     // Listed under the lock: a backup that finished before it is seen, none can start during it.
@@ -125,8 +149,11 @@ async fn prune_store(config: &Config, server: &dyn BackupServer, store: &Configu
         }
     }
     if let Some(repo) = store.store.differential() {
-        for b in repo.prune(dry_run).await? {
-            pruned.freed_bytes += b.stored_bytes;
+        let access = RepoAccess { server: Some(server), encoder: None, key: None };
+        let keep = repository_keeps(&config.retention, &repo.backups(&access).await?, config.tz()?, today);
+        let done = repo.prune(&access, &keep, dry_run).await?;
+        pruned.freed_bytes += done.freed_bytes;
+        for b in done.removed {
             pruned.repository_removed.push(PrunedRepoBackup { label: b.label, kind: b.kind, bytes: b.stored_bytes, path: b.path });
         }
     }

@@ -18,10 +18,10 @@ use crate::layout::manifest::{Counts, compare_counts};
 use crate::layout::{Manifest, Run, RunReader};
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
-use crate::server::{self, join};
 use crate::monitoring::{self, JobResult};
+use crate::server::{self, join};
 use crate::stop;
-use crate::stores::{ConfiguredStore, DifferentialStore, RepoRestoreRequest, RestoreFiles};
+use crate::stores::{ConfiguredStore, DifferentialStore, RepoAccess, RepoPrepared, RepoRestoreRequest, RestoreFiles};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreOutcome {
@@ -107,12 +107,13 @@ async fn restore_stores(
     // Phase 1, for every store: find the run, check it and the target, download and verify it.
     // No target is touched until the whole backup of every store is here and verified.
     let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
+    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: Some(key.clone()) };
     let prepare = async {
         let mut jobs = Vec::new();
         for store in stores {
             if let Some(repo) = store.store.differential() {
-                repo.check_target(request).await?;
-                jobs.push(Job::Repo { store, repo });
+                let prepared = repo.check_target(request, &access).await?;
+                jobs.push(Job::Repo { store, repo, prepared });
                 continue;
             }
             let run = reader.choose(&folders, store.folder(), opts.from).await?;
@@ -144,8 +145,8 @@ async fn restore_stores(
     for (i, job) in jobs.into_iter().enumerate() {
         let started_at = Utc::now();
         let started = Instant::now();
-        let result = stop::unless_requested(job.restore(&key, request)).await;
         let (report_dir, mut report) = job.report(started_at);
+        let result = stop::unless_requested(job.restore(&key, request, &access)).await;
         report.duration_seconds = started.elapsed().as_secs_f64();
         report.finished_at = Utc::now().to_rfc3339();
         let verdict = match result {
@@ -235,7 +236,7 @@ fn check_run_matches(store: &ConfiguredStore, run: &Run, manifest: &Manifest) ->
 /// One store's restore, ready to run: a verified run in a private folder, or a differential repository.
 enum Job<'a> {
     Run { store: &'a ConfiguredStore, run: Run, manifest: Box<Manifest>, work: tempfile::TempDir },
-    Repo { store: &'a ConfiguredStore, repo: &'a dyn DifferentialStore },
+    Repo { store: &'a ConfiguredStore, repo: &'a dyn DifferentialStore, prepared: RepoPrepared },
 }
 
 impl Job<'_> {
@@ -246,14 +247,14 @@ impl Job<'_> {
     }
 
     /// Replaces the target's data; returns the outcome and the counts found afterwards.
-    async fn restore(&self, key: &Arc<DecryptKey>, request: RepoRestoreRequest<'_>) -> Result<(RestoreOutcome, Counts)> {
+    async fn restore(self, key: &Arc<DecryptKey>, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<(RestoreOutcome, Counts)> {
         let started = Instant::now();
         match self {
             Job::Run { store, run, manifest, work } => {
                 tracing::info!("{}: restoring backup {}", store.name, run.id);
                 let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.clone() };
-                let found = store.store.restore(manifest, &files).await?;
-                let what = store.store.describe_counts(manifest);
+                let found = store.store.restore(&manifest, &files).await?;
+                let what = store.store.describe_counts(&manifest);
                 tracing::info!("{}: found {what} across {} scope(s)", store.name, found.len());
                 let outcome = RestoreOutcome {
                     store: store.name.to_string(),
@@ -266,9 +267,9 @@ impl Job<'_> {
                 };
                 Ok((outcome, found))
             }
-            Job::Repo { store, repo } => {
+            Job::Repo { store, repo, prepared } => {
                 tracing::info!("{}: restoring from its repository", store.name);
-                let done = repo.restore(request).await?;
+                let done = repo.restore(request, access, prepared).await?;
                 let outcome = RestoreOutcome {
                     store: store.name.to_string(),
                     id: done.label,

@@ -10,6 +10,7 @@ use crate::layout::drill::{self, DrillReport};
 use crate::layout::{Run, RunFolder, RunReader, RunState};
 use crate::progress::human_bytes;
 use crate::server::{self, BackupServer, FreeSpace, join};
+use crate::stores::RepoAccess;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {
@@ -48,22 +49,31 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<S
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
     let folders = reader.folders().await?;
+    let access = RepoAccess { server: Some(server.as_ref()), ..Default::default() };
     let now = chrono::Utc::now();
     let drills_dir = config.file.parent().unwrap_or(std::path::Path::new(".")).join(drill::DRILLS_DIR);
     let mut out = Vec::new();
     for store in &stores {
         let (newest_id, finished, damaged_since, incomplete_since, last_failed, drill_on_server) = match store.store.differential() {
-            // A differential store's backups are in its repository; a failed one is never listed there.
+            // A differential store's backups are in its repository (pgBackRest lists only finished ones).
             Some(repo) => {
-                let backups = repo.backups().await?;
-                let newest = backups.last();
+                let backups = repo.backups(&access).await?;
+                let newest = backups.iter().rposition(|b| b.complete);
+                let since = &backups[newest.map_or(0, |i| i + 1)..];
+                let newest = newest.map(|i| &backups[i]);
+                let damaged = since.iter().filter(|b| b.damaged.is_some()).count();
+                let incomplete = since.iter().filter(|b| !b.complete && b.damaged.is_none()).count();
+                let failed = backups.iter().rfind(|b| !b.complete).map(|b| FailedRun {
+                    id: b.label.clone(),
+                    state: if b.damaged.is_some() { "damaged" } else { "incomplete" },
+                });
                 let drills_dir = join(drill::DRILLS_DIR, store.folder());
                 let names: Vec<String> = server.list(&drills_dir).await?.into_iter().filter(|e| !e.is_dir && drill::is_report(&e.name)).map(|e| e.name).collect();
                 let drill = match names.iter().max() {
                     Some(name) => drill::read(server.as_ref(), &join(&drills_dir, name)).await,
                     None => None,
                 };
-                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), 0, 0, None, drill)
+                (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), damaged, incomplete, failed, drill)
             }
             None => {
                 let (newest, since) = reader.newest_complete(&folders, store.folder()).await;

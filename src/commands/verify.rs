@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::layout::{RunFolder, RunReader, RunState};
 use crate::pipeline::{self, DecryptKey};
 use crate::server;
+use crate::stores::RepoAccess;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifiedRun {
@@ -16,9 +17,6 @@ pub struct VerifiedRun {
     pub ok: bool,
     pub problems: Vec<String>,
 }
-
-/// The id under which a differential store's whole repository is reported.
-const REPOSITORY: &str = "repository";
 
 /// The runs to check: every store's run with the given id, or the newest run of each store
 /// that has a manifest (damaged ones included: they are reported, not skipped). Only these
@@ -39,20 +37,26 @@ fn chosen(folders: Vec<RunFolder>, from: Option<&str>) -> Vec<RunFolder> {
 
 pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) -> Result<Vec<VerifiedRun>> {
     let key = if deep {
-        Some(DecryptKey::from_config(&config.encryption).map_err(|_| {
+        Some(std::sync::Arc::new(DecryptKey::from_config(&config.encryption).map_err(|_| {
             Error::Usage("verify --deep decrypts, so it needs encryption.identity_file or passphrase_file (the restore side's configuration)".into())
-        })?)
+        })?))
     } else {
         None
     };
     let server = server::connect(&config.server).await?;
     let reader = RunReader::new(server.as_ref());
     let runs = chosen(reader.folders().await?, from);
-    // Differential stores are checked by their own tool, as a whole repository (not with --from).
-    let repositories: Vec<_> = match from {
-        None => config.configured_stores(&[]).unwrap_or_default().into_iter().filter_map(|s| Some((s.name, s.store.differential()?))).collect(),
-        Some(_) => Vec::new(),
-    };
+    // Differential stores check their own repositories (pgBackRest as a whole; the MinIO mirror
+    // its newest run, or the one `from` names).
+    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: key.clone() };
+    let mut repositories = Vec::new();
+    for store in config.configured_stores(&[]).unwrap_or_default() {
+        let Some(repo) = store.store.differential() else { continue };
+        tracing::info!("{}: checking its repository", store.name);
+        if let Some(checked) = repo.verify(&access, from, deep).await? {
+            repositories.push((store.name, checked));
+        }
+    }
     if runs.is_empty() && repositories.is_empty() {
         return Err(Error::NotFound(match from {
             Some(id) => format!("no complete backup {id} on {}; see `lifeboat list`", server.describe()),
@@ -99,25 +103,24 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
             problems,
         });
     }
-    for (name, repo) in repositories {
-        tracing::info!("{name}: checking its repository with pgbackrest verify");
-        let backups = repo.backups().await?;
-        let problems = repo.verify().await?;
+    let mut how = std::collections::BTreeMap::new();
+    for (name, checked) in repositories {
+        how.insert((checked.id.clone(), name.to_string()), checked.how);
         results.push(VerifiedRun {
-            id: REPOSITORY.into(),
+            id: checked.id,
             store: name.to_string(),
-            files: backups.len(),
-            bytes: backups.iter().map(|b| b.stored_bytes).sum(),
-            ok: problems.is_empty(),
-            problems,
+            files: checked.files,
+            bytes: checked.bytes,
+            ok: checked.problems.is_empty(),
+            problems: checked.problems,
         });
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
         for r in &results {
-            if r.ok && r.id == REPOSITORY {
-                println!("{} {}: OK ({} backups, checked by pgbackrest verify)", r.id, r.store, r.files);
+            if let (true, Some(how)) = (r.ok, how.get(&(r.id.clone(), r.store.clone()))) {
+                println!("{} {}: OK ({how})", r.id, r.store);
             } else if r.ok {
                 println!("{} {}: OK ({} files{})", r.id, r.store, r.files, if deep { ", decrypted and decompressed" } else { "" });
             } else {

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 use crate::pipeline::{self, DecryptKey};
+use crate::server::BackupServer;
 
 /// A restore's verified local copies of the stored files.
 pub struct RestoreFiles {
@@ -113,13 +114,17 @@ impl std::fmt::Display for BackupKind {
 #[derive(Debug, Clone)]
 pub struct RepoBackup {
     pub label: String,
-    /// `full`, `diff` (or `incr`, when made by hand).
+    /// `full`, `diff` (or `incr`, when made by hand), or `mirror`.
     pub kind: String,
     pub finished_at: chrono::DateTime<chrono::Utc>,
     /// Bytes this backup added to the repository.
     pub stored_bytes: u64,
     /// Where it lives on the backup server, relative to the server's root.
     pub path: String,
+    /// False for a run that never finished (no manifest); it is never restored.
+    pub complete: bool,
+    /// Why a run cannot be used, when what marks it finished is damaged.
+    pub damaged: Option<String>,
 }
 
 /// What one differential backup run made.
@@ -137,6 +142,14 @@ pub struct RepoRestoreRequest<'a> {
     pub target_time: Option<&'a str>,
 }
 
+/// What a differential store's prune removed (or, dry, would remove).
+#[derive(Debug, Clone, Default)]
+pub struct RepoPruned {
+    pub removed: Vec<RepoBackup>,
+    /// Every byte freed, including data no kept backup refers to any more.
+    pub freed_bytes: u64,
+}
+
 /// What a differential restore brought back, for the outcome and the closing line.
 #[derive(Debug, Clone)]
 pub struct RepoRestoreDone {
@@ -146,25 +159,77 @@ pub struct RepoRestoreDone {
     pub stored_bytes: u64,
 }
 
-/// A store whose backups a tool of its own keeps in a repository on the backup server
-/// (PostgreSQL through pgBackRest). Lifeboat drives the tool; it never reimplements it.
+/// What `check_target` downloaded and checked, handed back to `restore` (each store its own type).
+pub type RepoPrepared = Box<dyn std::any::Any + Send>;
+
+/// One differential backup checked by `verify`.
+#[derive(Debug, Clone)]
+pub struct RepoVerified {
+    /// The backup's label, or `repository` when the tool checks the repository as a whole.
+    pub id: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub problems: Vec<String>,
+    /// How it was checked, for the closing line (e.g. `checked by pgbackrest verify`).
+    pub how: String,
+}
+
+/// Encodes one new stored file exactly as dump files are (zstd, then age to the configured
+/// recipients, hashed as stored). `commands::backup` holds the key and the compression settings
+/// and lends this to a differential store that writes its own files (the MinIO mirror).
+#[async_trait]
+pub trait FileEncoder: Send + Sync {
+    async fn encode(
+        &self,
+        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        dest: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        counters: Arc<pipeline::Counters>,
+    ) -> Result<pipeline::EncodedFile>;
+    /// The manifest's `compression` and `encryption` fields.
+    fn describe(&self) -> (String, String);
+}
+
+/// What a command lends a differential store: the backup server (None when the command did not
+/// connect: a backup of stores whose own tool reaches the server), the encoder (backup side) and
+/// the key that opens stored files (restore side, `verify --deep`).
+#[derive(Default)]
+pub struct RepoAccess<'a> {
+    pub server: Option<&'a dyn BackupServer>,
+    pub encoder: Option<&'a dyn FileEncoder>,
+    pub key: Option<Arc<DecryptKey>>,
+}
+
+impl<'a> RepoAccess<'a> {
+    pub fn server(&self) -> Result<&'a dyn BackupServer> {
+        self.server.ok_or_else(|| Error::store("lifeboat", "this command did not connect to the backup server (a bug)"))
+    }
+}
+
+/// A store whose backups live outside the date folders, in a repository of its own on the backup
+/// server: PostgreSQL through pgBackRest (Lifeboat drives the tool, never reimplements it), and
+/// the MinIO mirror (Lifeboat's own incremental format).
 #[async_trait]
 pub trait DifferentialStore: Send + Sync {
-    /// Makes a `kind` backup, or the one the schedule asks for on `today` when `kind` is None.
-    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate) -> Result<RepoBackupDone>;
-    /// Checks that the target can be restored over and that the requested backup exists.
-    async fn check_target(&self, request: RepoRestoreRequest<'_>) -> Result<()>;
-    /// Replaces the target with the requested backup, starts it and checks it with a query.
-    async fn restore(&self, request: RepoRestoreRequest<'_>) -> Result<RepoRestoreDone>;
-    /// The backups in the repository, oldest first.
-    async fn backups(&self) -> Result<Vec<RepoBackup>>;
-    /// Checks the repository with the tool's own verification; returns the problems found.
-    async fn verify(&self) -> Result<Vec<String>>;
-    /// Applies the tool's own retention (`lifeboat prune`) and returns the backups it removed, or
-    /// with `dry_run` would remove, leaving the repository as it is.
-    async fn prune(&self, _dry_run: bool) -> Result<Vec<RepoBackup>> {
-        Err(Error::Usage("prune is not implemented for this differential store; run prune with --store for the others".into()))
+    /// Whether the commands must connect to the backup server for it (pgBackRest connects itself).
+    fn uses_server(&self) -> bool {
+        false
     }
+    /// Makes a `kind` backup, or the one the schedule asks for on `today` when `kind` is None.
+    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, access: &RepoAccess<'_>) -> Result<RepoBackupDone>;
+    /// Checks that the target can be restored over and that the requested backup exists; a store
+    /// that can also download and verify the backup does it here, before any target is touched.
+    async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared>;
+    /// Replaces the target with the requested backup and checks it.
+    async fn restore(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>, prepared: RepoPrepared) -> Result<RepoRestoreDone>;
+    /// The backups in the repository (complete or not), oldest first.
+    async fn backups(&self, access: &RepoAccess<'_>) -> Result<Vec<RepoBackup>>;
+    /// Checks the repository, or the backup `from` names (None: no such backup here); `deep`
+    /// decrypts too where the store can (needs `access.key`).
+    async fn verify(&self, access: &RepoAccess<'_>, from: Option<&str>, deep: bool) -> Result<Option<RepoVerified>>;
+    /// Applies the retention (`lifeboat prune`): the tool's own (pgBackRest `expire`), or else
+    /// keeps the backups labelled in `keep` (what `retention:` keeps of [`Self::backups`]) and
+    /// removes the rest; with `dry_run`, only says what would go.
+    async fn prune(&self, access: &RepoAccess<'_>, keep: &std::collections::BTreeSet<String>, dry_run: bool) -> Result<RepoPruned>;
 }
 
 /// How a datastore is made from its configuration block.

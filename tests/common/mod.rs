@@ -2,7 +2,7 @@
 //! started once per run (`servers`); one test's world and its config files for any mix of
 //! stores (`config`); produced faults (`faults`); running the binary (`run`); the one round-trip
 //! test shape every store reuses (`roundtrip`); clients of the shared InfluxDB and FerretDB
-//! (`influx`, `mongo`, imported by name where used). Each test works on
+//! (`influx`, `mongo`), and of MinIO or s3s-fs (`s3`), imported by name where used. Each test works on
 //! its own database, bucket and backup folder, so tests run in parallel.
 
 #![allow(dead_code, unused_imports)]
@@ -14,6 +14,7 @@ pub mod influx;
 pub mod mongo;
 pub mod roundtrip;
 pub mod run;
+pub mod s3;
 pub mod servers;
 
 pub use config::*;

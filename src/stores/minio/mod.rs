@@ -43,9 +43,16 @@
 //! Here: the configuration and the backup and restore flow. `s3.rs`: the S3 client, its errors,
 //! listing, fetching, uploads and counting; `buckets.rs`: bucket settings, removal and
 //! re-creation; `archive.rs`: the pax tar format, written into the pipeline's pipe and read back.
+//! `type: differential`, an encrypted incremental mirror outside the date folders: `mirror*.rs`
+//! (start with `mirror.rs`).
 
 mod archive;
 mod buckets;
+mod mirror;
+mod mirror_backup;
+mod mirror_format;
+mod mirror_prune;
+mod mirror_restore;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -59,6 +66,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use archive::HEADER_ENTRY;
+pub use mirror::{MIRROR_FOLDER, list_mirror_runs};
+pub use mirror_prune::{MirrorPruned, prune_mirror};
 use archive::{
     ARCHIVE_FORMAT, ArchiveHeader, HEADER_FIELDS, META_PREFIX, ObjectMeta, PAX_PREFIX, Piece, Pieces, Stop, TarWriter, now_secs, read_archive,
     valid_bucket_name,
@@ -122,6 +131,9 @@ pub struct Minio {
     cfg: MinioConfig,
     access_key: SecretFile,
     secret_key: SecretFile,
+    /// Set for `type: differential`: the mirror's folder on the backup server, and where
+    /// restores download to.
+    mirror: Option<(String, StoreContext)>,
 }
 
 impl Minio {
@@ -177,25 +189,12 @@ impl Minio {
     async fn write_object(&self, bucket: &str, key: &str, mut object: GetObjectOutput, out: &mut TarWriter) -> Result<u64, Stop> {
         let size = u64::try_from(object.content_length().unwrap_or(-1))
             .map_err(|_| Stop::Failed(err(format!("the S3 server sent no size for {bucket}/{key}; cannot archive it"))))?;
-        let mut headers: Vec<(String, String)> = Vec::new();
-        let fields = [
-            object.content_type(),
-            object.cache_control(),
-            object.content_disposition(),
-            object.content_encoding(),
-            object.content_language(),
-        ];
-        for (name, value) in HEADER_FIELDS.iter().zip(fields) {
-            if let Some(v) = value {
-                headers.push((format!("{PAX_PREFIX}{name}"), v.to_string()));
-            }
-        }
-        if let Some(meta) = object.metadata() {
-            let sorted: BTreeMap<&String, &String> = meta.iter().collect();
-            for (k, v) in sorted {
-                headers.push((format!("{META_PREFIX}{k}"), v.clone()));
-            }
-        }
+        let (headers, metadata) = described(&object);
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(k, v)| (format!("{PAX_PREFIX}{k}"), v))
+            .chain(metadata.into_iter().map(|(k, v)| (format!("{META_PREFIX}{k}"), v)))
+            .collect();
         let mtime = object.last_modified().map(|t| t.secs().max(0) as u64).unwrap_or_else(now_secs);
         let mut records: Vec<(&str, &[u8])> = vec![("LIFEBOAT.bucket", bucket.as_bytes()), ("LIFEBOAT.key", key.as_bytes())];
         records.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
@@ -223,9 +222,17 @@ impl Minio {
     }
 }
 
+/// An object's standard headers (the [`HEADER_FIELDS`] that are set) and user metadata, sorted.
+fn described(object: &GetObjectOutput) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let fields = [object.content_type(), object.cache_control(), object.content_disposition(), object.content_encoding(), object.content_language()];
+    let headers = HEADER_FIELDS.iter().zip(fields).filter_map(|(name, value)| Some((name.to_string(), value?.to_string()))).collect();
+    let metadata = object.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    (headers, metadata)
+}
+
 impl Datastore for Minio {
     type Config = MinioConfig;
-    const TYPES: &'static [StoreType] = &[StoreType::Dump];
+    const TYPES: &'static [StoreType] = &[StoreType::Dump, StoreType::Differential];
 
     fn new(cfg: MinioConfig, ctx: &StoreContext) -> Result<Minio> {
         let bad = |message: String| ctx.invalid(message);
@@ -240,7 +247,16 @@ impl Datastore for Minio {
         }
         let access_key = SecretFile::new("MinIO access key", &cfg.access_key_file);
         let secret_key = SecretFile::new("MinIO secret key", &cfg.secret_key_file);
-        Ok(Minio { cfg, access_key, secret_key })
+        let mirror = match cfg.settings.kind {
+            StoreType::Differential => {
+                let folder = cfg.settings.server_dir.clone().unwrap_or_else(|| MIRROR_FOLDER.into());
+                crate::layout::check_file_name(&folder)
+                    .map_err(|_| bad(format!("stores.minio.server_dir `{folder}` must be one plain folder name")))?;
+                Some((folder, ctx.clone()))
+            }
+            StoreType::Dump => None,
+        };
+        Ok(Minio { cfg, access_key, secret_key, mirror })
     }
 }
 
@@ -251,20 +267,13 @@ impl Store for Minio {
         format!("{} counts ({})", manifest.counts.values().map(|m| m.len()).sum::<usize>(), manifest.count_unit)
     }
 
+    fn differential(&self) -> Option<&dyn super::DifferentialStore> {
+        self.mirror.as_ref().map(|_| self as &dyn super::DifferentialStore)
+    }
+
     async fn backup(&self, sink: &mut RunWriter<'_>) -> Result<StoreBackup> {
         let client = self.client()?;
-        let names = self.buckets_to_back_up(&client).await?;
-        let mut buckets = BTreeMap::new();
-        for name in names {
-            match self.bucket_settings(&client, &name).await? {
-                Some(settings) => {
-                    buckets.insert(name, settings);
-                }
-                None if self.cfg.buckets.is_empty() => tracing::warn!("minio: bucket {name} was deleted before it could be read; skipped"),
-                None => return Err(err(format!("bucket `{name}` named in stores.minio.buckets was deleted during the backup"))),
-            }
-        }
-
+        let buckets = self.buckets_with_settings(&client).await?;
         let (writer, reader) = pipe();
         let produce = async {
             let mut out = TarWriter::new(writer);
@@ -362,6 +371,22 @@ impl Store for Minio {
 }
 
 impl Minio {
+    /// The buckets to back up with their settings; one deleted meanwhile is skipped when backing
+    /// up all buckets, and fails the run when the configuration names it.
+    async fn buckets_with_settings(&self, client: &Client) -> Result<BTreeMap<String, BucketSettings>> {
+        let mut buckets = BTreeMap::new();
+        for name in self.buckets_to_back_up(client).await? {
+            match self.bucket_settings(client, &name).await? {
+                Some(settings) => {
+                    buckets.insert(name, settings);
+                }
+                None if self.cfg.buckets.is_empty() => tracing::warn!("minio: bucket {name} was deleted before it could be read; skipped"),
+                None => return Err(err(format!("bucket `{name}` named in stores.minio.buckets was deleted during the backup"))),
+            }
+        }
+        Ok(buckets)
+    }
+
     /// Every bucket the backup holds is one the restore may write: a valid S3 bucket name and,
     /// when `stores.minio.buckets` is set on the restore side, one of those.
     fn check_targets(&self, buckets: &BTreeMap<String, BucketSettings>) -> Result<()> {

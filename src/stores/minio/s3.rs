@@ -129,7 +129,7 @@ impl Minio {
     }
 
     /// Uploads one object whose bytes follow in `pieces`.
-    pub(super) async fn upload_object(&self, client: &Client, meta: &ObjectMeta, pieces: &mut Pieces) -> Result<()> {
+    pub(super) async fn upload_object(&self, client: &Client, meta: &ObjectMeta, pieces: &mut (dyn BodySource + Send)) -> Result<()> {
         let part_size = PART_SIZE.max(meta.size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
         if meta.size <= part_size {
             let body = pieces.take_bytes(meta, meta.size).await?;
@@ -194,6 +194,20 @@ impl Minio {
     }
 }
 
+/// Where an object's bytes come from on restore: the dump's archive, or a mirror's decoded file.
+#[async_trait::async_trait]
+pub(super) trait BodySource {
+    /// Exactly the next `len` bytes of `meta`'s body.
+    async fn take_bytes(&mut self, meta: &ObjectMeta, len: u64) -> Result<Bytes>;
+}
+
+#[async_trait::async_trait]
+impl BodySource for Pieces {
+    async fn take_bytes(&mut self, meta: &ObjectMeta, len: u64) -> Result<Bytes> {
+        Pieces::take_bytes(self, meta, len).await
+    }
+}
+
 fn user_metadata(meta: &ObjectMeta) -> Option<HashMap<String, String>> {
     if meta.metadata.is_empty() { None } else { Some(meta.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()) }
 }
@@ -211,15 +225,37 @@ pub(super) async fn put_small(client: &Client, meta: &ObjectMeta, body: Bytes) -
     Ok(())
 }
 
+/// One object as the bucket listing describes it: what the mirror compares between runs.
+#[derive(Debug, Clone)]
+pub(super) struct Listed {
+    pub(super) key: String,
+    pub(super) size: u64,
+    pub(super) etag: String,
+    /// Last-Modified at the listing's own precision, as `seconds.nanoseconds`.
+    pub(super) modified: String,
+}
+
 /// Every object of a bucket as (key, size), page by page.
 fn list_objects(client: Client, bucket: String) -> impl Stream<Item = Result<(String, u64), S3Error>> {
+    list_detailed(client, bucket).map_ok(|l| (l.key, l.size))
+}
+
+/// Every object of a bucket with its ETag and Last-Modified, page by page.
+pub(super) fn list_detailed(client: Client, bucket: String) -> impl Stream<Item = Result<Listed, S3Error>> {
     futures::stream::try_unfold(Some(None::<String>), move |state| {
         let (client, bucket) = (client.clone(), bucket.clone());
         async move {
             let Some(token) = state else { return Ok(None) };
             let page = client.list_objects_v2().bucket(&bucket).set_continuation_token(token).send().await.map_err(S3Error::from_sdk)?;
-            let items: Vec<Result<(String, u64), S3Error>> =
-                page.contents().iter().filter_map(|o| o.key().map(|k| Ok((k.to_string(), o.size().unwrap_or(0).max(0) as u64)))).collect();
+            let items: Vec<Result<Listed, S3Error>> = page
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    let modified = o.last_modified().map(|t| format!("{}.{:09}", t.secs(), t.subsec_nanos())).unwrap_or_default();
+                    let size = o.size().unwrap_or(0).max(0) as u64;
+                    o.key().map(|k| Ok(Listed { key: k.to_string(), size, etag: o.e_tag().unwrap_or_default().to_string(), modified }))
+                })
+                .collect();
             let next = match (page.is_truncated(), page.next_continuation_token()) {
                 (Some(true), Some(t)) => Some(Some(t.to_string())),
                 _ => None,

@@ -15,7 +15,11 @@ use super::tools::Tools;
 use super::{PostgresConfig, connect, err, maintenance_db, schedule};
 use crate::error::Result;
 use crate::secret::SecretFile;
-use crate::stores::{BackupKind, DifferentialStore, RepoBackup, RepoBackupDone, RepoRestoreDone, RepoRestoreRequest, Schedule, StoreContext};
+use crate::stores::{
+    BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone, RepoRestoreRequest, RepoVerified,
+    Schedule,
+    StoreContext,
+};
 
 /// The `stores.postgres` keys of `type: differential`; refused with `type: dump`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -225,6 +229,9 @@ impl Differential {
             finished_at: chrono::Utc.timestamp_opt(b.timestamp.stop, 0).single().unwrap_or_default(),
             stored_bytes: b.info.repository.delta,
             path: format!("{}/backup/{}/{}", self.server_dir, self.stanza, b.label),
+            // pgBackRest lists only the backups it finished.
+            complete: true,
+            damaged: None,
         }
     }
 
@@ -280,7 +287,7 @@ async fn public_key(key: &Path) -> Result<Vec<u8>> {
 
 #[async_trait]
 impl DifferentialStore for Differential {
-    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate) -> Result<RepoBackupDone> {
+    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, _: &RepoAccess<'_>) -> Result<RepoBackupDone> {
         let socket = self.check_source().await?;
         let tool = self.tool(&self.data_directory, Some(&socket)).await?;
         let mut info = tool.info().await?;
@@ -307,31 +314,44 @@ impl DifferentialStore for Differential {
         Ok(RepoBackupDone { backup: self.repo_backup(made), read_bytes: made.info.delta })
     }
 
-    async fn check_target(&self, request: RepoRestoreRequest<'_>) -> Result<()> {
-        self.prepare_restore(request).await.map(|_| ())
+    async fn check_target(&self, request: RepoRestoreRequest<'_>, _: &RepoAccess<'_>) -> Result<RepoPrepared> {
+        self.prepare_restore(request).await?;
+        Ok(Box::new(()))
     }
 
-    async fn restore(&self, request: RepoRestoreRequest<'_>) -> Result<RepoRestoreDone> {
+    async fn restore(&self, request: RepoRestoreRequest<'_>, _: &RepoAccess<'_>, _: RepoPrepared) -> Result<RepoRestoreDone> {
         self.restore_cluster(request).await
     }
 
-    async fn backups(&self) -> Result<Vec<RepoBackup>> {
+    async fn backups(&self, _: &RepoAccess<'_>) -> Result<Vec<RepoBackup>> {
         let tool = self.tool(&self.data_directory, self.socket_directory.as_deref()).await?;
         let info = self.readable_info(&tool).await?;
         Ok(info.backups.iter().map(|b| self.repo_backup(b)).collect())
     }
 
-    async fn verify(&self) -> Result<Vec<String>> {
+    /// `pgbackrest verify` checks the whole repository; `--from` names dump runs only.
+    async fn verify(&self, access: &RepoAccess<'_>, from: Option<&str>, _deep: bool) -> Result<Option<RepoVerified>> {
+        if from.is_some() {
+            return Ok(None);
+        }
+        let backups = self.backups(access).await?;
         let tool = self.tool(&self.data_directory, self.socket_directory.as_deref()).await?;
         // --verbose: a sound repository is said to be (`status: ok`), not left unsaid.
         let text = tool.run(&["verify", "--output=text", "--verbose"]).await?;
-        Ok(repo_info::verify_problems(&text))
+        Ok(Some(RepoVerified {
+            id: "repository".into(),
+            files: backups.len(),
+            bytes: backups.iter().map(|b| b.stored_bytes).sum(),
+            problems: repo_info::verify_problems(&text),
+            how: format!("{} backups, checked by pgbackrest verify", backups.len()),
+        }))
     }
 
     /// pgBackRest `expire` with the store's `retention_full` / `retention_diff` (what each backup
     /// also runs on its own). On the backup server (a `file://` configuration) there is no data
     /// directory: pgBackRest then runs as the repository's owner, and expire never reads `pg1-path`.
-    async fn prune(&self, dry_run: bool) -> Result<Vec<RepoBackup>> {
+    /// pgBackRest `expire` with the store's own retention (`retention_full`, `retention_diff`).
+    async fn prune(&self, _access: &RepoAccess<'_>, _keep: &std::collections::BTreeSet<String>, dry_run: bool) -> Result<RepoPruned> {
         let run_as = match (&self.repository, self.data_directory.exists()) {
             (Repository::Posix { path }, false) => PathBuf::from(path),
             _ => self.data_directory.clone(),
@@ -351,6 +371,7 @@ impl DifferentialStore for Differential {
                 before.backups.iter().map(|b| b.label.as_str()).filter(|l| !after.backups.iter().any(|a| a.label == *l)).collect()
             }
         };
-        Ok(before.backups.iter().filter(|b| gone.contains(&b.label.as_str())).map(|b| self.repo_backup(b)).collect())
+        let removed: Vec<RepoBackup> = before.backups.iter().filter(|b| gone.contains(&b.label.as_str())).map(|b| self.repo_backup(b)).collect();
+        Ok(RepoPruned { freed_bytes: removed.iter().map(|b| b.stored_bytes).sum(), removed })
     }
 }

@@ -1,0 +1,302 @@
+//! MinIO `differential`: an encrypted incremental mirror of the buckets on the backup server,
+//! outside the date folders, in `<server root>/<server_dir>/` (default `minio/`):
+//!
+//! ```text
+//! minio/runs/<id>/catalogue.jsonl.zst   every object of the run: fingerprint → stored file (plain, no keys)
+//! minio/runs/<id>/manifest.json         written last: the run is complete once it exists
+//! minio/data/<id>/<n>.zst.age           one object uploaded by run <id>: zstd then age, as dump files
+//! minio/data/<id>/index.jsonl.zst.age   what run <id> uploaded (bucket, key, headers, metadata) and
+//!                                       each bucket's policy and versioning, encrypted
+//! ```
+//!
+//! A run (`mirror_backup.rs`) lists the buckets and fingerprints each object from the listing
+//! alone (bucket, key, size, ETag, Last-Modified); an object whose fingerprint the newest complete
+//! run's catalogue holds is not fetched at all, its stored file is referred to again. S3 rewrites
+//! an object whole to change its headers or metadata, which gives it a new Last-Modified, so a
+//! metadata-only change is seen too. Deleted objects are simply not in the new catalogue.
+//!
+//! Nothing on the server is ever renamed, overwritten or deleted by the backup side (an
+//! append-only key is enough): the run folder is claimed with an atomic mkdir, every file is
+//! created new, and the manifest written last is the commit. A run that dies part-way leaves the
+//! previous complete run as it was; its leftovers are removed by [`super::prune_mirror`].
+//!
+//! At rest, without the key, the catalogue shows how many objects a run holds and their stored
+//! sizes, and which stored files runs share. Its fingerprints are keyed with the MinIO secret key
+//! (HMAC-SHA-256): whoever holds only the backup server cannot confirm a guessed object key and
+//! ETag; whoever also holds the MinIO secret can (and can read MinIO anyway). Changing the MinIO
+//! secret key changes every fingerprint: the next run uploads everything once.
+//!
+//! Restore (`mirror_restore.rs`) downloads and checks every stored file the chosen run refers to
+//! (size, SHA-256, the key opens it, it decodes to the recorded size) before any bucket is touched,
+//! then rebuilds each bucket as dump restores do and compares objects and bytes per bucket.
+//! `mirror_prune.rs`: removing runs and unreferenced data, and `verify`; `mirror_format.rs`: the
+//! catalogue and index formats.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+
+use super::mirror_format::{CATALOGUE_FILE, Catalogue, MAX_CATALOGUE, StoredFile};
+use super::{Minio, err};
+use crate::error::{Error, Result};
+use crate::layout::{MANIFEST_NAME, Manifest, RunState};
+use crate::server::{BackupServer, DirEntry, join};
+use crate::stores::{
+    BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone, RepoRestoreRequest,
+    RepoVerified,
+};
+
+/// The mirror's default folder on the backup server (`server_dir` overrides it).
+pub const MIRROR_FOLDER: &str = "minio";
+/// Largest manifest read: far above any real one.
+const MAX_MANIFEST: u64 = 16 << 20;
+
+/// A mirror run's id: when it started (UTC, to the second) and, for a second run within the same
+/// second, a sequence number: `20260115T010203Z`, `20260115T010203Z_2`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct MirrorId {
+    at: NaiveDateTime,
+    seq: u32,
+}
+
+impl MirrorId {
+    pub(super) fn parse(s: &str) -> Option<MirrorId> {
+        let (at, seq) = match s.split_once('_') {
+            Some((at, n)) => (at, n.parse::<u32>().ok().filter(|n| *n >= 2 && !n.to_string().starts_with('0'))?),
+            None => (s, 1),
+        };
+        let at = NaiveDateTime::parse_from_str(at.strip_suffix('Z')?, "%Y%m%dT%H%M%S").ok()?;
+        let id = MirrorId { at, seq };
+        (id.to_string() == s).then_some(id)
+    }
+
+    pub(super) fn started(&self) -> DateTime<Utc> {
+        Utc.from_utc_datetime(&self.at)
+    }
+}
+
+impl std::fmt::Display for MirrorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.at.format("%Y%m%dT%H%M%SZ"))?;
+        if self.seq > 1 {
+            write!(f, "_{}", self.seq)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn run_dir(folder: &str, id: &MirrorId) -> String {
+    format!("{folder}/runs/{id}")
+}
+
+pub(super) fn data_dir(folder: &str, id: &MirrorId) -> String {
+    format!("{folder}/data/{id}")
+}
+
+/// The manifest's `extra` for a mirror run.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct MirrorExtra {
+    pub(super) format: u32,
+    /// The run's own encrypted index.
+    pub(super) index: StoredFile,
+    pub(super) uploaded_objects: u64,
+    pub(super) reused_objects: u64,
+    /// Plain bytes of the objects this run uploaded.
+    pub(super) uploaded_bytes: u64,
+    /// Bytes this run added to the server (data, index, catalogue).
+    pub(super) stored_bytes: u64,
+}
+
+/// One run folder as found on the server.
+pub(super) struct MirrorRun {
+    pub(super) id: MirrorId,
+    pub(super) state: RunState,
+    /// Files in the run folder.
+    pub(super) files: Vec<DirEntry>,
+}
+
+impl MirrorRun {
+    pub(super) fn manifest(&self) -> Option<&Manifest> {
+        match &self.state {
+            RunState::Complete(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Every run folder of the mirror, oldest first, each manifest read and checked (a run never
+/// counts as complete unless its manifest parses, names this run and lists a catalogue).
+/// Folders whose names are not mirror ids are not the mirror's and are left out.
+pub(super) async fn scan_runs(server: &dyn BackupServer, folder: &str) -> Result<Vec<MirrorRun>> {
+    let mut runs = Vec::new();
+    for entry in server.list(&join(folder, "runs")).await? {
+        let Some(id) = entry.is_dir.then(|| MirrorId::parse(&entry.name)).flatten() else { continue };
+        let dir = run_dir(folder, &id);
+        let files = server.list(&dir).await?;
+        let state = match files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir) {
+            None => RunState::Incomplete,
+            Some(_) => read_manifest(server, &dir, &id).await,
+        };
+        runs.push(MirrorRun { id, state, files });
+    }
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(runs)
+}
+
+async fn read_manifest(server: &dyn BackupServer, dir: &str, id: &MirrorId) -> RunState {
+    let data = match server.read_small(&join(dir, MANIFEST_NAME), MAX_MANIFEST).await {
+        Ok(data) => data,
+        Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} cannot be read ({e})")),
+    };
+    match Manifest::parse(&data) {
+        Ok(m) if m.id != id.to_string() => RunState::Damaged(format!("{MANIFEST_NAME} belongs to run {}, not {id}", m.id.escape_debug())),
+        Ok(m) if m.store != "minio" || m.kind != "differential" || m.file(CATALOGUE_FILE).is_none() => {
+            RunState::Damaged(format!("{MANIFEST_NAME} is not a MinIO mirror run's ({} {})", m.store.escape_debug(), m.kind.escape_debug()))
+        }
+        Ok(m) => match m.extra::<MirrorExtra>() {
+            Ok(_) => RunState::Complete(Box::new(m)),
+            Err(e) => RunState::Damaged(e.to_string()),
+        },
+        Err(why) => RunState::Damaged(why),
+    }
+}
+
+/// Downloads run `id`'s catalogue and checks it against its manifest. `Err` says why it cannot be used.
+pub(super) async fn fetch_catalogue(
+    server: &dyn BackupServer,
+    folder: &str,
+    id: &MirrorId,
+    manifest: &Manifest,
+) -> std::result::Result<Catalogue, String> {
+    let entry = manifest.file(CATALOGUE_FILE).ok_or_else(|| format!("the manifest lists no {CATALOGUE_FILE}"))?;
+    if entry.size > MAX_CATALOGUE {
+        return Err(format!("{CATALOGUE_FILE} is said to be {} bytes, far larger than any real one", entry.size));
+    }
+    let path = join(&run_dir(folder, id), CATALOGUE_FILE);
+    let data = server.read_small(&path, entry.size).await.map_err(|e| format!("{CATALOGUE_FILE} cannot be read ({e})"))?;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    if data.len() as u64 != entry.size || sha != entry.sha256 {
+        return Err(format!("{CATALOGUE_FILE} does not match its manifest (size {} vs {}, sha256 {})", data.len(), entry.size, &sha[..12]));
+    }
+    Catalogue::parse(&data, &id.to_string()).map_err(|why| format!("{CATALOGUE_FILE} {why}"))
+}
+
+/// The mirror's runs as `list` and `status` show them, oldest first: complete, incomplete (no
+/// manifest: failed, interrupted or still running) or damaged. A complete run's size is what it
+/// added to the server.
+pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str) -> Result<Vec<RepoBackup>> {
+    let mut out = Vec::new();
+    for run in scan_runs(server, folder).await? {
+        let extra = run.manifest().and_then(|m| m.extra::<MirrorExtra>().ok());
+        let finished = run.manifest().and_then(|m| DateTime::parse_from_rfc3339(&m.finished_at).ok()).map(|t| t.with_timezone(&Utc));
+        let stored_bytes = match &extra {
+            Some(extra) => extra.stored_bytes,
+            None => {
+                let data: u64 = server.list(&data_dir(folder, &run.id)).await?.iter().map(|f| f.size).sum();
+                data + run.files.iter().map(|f| f.size).sum::<u64>()
+            }
+        };
+        out.push(RepoBackup {
+            label: run.id.to_string(),
+            kind: "mirror".into(),
+            finished_at: finished.unwrap_or_else(|| run.id.started()),
+            stored_bytes,
+            path: run_dir(folder, &run.id),
+            complete: extra.is_some(),
+            damaged: match run.state {
+                RunState::Damaged(why) => Some(why),
+                _ => None,
+            },
+        });
+    }
+    Ok(out)
+}
+
+impl Minio {
+    pub(super) fn mirror_folder(&self) -> &str {
+        self.mirror.as_ref().map(|(folder, _)| folder.as_str()).unwrap_or(MIRROR_FOLDER)
+    }
+}
+
+#[async_trait]
+impl DifferentialStore for Minio {
+    fn uses_server(&self) -> bool {
+        true
+    }
+
+    async fn backup(&self, kind: Option<BackupKind>, _today: chrono::NaiveDate, access: &RepoAccess<'_>) -> Result<RepoBackupDone> {
+        if let Some(kind) = kind {
+            tracing::info!("minio: --type {kind} is for PostgreSQL; a mirror run always uploads what changed");
+        }
+        self.mirror_backup(access).await
+    }
+
+    async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared> {
+        if let Some(time) = request.target_time {
+            return Err(Error::Usage(format!(
+                "--target-time {time} is for PostgreSQL; restore minio with --from ID (see `lifeboat list`)"
+            )));
+        }
+        Ok(Box::new(self.mirror_prepare(request.from, access, true).await?))
+    }
+
+    async fn restore(&self, _: RepoRestoreRequest<'_>, access: &RepoAccess<'_>, prepared: RepoPrepared) -> Result<RepoRestoreDone> {
+        let prepared = prepared.downcast().map_err(|_| err("the restore was not prepared by the mirror (a bug)"))?;
+        self.mirror_restore(*prepared, access).await
+    }
+
+    async fn backups(&self, access: &RepoAccess<'_>) -> Result<Vec<RepoBackup>> {
+        list_mirror_runs(access.server()?, self.mirror_folder()).await
+    }
+
+    /// Removes the runs not in `keep` (never the newest complete one, nor a run still young enough
+    /// to be running) and every data file no kept run refers to. The caller holds the store's lock.
+    async fn prune(&self, access: &RepoAccess<'_>, keep: &BTreeSet<String>, dry_run: bool) -> Result<RepoPruned> {
+        let server = access.server()?;
+        let before = list_mirror_runs(server, self.mirror_folder()).await?;
+        let pruned = super::mirror_prune::prune_mirror(server, self.mirror_folder(), keep, dry_run, Utc::now()).await?;
+        let removed = before.into_iter().filter(|b| pruned.runs.contains(&b.label)).collect();
+        Ok(RepoPruned { removed, freed_bytes: pruned.bytes })
+    }
+
+    async fn verify(&self, access: &RepoAccess<'_>, from: Option<&str>, deep: bool) -> Result<Option<RepoVerified>> {
+        if from.is_some_and(|id| MirrorId::parse(id).is_none()) {
+            return Ok(None);
+        }
+        match deep {
+            false => super::mirror_prune::verify_at_rest(access.server()?, self.mirror_folder(), from).await,
+            true => self.verify_deep(access, from).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_ids_parse_print_and_order() {
+        for (text, ok) in [
+            ("20260115T010203Z", true),
+            ("20260115T010203Z_2", true),
+            ("20260115T010203Z_12", true),
+            ("20260115T010203Z_1", false),
+            ("20260115T010203Z_02", false),
+            ("20260115T010203", false),
+            ("20261315T010203Z", false),
+            ("2026-01-15", false),
+            ("../x", false),
+            ("", false),
+        ] {
+            assert_eq!(MirrorId::parse(text).is_some(), ok, "{text}");
+        }
+        let mut ids: Vec<MirrorId> = ["20260115T010203Z_10", "20260116T000000Z", "20260115T010203Z", "20260115T010203Z_2"]
+            .iter()
+            .map(|s| MirrorId::parse(s).unwrap())
+            .collect();
+        ids.sort();
+        let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["20260115T010203Z", "20260115T010203Z_2", "20260115T010203Z_10", "20260116T000000Z"]);
+    }
+}

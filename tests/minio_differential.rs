@@ -191,6 +191,28 @@ fn round_trip(test: &str, transport: Transport) {
     let out = lifeboat(&w.restore, &["verify", "--deep"]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("decrypted and decompressed"));
+
+    // `lifeboat prune` applies retention: both runs finished today, so keep_daily keeps only the
+    // newest. The first run goes, with the object files only it referred to.
+    let out = lifeboat(&w.backup, &["--json", "prune", "--dry-run"]);
+    assert_ok(&out);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let minio = &plan["stores"][0];
+    assert_eq!(minio["store"], "minio", "{plan}");
+    assert_eq!(minio["repository_removed"].as_array().map(Vec::len), Some(1), "{plan}");
+    assert_eq!(minio["repository_removed"][0]["label"], first_id, "{plan}");
+    let planned = minio["freed_bytes"].as_u64().unwrap();
+    assert!(planned > 0, "{plan}");
+    assert_eq!(w.runs().len(), 2, "a dry run removes nothing");
+    let before = files_under(&w.case.server_path);
+    assert_ok(&lifeboat(&w.backup, &["prune"]));
+    let runs_left = w.runs();
+    assert_eq!(runs_left.len(), 1, "{runs_left:?}");
+    assert_eq!(runs_left[0]["id"], runs[1]["id"]);
+    assert!(files_under(&w.case.server_path).len() < before.len(), "files of the first run were removed");
+    w.remove_buckets();
+    assert_ok(&lifeboat(&w.restore, &["restore", "--yes"]));
+    assert_eq!(w.fingerprint(), second_state, "the kept run still restores whole");
     w.remove_buckets();
 }
 

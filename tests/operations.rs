@@ -33,6 +33,16 @@ fn read_pid(file: &Path) -> u32 {
     std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
 }
 
+/// Sends SIGTERM and waits for the job to end, which must take under 5 seconds.
+fn terminate(child: std::process::Child) -> std::process::Output {
+    let asked = Instant::now();
+    signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    eprintln!("stopped {:?} after SIGTERM", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(5), "stopping took {:?}", asked.elapsed());
+    out
+}
+
 #[test]
 fn sigterm_stops_a_backup_within_seconds_and_commits_nothing() {
     let case = Case::new("sigterm_backup");
@@ -45,10 +55,7 @@ fn sigterm_stops_a_backup_within_seconds_and_commits_nothing() {
     let pid_file = case.dir.path().join("stalling-bin/pg_dump.pid");
     let tool = read_pid(&pid_file);
 
-    let asked = Instant::now();
-    signal(child.id(), "TERM");
-    let out = child.wait_with_output().unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(5), "stopping took {:?}", asked.elapsed());
+    let out = terminate(child);
     let line = assert_fails(&out, 1, "backup stopped by SIGTERM");
     assert!(line.contains("stopped part-way, nothing committed: postgres") && line.contains("run the backup again"), "{line}");
     assert!(wait_for(Duration::from_secs(2), || process_gone(tool)), "the dump tool (pid {tool}) still runs");
@@ -77,10 +84,7 @@ fn sigterm_mid_restore_says_what_is_restored_and_a_rerun_completes_it() {
     assert!(wait_for(Duration::from_secs(30), || pid_file.exists() && std::fs::metadata(&pid_file).unwrap().len() > 0), "pg_restore never started");
     let tool = read_pid(&pid_file);
 
-    let asked = Instant::now();
-    signal(child.id(), "TERM");
-    let out = child.wait_with_output().unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(5), "stopping took {:?}", asked.elapsed());
+    let out = terminate(child);
     let line = assert_fails(&out, 1, "restore stopped by SIGTERM");
     assert!(line.contains("restored and verified: none; interrupted part-way (its data is incomplete): postgres; not started: none"), "{line}");
     assert!(line.contains("run the same restore again"), "{line}");
@@ -118,6 +122,7 @@ fn a_server_that_stops_answering_mid_upload_fails_the_backup_within_its_timeout(
     let took = started.elapsed();
     assert!(relay.stalled(), "the relay never went silent: the dump was too small");
     let line = assert_fails(&out, 1, "backup server ssh://");
+    eprintln!("the backup failed {took:?} after it started (server.timeout 4s)");
     assert!(took < Duration::from_secs(40), "the job hung for {took:?} with a 4s timeout");
     assert!(line.contains("the connection was lost") && line.contains("4 s, server.timeout"), "{line}");
     assert!(!files_under(&case.server_path).iter().any(|p| p.ends_with("manifest.json")), "a manifest was written: {line}");

@@ -207,7 +207,9 @@ fn changed_stored_bytes_are_caught_before_any_restore_work() {
     // verify finds it too, without any key.
     let out = lifeboat(&backup, &["verify"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("DAMAGED"), "{report}");
+    assert!(report.contains(&format!("db-{}.dump.zst.age", case.db)), "verify names the damaged file: {report}");
 }
 
 #[test]

@@ -76,8 +76,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (eq $role "restore") (not $r.server.read_only_key) (eq $dir $production) -}}
 {{- fail (printf "restore of %s reads %s, the folder production writes to, with a key that may write (restore.server.read_only_key=false): use a read-only restore key (sftp-server -R) or a copy of the backups" $store $dir) -}}
 {{- end -}}
-{{- if and (eq $store "postgres") (eq $s.type "differential") (eq $role "backup") (not (kindIs "map" $s.schedule)) -}}
-{{- fail "postgres.schedule must be a map with full and differential keys when postgres.type is differential" -}}
+{{- if and (eq $store "postgres") (eq $s.type "differential") (eq $role "backup") (kindIs "string" $s.schedule) $s.schedule -}}
+{{- fail "postgres.schedule is one cron string but postgres.type is differential: give a map with full and differential keys" -}}
 {{- end -}}
 {{- if and (eq $store "minio") (not $s.credentials_secret.name) -}}
 {{- fail "minio.credentials_secret.name is empty: name the Secret holding MinIO's access and secret keys" -}}

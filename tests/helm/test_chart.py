@@ -84,6 +84,8 @@ def configs(objects):
 
 def check_job_hardening(obj, role):
     """What every job must have, whatever its store or role."""
+    if obj["kind"] == "CronJob":
+        assert obj["spec"]["concurrencyPolicy"] == "Forbid" and obj["spec"]["timeZone"], obj["metadata"]["name"]
     spec = job_spec(obj)
     assert spec["backoffLimit"] >= 0 and spec["activeDeadlineSeconds"] > 0, obj["metadata"]["name"]
     pod = spec["template"]["spec"]
@@ -129,15 +131,14 @@ def test_production():
     crons = {o["metadata"]["name"]: o for o in kind(objects, "CronJob")}
     assert kind(objects, "Job") == []
     assert sorted(crons) == sorted(
-        ["prod-lifeboat-backup-postgres-full", "prod-lifeboat-backup-postgres-diff", "prod-lifeboat-backup-mongodb",
+        ["prod-lifeboat-backup-postgres", "prod-lifeboat-backup-mongodb",
          "prod-lifeboat-backup-influxdb", "prod-lifeboat-backup-minio"]), sorted(crons)
     schedules = {n: c["spec"]["schedule"] for n, c in crons.items()}
     assert schedules == {
-        "prod-lifeboat-backup-postgres-full": "0 2 * * 0",
-        "prod-lifeboat-backup-postgres-diff": "0 2 * * 1-6",
-        "prod-lifeboat-backup-mongodb": "30 1 * * *",    # the store's own schedule
+        "prod-lifeboat-backup-postgres": "0 2 * * *",    # the store's own, by kind
+        "prod-lifeboat-backup-mongodb": "30 1 * * *",    # the store's own
         "prod-lifeboat-backup-influxdb": "15 1 * * *",   # the role's default
-        "prod-lifeboat-backup-minio": "15 1 * * *",
+        "prod-lifeboat-backup-minio": "0 3 * * *",       # the differential kind's
     }, schedules
     for c in crons.values():
         assert c["spec"]["timeZone"] == "Africa/Lagos"
@@ -149,9 +150,8 @@ def test_production():
         # production holds no decryption key
         assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts"}
     args = {n: c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] for n, c in crons.items()}
-    assert args["prod-lifeboat-backup-postgres-full"][-2:] == ["--type", "full"]
-    assert args["prod-lifeboat-backup-postgres-diff"][-2:] == ["--type", "diff"]
-    pg_pod = crons["prod-lifeboat-backup-postgres-full"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert args["prod-lifeboat-backup-postgres"][2:] == ["backup", "--store", "postgres"]
+    pg_pod = crons["prod-lifeboat-backup-postgres"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     pg_secret = {v["name"]: v for v in pg_pod["volumes"]}["store-secrets"]["secret"]
     assert pg_secret["secretName"] == "postgres-admin-user"
     assert pg_secret["items"] == [{"key": "POSTGRES_PASSWORD", "path": "password"}]
@@ -171,9 +171,10 @@ def test_production():
     # a store's own server_dir overrides the role's
     assert cfg["minio"]["server"]["url"] == "ssh://lifeboat@backup.example.org:2222/srv/lifeboat/production-minio"
     assert cfg["postgres"]["stores"]["postgres"] == {
-        "enabled": True, "type": "differential", "url": "postgres://postgres@postgres-0.postgres:5432/postgres",
+        "enabled": True, "type": "dump", "url": "postgres://postgres@postgres-0.postgres:5432/postgres",
         "databases": ["events"], "password_file": "/secrets/postgres/password"}
     assert cfg["minio"]["stores"]["minio"]["access_key_file"] == "/secrets/minio/access_key"
+    assert cfg["minio"]["stores"]["minio"]["type"] == "differential"
     assert cfg["influxdb"]["work_dir"] == "/work" and "work_dir" not in cfg["mongodb"]
 
 
@@ -216,7 +217,7 @@ def test_manual_restore():
 
 def test_manual_backup():
     objects = render(merged(values_file("production.yaml"), backup__cronjob=False))
-    assert kind(objects, "CronJob") == [] and len(kind(objects, "Job")) == 5
+    assert kind(objects, "CronJob") == [] and len(kind(objects, "Job")) == 4
     for j in kind(objects, "Job"):
         check_job_hardening(j, "backup")
 
@@ -239,7 +240,7 @@ def test_refusals():
     assert "restore of mongodb reads /srv/lifeboat/production" in refusal(one_store)
     assert "set restore.cronjob=false" in refusal(merged(staging, restore__from="2026-11-20"))
     assert "backup.encryption.recipients is empty" in refusal(merged(prod, backup__encryption__recipients=[]))
-    assert "postgres.schedule is one cron string" in refusal(merged(prod, postgres__schedule="0 1 * * *"))
+    assert "postgres.type differential is not supported by this chart yet" in refusal(merged(prod, postgres__type="differential"))
     assert "minio.credentials_secret.name is empty" in refusal(merged(prod, minio__credentials_secret={"name": ""}))
 
 
@@ -254,7 +255,7 @@ def test_schema_names_the_wrong_value():
             ({"influxdb__schedule": "every night"}, "/influxdb/schedule"),
             ({"backup__server__backup_server_dir": "relative/dir"}, "/backup/server/backup_server_dir"),
             ({"backup__sever": {}}, "'sever' not allowed"),
-            ({"restore__from": "yesterday"}, "/restore/from"),
+            ({"restore__from": "2026-11-20; rm -rf"}, "/restore/from"),
         ]:
             values = merged(prod, **changes)
             try:
@@ -286,6 +287,46 @@ def test_kubernetes_validate_cli_strict():
             f.write(manifests["lifeboat/templates/jobs.yaml"].replace("concurrencyPolicy:", "concurencyPolicy:", 1))
         r = subprocess.run([cli, "--strict", "-k", "1.30", bad], capture_output=True, text=True)
         assert r.returncode != 0 and "concurencyPolicy" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_configs_accepted_by_lifeboat():
+    """Every rendered Lifeboat configuration loads in the real binary (LIFEBOAT_BIN; tests/deploy_helm.rs
+    sets it): with the mounted files stood in for under a temp folder and the server pointed at a closed
+    port, `lifeboat list` gets past the configuration (exit 2) and fails connecting (exit 1)."""
+    binary = os.environ.get("LIFEBOAT_BIN")
+    if not binary:
+        print("skip test_configs_accepted_by_lifeboat: LIFEBOAT_BIN is not set")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(tmp, "id")], check=True)
+        with open(os.path.join(tmp, "id.pub")) as f:
+            host_key = " ".join(f.read().split()[:2])
+        with open(os.path.join(tmp, "id")) as f:
+            ssh_key = f.read()
+        identity = subprocess.run([binary, "keygen"], capture_output=True, text=True, check=True).stdout
+        stand_ins = {"lifeboat/ssh_key": ssh_key, "lifeboat/known_hosts": f"[127.0.0.1]:1 {host_key}\n",
+                     "lifeboat/age_identity": identity, "lifeboat/passphrase": "a passphrase\n",
+                     "minio/access_key": "minio\n", "minio/secret_key": "minio-secret\n"}
+        for store in STORES:
+            stand_ins[f"{store}/password"] = "secret\n"
+        for path, text in stand_ins.items():
+            os.makedirs(os.path.join(tmp, "secrets", os.path.dirname(path)), exist_ok=True)
+            with open(os.path.join(tmp, "secrets", path), "w") as f:
+                f.write(text)
+        os.makedirs(os.path.join(tmp, "work"))
+        checked = 0
+        for name in ["production.yaml", "staging.yaml", "manual-restore.yaml"]:
+            for store, cfg in configs(render(values_file(name))).items():
+                user, _, rest = cfg["server"]["url"][len("ssh://"):].partition("@")
+                cfg["server"]["url"] = f"ssh://{user}@127.0.0.1:1/{rest.partition('/')[2]}"
+                text = yaml.safe_dump(cfg).replace(" /secrets/", f" {tmp}/secrets/").replace("work_dir: /work", f"work_dir: {tmp}/work")
+                config = os.path.join(tmp, f"{store}.yaml")
+                with open(config, "w") as f:
+                    f.write(text)
+                r = subprocess.run([binary, "--config", config, "list"], capture_output=True, text=True, timeout=120)
+                assert r.returncode == 1 and "configuration" not in r.stderr, (name, store, r.returncode, r.stderr, text)
+                checked += 1
+        assert checked == 9, checked
 
 
 def main():

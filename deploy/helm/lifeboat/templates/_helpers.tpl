@@ -76,8 +76,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (eq $role "restore") (not $r.server.read_only_key) (eq $dir $production) -}}
 {{- fail (printf "restore of %s reads %s, the folder production writes to, with a key that may write (restore.server.read_only_key=false): use a read-only restore key (sftp-server -R) or a copy of the backups" $store $dir) -}}
 {{- end -}}
-{{- if and (eq $store "postgres") (eq $s.type "differential") (eq $role "backup") (kindIs "string" $s.schedule) $s.schedule -}}
-{{- fail "postgres.schedule is one cron string but postgres.type is differential: give a map with full and differential keys" -}}
+{{- if and (eq $store "postgres") (eq $s.type "differential") -}}
+{{- fail "postgres.type differential is not supported by this chart yet: pgBackRest must run next to PostgreSQL's data directory (a sidecar in the PostgreSQL pod), which a CronJob pod cannot reach; use postgres.type=dump" -}}
 {{- end -}}
 {{- if and (eq $store "minio") (not $s.credentials_secret.name) -}}
 {{- fail "minio.credentials_secret.name is empty: name the Secret holding MinIO's access and secret keys" -}}
@@ -102,15 +102,6 @@ jobs:
     schedule: {{ include "lifeboat.schedule" (dict "sched" $s.schedule "key" "restore" "fallback" $r.schedule) | quote }}
     args: {{ concat (list "restore" "--store" $store "--yes") (ternary (list "--from" $r.from) (list) (not (empty $r.from))) | toJson }}
     work_dir_size: {{ $r.work_dir_size | quote }}
-{{- else if and (eq $store "postgres") (eq $s.type "differential") }}
-  - name: postgres-full
-    store: postgres
-    schedule: {{ include "lifeboat.schedule" (dict "sched" $s.schedule "key" "full" "fallback" "0 1 * * 0") | quote }}
-    args: ["backup", "--store", "postgres", "--type", "full"]
-  - name: postgres-diff
-    store: postgres
-    schedule: {{ include "lifeboat.schedule" (dict "sched" $s.schedule "key" "differential" "fallback" "0 1 * * 1-6") | quote }}
-    args: ["backup", "--store", "postgres", "--type", "diff"]
 {{- else }}
   - name: {{ $store }}
     store: {{ $store }}

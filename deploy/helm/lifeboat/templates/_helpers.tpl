@@ -1,0 +1,160 @@
+{{/* The prefix of every object's name. */}}
+{{- define "lifeboat.fullname" -}}
+{{- if contains "lifeboat" .Release.Name -}}
+{{- .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-lifeboat" .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lifeboat.labels" -}}
+app.kubernetes.io/name: lifeboat
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* The datastores, in backup order. */}}
+{{- define "lifeboat.storeNames" -}}postgres mongodb influxdb minio{{- end -}}
+
+{{/* "backup", "restore" or "" (nothing enabled); refuses both. */}}
+{{- define "lifeboat.role" -}}
+{{- if and .Values.backup.enabled .Values.restore.enabled -}}
+{{- fail "backup.enabled and restore.enabled are both true: a release is either backup (production) or restore (staging), never both; set one of them to false" -}}
+{{- else if .Values.backup.enabled -}}backup
+{{- else if .Values.restore.enabled -}}restore
+{{- end -}}
+{{- end -}}
+
+{{/* The folder on the backup server of a store: its own server_dir, else the role's backup_server_dir. */}}
+{{- define "lifeboat.storeDir" -}}
+{{- $r := index .root.Values .role -}}
+{{- $s := index .root.Values .store -}}
+{{- $s.server_dir | default $r.server.backup_server_dir | trimSuffix "/" -}}
+{{- end -}}
+
+{{/* A schedule: a cron string, or a map looked up by key; fallback when absent. */}}
+{{- define "lifeboat.schedule" -}}
+{{- if kindIs "map" .sched -}}
+{{- index .sched .key | default .fallback -}}
+{{- else -}}
+{{- .sched | default .fallback -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Every refusal that needs more than the schema can say. */}}
+{{- define "lifeboat.validate" -}}
+{{- $role := include "lifeboat.role" . -}}
+{{- if $role -}}
+{{- $r := index .Values $role -}}
+{{- if not $r.server.host -}}
+{{- fail (printf "%s.server.host is empty: set the backup server's host name" $role) -}}
+{{- end -}}
+{{- if and (not $r.secrets.existing_secret) (not $r.secrets.ssh_key) -}}
+{{- fail (printf "%s.secrets: no SSH key: set %s.secrets.existing_secret (a Secret with ssh_key and known_hosts) or %s.secrets.ssh_key" $role $role $role) -}}
+{{- end -}}
+{{- if and (not $r.secrets.existing_secret) (not $r.secrets.known_hosts) -}}
+{{- fail (printf "%s.secrets.known_hosts is empty: the backup server's host key must be verified; set it (ssh-keyscan -p PORT HOST, checked) or %s.secrets.existing_secret with a known_hosts key" $role $role) -}}
+{{- end -}}
+{{- if and (eq $role "backup") (eq $r.encryption.mode "age") (not $r.encryption.recipients) -}}
+{{- fail "backup.encryption.recipients is empty: give the age public key(s) (lifeboat keygen) that may decrypt the backups" -}}
+{{- end -}}
+{{- if and (eq $role "restore") (eq $r.encryption.mode "age") (not $r.secrets.existing_secret) (not $r.secrets.age_identity) -}}
+{{- fail "restore.secrets.age_identity is empty: a restore needs the age identity (or restore.secrets.existing_secret with an age_identity key)" -}}
+{{- end -}}
+{{- if and (eq $r.encryption.mode "passphrase") (not $r.secrets.existing_secret) (not $r.secrets.passphrase) -}}
+{{- fail (printf "%s.secrets.passphrase is empty while %s.encryption.mode is passphrase" $role $role) -}}
+{{- end -}}
+{{- if and (eq $role "restore") $r.from $r.cronjob -}}
+{{- fail "restore.from is set but restore.cronjob is true: a chosen backup is restored by a one-off Job; set restore.cronjob=false" -}}
+{{- end -}}
+{{- $production := $r.server.production_dir | default $r.server.backup_server_dir | trimSuffix "/" -}}
+{{- range $store := splitList " " (include "lifeboat.storeNames" $) -}}
+{{- $s := index $.Values $store -}}
+{{- if $s.enabled -}}
+{{- $dir := include "lifeboat.storeDir" (dict "root" $ "role" $role "store" $store) -}}
+{{- if and (eq $role "restore") (not $r.server.read_only_key) (eq $dir $production) -}}
+{{- fail (printf "restore of %s reads %s, the folder production writes to, with a key that may write (restore.server.read_only_key=false): use a read-only restore key (sftp-server -R) or a copy of the backups" $store $dir) -}}
+{{- end -}}
+{{- if and (eq $store "postgres") (eq $s.type "differential") -}}
+{{- fail "postgres.type differential is not supported by this chart yet: pgBackRest must run next to PostgreSQL's data directory (a sidecar in the PostgreSQL pod), which a CronJob pod cannot reach; use postgres.type=dump" -}}
+{{- end -}}
+{{- if and (eq $store "minio") (not $s.credentials_secret.name) -}}
+{{- fail "minio.credentials_secret.name is empty: name the Secret holding MinIO's access and secret keys" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The jobs of this release as YAML: {jobs: [{name, store, schedule, args, work_dir_size}]}. */}}
+{{- define "lifeboat.jobs" -}}
+{{- $role := include "lifeboat.role" . -}}
+jobs:
+{{- if $role }}
+{{- $r := index .Values $role }}
+{{- range $store := splitList " " (include "lifeboat.storeNames" $) }}
+{{- $s := index $.Values $store }}
+{{- if $s.enabled }}
+{{- if eq $role "restore" }}
+  - name: {{ $store }}
+    store: {{ $store }}
+    schedule: {{ include "lifeboat.schedule" (dict "sched" $s.schedule "key" "restore" "fallback" $r.schedule) | quote }}
+    args: {{ concat (list "restore" "--store" $store "--yes") (ternary (list "--from" $r.from) (list) (not (empty $r.from))) | toJson }}
+    work_dir_size: {{ $r.work_dir_size | quote }}
+{{- else }}
+  - name: {{ $store }}
+    store: {{ $store }}
+    schedule: {{ include "lifeboat.schedule" (dict "sched" $s.schedule "key" (ternary "differential" "dump" (eq $s.type "differential")) "fallback" $r.schedule) | quote }}
+    args: ["backup", "--store", {{ $store | quote }}]
+    {{- if eq $store "influxdb" }}
+    work_dir_size: {{ $s.work_dir_size | quote }}
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The Lifeboat configuration of one store's jobs (see the README's Configuration). */}}
+{{- define "lifeboat.config" -}}
+{{- $root := .root -}}
+{{- $store := .store -}}
+{{- $role := include "lifeboat.role" $root -}}
+{{- $r := index $root.Values $role -}}
+{{- $s := index $root.Values $store -}}
+{{- $dir := include "lifeboat.storeDir" (dict "root" $root "role" $role "store" $store) -}}
+{{- $storeCfg := deepCopy ($s.config | default dict) -}}
+{{- $_ := set $storeCfg "enabled" true -}}
+{{- $_ := set $storeCfg "type" $s.type -}}
+{{- if and $s.password_secret $s.password_secret.name -}}
+{{- $_ := set $storeCfg "password_file" (printf "/secrets/%s/password" $store) -}}
+{{- end -}}
+{{- if eq $store "minio" -}}
+{{- $_ := set $storeCfg "access_key_file" "/secrets/minio/access_key" -}}
+{{- $_ := set $storeCfg "secret_key_file" "/secrets/minio/secret_key" -}}
+{{- end -}}
+{{- $server := dict "url" (printf "ssh://%s@%s:%d%s" $r.server.user $r.server.host (int $r.server.port) $dir) "ssh_key_file" "/secrets/lifeboat/ssh_key" "known_hosts_file" "/secrets/lifeboat/known_hosts" "timeout" $r.server.timeout -}}
+{{- $encryption := dict -}}
+{{- if eq $r.encryption.mode "passphrase" -}}
+{{- $_ := set $encryption "passphrase_file" "/secrets/lifeboat/passphrase" -}}
+{{- else if eq $role "backup" -}}
+{{- $_ := set $encryption "recipients" $r.encryption.recipients -}}
+{{- else -}}
+{{- $_ := set $encryption "identity_file" "/secrets/lifeboat/age_identity" -}}
+{{- end -}}
+{{- $cfg := dict "role" $role "timezone" $r.timezone "server" $server "encryption" $encryption "retention" $root.Values.retention "stores" (dict $store $storeCfg) -}}
+{{- if $root.Values.monitoring.pushgateway_url -}}
+{{- $_ := set $cfg "monitoring" (dict "pushgateway_url" $root.Values.monitoring.pushgateway_url) -}}
+{{- end -}}
+{{- if or (eq $role "restore") (eq $store "influxdb") -}}
+{{- $_ := set $cfg "work_dir" "/work" -}}
+{{- end -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The Secret holding the role's SSH key, known_hosts and age identity or passphrase. */}}
+{{- define "lifeboat.secretName" -}}
+{{- $r := index .Values (include "lifeboat.role" .) -}}
+{{- $r.secrets.existing_secret | default (printf "%s-%s" (include "lifeboat.fullname" .) (include "lifeboat.role" .)) -}}
+{{- end -}}

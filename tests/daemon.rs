@@ -61,6 +61,44 @@ fn the_daemon_backs_up_on_schedule_and_a_stop_between_jobs_exits_0() {
     assert!(log.matches("postgres: next backup at").count() >= 2, "{log}");
 }
 
+/// A `bin_dir` whose pg_dump fails on its first run and is the real one afterwards.
+fn pg_dump_failing_once(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("failing-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["pg_dumpall", "pg_restore", "psql"] {
+        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool)).unwrap();
+    }
+    let real = "/usr/lib/postgresql/15/bin/pg_dump";
+    let marker = bin.join("failed-once");
+    let script = format!(
+        "#!/bin/bash\nif [ \"$1\" = --version ]; then exec {real} --version; fi\n\
+         if [ ! -e {m} ]; then touch {m}; echo 'pg_dump: error: simulated failure' >&2; exit 1; fi\nexec {real} \"$@\"\n",
+        m = marker.display()
+    );
+    std::fs::write(bin.join("pg_dump"), script).unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn a_failed_job_is_logged_and_the_next_one_runs() {
+    let case = Case::new("daemon_failure");
+    seed_postgres(&case.db, 50);
+    let bin = pg_dump_failing_once(case.dir.path());
+    let now = chrono::Utc::now().second();
+    let (first, second) = ((now + 3) % 60, (now + 6) % 60);
+    let block = case.postgres_block(&format!("    schedule: \"{first},{second} * * * * *\"\n")).replace("    databases:", &format!("    bin_dir: {}\n    databases:", bin.display()));
+    let config = case.backup_config_with(&Transport::File, &block, "daemon.yaml");
+    let child = spawn_daemon(&config);
+    let backed_up = wait_for(Duration::from_secs(50), || complete_runs(&case, &config) >= 1);
+    let out = terminate(child);
+    let log = stderr(&out);
+    assert!(backed_up, "the second scheduled run did not back up:\n{log}");
+    assert!(bin.join("failed-once").exists(), "the first run did not fail:\n{log}");
+    assert!(log.contains("postgres: the scheduled job failed:") && log.contains("simulated failure") && log.contains("the daemon goes on"), "{log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+}
+
 #[test]
 fn a_stop_during_a_scheduled_backup_ends_it_as_backup_does_with_exit_1() {
     let case = Case::new("daemon_stop");

@@ -239,20 +239,18 @@ mod tests {
     fn a_dst_gap_or_repeat_runs_the_job_once() {
         let london: Tz = "Europe/London".parse().unwrap();
         let cron = parse_cron("30 1 * * *", false).unwrap();
+        let runs = |from: &str, n: usize| -> Vec<DateTime<Utc>> {
+            std::iter::successors(next_after(&cron, utc(from), london), |t| next_after(&cron, t.with_timezone(&Utc), london))
+                .take(n)
+                .map(|t| t.with_timezone(&Utc))
+                .collect()
+        };
         // 2025-03-30: 01:00 GMT jumps to 02:00 BST, so 01:30 does not exist that day.
-        let runs: Vec<_> = std::iter::successors(next_after(&cron, utc("2025-03-29T12:00:00Z"), london), |t| next_after(&cron, t.with_timezone(&Utc), london))
-            .take(3)
-            .map(|t| t.with_timezone(&Utc))
-            .collect();
-        assert_eq!(runs[0], utc("2025-03-30T01:00:00Z"), "{runs:?}");
-        assert_eq!(runs[1], utc("2025-03-31T00:30:00Z"), "{runs:?}");
+        let spring = runs("2025-03-29T12:00:00Z", 2);
+        assert_eq!(spring, [utc("2025-03-30T01:00:00Z"), utc("2025-03-31T00:30:00Z")]);
         // 2025-10-26: 01:30 happens twice (BST, then GMT); one run.
-        let fall: Vec<_> = std::iter::successors(next_after(&cron, utc("2025-10-25T12:00:00Z"), london), |t| next_after(&cron, t.with_timezone(&Utc), london))
-            .take(2)
-            .map(|t| t.with_timezone(&Utc))
-            .collect();
-        assert_eq!(fall[0], utc("2025-10-26T00:30:00Z"), "{fall:?}");
-        assert_eq!(fall[1], utc("2025-10-27T01:30:00Z"), "{fall:?}");
+        let fall = runs("2025-10-25T12:00:00Z", 2);
+        assert_eq!(fall, [utc("2025-10-26T00:30:00Z"), utc("2025-10-27T01:30:00Z")]);
     }
 
     #[test]

@@ -43,17 +43,17 @@ fn complete_runs(case: &Case, config: &Path) -> usize {
 fn the_daemon_backs_up_on_schedule_and_a_stop_between_jobs_exits_0() {
     let case = Case::new("daemon_backup");
     seed_postgres(&case.db, 200);
-    // Once a minute, at a second three seconds from now: after the first run the daemon is idle
+    // Once a minute, at a second four seconds from now: after the first run the daemon is idle
     // for most of a minute, so the stop below finds no job running.
-    let second = (chrono::Utc::now().second() + 3) % 60;
+    let second = (chrono::Utc::now().second() + 4) % 60;
     let block = case.postgres_block(&format!("    schedule: \"{second} * * * * *\"\n"));
     let config = case.backup_config_with(&Transport::File, &block, "daemon.yaml");
     assert_eq!(complete_runs(&case, &config), 0);
     let child = spawn_daemon(&config);
-    let backed_up = wait_for(Duration::from_secs(50), || complete_runs(&case, &config) >= 1);
+    let backed_up = wait_for(Duration::from_secs(75), || complete_runs(&case, &config) >= 1);
     let out = terminate(child);
     let log = stderr(&out);
-    assert!(backed_up, "no scheduled backup was listed within 50 s:\n{log}");
+    assert!(backed_up, "no scheduled backup was listed within 75 s:\n{log}");
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(log.contains("postgres: next backup at") && log.contains(&format!("(stores.postgres.schedule `{second} * * * * *`)")), "{log}");
     assert!(log.contains("daemon: stopped by SIGTERM with no job running"), "{log}");
@@ -90,7 +90,7 @@ fn a_failed_job_is_logged_and_the_next_one_runs() {
     let block = case.postgres_block(&format!("    schedule: \"{first},{second} * * * * *\"\n")).replace("    databases:", &format!("    bin_dir: {}\n    databases:", bin.display()));
     let config = case.backup_config_with(&Transport::File, &block, "daemon.yaml");
     let child = spawn_daemon(&config);
-    let backed_up = wait_for(Duration::from_secs(50), || complete_runs(&case, &config) >= 1);
+    let backed_up = wait_for(Duration::from_secs(75), || complete_runs(&case, &config) >= 1);
     let out = terminate(child);
     let log = stderr(&out);
     assert!(backed_up, "the second scheduled run did not back up:\n{log}");

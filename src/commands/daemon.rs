@@ -233,6 +233,8 @@ mod tests {
         assert_eq!(next.format("%Y-%m-%d %H:%M %Z").to_string(), "2025-06-02 01:00 WAT");
         // 23:30 UTC on the 1st is 00:30 on the 2nd in Lagos: 01:00 that day is 30 minutes away.
         assert_eq!(next_after(&cron, utc("2025-06-01T23:30:00Z"), lagos).unwrap().with_timezone(&Utc), utc("2025-06-02T00:00:00Z"));
+        // A job that ended within its own minute runs next the day after, not again.
+        assert_eq!(next_after(&cron, utc("2025-06-02T00:00:00.500Z"), lagos).unwrap().with_timezone(&Utc), utc("2025-06-03T00:00:00Z"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `lifeboat daemon` against the real PostgreSQL: a scheduled backup happens and is listed, a stop
 //! between jobs exits 0 within seconds, a stop during a job ends it as `backup` does (exit 1,
-//! nothing committed), and a bad cron expression is a configuration error naming its key.
+//! nothing committed), a failed job does not end the daemon, a restore-side daemon restores on
+//! its schedule, and a bad cron expression is a configuration error naming its key.
 //! Schedules here have a seconds field (`LIFEBOAT_DAEMON_SECONDS=1`, a test-only switch).
 
 mod common;
@@ -139,4 +140,35 @@ fn a_restore_daemon_without_any_schedule_refuses_to_start() {
     let case = Case::new("daemon_restore");
     let config = case.restore_config(&Transport::File);
     assert_fails(&lifeboat(&config, &["daemon"]), 2, "role restore: no enabled store has a schedule");
+}
+
+#[test]
+fn a_restore_daemon_restores_a_store_on_its_schedule() {
+    let case = Case::new("daemon_restore_run");
+    seed_postgres(&case.db, 100);
+    let backup = case.backup_config(&Transport::File);
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let before = psql(&case.db, "SELECT count(*) FROM registry.event").trim().to_string();
+    psql(&case.db, "DELETE FROM registry.event");
+    let second = (chrono::Utc::now().second() + 4) % 60;
+    let block = case.postgres_block(&format!("    schedule: \"{second} * * * * *\"\n"));
+    let config = case.restore_config_with(&Transport::File, &block, "daemon.yaml");
+    let child = spawn_daemon(&config);
+    // Mid-restore the database may be gone: a failed query is simply "not yet".
+    let count = || {
+        let port = PG_PORT.to_string();
+        let args = ["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", &case.db, "-c", "SELECT count(*) FROM registry.event"];
+        let out = Command::new("psql").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The drill report is the restore's last write: after it, the daemon is idle again.
+    let drill_report = || std::fs::read_dir(&case.server_path).unwrap().flatten().any(|run| {
+        std::fs::read_dir(run.path().join("postgres")).into_iter().flatten().flatten().any(|f| f.file_name().to_string_lossy().starts_with("drill-"))
+    });
+    let restored = wait_for(Duration::from_secs(75), || drill_report() && count() == before);
+    let out = terminate(child);
+    let log = stderr(&out);
+    assert!(restored, "the scheduled restore did not bring the rows back ({}):\n{log}", count());
+    assert!(log.contains("postgres: next restore at"), "{log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
 }

@@ -74,6 +74,8 @@ enum Command {
     },
     /// Print a new age identity (stdout) and its public recipient (stderr).
     Keygen,
+    /// Run the configured schedules (backups, or restores that have a schedule) until SIGTERM or SIGINT.
+    Daemon,
 }
 
 fn init_logging(verbose: u8) {
@@ -106,6 +108,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Verify { from, deep } => commands::verify::run(&config, from.as_deref(), deep, cli.json).await.map(|_| ()),
         Command::Prune { stores, dry_run } => commands::prune::run(&config, &stores, dry_run, cli.json).await.map(|_| ()),
         Command::Status { max_age } => commands::status::run(&config, max_age.as_deref(), cli.json).await.map(|_| ()),
+        Command::Daemon => commands::daemon::run(&config).await,
         Command::Keygen => unreachable!("handled above"),
     }
 }

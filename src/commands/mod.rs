@@ -2,6 +2,7 @@
 //! (human lines, or JSON with `--json`) on stdout. Progress and logs go to stderr.
 
 pub mod backup;
+pub mod daemon;
 pub mod keygen;
 pub mod list;
 pub mod prune;

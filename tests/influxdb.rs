@@ -361,8 +361,27 @@ struct PrivateInflux {
     pidfile: PathBuf,
 }
 
+/// A port the kernel says is free now (for a retry after a collision).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 impl PrivateInflux {
+    /// Starts on the given ports; when one is taken (fixed ports lie in the kernel's ephemeral
+    /// range, so a client connection of another test can hold one for a moment), on free ones.
     fn start(dir: &Path, http_port: u16, rpc_port: u16) -> PrivateInflux {
+        let mut ports = (http_port, rpc_port);
+        for _ in 0..3 {
+            match Self::try_start(dir, ports.0, ports.1) {
+                Ok(server) => return server,
+                Err(log) if log.contains("address already in use") => ports = (free_port(), free_port()),
+                Err(log) => panic!("private influxd did not start within 60 s: {log}"),
+            }
+        }
+        panic!("private influxd found its ports taken three times")
+    }
+
+    fn try_start(dir: &Path, http_port: u16, rpc_port: u16) -> Result<PrivateInflux, String> {
         let conf = dir.join("influxdb.conf");
         std::fs::write(
             &conf,
@@ -386,13 +405,16 @@ impl PrivateInflux {
         for _ in 0..240 {
             let rpc = format!("127.0.0.1:{rpc_port}");
             if Command::new("curl").args(["-sf", &format!("{http}/ping")]).output().unwrap().status.success() && snapshot_service_answers(&rpc).is_ok() {
-                return PrivateInflux { child, http, rpc, pidfile };
+                return Ok(PrivateInflux { child, http, rpc, pidfile });
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("private influxd did not start within 60 s: {}", std::fs::read_to_string(dir.join("influxd.log")).unwrap());
+        Err(std::fs::read_to_string(dir.join("influxd.log")).unwrap())
     }
 }
 

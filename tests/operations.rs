@@ -29,8 +29,9 @@ fn with_bin_dir(case: &Case, config: &Path, bin: &Path, file: &str) -> PathBuf {
     case.write_config(file, &text)
 }
 
-fn read_pid(file: &Path) -> u32 {
-    std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
+/// The pid a stalling tool wrote, once it has written it whole.
+fn read_pid(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
 /// Sends SIGTERM and waits for the job to end, which must take under 5 seconds.
@@ -53,7 +54,9 @@ fn sigterm_stops_a_backup_within_seconds_and_commits_nothing() {
     let is_dump = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().ends_with(".dump.zst.age");
     assert!(wait_for(Duration::from_secs(30), || files_under(&case.server_path).iter().any(is_dump)), "the backup never started its dump");
     let pid_file = case.dir.path().join("stalling-bin/pg_dump.pid");
-    let tool = read_pid(&pid_file);
+    // The dump file is created as pg_dump is spawned, maybe before its wrapper wrote its pid.
+    assert!(wait_for(Duration::from_secs(10), || read_pid(&pid_file).is_some()), "pg_dump never started");
+    let tool = read_pid(&pid_file).unwrap();
 
     let out = terminate(child);
     let line = assert_fails(&out, 1, "backup stopped by SIGTERM");
@@ -81,8 +84,8 @@ fn sigterm_mid_restore_says_what_is_restored_and_a_rerun_completes_it() {
     let stalling = with_bin_dir(&case, &restore, &stalling_pg_tool(case.dir.path(), "pg_restore", 0), "stalling.yaml");
     let child = spawn_lifeboat_captured(&stalling, &["restore", "--yes"]);
     let pid_file = case.dir.path().join("stalling-bin/pg_restore.pid");
-    assert!(wait_for(Duration::from_secs(30), || pid_file.exists() && std::fs::metadata(&pid_file).unwrap().len() > 0), "pg_restore never started");
-    let tool = read_pid(&pid_file);
+    assert!(wait_for(Duration::from_secs(30), || read_pid(&pid_file).is_some()), "pg_restore never started");
+    let tool = read_pid(&pid_file).unwrap();
 
     let out = terminate(child);
     let line = assert_fails(&out, 1, "restore stopped by SIGTERM");

@@ -74,6 +74,11 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// A job that succeeded with backup `backup`, having taken `seconds`.
+    pub fn succeeded(store: &str, started_at: DateTime<Utc>, backup: &str, seconds: f64, read_bytes: u64, stored_bytes: u64) -> JobResult {
+        JobResult { store: store.to_string(), ok: true, backup: Some(backup.to_string()), error: None, started_at, seconds, read_bytes, stored_bytes }
+    }
+
     /// A job that failed (or was stopped) with `e`.
     pub fn failed(store: &str, started_at: DateTime<Utc>, e: &Error) -> JobResult {
         JobResult {
@@ -195,7 +200,7 @@ async fn call_webhook(client: &reqwest::Client, file: &Path, role: Role, results
     let url = SecretFile::new("webhook URL", file).read()?;
     let url = url.trim();
     let failed: Vec<&str> = results.iter().filter(|r| !r.ok).map(|r| r.store.as_str()).collect();
-    let host = crate::layout::drill::host_name();
+    let host = crate::layout::lock::host_name();
     let text = match failed.is_empty() {
         true => format!("Lifeboat {role} on {host} succeeded: {}", results.iter().map(|r| r.store.as_str()).collect::<Vec<_>>().join(", ")),
         false => format!(

@@ -83,18 +83,11 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
 
 /// What metrics and the webhook say of one store's backup.
 fn job_result(store: &str, started_at: chrono::DateTime<chrono::Utc>, result: &Result<BackupOutcome>) -> JobResult {
-    let seconds = (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
     match result {
-        Ok(o) => JobResult {
-            store: store.to_string(),
-            ok: true,
-            backup: Some(o.id.clone()),
-            error: None,
-            started_at,
-            seconds,
-            read_bytes: o.read_bytes,
-            stored_bytes: o.stored_bytes,
-        },
+        Ok(o) => {
+            let seconds = (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
+            JobResult::succeeded(store, started_at, &o.id, seconds, o.read_bytes, o.stored_bytes)
+        }
         Err(e) => JobResult::failed(store, started_at, e),
     }
 }

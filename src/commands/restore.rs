@@ -19,7 +19,7 @@ use crate::layout::{Manifest, Run, RunReader};
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
 use crate::monitoring::{self, JobResult};
-use crate::server::{self, join};
+use crate::server;
 use crate::stop;
 use crate::stores::{ConfiguredStore, DifferentialStore, RepoAccess, RepoPrepared, RepoRestoreRequest, RestoreFiles};
 
@@ -139,7 +139,7 @@ async fn restore_stores(
 
     // Phase 2: replace each target's data, then prove it with the recorded counts. Every store's
     // restore leaves a drill report, whatever its result.
-    let drills_dir = config.file.parent().unwrap_or(std::path::Path::new(".")).join(drill::DRILLS_DIR);
+    let drills_dir = drill::local_dir(&config.file);
     let names: Vec<&str> = jobs.iter().map(Job::name).collect();
     let mut outcomes = Vec::new();
     for (i, job) in jobs.into_iter().enumerate() {
@@ -182,16 +182,7 @@ async fn restore_stores(
             tracing::info!("{}: drill report written to {place}", report.store);
         }
         results.push(match &verdict {
-            Ok(o) => JobResult {
-                store: o.store.clone(),
-                ok: true,
-                backup: Some(o.id.clone()),
-                error: None,
-                started_at,
-                seconds: o.seconds,
-                read_bytes: o.raw_bytes,
-                stored_bytes: o.stored_bytes,
-            },
+            Ok(o) => JobResult::succeeded(&o.store, started_at, &o.id, o.seconds, o.raw_bytes, o.stored_bytes),
             Err(e) => JobResult::failed(names[i], started_at, e),
         });
         let outcome = verdict?;
@@ -288,7 +279,7 @@ impl Job<'_> {
     fn report(&self, started_at: chrono::DateTime<Utc>) -> (String, DrillReport) {
         let (dir, backup, finished, expected) = match self {
             Job::Run { run, manifest, .. } => (run.path(), run.id.to_string(), Some(manifest.finished_at.clone()), manifest.counts.clone()),
-            Job::Repo { store, .. } => (join(drill::DRILLS_DIR, store.folder()), String::new(), None, Counts::new()),
+            Job::Repo { store, .. } => (drill::repository_dir(store.folder()), String::new(), None, Counts::new()),
         };
         let report = DrillReport {
             store: self.name().to_string(),
@@ -302,7 +293,7 @@ impl Job<'_> {
             restored: String::new(),
             counts_expected: expected,
             counts_found: Counts::new(),
-            host: drill::host_name(),
+            host: crate::layout::lock::host_name(),
         };
         (dir, report)
     }

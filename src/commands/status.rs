@@ -51,7 +51,7 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<S
     let folders = reader.folders().await?;
     let access = RepoAccess { server: Some(server.as_ref()), ..Default::default() };
     let now = chrono::Utc::now();
-    let drills_dir = config.file.parent().unwrap_or(std::path::Path::new(".")).join(drill::DRILLS_DIR);
+    let drills_dir = drill::local_dir(&config.file);
     let mut out = Vec::new();
     for store in &stores {
         let (newest_id, finished, damaged_since, incomplete_since, last_failed, drill_on_server) = match store.store.differential() {
@@ -67,12 +67,7 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<S
                     id: b.label.clone(),
                     state: if b.damaged.is_some() { "damaged" } else { "incomplete" },
                 });
-                let drills_dir = join(drill::DRILLS_DIR, store.folder());
-                let names: Vec<String> = server.list(&drills_dir).await?.into_iter().filter(|e| !e.is_dir && drill::is_report(&e.name)).map(|e| e.name).collect();
-                let drill = match names.iter().max() {
-                    Some(name) => drill::read(server.as_ref(), &join(&drills_dir, name)).await,
-                    None => None,
-                };
+                let drill = drill::newest_in(server.as_ref(), &drill::repository_dir(store.folder())).await?;
                 (newest.map(|b| b.label.clone()), newest.map(|b| b.finished_at.fixed_offset()), damaged, incomplete, failed, drill)
             }
             None => {

@@ -62,13 +62,23 @@ pub fn is_report(name: &str) -> bool {
         .is_some_and(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").is_ok())
 }
 
-/// The host name, for reports and locks.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".into())
+/// The local fallback folder for reports: `drills/` next to the configuration file.
+pub fn local_dir(config_file: &Path) -> PathBuf {
+    config_file.parent().unwrap_or(Path::new(".")).join(DRILLS_DIR)
+}
+
+/// Where a differential store's reports go on the server (it has no run folders of its own).
+pub fn repository_dir(store_folder: &str) -> String {
+    join(DRILLS_DIR, store_folder)
+}
+
+/// The newest report in a folder on the server, if any (names sort by time).
+pub async fn newest_in(server: &dyn BackupServer, dir: &str) -> crate::error::Result<Option<DrillReport>> {
+    let names = server.list(dir).await?.into_iter().filter(|e| !e.is_dir && is_report(&e.name)).map(|e| e.name);
+    Ok(match names.max() {
+        Some(name) => read(server, &join(dir, &name)).await,
+        None => None,
+    })
 }
 
 /// Writes `report` into `server_dir` on the server, or into `<local_dir>/<store>/` when the

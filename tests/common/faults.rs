@@ -6,6 +6,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A relay's listening socket on a free loopback port, polled (non-blocking) so its thread can stop.
+fn relay_listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    (listener, port)
+}
+
+/// The next client and a fresh connection to `target` for it; None (after a short wait) when
+/// no client is waiting.
+fn accept_pair(listener: &TcpListener, target: u16) -> Option<(TcpStream, TcpStream)> {
+    let Ok((client, _)) = listener.accept() else {
+        std::thread::sleep(Duration::from_millis(5));
+        return None;
+    };
+    client.set_nonblocking(false).unwrap();
+    Some((client, TcpStream::connect(("127.0.0.1", target)).unwrap()))
+}
+
 /// A TCP relay to `127.0.0.1:target` that goes down for good (every connection cut, the port
 /// closed) once `limit` bytes have come back from the server. Stops by itself after 120 s.
 pub struct DyingRelay {
@@ -15,9 +34,7 @@ pub struct DyingRelay {
 
 impl DyingRelay {
     pub fn start(target: u16, limit: u64) -> DyingRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
+        let (listener, port) = relay_listener();
         let sent = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
@@ -25,15 +42,7 @@ impl DyingRelay {
         std::thread::spawn(move || {
             let started = Instant::now();
             while !flag.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+                let Some((client, server)) = accept_pair(&listener, target) else { continue };
                 open.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 let pump = |mut from: TcpStream, mut to: TcpStream, counted: bool| {
                     let (sent, down, open) = (sent.clone(), flag.clone(), open.clone());
@@ -83,9 +92,7 @@ pub struct StallingRelay {
 
 impl StallingRelay {
     pub fn start(target: u16, limit: u64) -> StallingRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
+        let (listener, port) = relay_listener();
         let sent = Arc::new(AtomicU64::new(0));
         let stalled = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
@@ -93,15 +100,7 @@ impl StallingRelay {
         std::thread::spawn(move || {
             let mut held = Vec::new();
             while !finished.load(Ordering::Relaxed) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+                let Some((client, server)) = accept_pair(&listener, target) else { continue };
                 held.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 let pump = |mut from: TcpStream, mut to: TcpStream, counted: bool| {
                     let (sent, stalled) = (sent.clone(), flag.clone());

@@ -21,8 +21,14 @@ pub enum Error {
     Usage(String),
 
     /// A secret file (key, identity, passphrase, password) could not be read.
-    #[error("cannot read {what} file {path}: {reason}; check that the file exists and is readable by this user")]
-    SecretFile { what: &'static str, path: PathBuf, reason: String },
+    #[error(
+        "cannot read {what} file {path}: {reason}; check that the file exists and is readable by this user"
+    )]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 
     /// The backup server refused or could not be reached.
     #[error("backup server {server}: {message}")]
@@ -50,7 +56,11 @@ pub enum Error {
 
     /// Local I/O failed.
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// `status --max-age`: the newest backup is too old (or missing).
     #[error("{0}")]
@@ -71,10 +81,16 @@ impl Error {
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub fn store(store: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Store { store: store.into(), message: message.into() }
+        Error::Store {
+            store: store.into(),
+            message: message.into(),
+        }
     }
 }

@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
+use crate::config::Compression;
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
-use crate::config::Compression;
 use crate::layout::lock::with_lock;
 use crate::monitoring::{self, JobResult};
 use crate::pipeline::{self, Counters, EncodedFile, EncryptKey};
@@ -25,19 +25,32 @@ pub struct BackupOutcome {
 }
 
 /// Runs the backups of the enabled stores (or of `only`); `kind` (`--type`) is for differential stores.
-pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> Result<Vec<BackupOutcome>> {
+pub async fn run(
+    config: &Config,
+    only: &[String],
+    kind: Option<BackupKind>,
+) -> Result<Vec<BackupOutcome>> {
     config.require_role(Role::Backup, "backup")?;
     let stores = config.configured_stores(only)?;
     if let Some(kind) = kind
         && !stores.iter().any(|s| s.store.differential().is_some())
     {
-        return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
+        return Err(Error::Usage(format!(
+            "--type {kind} is for a store of type differential; none of the selected stores is"
+        )));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
     // pgBackRest reaches the server itself, but the connection also holds every store's lock.
     let server = server::connect(&config.server).await?;
-    let encoder = Encoder { key: &key, compression: &config.compression };
-    let access = RepoAccess { server: Some(server.as_ref()), encoder: Some(&encoder), key: None };
+    let encoder = Encoder {
+        key: &key,
+        compression: &config.compression,
+    };
+    let access = RepoAccess {
+        server: Some(server.as_ref()),
+        encoder: Some(&encoder),
+        key: None,
+    };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     let mut stopped: Option<&str> = None;
@@ -51,17 +64,36 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         let started_at = chrono::Utc::now();
         let job = async {
             match store.store.differential() {
-                Some(differential) => backup_differential(config, store.name, differential, kind, &access).await,
+                Some(differential) => {
+                    backup_differential(config, store.name, differential, kind, &access).await
+                }
                 None => backup_store(config, server.as_ref(), store, &key).await,
             }
         };
-        let result = with_lock(server.as_ref(), &config.locking, store.folder(), "backup", job).await;
+        let result = with_lock(
+            server.as_ref(),
+            &config.locking,
+            store.folder(),
+            "backup",
+            job,
+        )
+        .await;
         results.push(job_result(store.name, started_at, &result));
         match result {
             Err(Error::Stopped(_)) => stopped = Some(store.name),
             Ok(outcome) => {
                 let elapsed = std::time::Duration::from_secs_f64(outcome.seconds);
-                eprintln!("{}", summary(&outcome.store, "backup", &outcome.id, outcome.read_bytes, outcome.stored_bytes, elapsed));
+                eprintln!(
+                    "{}",
+                    summary(
+                        &outcome.store,
+                        "backup",
+                        &outcome.id,
+                        outcome.read_bytes,
+                        outcome.stored_bytes,
+                        elapsed
+                    )
+                );
                 outcomes.push(outcome);
             }
             Err(e) => {
@@ -77,16 +109,30 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
     match failures.len() {
         0 => Ok(outcomes),
         1 => Err(failures.remove(0)),
-        n => Err(Error::store("backup", format!("{n} stores failed (see above): {}", failures[0]))),
+        n => Err(Error::store(
+            "backup",
+            format!("{n} stores failed (see above): {}", failures[0]),
+        )),
     }
 }
 
 /// What metrics and the webhook say of one store's backup.
-fn job_result(store: &str, started_at: chrono::DateTime<chrono::Utc>, result: &Result<BackupOutcome>) -> JobResult {
+fn job_result(
+    store: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    result: &Result<BackupOutcome>,
+) -> JobResult {
     match result {
         Ok(o) => {
             let seconds = (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
-            JobResult::succeeded(store, started_at, &o.id, seconds, o.read_bytes, o.stored_bytes)
+            JobResult::succeeded(
+                store,
+                started_at,
+                &o.id,
+                seconds,
+                o.read_bytes,
+                o.stored_bytes,
+            )
         }
         Err(e) => JobResult::failed(store, started_at, e),
     }
@@ -96,7 +142,13 @@ fn job_result(store: &str, started_at: chrono::DateTime<chrono::Utc>, result: &R
 fn stopped_error(done: &[BackupOutcome], stopped: Option<&str>, not_started: &[&str]) -> Error {
     let mut parts = Vec::new();
     if !done.is_empty() {
-        parts.push(format!("backed up: {}", done.iter().map(|o| o.store.as_str()).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "backed up: {}",
+            done.iter()
+                .map(|o| o.store.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(name) = stopped {
         parts.push(format!("stopped part-way, nothing committed: {name}"));
@@ -104,7 +156,11 @@ fn stopped_error(done: &[BackupOutcome], stopped: Option<&str>, not_started: &[&
     if !not_started.is_empty() {
         parts.push(format!("not started: {}", not_started.join(", ")));
     }
-    Error::Stopped(format!("backup stopped by {} ({}); run the backup again", stop::signal_name(), parts.join("; ")))
+    Error::Stopped(format!(
+        "backup stopped by {} ({}); run the backup again",
+        stop::signal_name(),
+        parts.join("; ")
+    ))
 }
 
 /// Below this, a failed write is most likely the backup server's disk being full.
@@ -124,8 +180,14 @@ async fn explain_full_disk(server: &dyn BackupServer, e: Error) -> Error {
                 human_bytes(space.total_bytes)
             );
             match e {
-                Error::Server { server, message } => Error::Server { server, message: format!("{message}; {hint}") },
-                other => Error::Server { server: server.describe(), message: format!("{other}; {hint}") },
+                Error::Server { server, message } => Error::Server {
+                    server,
+                    message: format!("{message}; {hint}"),
+                },
+                other => Error::Server {
+                    server: server.describe(),
+                    message: format!("{other}; {hint}"),
+                },
             }
         }
         _ => e,
@@ -143,7 +205,9 @@ async fn backup_differential(
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
     let Some(done) = stop::unless_requested(store.backup(kind, today, access)).await else {
-        tracing::warn!("{name}: stopped; the tool was killed before it recorded the backup, which it never lists as complete");
+        tracing::warn!(
+            "{name}: stopped; the tool was killed before it recorded the backup, which it never lists as complete"
+        );
         return Err(Error::Stopped(format!("{name}: backup stopped")));
     };
     let done = done?;
@@ -157,15 +221,37 @@ async fn backup_differential(
     })
 }
 
-async fn backup_store(config: &Config, server: &dyn BackupServer, store: &ConfiguredStore, key: &EncryptKey) -> Result<BackupOutcome> {
+async fn backup_store(
+    config: &Config,
+    server: &dyn BackupServer,
+    store: &ConfiguredStore,
+    key: &EncryptKey,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
-    let mut run = RunWriter::claim(server, today, store.name, store.folder(), key, &config.compression).await?;
-    tracing::info!("{}: backing up to {}/{}", store.name, server.describe(), run.path());
+    let mut run = RunWriter::claim(
+        server,
+        today,
+        store.name,
+        store.folder(),
+        key,
+        &config.compression,
+    )
+    .await?;
+    tracing::info!(
+        "{}: backing up to {}/{}",
+        store.name,
+        server.describe(),
+        run.path()
+    );
     let result = stop::unless_requested(store.store.backup(&mut run)).await;
     match result.unwrap_or_else(|| Err(Error::Stopped(format!("{}: backup stopped", store.name)))) {
         Ok(info) => {
-            let (id, path, read_bytes) = (run.id().to_string(), run.path().to_string(), run.counters().read());
+            let (id, path, read_bytes) = (
+                run.id().to_string(),
+                run.path().to_string(),
+                run.counters().read(),
+            );
             let manifest = run.commit(store.kind(), info).await?;
             Ok(BackupOutcome {
                 store: store.name.to_string(),
@@ -182,8 +268,14 @@ async fn backup_store(config: &Config, server: &dyn BackupServer, store: &Config
             // Never leave anything that could pass for a backup; the run has no manifest anyway.
             // Bounded, so that a stop stays quick even when the server is slow to answer.
             let path = run.path().to_string();
-            if tokio::time::timeout(std::time::Duration::from_secs(3), run.abort()).await.is_err() {
-                tracing::warn!("{}: removing the unfinished run {path} took too long; it has no manifest and `prune` removes it", store.name);
+            if tokio::time::timeout(std::time::Duration::from_secs(3), run.abort())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "{}: removing the unfinished run {path} took too long; it has no manifest and `prune` removes it",
+                    store.name
+                );
             }
             Err(e)
         }
@@ -208,6 +300,9 @@ impl FileEncoder for Encoder<'_> {
     }
 
     fn describe(&self) -> (String, String) {
-        (format!("zstd-{}", self.compression.level), self.key.scheme().to_string())
+        (
+            format!("zstd-{}", self.compression.level),
+            self.key.scheme().to_string(),
+        )
     }
 }

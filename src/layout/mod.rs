@@ -164,10 +164,24 @@ mod tests {
 
     #[test]
     fn only_plain_file_names_pass() {
-        for ok in ["db-events.dump.zst.age", "roles.sql.zst.age", "a..b", ".hidden"] {
+        for ok in [
+            "db-events.dump.zst.age",
+            "roles.sql.zst.age",
+            "a..b",
+            ".hidden",
+        ] {
             assert!(check_file_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "../../etc/cron.d/x", "/etc/passwd", "a/b", "a\\b", "nul\0byte"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc/cron.d/x",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "nul\0byte",
+        ] {
             let e = check_file_name(bad).unwrap_err();
             assert_eq!(e.exit_code(), 1, "{bad}");
         }
@@ -175,10 +189,27 @@ mod tests {
 
     #[test]
     fn run_ids_order_by_date_then_sequence() {
-        let mut ids: Vec<RunId> =
-            ["2026-11-24_2", "2026-11-25", "2026-11-24", "2026-11-24_10", "2025-12-31"].iter().map(|s| RunId::parse(s).unwrap()).collect();
+        let mut ids: Vec<RunId> = [
+            "2026-11-24_2",
+            "2026-11-25",
+            "2026-11-24",
+            "2026-11-24_10",
+            "2025-12-31",
+        ]
+        .iter()
+        .map(|s| RunId::parse(s).unwrap())
+        .collect();
         ids.sort();
         let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        assert_eq!(names, ["2025-12-31", "2026-11-24", "2026-11-24_2", "2026-11-24_10", "2026-11-25"]);
+        assert_eq!(
+            names,
+            [
+                "2025-12-31",
+                "2026-11-24",
+                "2026-11-24_2",
+                "2026-11-24_10",
+                "2026-11-25"
+            ]
+        );
     }
 }

@@ -100,7 +100,10 @@ pub trait BackupServer: Send + Sync {
             .await
             .map_err(|e| self.error(format!("reading {path}: {e}")))?;
         if buf.len() as u64 > max {
-            return Err(Error::Integrity(format!("{path} on {} is larger than {max} bytes: it is damaged", self.describe())));
+            return Err(Error::Integrity(format!(
+                "{path} on {} is larger than {max} bytes: it is damaged",
+                self.describe()
+            )));
         }
         Ok(buf)
     }
@@ -109,8 +112,12 @@ pub trait BackupServer: Send + Sync {
     async fn write_new(&self, path: &str, data: &[u8]) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         let mut w = self.create(path).await?;
-        w.write_all(data).await.map_err(|e| self.error(format!("writing {path}: {e}")))?;
-        w.shutdown().await.map_err(|e| self.error(format!("writing {path}: {e}")))
+        w.write_all(data)
+            .await
+            .map_err(|e| self.error(format!("writing {path}: {e}")))?;
+        w.shutdown()
+            .await
+            .map_err(|e| self.error(format!("writing {path}: {e}")))
     }
 
     /// Explains a failed upload of `path` (the connection lost, the disk full, ...).
@@ -119,7 +126,10 @@ pub trait BackupServer: Send + Sync {
     }
 
     fn error(&self, message: String) -> Error {
-        Error::Server { server: self.describe(), message }
+        Error::Server {
+            server: self.describe(),
+            message,
+        }
     }
 }
 
@@ -141,5 +151,7 @@ pub async fn connect(config: &ServerConfig) -> Result<Box<dyn BackupServer>> {
     if url.starts_with("ssh://") {
         return Ok(Box::new(ssh::SshServer::connect(config).await?));
     }
-    Err(Error::Usage(format!("server.url `{url}` must start with ssh:// or file://")))
+    Err(Error::Usage(format!(
+        "server.url `{url}` must start with ssh:// or file://"
+    )))
 }

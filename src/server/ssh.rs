@@ -35,12 +35,16 @@ pub struct SshServer {
 
 /// Why ssh gave up, read from its stderr.
 fn classify(stderr: &str, host: &str, known_hosts: &str) -> String {
-    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || stderr.contains("Host key for") && stderr.contains("has changed") {
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || stderr.contains("Host key for") && stderr.contains("has changed")
+    {
         format!(
             "the host key of {host} has CHANGED and does not match {known_hosts}: refusing to connect; \
              check the server (it may be replaced or attacked), then update known_hosts_file"
         )
-    } else if stderr.contains("host key is known") || stderr.contains("Host key verification failed") {
+    } else if stderr.contains("host key is known")
+        || stderr.contains("Host key verification failed")
+    {
         format!(
             "the host key of {host} is not in {known_hosts} (or does not match it): refusing to connect; \
              add it with `ssh-keyscan` after checking its fingerprint out of band"
@@ -54,19 +58,40 @@ fn classify(stderr: &str, host: &str, known_hosts: &str) -> String {
         || stderr.contains("Connection closed")
         || stderr.contains("Network is unreachable")
     {
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        format!("cannot reach {host} ({first}): check that the server is up and the address is right")
+        let first = stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        format!(
+            "cannot reach {host} ({first}): check that the server is up and the address is right"
+        )
     } else {
         let text: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        format!("ssh to {host} failed: {}", if text.is_empty() { "no message from ssh".to_string() } else { text.join(" / ") })
+        format!(
+            "ssh to {host} failed: {}",
+            if text.is_empty() {
+                "no message from ssh".to_string()
+            } else {
+                text.join(" / ")
+            }
+        )
     }
 }
 
 impl SshServer {
     pub async fn connect(config: &ServerConfig) -> Result<SshServer> {
-        let bad_url = |why: &str| Error::Usage(format!("server.url `{}`: {why}; expected ssh://user@host:port/path", config.url));
+        let bad_url = |why: &str| {
+            Error::Usage(format!(
+                "server.url `{}`: {why}; expected ssh://user@host:port/path",
+                config.url
+            ))
+        };
         let url = url::Url::parse(&config.url).map_err(|e| bad_url(&e.to_string()))?;
-        let host = url.host_str().ok_or_else(|| bad_url("no host"))?.to_string();
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad_url("no host"))?
+            .to_string();
         let port = url.port().unwrap_or(22);
         let user = url.username().to_string();
         if user.is_empty() {
@@ -81,7 +106,10 @@ impl SshServer {
         }
         let describe = format!("ssh://{user}@{host}:{port}{}", root.display());
         let timeout = config.timeout();
-        let key_file = config.ssh_key_file.clone().ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
+        let key_file = config
+            .ssh_key_file
+            .clone()
+            .ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
         let known_hosts = config
             .known_hosts_file
             .clone()
@@ -95,11 +123,18 @@ impl SshServer {
         }
 
         // ssh refuses keys readable by others, and Kubernetes mounts secrets 0644: use a private copy.
-        let key_dir = tempfile::Builder::new().prefix("lifeboat-ssh-").tempdir().map_err(|e| Error::io("creating a temp folder", e))?;
+        let key_dir = tempfile::Builder::new()
+            .prefix("lifeboat-ssh-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temp folder", e))?;
         let key_copy = key_dir.path().join("key");
-        let key_bytes = std::fs::read(&key_file)
-            .map_err(|e| Error::SecretFile { what: "ssh key", path: key_file.clone(), reason: e.to_string() })?;
-        std::fs::write(&key_copy, &key_bytes).map_err(|e| Error::io("writing the private key copy", e))?;
+        let key_bytes = std::fs::read(&key_file).map_err(|e| Error::SecretFile {
+            what: "ssh key",
+            path: key_file.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&key_copy, &key_bytes)
+            .map_err(|e| Error::io("writing the private key copy", e))?;
         std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("securing the private key copy", e))?;
 
@@ -108,16 +143,31 @@ impl SshServer {
             .arg("none")
             .arg("-i")
             .arg(&key_copy)
-            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "PasswordAuthentication=no"])
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "PasswordAuthentication=no",
+            ])
             // A server that stops answering (a cut link that never closes) ends the session after
             // about `server.timeout`, so a job fails instead of hanging.
             .arg("-o")
             .arg(format!("ConnectTimeout={}", timeout.as_secs()))
             .arg("-o")
-            .arg(format!("ServerAliveInterval={}", (timeout.as_secs() / 4).max(1)))
+            .arg(format!(
+                "ServerAliveInterval={}",
+                (timeout.as_secs() / 4).max(1)
+            ))
             .args(["-o", "ServerAliveCountMax=4"])
             .args(["-o", "Compression=no", "-o", "LogLevel=ERROR"])
             .arg("-p")
@@ -154,7 +204,11 @@ impl SshServer {
 
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let opened = tokio::time::timeout(Duration::from_secs(60), Sftp::new(stdin, stdout, SftpOptions::default())).await;
+        let opened = tokio::time::timeout(
+            Duration::from_secs(60),
+            Sftp::new(stdin, stdout, SftpOptions::default()),
+        )
+        .await;
         let known = known_hosts.display().to_string();
         let sftp = match opened {
             Ok(Ok(sftp)) => sftp,
@@ -164,21 +218,37 @@ impl SshServer {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let text = stderr_text.lock().unwrap().clone();
                 let message = match other {
-                    Err(_) => format!("no SFTP answer from {host}:{port} within 60 s: check the server"),
+                    Err(_) => {
+                        format!("no SFTP answer from {host}:{port} within 60 s: check the server")
+                    }
                     _ => classify(&text, &format!("{host}:{port}"), &known),
                 };
-                return Err(Error::Server { server: describe, message });
+                return Err(Error::Server {
+                    server: describe,
+                    message,
+                });
             }
         };
 
-        let server = SshServer { sftp, root, describe, child: Mutex::new(child), timeout, _key_dir: key_dir };
+        let server = SshServer {
+            sftp,
+            root,
+            describe,
+            child: Mutex::new(child),
+            timeout,
+            _key_dir: key_dir,
+        };
         server.create_root().await?;
         Ok(server)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
         let rel = rel.trim_start_matches('/');
-        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
     }
 
     fn fail(&self, what: &str, rel: &str, e: impl std::fmt::Display) -> Error {
@@ -193,10 +263,16 @@ impl SshServer {
         let mut current = PathBuf::from("/");
         for part in self.root.components().skip(1) {
             current.push(part);
-            if fs.metadata(&current).await.is_err() {
-                fs.create_dir(&current).await.map_err(|e| {
-                    self.error(format!("cannot create the backup folder {}: {e}; check permissions on the server", current.display()))
-                })?;
+            if fs.metadata(&current).await.is_err()
+                && let Err(e) = fs.create_dir(&current).await
+                // Another job connecting at the same moment may have created it (SFTP v3 has no
+                // "already exists" status): only a folder still missing is a failure.
+                && fs.metadata(&current).await.is_err()
+            {
+                return Err(self.error(format!(
+                    "cannot create the backup folder {}: {e}; check permissions on the server",
+                    current.display()
+                )));
             }
         }
         Ok(())
@@ -237,7 +313,11 @@ impl BackupServer for SshServer {
     }
 
     async fn open(&self, path: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
-        let file = self.sftp.open(self.path(path)).await.map_err(|e| self.fail("cannot open", path, e))?;
+        let file = self
+            .sftp
+            .open(self.path(path))
+            .await
+            .map_err(|e| self.fail("cannot open", path, e))?;
         Ok(Box::new(Box::pin(TokioCompatFile::new(file))))
     }
 
@@ -302,15 +382,31 @@ impl BackupServer for SshServer {
         if !self.sftp.support_statvfs() {
             return Ok(None);
         }
-        let st = self.sftp.fs().statvfs(&self.root).await.map_err(|e| self.fail("cannot read the free space of", "", e))?;
-        Ok(Some(FreeSpace { available_bytes: st.bavail.saturating_mul(st.frsize), total_bytes: st.blocks.saturating_mul(st.frsize) }))
+        let st = self
+            .sftp
+            .fs()
+            .statvfs(&self.root)
+            .await
+            .map_err(|e| self.fail("cannot read the free space of", "", e))?;
+        Ok(Some(FreeSpace {
+            available_bytes: st.bavail.saturating_mul(st.frsize),
+            total_bytes: st.blocks.saturating_mul(st.frsize),
+        }))
     }
 
     async fn remove_file(&self, path: &str) -> Result<()> {
-        self.sftp.fs().remove_file(self.path(path)).await.map_err(|e| self.fail("cannot remove", path, e))
+        self.sftp
+            .fs()
+            .remove_file(self.path(path))
+            .await
+            .map_err(|e| self.fail("cannot remove", path, e))
     }
 
     async fn remove_empty_dir(&self, path: &str) -> Result<()> {
-        self.sftp.fs().remove_dir(self.path(path)).await.map_err(|e| self.fail("cannot remove folder", path, e))
+        self.sftp
+            .fs()
+            .remove_dir(self.path(path))
+            .await
+            .map_err(|e| self.fail("cannot remove folder", path, e))
     }
 }

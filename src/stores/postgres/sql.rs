@@ -22,7 +22,10 @@ ORDER BY 1";
 
 /// Rows per table of the database `client` is connected to (inside its current transaction).
 pub async fn count_rows(client: &Client, db: &str) -> Result<BTreeMap<String, u64>> {
-        let tables = client.query(TABLES_SQL, &[]).await.map_err(|e| err(format!("{db}: cannot list tables: {e}")))?;
+    let tables = client
+        .query(TABLES_SQL, &[])
+        .await
+        .map_err(|e| err(format!("{db}: cannot list tables: {e}")))?;
     let mut counts = BTreeMap::new();
     for row in tables {
         let table: String = row.get(0);
@@ -57,7 +60,6 @@ pub fn idempotent_roles(sql: &str) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

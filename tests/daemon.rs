@@ -285,3 +285,32 @@ fn a_restore_daemon_restores_a_store_on_its_schedule() {
     assert!(log.contains("postgres: next restore at"), "{log}");
     assert_eq!(out.status.code(), Some(0), "{log}");
 }
+
+/// deploy/systemd/lifeboat.service passes `systemd-analyze verify`, and what it runs and how it
+/// stops it are what the tests above exercise: `lifeboat --config FILE daemon` (spawn_daemon),
+/// stopped by SIGTERM (terminate) with more than terminate's 5 s before SIGKILL.
+#[test]
+fn the_systemd_unit_verifies_and_runs_the_daemon_as_tested_here() {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/lifeboat.service")).unwrap();
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("lifeboat.service has no {key}="))
+            .to_string()
+    };
+    let exec: Vec<String> = setting("ExecStart").split_whitespace().map(String::from).collect();
+    assert_eq!(exec.len(), 4, "ExecStart: {exec:?}");
+    assert_eq!((exec[0].as_str(), exec[1].as_str(), exec[3].as_str()), ("/usr/local/bin/lifeboat", "--config", "daemon"));
+    assert_eq!(setting("KillSignal"), "SIGTERM");
+    let timeout: u64 = setting("TimeoutStopSec").parse().unwrap();
+    assert!(timeout > 5, "TimeoutStopSec={timeout} leaves no room for a clean stop");
+    assert_eq!(setting("RestartPreventExitStatus"), "2", "a configuration error must not restart in a loop");
+
+    // Verified with this build's binary in place of the installed one.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("lifeboat.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/lifeboat", env!("CARGO_BIN_EXE_lifeboat"))).unwrap();
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&copy).output().expect("run systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}

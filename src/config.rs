@@ -37,6 +37,9 @@ pub struct Config {
     pub timezone: String,
     pub server: ServerConfig,
     pub encryption: EncryptionConfig,
+    /// Who signs manifests (backup) and whose signatures are trusted (restore, verify, list, prune).
+    #[serde(default)]
+    pub signing: crate::signing::SigningConfig,
     #[serde(default)]
     pub retention: Retention,
     #[serde(default)]
@@ -302,6 +305,7 @@ impl Config {
                 )));
             }
         }
+        self.signing.check(self.role).map_err(|e| self.invalid(e))?;
         self.monitoring.check().map_err(|e| self.invalid(e))?;
         if self.compression.level < 1 || self.compression.level > 19 {
             return Err(self.invalid("compression.level must be between 1 and 19"));
@@ -386,7 +390,7 @@ mod tests {
 
     fn backup(stores: &str) -> String {
         format!(
-            "role: backup\nserver: {{ url: 'file:///tmp/x' }}\nencryption: {{ recipients: [{RECIPIENT}] }}\nstores:\n{stores}"
+            "role: backup\nserver: {{ url: 'file:///tmp/x' }}\nencryption: {{ recipients: [{RECIPIENT}] }}\nsigning: {{ key_file: /etc/lifeboat/signing_key }}\nstores:\n{stores}"
         )
     }
 
@@ -473,6 +477,13 @@ mod tests {
                 2,
                 "Mars/Olympus",
             ),
+            (backup("").replace("signing: { key_file: /etc/lifeboat/signing_key }\n", ""), 2, "signing.key_file is required for role backup"),
+            (
+                backup("").replace("role: backup", "role: restore").replace("recipients: [", "identity_file: /k, x: [").replace(", x: [", " }\n#"),
+                2,
+                "signing.allowed_signers_file is required for role restore",
+            ),
+            (backup("").replace("key_file:", "keyfile:"), 2, "keyfile"),
         ] {
             let (got_code, text_err) = message(parse(&text).unwrap_err());
             assert_eq!(got_code, code, "{text_err}");

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod secret;
 pub mod server;
+pub mod signing;
 pub mod stop;
 pub mod stores;
 

@@ -202,6 +202,7 @@ fn mongodb_backup_naming_a_database_outside_the_restore_config_is_refused() {
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     manifest["extra"]["databases"] = serde_json::json!({ "admin": stored.name });
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    case.sign_manifest(&stored.run_dir);
     let marked = mongo_fingerprint("admin");
     refused(
         &case.restore_config_with(&Transport::File, &stores, "restore.yaml"),
@@ -486,6 +487,7 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
     manifest["extra"]["buckets"][other] = serde_json::json!({});
     manifest["counts"][other] = serde_json::json!({"objects": 0, "bytes": 0});
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    case.sign_manifest(&stored.run_dir);
     refused(
         &restore,
         &format!("the backup holds bucket {other}, which stores.minio.buckets does not list"),

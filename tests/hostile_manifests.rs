@@ -66,11 +66,15 @@ impl TwoRuns {
     }
 
     fn write_manifest(&self, id: &str, manifest: &serde_json::Value) {
-        std::fs::write(
-            self.manifest_path(id),
-            serde_json::to_vec_pretty(manifest).unwrap(),
-        )
-        .unwrap();
+        self.put_manifest(id, &serde_json::to_vec_pretty(manifest).unwrap());
+    }
+
+    /// Replaces run `id`'s manifest by `bytes`, signed with the backup side's key: these tests
+    /// reach the checks that hold even against a holder of that key.
+    fn put_manifest(&self, id: &str, bytes: &[u8]) {
+        let path = self.manifest_path(id);
+        std::fs::write(&path, bytes).unwrap();
+        self.case.sign_manifest(path.parent().unwrap());
     }
 
     fn restore(&self, args: &[&str]) -> std::process::Output {
@@ -99,7 +103,7 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
     // The older run's manifest cut short: list still works, names it damaged, and the newest
     // good run restores.
     let text = std::fs::read(t.manifest_path(&t.first)).unwrap();
-    std::fs::write(t.manifest_path(&t.first), &text[..text.len() / 2]).unwrap();
+    t.put_manifest(&t.first, &text[..text.len() / 2]);
     let listed = t.list_json();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0]["complete"], false);
@@ -132,9 +136,9 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
 
     // Now the NEWEST manifest cut short instead (the older one repaired): restore passes over
     // it, says so, and restores the older run; status counts it.
-    std::fs::write(t.manifest_path(&t.first), &text).unwrap();
+    t.put_manifest(&t.first, &text);
     let newest = std::fs::read(t.manifest_path(&t.second)).unwrap();
-    std::fs::write(t.manifest_path(&t.second), &newest[..10]).unwrap();
+    t.put_manifest(&t.second, &newest[..10]);
     let out = t.restore(&[]);
     assert_ok(&out);
     assert!(
@@ -155,7 +159,7 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
     assert_eq!(status["stores"][0]["damaged_since"], 1);
 
     // Both damaged: nothing to restore, said in one line, target untouched.
-    std::fs::write(t.manifest_path(&t.first), b"").unwrap();
+    t.put_manifest(&t.first, b"");
     psql(&t.case.db, "DELETE FROM registry.event WHERE id % 2 = 0");
     t.refused(&[], "2 damaged run(s) found");
 }

@@ -746,9 +746,10 @@ fn archive_for_the_wrong_store_or_database_is_refused_before_anything_is_dropped
     let pg = t.case.write_config(
         "pg.yaml",
         &format!(
-            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{}",
+            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{}{}",
             t.case.server_block(&Transport::File),
             t.case.recipient,
+            t.case.signing_block("backup"),
             t.case.postgres_block("")
         ),
     );

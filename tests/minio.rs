@@ -945,9 +945,10 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
     let pg_backup = case.write_config(
         "pg.yaml",
         &format!(
-            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{}",
+            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{}{}",
             case.server_block(&Transport::File),
             case.recipient,
+            case.signing_block("backup"),
             case.postgres_block("")
         ),
     );

@@ -401,10 +401,12 @@ fn killed_run_leaves_the_previous_one_restorable_and_prune_cleans_up() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server =
         lifeboat::server::local::LocalServer::open(w.case.server_path.to_str().unwrap()).unwrap();
+    let signing = lifeboat::signing::SigningConfig { allowed_signers_file: Some(w.case.allowed_signers.clone()), ..Default::default() };
+    let trust = signing.trust().unwrap();
     let prune = |keep: &[&str], dry_run: bool, now: chrono::DateTime<chrono::Utc>| {
         let keep: BTreeSet<String> = keep.iter().map(|s| s.to_string()).collect();
         rt.block_on(lifeboat::stores::minio::prune_mirror(
-            &server, "minio", &keep, dry_run, now,
+            &server, "minio", &trust, &keep, dry_run, now,
         ))
         .unwrap()
     };
@@ -442,10 +444,10 @@ fn killed_run_leaves_the_previous_one_restorable_and_prune_cleans_up() {
         third_data_gone, 1,
         "of the third run's data, exactly the deleted object's stored file: {planned:?}"
     );
-    // Run folders: the first's and third's catalogue and manifest; the killed one's is empty.
+    // Run folders: the first's and third's catalogue, manifest and signature; the killed one's is empty.
     assert_eq!(
         planned.files.len(),
-        in_data(&first_id) + in_data(&killed_id) + third_data_gone + 4,
+        in_data(&first_id) + in_data(&killed_id) + third_data_gone + 6,
         "{planned:?}"
     );
     let bytes: u64 = planned

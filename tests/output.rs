@@ -27,6 +27,7 @@ fn settings() -> insta::Settings {
         "[HOST]",
     );
     s.add_filter(r"\d+\.\d h old", "[AGE] h old");
+    s.add_filter(r"SHA256:[A-Za-z0-9+/]{43}", "SHA256:[FINGERPRINT]");
     s
 }
 
@@ -68,6 +69,8 @@ fn list_and_status_read_the_same_in_text_and_json() {
     let newer = case.server_path.join(format!("{today}_9/postgres"));
     std::fs::create_dir_all(&newer).unwrap();
     std::fs::write(newer.join("manifest.json"), br#"{"format_version": 7}"#).unwrap();
+    // Signed, so what is shown is the format check's verdict; the older one is unsigned.
+    case.sign_manifest(&newer);
 
     // A restore drill leaves its report in the run's folder; status shows it.
     let restore = case.restore_config(&Transport::File);

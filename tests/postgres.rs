@@ -204,16 +204,18 @@ fn parallel_restore_jobs_roundtrip_with_passphrase() {
     let backup = case.write_config(
         "b.yaml",
         &format!(
-            "role: backup\n{server}encryption:\n  passphrase_file: {}\n{}",
+            "role: backup\n{server}encryption:\n  passphrase_file: {}\n{}{}",
             pass.display(),
+            case.signing_block("backup"),
             case.postgres_block("")
         ),
     );
     let restore = case.write_config(
         "r.yaml",
         &format!(
-            "role: restore\n{server}encryption:\n  passphrase_file: {}\n{}",
+            "role: restore\n{server}encryption:\n  passphrase_file: {}\n{}{}",
             pass.display(),
+            case.signing_block("restore"),
             case.postgres_block("    restore_jobs: 2\n")
         ),
     );

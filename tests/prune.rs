@@ -117,7 +117,13 @@ fn expected(runs: &Runs, (daily, weekly, monthly): (usize, usize, usize)) -> BTr
 }
 
 /// Writes the simulated runs: postgres as copies of the real run `real`, mongodb from a `Manifest`.
-fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs) {
+fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs, signing_key: &Path) {
+    let signer = lifeboat::signing::ManifestSigner::load(signing_key).unwrap();
+    // A complete run is a signed one, as the backup side writes it.
+    let write_signed = |dir: &Path, bytes: Vec<u8>| {
+        std::fs::write(dir.join(lifeboat::signing::SIGNATURE_NAME), signer.sign(&bytes).unwrap()).unwrap();
+        std::fs::write(dir.join("manifest.json"), bytes).unwrap();
+    };
     let real_manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(real.join("manifest.json")).unwrap()).unwrap();
     for (id, state) in pg {
@@ -128,7 +134,7 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs) {
         std::fs::create_dir_all(&dir).unwrap();
         for file in std::fs::read_dir(real).unwrap() {
             let file = file.unwrap();
-            if file.file_name() != "manifest.json" {
+            if file.file_name() != "manifest.json" && file.file_name() != lifeboat::signing::SIGNATURE_NAME {
                 std::fs::copy(file.path(), dir.join(file.file_name())).unwrap();
             }
         }
@@ -136,11 +142,7 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs) {
             State::Complete => {
                 let mut manifest = real_manifest.clone();
                 manifest["id"] = id.to_string().into();
-                std::fs::write(
-                    dir.join("manifest.json"),
-                    serde_json::to_vec_pretty(&manifest).unwrap(),
-                )
-                .unwrap();
+                write_signed(&dir, serde_json::to_vec_pretty(&manifest).unwrap());
             }
             State::Incomplete => {}
             State::Damaged => std::fs::write(dir.join("manifest.json"), b"{ not json").unwrap(),
@@ -173,9 +175,13 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs) {
             count_unit: "documents".into(),
             counts: BTreeMap::new(),
             extra: serde_json::Map::new(),
+            signature: None,
         };
         let bytes = match state {
-            State::Complete => serde_json::to_vec_pretty(&manifest).unwrap(),
+            State::Complete => {
+                write_signed(&dir, serde_json::to_vec_pretty(&manifest).unwrap());
+                continue;
+            }
             State::Incomplete => continue,
             State::Damaged => b"{\"format_version\": 1, \"store\": ".to_vec(),
         };
@@ -239,7 +245,7 @@ fn world(case: &Case, transport: &Transport, days: u32, retention: &str) -> (Pat
         "the real backup is today's first run"
     );
     let (pg, mongo) = simulate(days);
-    write_runs(&case.server_path, &real, &pg, &mongo);
+    write_runs(&case.server_path, &real, &pg, &mongo, &case.signing_key);
     let other = case
         .server_path
         .join((today() - chrono::Duration::days(300)).to_string())

@@ -7,6 +7,7 @@ use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::layout::lock::with_lock;
+use crate::signing::ManifestSigner;
 use crate::monitoring::{self, JobResult};
 use crate::pipeline::{self, Counters, EncodedFile, EncryptKey};
 use crate::progress::{human_bytes, summary};
@@ -40,6 +41,8 @@ pub async fn run(
         )));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
+    let signer = config.signing.signer()?.expect("role backup has signing.key_file (checked with the config)");
+    let trust = config.signing.trust()?;
     // pgBackRest reaches the server itself, but the connection also holds every store's lock.
     let server = server::connect(&config.server).await?;
     let encoder = Encoder {
@@ -50,6 +53,8 @@ pub async fn run(
         server: Some(server.as_ref()),
         encoder: Some(&encoder),
         key: None,
+        trust: Some(&trust),
+        signer: Some(&signer),
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
@@ -67,7 +72,7 @@ pub async fn run(
                 Some(differential) => {
                     backup_differential(config, store.name, differential, kind, &access).await
                 }
-                None => backup_store(config, server.as_ref(), store, &key).await,
+                None => backup_store(config, server.as_ref(), store, &key, &signer).await,
             }
         };
         let result = with_lock(
@@ -226,6 +231,7 @@ async fn backup_store(
     server: &dyn BackupServer,
     store: &ConfiguredStore,
     key: &EncryptKey,
+    signer: &ManifestSigner,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
@@ -252,7 +258,7 @@ async fn backup_store(
                 run.path().to_string(),
                 run.counters().read(),
             );
-            let manifest = run.commit(store.kind(), info).await?;
+            let manifest = run.commit(store.kind(), info, signer).await?;
             Ok(BackupOutcome {
                 store: store.name.to_string(),
                 id,

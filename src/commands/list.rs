@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::layout::{RunReader, RunState};
 use crate::progress::human_bytes;
 use crate::server::{self, BackupServer};
+use crate::signing::Trust;
 use crate::stores::RepoAccess;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,11 +21,14 @@ pub struct ListedBackup {
     pub damaged: Option<String>,
     pub bytes: u64,
     pub path: String,
+    /// Who signed the run's manifest (checked against the allowed signers), when it is complete.
+    pub signed_by: Option<String>,
 }
 
 pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
     let server = server::connect(&config.server).await?;
-    let runs = RunReader::new(server.as_ref()).list().await?;
+    let trust = config.signing.trust()?;
+    let runs = RunReader::new(server.as_ref(), &trust).list().await?;
     let mut listed: Vec<ListedBackup> = runs
         .iter()
         .map(|r| ListedBackup {
@@ -42,9 +46,10 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
             },
             bytes: r.bytes,
             path: r.path(),
+            signed_by: r.manifest().and_then(|m| m.signature.as_ref()).map(|s| s.to_string()),
         })
         .collect();
-    listed.extend(repository_backups(config, server.as_ref()).await?);
+    listed.extend(repository_backups(config, server.as_ref(), &trust).await?);
     if json {
         println!(
             "{}",
@@ -56,12 +61,12 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
         // pgBackRest labels (20250601-010000F_20250602-010000D) are longer than run ids.
         let w = listed.iter().map(|b| b.id.len()).max().unwrap_or(0).max(14);
         println!(
-            "{:<w$} {:<10} {:<10} {:<12} {:>10}",
+            "{:<w$} {:<10} {:<10} {:<12} {:>10}  SIGNED BY",
             "ID", "STORE", "TYPE", "COMPLETE", "SIZE"
         );
         for b in &listed {
             println!(
-                "{:<w$} {:<10} {:<10} {:<12} {:>10}",
+                "{:<w$} {:<10} {:<10} {:<12} {:>10}  {}",
                 b.id,
                 b.store,
                 b.kind.as_deref().unwrap_or("-"),
@@ -70,7 +75,8 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
                     (false, Some(_)) => "NO (damaged)",
                     (false, None) => "NO (partial)",
                 },
-                human_bytes(b.bytes)
+                human_bytes(b.bytes),
+                b.signed_by.as_deref().unwrap_or("-")
             );
         }
     }
@@ -82,11 +88,13 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
 async fn repository_backups(
     config: &Config,
     server: &dyn BackupServer,
+    trust: &Trust,
 ) -> Result<Vec<ListedBackup>> {
     let tz = config.tz()?;
     let mut listed = Vec::new();
     let access = RepoAccess {
         server: Some(server),
+        trust: Some(trust),
         ..Default::default()
     };
     for store in config.configured_stores(&[]).unwrap_or_default() {
@@ -103,6 +111,7 @@ async fn repository_backups(
                 damaged: b.damaged,
                 bytes: b.stored_bytes,
                 path: b.path,
+                signed_by: b.signed_by,
             });
         }
     }

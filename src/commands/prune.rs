@@ -164,7 +164,8 @@ async fn prune_store(
     today: chrono::NaiveDate,
     dry_run: bool,
 ) -> Result<StorePrune> {
-    let reader = RunReader::new(server);
+    let trust = config.signing.trust()?;
+    let reader = RunReader::new(server, &trust);
     // Listed under the lock: a backup that finished before it is seen, none can start during it.
     let mut runs: Vec<Run> = Vec::new();
     for folder in reader
@@ -219,8 +220,8 @@ async fn prune_store(
     if let Some(repo) = store.store.differential() {
         let access = RepoAccess {
             server: Some(server),
-            encoder: None,
-            key: None,
+            trust: Some(&trust),
+            ..Default::default()
         };
         let keep = repository_keeps(
             &config.retention,

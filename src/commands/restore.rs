@@ -109,7 +109,8 @@ async fn restore_stores(
     results: &mut Vec<JobResult>,
 ) -> Result<Vec<RestoreOutcome>> {
     let server = server::connect(&config.server).await?;
-    let reader = RunReader::new(server.as_ref());
+    let trust = config.signing.trust()?;
+    let reader = RunReader::new(server.as_ref(), &trust);
     let folders = reader.folders().await?;
     let context = config.store_context();
 
@@ -123,6 +124,8 @@ async fn restore_stores(
         server: Some(server.as_ref()),
         encoder: None,
         key: Some(key.clone()),
+        trust: Some(&trust),
+        signer: None,
     };
     let prepare = async {
         let mut jobs = Vec::new();

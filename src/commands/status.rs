@@ -49,10 +49,12 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<S
         .transpose()?;
     let stores = config.configured_stores(&[])?;
     let server = server::connect(&config.server).await?;
-    let reader = RunReader::new(server.as_ref());
+    let trust = config.signing.trust()?;
+    let reader = RunReader::new(server.as_ref(), &trust);
     let folders = reader.folders().await?;
     let access = RepoAccess {
         server: Some(server.as_ref()),
+        trust: Some(&trust),
         ..Default::default()
     };
     let now = chrono::Utc::now();

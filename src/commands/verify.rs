@@ -53,7 +53,8 @@ pub async fn run(
         None
     };
     let server = server::connect(&config.server).await?;
-    let reader = RunReader::new(server.as_ref());
+    let trust = config.signing.trust()?;
+    let reader = RunReader::new(server.as_ref(), &trust);
     let runs = chosen(reader.folders().await?, from);
     // Differential stores check their own repositories (pgBackRest as a whole; the MinIO mirror
     // its newest run, or the one `from` names).
@@ -61,6 +62,8 @@ pub async fn run(
         server: Some(server.as_ref()),
         encoder: None,
         key: key.clone(),
+        trust: Some(&trust),
+        signer: None,
     };
     let mut repositories = Vec::new();
     for store in config.configured_stores(&[]).unwrap_or_default() {

@@ -39,6 +39,9 @@ pub struct Manifest {
     /// struct, read with [`Manifest::extra`] and written with [`StoreBackup::new`].
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Who signed it, set by the reader once the signature is checked; never part of the file.
+    #[serde(skip)]
+    pub signature: Option<crate::signing::Signature>,
 }
 
 /// What a store's backup reports besides its files.
@@ -223,6 +226,7 @@ mod tests {
             count_unit: info.count_unit,
             counts: info.counts,
             extra: info.extra,
+            signature: None,
         };
         let json = serde_json::to_string(&manifest).unwrap();
         assert!(

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod manifest;
 mod reader;
 pub mod retention;
+pub mod signed;
 mod writer;
 
 use std::cmp::Ordering;
@@ -82,6 +83,8 @@ pub struct RunFolder {
     pub bytes: u64,
     /// The size of `manifest.json`, when the folder has one.
     pub manifest_size: Option<u64>,
+    /// Whether the folder has `manifest.json.sig`.
+    pub signed: bool,
     /// Restore drill reports left in the folder ([`drill::is_report`] names), oldest first.
     pub drills: Vec<String>,
 }

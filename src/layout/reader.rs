@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
-use super::{Run, RunFolder, RunId, check_file_name, drill};
+use super::{Run, RunFolder, RunId, check_file_name, drill, signed};
+use crate::signing::{SIGNATURE_NAME, Trust};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Counters, DecryptKey};
 use crate::progress::Progress;
 use crate::server::{BackupServer, join};
 
-/// Largest manifest read: far above any real one (a few KiB per thousand tables).
-const MAX_MANIFEST: u64 = 64 << 20;
+use super::signed::MAX_MANIFEST;
 
 /// What a run folder holds.
 #[derive(Debug, Clone)]
@@ -28,11 +28,13 @@ pub enum RunState {
 
 pub struct RunReader<'a> {
     server: &'a dyn BackupServer,
+    trust: &'a Trust,
 }
 
 impl<'a> RunReader<'a> {
-    pub fn new(server: &'a dyn BackupServer) -> Self {
-        RunReader { server }
+    /// A reader that counts a run as complete only when its manifest is signed as `trust` wants.
+    pub fn new(server: &'a dyn BackupServer, trust: &'a Trust) -> Self {
+        RunReader { server, trust }
     }
 
     /// Every run folder on the server, oldest first, without reading any manifest: listing
@@ -63,6 +65,7 @@ impl<'a> RunReader<'a> {
                         .iter()
                         .find(|f| f.name == MANIFEST_NAME && !f.is_dir)
                         .map(|f| f.size),
+                    signed: files.iter().any(|f| f.name == SIGNATURE_NAME && !f.is_dir),
                     drills,
                 });
             }
@@ -87,8 +90,7 @@ impl<'a> RunReader<'a> {
         let state = match folder.manifest_size {
             None => RunState::Incomplete,
             Some(size) => {
-                self.read_manifest(&folder.path(), &folder.id.to_string(), size)
-                    .await
+                self.read_manifest(folder, size).await
             }
         };
         Run {
@@ -99,29 +101,12 @@ impl<'a> RunReader<'a> {
         }
     }
 
-    async fn read_manifest(&self, path: &str, id: &str, size: u64) -> RunState {
+    async fn read_manifest(&self, folder: &RunFolder, size: u64) -> RunState {
         if size > MAX_MANIFEST {
-            return RunState::Damaged(format!(
-                "{MANIFEST_NAME} is {size} bytes, far larger than any real one"
-            ));
+            return RunState::Damaged(format!("{MANIFEST_NAME} is {size} bytes, far larger than any real one"));
         }
-        let data = match self
-            .server
-            .read_small(&join(path, MANIFEST_NAME), MAX_MANIFEST)
-            .await
-        {
-            Ok(data) => data,
-            Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} cannot be read ({e})")),
-        };
-        match Manifest::parse(&data) {
-            // A manifest copied in from another run would restore that run under this one's name.
-            Ok(manifest) if manifest.id != id => RunState::Damaged(format!(
-                "{MANIFEST_NAME} belongs to run {}, not {id}",
-                manifest.id.escape_debug()
-            )),
-            Ok(manifest) => RunState::Complete(Box::new(manifest)),
-            Err(why) => RunState::Damaged(why),
-        }
+        let id = folder.id.to_string();
+        signed::read_manifest(self.server, &folder.path(), &id, folder.signed, self.trust, |_| Ok(())).await
     }
 
     /// Walks one store folder's runs from the newest back to the newest complete one, reading

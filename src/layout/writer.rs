@@ -1,5 +1,5 @@
 //! [`RunWriter`]: the backup side of a run's life. Claim a folder, put each file once, then
-//! commit (write `manifest.json`, last) or abort.
+//! commit (write `manifest.json.sig`, then `manifest.json`, last) or abort.
 //!
 //! Nothing is ever renamed or replaced on the server: every file is created new, and the
 //! manifest written last is the commit. A run that dies before it has no manifest and is never
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{self, Counters, EncryptKey};
 use crate::progress::Progress;
 use crate::server::{BackupServer, join};
+use crate::signing::ManifestSigner;
 use crate::stores::StoreType;
 
 pub struct RunWriter<'a> {
@@ -137,7 +138,7 @@ impl<'a> RunWriter<'a> {
     }
 
     /// Makes the run complete: every file durable, then `manifest.json` written last.
-    pub async fn commit(self, kind: StoreType, info: StoreBackup) -> Result<Manifest> {
+    pub async fn commit(self, kind: StoreType, info: StoreBackup, signer: &ManifestSigner) -> Result<Manifest> {
         for f in &self.files {
             self.server.make_durable(&join(&self.path, &f.name)).await?;
         }
@@ -156,11 +157,9 @@ impl<'a> RunWriter<'a> {
             count_unit: info.count_unit,
             counts: info.counts,
             extra: info.extra,
+            signature: None,
         };
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-        let manifest_path = join(&self.path, MANIFEST_NAME);
-        self.server.write_new(&manifest_path, &json).await?;
-        self.server.make_durable(&manifest_path).await?;
+        super::signed::commit_manifest(self.server, &self.path, &manifest, signer).await?;
         Ok(manifest)
     }
 

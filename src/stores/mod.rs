@@ -134,6 +134,9 @@ pub struct RepoBackup {
     pub complete: bool,
     /// Why a run cannot be used, when what marks it finished is damaged.
     pub damaged: Option<String>,
+    /// Who signed its manifest (a checked signature), as `list` shows it; None for pgBackRest,
+    /// whose repository is checked by pgBackRest itself.
+    pub signed_by: Option<String>,
 }
 
 /// What one differential backup run made.
@@ -206,9 +209,21 @@ pub struct RepoAccess<'a> {
     pub server: Option<&'a dyn BackupServer>,
     pub encoder: Option<&'a dyn FileEncoder>,
     pub key: Option<Arc<DecryptKey>>,
+    /// Whose manifest signatures are trusted (every command that reads runs).
+    pub trust: Option<&'a crate::signing::Trust>,
+    /// The backup side's manifest signer.
+    pub signer: Option<&'a crate::signing::ManifestSigner>,
 }
 
 impl<'a> RepoAccess<'a> {
+    pub fn trust(&self) -> Result<&'a crate::signing::Trust> {
+        self.trust.ok_or_else(|| Error::store("lifeboat", "this command did not read the signing settings (a bug)"))
+    }
+
+    pub fn signer(&self) -> Result<&'a crate::signing::ManifestSigner> {
+        self.signer.ok_or_else(|| Error::store("lifeboat", "a backup needs the signing key (a bug)"))
+    }
+
     pub fn server(&self) -> Result<&'a dyn BackupServer> {
         self.server.ok_or_else(|| {
             Error::store(

@@ -14,6 +14,10 @@ pub struct Case {
     pub server_path: PathBuf,
     pub identity_file: PathBuf,
     pub recipient: String,
+    /// The backup side's manifest signing key (OpenSSH ed25519) and the restore side's
+    /// `allowed_signers` file naming it (principal `lifeboat@test`).
+    pub signing_key: PathBuf,
+    pub allowed_signers: PathBuf,
     /// `work_dir:` of both configs, when the test watches Lifeboat's temporary folders.
     pub work_dir: Option<PathBuf>,
 }
@@ -36,6 +40,7 @@ impl Case {
         let (identity, recipient) = lifeboat::pipeline::generate_identity();
         let identity_file = dir.path().join("identity.txt");
         std::fs::write(&identity_file, identity).unwrap();
+        let (signing_key, allowed_signers) = signing_keys(dir.path());
         Case {
             name: name.into(),
             db: format!("t_{name}"),
@@ -43,6 +48,8 @@ impl Case {
             server_path,
             identity_file,
             recipient,
+            signing_key,
+            allowed_signers,
             work_dir: None,
         }
     }
@@ -85,6 +92,24 @@ impl Case {
             .unwrap_or_default()
     }
 
+    /// The `signing:` block of a role's config: the key that signs (backup) or the signers
+    /// trusted (restore).
+    pub fn signing_block(&self, role: &str) -> String {
+        match role {
+            "backup" => format!("signing:\n  key_file: {}\n", self.signing_key.display()),
+            _ => format!("signing:\n  allowed_signers_file: {}\n", self.allowed_signers.display()),
+        }
+    }
+
+    /// Signs `dir/manifest.json` (as it now is) with this case's signing key, as the backup side
+    /// does: a test that rewrites a manifest plays a holder of that key, to reach the checks after
+    /// the signature's.
+    pub fn sign_manifest(&self, dir: &Path) {
+        let signer = lifeboat::signing::ManifestSigner::load(&self.signing_key).unwrap();
+        let bytes = std::fs::read(dir.join("manifest.json")).unwrap();
+        std::fs::write(dir.join(lifeboat::signing::SIGNATURE_NAME), signer.sign(&bytes).unwrap()).unwrap();
+    }
+
     /// Writes a config file and returns its path.
     pub fn write_config(&self, file: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(file);
@@ -95,21 +120,24 @@ impl Case {
     /// A backup-side config (age recipient, Africa/Lagos) for any mix of `stores:` blocks.
     pub fn backup_config_with(&self, transport: &Transport, stores: &str, file: &str) -> PathBuf {
         let text = format!(
-            "role: backup\ntimezone: Africa/Lagos\n{}{}encryption:\n  recipients: [{}]\n{stores}",
+            "role: backup\ntimezone: Africa/Lagos\n{}{}encryption:\n  recipients: [{}]\nsigning:\n  key_file: {}\n{stores}",
             self.work_dir_line(),
             self.server_block(transport),
-            self.recipient
+            self.recipient,
+            self.signing_key.display()
         );
         self.write_config(file, &text)
     }
 
-    /// A restore-side config (age identity) for any mix of `stores:` blocks.
+    /// A restore-side config (age identity, the same Africa/Lagos as the backup side: `prune` and
+    /// `status` count days in it) for any mix of `stores:` blocks.
     pub fn restore_config_with(&self, transport: &Transport, stores: &str, file: &str) -> PathBuf {
         let text = format!(
-            "role: restore\n{}{}encryption:\n  identity_file: {}\n{stores}",
+            "role: restore\ntimezone: Africa/Lagos\n{}{}encryption:\n  identity_file: {}\nsigning:\n  allowed_signers_file: {}\n{stores}",
             self.work_dir_line(),
             self.server_block(transport),
-            self.identity_file.display()
+            self.identity_file.display(),
+            self.allowed_signers.display()
         );
         self.write_config(file, &text)
     }
@@ -142,4 +170,20 @@ impl Case {
             serde_json::from_slice(&out.stdout).expect("list --json prints JSON");
         v.as_array().unwrap().clone()
     }
+}
+
+/// A fresh manifest signing key in `dir` (as the README says to make one) and an
+/// `allowed_signers` file that trusts it for namespace `lifeboat`.
+pub fn signing_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("signing_key");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "lifeboat@test", "-f"])
+        .arg(&key)
+        .output()
+        .expect("run ssh-keygen");
+    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let allowed = dir.join("allowed_signers");
+    std::fs::write(&allowed, format!("lifeboat@test namespaces=\"lifeboat\" {public}")).unwrap();
+    (key, allowed)
 }

@@ -87,6 +87,7 @@ impl Stored {
         entry["sha256"] = hex::encode(Sha256::digest(&stored)).into();
         entry["raw_size"] = plain.len().into();
         std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+        case.sign_manifest(&self.run_dir);
     }
 }
 

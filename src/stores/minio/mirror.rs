@@ -40,7 +40,8 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use super::mirror_format::{CATALOGUE_FILE, Catalogue, MAX_CATALOGUE, StoredFile};
 use super::{Minio, err};
 use crate::error::{Error, Result};
-use crate::layout::{MANIFEST_NAME, Manifest, RunState};
+use crate::layout::{MANIFEST_NAME, Manifest, RunState, signed};
+use crate::signing::{SIGNATURE_NAME, Trust};
 use crate::server::{BackupServer, DirEntry, join};
 use crate::stores::{
     BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared,
@@ -49,8 +50,6 @@ use crate::stores::{
 
 /// The mirror's default folder on the backup server (`server_dir` overrides it).
 pub const MIRROR_FOLDER: &str = "minio";
-/// Largest manifest read: far above any real one.
-const MAX_MANIFEST: u64 = 16 << 20;
 
 /// A mirror run's id: when it started (UTC, to the second) and, for a second run within the same
 /// second, a sequence number: `20260115T010203Z`, `20260115T010203Z_2`.
@@ -133,7 +132,7 @@ impl MirrorRun {
 /// Every run folder of the mirror, oldest first, each manifest read and checked (a run never
 /// counts as complete unless its manifest parses, names this run and lists a catalogue).
 /// Folders whose names are not mirror ids are not the mirror's and are left out.
-pub(super) async fn scan_runs(server: &dyn BackupServer, folder: &str) -> Result<Vec<MirrorRun>> {
+pub(super) async fn scan_runs(server: &dyn BackupServer, folder: &str, trust: &Trust) -> Result<Vec<MirrorRun>> {
     let mut runs = Vec::new();
     for entry in server.list(&join(folder, "runs")).await? {
         let Some(id) = entry.is_dir.then(|| MirrorId::parse(&entry.name)).flatten() else {
@@ -141,9 +140,10 @@ pub(super) async fn scan_runs(server: &dyn BackupServer, folder: &str) -> Result
         };
         let dir = run_dir(folder, &id);
         let files = server.list(&dir).await?;
-        let state = match files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir) {
-            None => RunState::Incomplete,
-            Some(_) => read_manifest(server, &dir, &id).await,
+        let listed = |name: &str| files.iter().any(|f| f.name == name && !f.is_dir);
+        let state = match listed(MANIFEST_NAME) {
+            false => RunState::Incomplete,
+            true => signed::read_manifest(server, &dir, &id.to_string(), listed(SIGNATURE_NAME), trust, is_mirror_run).await,
         };
         runs.push(MirrorRun { id, state, files });
     }
@@ -151,36 +151,12 @@ pub(super) async fn scan_runs(server: &dyn BackupServer, folder: &str) -> Result
     Ok(runs)
 }
 
-async fn read_manifest(server: &dyn BackupServer, dir: &str, id: &MirrorId) -> RunState {
-    let data = match server
-        .read_small(&join(dir, MANIFEST_NAME), MAX_MANIFEST)
-        .await
-    {
-        Ok(data) => data,
-        Err(e) => return RunState::Damaged(format!("{MANIFEST_NAME} cannot be read ({e})")),
-    };
-    match Manifest::parse(&data) {
-        Ok(m) if m.id != id.to_string() => RunState::Damaged(format!(
-            "{MANIFEST_NAME} belongs to run {}, not {id}",
-            m.id.escape_debug()
-        )),
-        Ok(m)
-            if m.store != "minio"
-                || m.kind != "differential"
-                || m.file(CATALOGUE_FILE).is_none() =>
-        {
-            RunState::Damaged(format!(
-                "{MANIFEST_NAME} is not a MinIO mirror run's ({} {})",
-                m.store.escape_debug(),
-                m.kind.escape_debug()
-            ))
-        }
-        Ok(m) => match m.extra::<MirrorExtra>() {
-            Ok(_) => RunState::Complete(Box::new(m)),
-            Err(e) => RunState::Damaged(e.to_string()),
-        },
-        Err(why) => RunState::Damaged(why),
+/// A run counts only if its manifest is a mirror run's, with a catalogue and readable extras.
+fn is_mirror_run(m: &Manifest) -> std::result::Result<(), String> {
+    if m.store != "minio" || m.kind != "differential" || m.file(CATALOGUE_FILE).is_none() {
+        return Err(format!("{MANIFEST_NAME} is not a MinIO mirror run's ({} {})", m.store.escape_debug(), m.kind.escape_debug()));
     }
+    m.extra::<MirrorExtra>().map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Downloads run `id`'s catalogue and checks it against its manifest. `Err` says why it cannot be used.
@@ -219,9 +195,9 @@ pub(super) async fn fetch_catalogue(
 /// The mirror's runs as `list` and `status` show them, oldest first: complete, incomplete (no
 /// manifest: failed, interrupted or still running) or damaged. A complete run's size is what it
 /// added to the server.
-pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str) -> Result<Vec<RepoBackup>> {
+pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str, trust: &Trust) -> Result<Vec<RepoBackup>> {
     let mut out = Vec::new();
-    for run in scan_runs(server, folder).await? {
+    for run in scan_runs(server, folder, trust).await? {
         let extra = run.manifest().and_then(|m| m.extra::<MirrorExtra>().ok());
         let finished = run
             .manifest()
@@ -239,7 +215,9 @@ pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str) -> Result
                 data + run.files.iter().map(|f| f.size).sum::<u64>()
             }
         };
+        let signed_by = run.manifest().and_then(|m| m.signature.as_ref()).map(|s| s.to_string());
         out.push(RepoBackup {
+            signed_by,
             label: run.id.to_string(),
             kind: "mirror".into(),
             finished_at: finished.unwrap_or_else(|| run.id.started()),
@@ -312,7 +290,7 @@ impl DifferentialStore for Minio {
     }
 
     async fn backups(&self, access: &RepoAccess<'_>) -> Result<Vec<RepoBackup>> {
-        list_mirror_runs(access.server()?, self.mirror_folder()).await
+        list_mirror_runs(access.server()?, self.mirror_folder(), access.trust()?).await
     }
 
     /// Removes the runs not in `keep` (never the newest complete one, nor a run still young enough
@@ -324,10 +302,11 @@ impl DifferentialStore for Minio {
         dry_run: bool,
     ) -> Result<RepoPruned> {
         let server = access.server()?;
-        let before = list_mirror_runs(server, self.mirror_folder()).await?;
+        let before = list_mirror_runs(server, self.mirror_folder(), access.trust()?).await?;
         let pruned = super::mirror_prune::prune_mirror(
             server,
             self.mirror_folder(),
+            access.trust()?,
             keep,
             dry_run,
             Utc::now(),
@@ -354,7 +333,7 @@ impl DifferentialStore for Minio {
         }
         match deep {
             false => {
-                super::mirror_prune::verify_at_rest(access.server()?, self.mirror_folder(), from)
+                super::mirror_prune::verify_at_rest(access.server()?, self.mirror_folder(), access.trust()?, from)
                     .await
             }
             true => self.verify_deep(access, from).await,

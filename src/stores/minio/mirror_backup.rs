@@ -18,7 +18,7 @@ use super::mirror_format::{
 use super::s3::{Listed, S3Error, list_detailed};
 use super::{BucketSettings, Minio, described, err};
 use crate::error::{Error, Result};
-use crate::layout::manifest::{Counts, FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest};
+use crate::layout::manifest::{Counts, FORMAT_VERSION, FileEntry, Manifest};
 use crate::pipeline::Counters;
 use crate::progress::Progress;
 use crate::server::{BackupServer, join};
@@ -71,10 +71,11 @@ impl Minio {
         let encoder = access
             .encoder
             .ok_or_else(|| err("a mirror run needs the backup side's encryption keys (a bug)"))?;
+        let signer = access.signer()?;
         let client = self.client()?;
         let buckets = self.buckets_with_settings(&client).await?;
         let fingerprints = Fingerprinter::new(&self.secret_key.read()?);
-        let previous = load_previous(server, folder).await?;
+        let previous = load_previous(server, folder, access.trust()?).await?;
         let id = claim(server, folder).await?;
         let run = Run {
             server,
@@ -204,10 +205,9 @@ impl Minio {
             count_unit: info.count_unit,
             counts: info.counts,
             extra: info.extra,
+            signature: None,
         };
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-        server.write_new(&join(&dir, MANIFEST_NAME), &json).await?;
-        server.make_durable(&join(&dir, MANIFEST_NAME)).await?;
+        crate::layout::signed::commit_manifest(server, &dir, &manifest, signer).await?;
         tracing::info!(
             "minio: mirror run {}: {uploaded} object(s) uploaded, {reused} unchanged and not fetched",
             run.id
@@ -221,6 +221,7 @@ impl Minio {
                 path: dir,
                 complete: true,
                 damaged: None,
+                signed_by: Some("this backup's signing key".into()),
             },
             read_bytes: uploaded_bytes,
         })
@@ -410,8 +411,8 @@ async fn claim(server: &dyn BackupServer, folder: &str) -> Result<MirrorId> {
 
 /// The newest complete run whose catalogue is sound, with the stored files it refers to that are
 /// still on the server at their recorded size (a file lost since is uploaded again).
-async fn load_previous(server: &dyn BackupServer, folder: &str) -> Result<Previous> {
-    let runs = scan_runs(server, folder).await?;
+async fn load_previous(server: &dyn BackupServer, folder: &str, trust: &crate::signing::Trust) -> Result<Previous> {
+    let runs = scan_runs(server, folder, trust).await?;
     let mut found = None;
     for run in runs.iter().rev() {
         let Some(manifest) = run.manifest() else {

@@ -11,6 +11,7 @@ use super::mirror::{MirrorId, MirrorRun, data_dir, fetch_catalogue, run_dir, sca
 use super::mirror_format::{Catalogue, StoredFile};
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_NAME, RunState};
+use crate::signing::Trust;
 use crate::pipeline::{self, Counters};
 use crate::server::{BackupServer, join};
 use crate::stores::RepoVerified;
@@ -44,11 +45,12 @@ pub struct MirrorPruned {
 pub async fn prune_mirror(
     server: &dyn BackupServer,
     folder: &str,
+    trust: &Trust,
     keep: &BTreeSet<String>,
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<MirrorPruned> {
-    let runs = scan_runs(server, folder).await?;
+    let runs = scan_runs(server, folder, trust).await?;
     let newest_complete = runs
         .iter()
         .rev()
@@ -148,9 +150,10 @@ fn stored_files(catalogue: &Catalogue) -> impl Iterator<Item = &StoredFile> {
 pub(super) async fn verify_at_rest(
     server: &dyn BackupServer,
     folder: &str,
+    trust: &Trust,
     from: Option<&str>,
 ) -> Result<Option<RepoVerified>> {
-    let runs = scan_runs(server, folder).await?;
+    let runs = scan_runs(server, folder, trust).await?;
     let run = match from {
         Some(id) => runs.iter().find(|r| r.id.to_string() == id),
         None => runs

@@ -77,7 +77,7 @@ impl Minio {
                 .await
                 .map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
         }
-        let (id, manifest) = choose(server, folder, from).await?;
+        let (id, manifest) = choose(server, folder, access.trust()?, from).await?;
         let catalogue = fetch_catalogue(server, folder, &id, &manifest)
             .await
             .map_err(|why| damaged(&id, why))?;
@@ -281,7 +281,7 @@ impl Minio {
         access: &RepoAccess<'_>,
         from: Option<&str>,
     ) -> Result<Option<RepoVerified>> {
-        let runs = scan_runs(access.server()?, self.mirror_folder()).await?;
+        let runs = scan_runs(access.server()?, self.mirror_folder(), access.trust()?).await?;
         let Some(run) = (match from {
             Some(id) => runs.iter().find(|r| r.id.to_string() == id),
             None => runs
@@ -313,9 +313,10 @@ impl Minio {
 async fn choose(
     server: &dyn BackupServer,
     folder: &str,
+    trust: &crate::signing::Trust,
     from: Option<&str>,
 ) -> Result<(MirrorId, crate::layout::Manifest)> {
-    let runs = scan_runs(server, folder).await?;
+    let runs = scan_runs(server, folder, trust).await?;
     let where_ = format!("{}/{folder}", server.describe());
     if let Some(wanted) = from {
         let run = runs.iter().find(|r| r.id.to_string() == wanted).ok_or_else(|| {

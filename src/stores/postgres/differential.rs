@@ -330,6 +330,7 @@ impl Differential {
             // pgBackRest lists only the backups it finished.
             complete: true,
             damaged: None,
+            signed_by: None,
         }
     }
 

@@ -787,6 +787,7 @@ fn archive_for_the_wrong_store_or_database_is_refused_before_anything_is_dropped
     dbs[&t.db] = b;
     dbs[&t.db2] = a;
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    t.case.sign_manifest(path.parent().unwrap());
     write(
         &t.db,
         None,

@@ -970,6 +970,7 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     manifest["store"] = "minio".into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    case.sign_manifest(&run_dir);
     assert_fails(
         &lifeboat(&restore, &["restore", "--yes"]),
         1,
@@ -995,6 +996,7 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
     manifest["files"][dump]["name"] = "objects.tar.zst.age".into();
     manifest["extra"] = serde_json::json!({"archive": "objects.tar.zst.age", "buckets": {b.docs.clone(): {}, b.versioned.clone(): {}, b.empty.clone(): {}}});
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    case.sign_manifest(&run_dir);
     assert_fails(
         &lifeboat(&restore, &["restore", "--yes"]),
         1,

@@ -137,8 +137,24 @@ server:
   ssh_key_file: {SSH_KEY}
   known_hosts_file: {KNOWN_HOSTS}
 """
-    open(backup_path, "w").write(f"role: backup\n{common}encryption:\n  recipients: [{recipient}]\n{stores}")
-    open(restore_path, "w").write(f"role: restore\n{common}encryption:\n  identity_file: {key}\n{stores}")
+    signing_key, allowed = ensure_signing_key(os.path.dirname(os.path.abspath(backup_path)))
+    open(backup_path, "w").write(
+        f"role: backup\n{common}encryption:\n  recipients: [{recipient}]\nsigning:\n  key_file: {signing_key}\n{stores}")
+    open(restore_path, "w").write(
+        f"role: restore\n{common}encryption:\n  identity_file: {key}\nsigning:\n  allowed_signers_file: {allowed}\n{stores}")
+
+
+def ensure_signing_key(config_dir):
+    """The manifest signing key of the backup configs in config_dir, and allowed_signers for it."""
+    key = os.path.join(config_dir, "signing_key")
+    allowed = os.path.join(config_dir, "allowed_signers")
+    if not os.path.exists(key):
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lifeboat@bench", "-f", key])
+    with open(key + ".pub") as f:
+        public = f.read().strip()
+    with open(allowed, "w") as f:
+        f.write(f'lifeboat@bench namespaces="lifeboat" {public}\n')
+    return key, allowed
 
 
 # ---------------------------------------------------------------------------------------------

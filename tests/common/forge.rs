@@ -70,8 +70,15 @@ impl Stored {
         decrypt_stored(case, &self.run_dir.join(&self.name))
     }
 
-    /// Replaces the file by `plain`, encrypted, and makes the manifest describe it exactly.
+    /// Replaces the file by `plain`, encrypted, makes the manifest describe it exactly and signs
+    /// it with the case's key (a forger who holds the backup side's signing key).
     pub fn replace(&self, case: &Case, plain: &[u8]) {
+        self.rehash(case, plain);
+        case.sign_manifest(&self.run_dir);
+    }
+
+    /// [`Stored::replace`] by a forger without the signing key: the old signature stays.
+    pub fn rehash(&self, case: &Case, plain: &[u8]) {
         let stored = encrypt_for(case, plain);
         std::fs::write(self.run_dir.join(&self.name), &stored).unwrap();
         let path = self.run_dir.join("manifest.json");
@@ -87,7 +94,6 @@ impl Stored {
         entry["sha256"] = hex::encode(Sha256::digest(&stored)).into();
         entry["raw_size"] = plain.len().into();
         std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-        case.sign_manifest(&self.run_dir);
     }
 }
 

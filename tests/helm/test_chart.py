@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Tests of the Helm chart deploy/helm/lifeboat, with the real Helm library (helm-python-sdk) and
-Kubernetes' own schemas (kubernetes-validate --strict). No cluster is needed.
+"""Tests of the Helm chart deploy/helm/lifeboat, with the real Helm library (helm-python-sdk), the helm
+CLI (`helm lint --strict`) and Kubernetes' own schemas (kubernetes-validate --strict). No cluster is
+needed. The rendered configurations run in the real lifeboat (LIFEBOAT_BIN), the PostgreSQL sidecar's
+and restore Job's against a real PostgreSQL 15 and pgBackRest (as root, for a read-only mount).
 
-Run from the repository root: $HOME/.cache/lifeboat-tools/venv/bin/python tests/helm/test_chart.py
-(scripts/install-deps installs both packages into that venv). Exits 0 when every test passes.
+Run from the repository root, after scripts/install-deps (the venv, helm, pgBackRest):
+LIFEBOAT_BIN=target/debug/lifeboat $HOME/.cache/lifeboat-tools/venv/bin/python tests/helm/test_chart.py
+Exits 0 when every test passes.
 """
 
 import copy
@@ -15,8 +18,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import socket
 import threading
-import time
 import traceback
 
 import helm_python as helm
@@ -748,8 +751,7 @@ def test_sidecar_and_restore_job_on_a_real_postgresql():
                         postgres__differential__postgres_pgbackrest=os.path.join(tmp, "bin", "pgbackrest"))
         objects = render(values)
         cfg = localized(configs(objects)["postgres"], tmp, server=f"file://{tmp}/server")
-        with socket_free_port() as port:
-            pass
+        port = free_port()
         cfg["stores"]["postgres"]["url"] = f"postgres://postgres@127.0.0.1:{port}/postgres"
         config = write_config(tmp, "sidecar.yaml", cfg)
         subprocess.run(["chown", "-R", "postgres:postgres", tmp], check=True)
@@ -814,17 +816,11 @@ def test_sidecar_and_restore_job_on_a_real_postgresql():
         subprocess.run(["rm", "-rf", tmp], check=True)
 
 
-class socket_free_port:
+def free_port():
     """A TCP port the kernel says is free (it skips the ports scripts/test reserves)."""
-
-    def __enter__(self):
-        import socket
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        return self.sock.getsockname()[1]
-
-    def __exit__(self, *exc):
-        self.sock.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Hook(http.server.BaseHTTPRequestHandler):

@@ -1,6 +1,8 @@
-//! The Helm chart (deploy/helm/lifeboat): rendered with the real Helm library and checked against
-//! Kubernetes' schemas by tests/helm/test_chart.py, which also loads every rendered Lifeboat
-//! configuration with this build's binary. Needs the tools venv that scripts/install-deps sets up.
+//! The Helm chart (deploy/helm/lifeboat): rendered with the real Helm library, checked against
+//! Kubernetes' schemas and `helm lint --strict` by tests/helm/test_chart.py, which also runs this
+//! build's binary on every rendered Lifeboat configuration, and the PostgreSQL sidecar's and restore
+//! Job's on a real PostgreSQL (as root: a private read-only mount). Needs the tools venv and the helm
+//! CLI that scripts/install-deps sets up.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -68,6 +68,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (eq $role "restore") $r.from $r.cronjob -}}
 {{- fail "restore.from is set but restore.cronjob is true: a chosen backup is restored by a one-off Job; set restore.cronjob=false" -}}
 {{- end -}}
+{{- if and (eq $role "restore") $r.target_time (not (and .Values.postgres.enabled (eq .Values.postgres.type "differential"))) -}}
+{{- fail "restore.target_time is set but postgres is not enabled with type differential: only a pgBackRest restore reaches a point in time; unset restore.target_time" -}}
+{{- end -}}
+{{- $text := .Values.monitoring.textfile -}}
+{{- if and $text.enabled (eq (empty $text.host_path) (empty $text.claim_name)) -}}
+{{- fail "monitoring.textfile.enabled is true: set exactly one of monitoring.textfile.host_path (node_exporter's textfile folder on the node) and monitoring.textfile.claim_name (a PersistentVolumeClaim)" -}}
+{{- end -}}
+{{- if and .Values.monitoring.webhook.on_success (not .Values.monitoring.webhook.secret.name) -}}
+{{- fail "monitoring.webhook.on_success is true but monitoring.webhook.secret.name is empty: name the Secret holding the webhook URL" -}}
+{{- end -}}
 {{- $production := $r.server.production_dir | default $r.server.backup_server_dir | trimSuffix "/" -}}
 {{- range $store := splitList " " (include "lifeboat.storeNames" $) -}}
 {{- $s := index $.Values $store -}}
@@ -76,8 +86,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (eq $role "restore") (not $r.server.read_only_key) (eq $dir $production) -}}
 {{- fail (printf "restore of %s reads %s, the folder production writes to, with a key that may write (restore.server.read_only_key=false): use a read-only restore key (sftp-server -R) or a copy of the backups" $store $dir) -}}
 {{- end -}}
+{{- range $key := list "enabled" "type" "schedule" "server_dir" "password_file" "access_key_file" "secret_key_file" "data_directory" "pgbackrest_dir" "passphrase_file" "socket_directory" "stanza" -}}
+{{- if not (kindIs "invalid" (index ($s.config | default dict) $key)) -}}
+{{- fail (printf "%s.config.%s is set by the chart (from %s's own values: enabled, type, schedule, server_dir, the secrets, differential); remove it from %s.config" $store $key $store $store) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq $store "postgres") (eq $s.type "differential") -}}
-{{- fail "postgres.type differential is not supported by this chart yet: pgBackRest must run next to PostgreSQL's data directory (a sidecar in the PostgreSQL pod), which a CronJob pod cannot reach; use postgres.type=dump" -}}
+{{- include "lifeboat.validatePostgresDifferential" (dict "root" $ "role" $role) -}}
 {{- end -}}
 {{- if and (eq $store "minio") (not $s.credentials_secret.name) -}}
 {{- fail "minio.credentials_secret.name is empty: name the Secret holding MinIO's access and secret keys" -}}
@@ -87,7 +102,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The jobs of this release as YAML: {jobs: [{name, store, schedule, args, work_dir_size}]}. */}}
+{{/* The jobs of this release as YAML: {jobs: [{name, store, schedule, args, work_dir_size, pg_restore}]}.
+     A differential PostgreSQL backup has none: its sidecar (_postgres.tpl) runs it. */}}
 {{- define "lifeboat.jobs" -}}
 {{- $role := include "lifeboat.role" . -}}
 jobs:
@@ -95,13 +111,19 @@ jobs:
 {{- $r := index .Values $role }}
 {{- range $store := splitList " " (include "lifeboat.storeNames" $) }}
 {{- $s := index $.Values $store }}
-{{- if $s.enabled }}
+{{- $pgDifferential := and (eq $store "postgres") (eq $s.type "differential") }}
+{{- if and $s.enabled (not (and $pgDifferential (eq $role "backup"))) }}
 {{- if eq $role "restore" }}
+{{- $args := concat (list "restore" "--store" $store "--yes") (ternary (list "--from" $r.from) (list) (not (empty $r.from))) }}
+{{- if and $pgDifferential $r.target_time }}
+{{- $args = concat $args (list "--target-time" $r.target_time) }}
+{{- end }}
   - name: {{ $store }}
     store: {{ $store }}
     schedule: {{ include "lifeboat.schedule" (dict "sched" $s.schedule "key" "restore" "fallback" $r.schedule) | quote }}
-    args: {{ concat (list "restore" "--store" $store "--yes") (ternary (list "--from" $r.from) (list) (not (empty $r.from))) | toJson }}
+    args: {{ $args | toJson }}
     work_dir_size: {{ $r.work_dir_size | quote }}
+    pg_restore: {{ $pgDifferential }}
 {{- else }}
   - name: {{ $store }}
     store: {{ $store }}
@@ -134,6 +156,24 @@ jobs:
 {{- $_ := set $storeCfg "access_key_file" "/secrets/minio/access_key" -}}
 {{- $_ := set $storeCfg "secret_key_file" "/secrets/minio/secret_key" -}}
 {{- end -}}
+{{- if and (eq $store "postgres") (eq $s.type "differential") -}}
+{{- $d := $s.differential -}}
+{{- $_ := set $storeCfg "data_directory" $d.data_directory -}}
+{{- $_ := set $storeCfg "pgbackrest_dir" (include "lifeboat.pgbackrestDir" .) -}}
+{{- $_ := set $storeCfg "passphrase_file" "/secrets/pgbackrest/passphrase" -}}
+{{- $_ := set $storeCfg "socket_directory" $d.socket_directory -}}
+{{- $_ := set $storeCfg "stanza" $d.stanza -}}
+{{- if eq $role "backup" -}}
+{{- /* the sidecar's daemon runs the schedule (the restore key is the chart's own) */ -}}
+{{- $sched := $s.schedule | default $r.schedule -}}
+{{- if kindIs "map" $sched -}}
+{{- $sched = omit $sched "dump" "restore" -}}
+{{- end -}}
+{{- if $sched -}}
+{{- $_ := set $storeCfg "schedule" $sched -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $server := dict "url" (printf "ssh://%s@%s:%d%s" $r.server.user $r.server.host (int $r.server.port) $dir) "ssh_key_file" "/secrets/lifeboat/ssh_key" "known_hosts_file" "/secrets/lifeboat/known_hosts" "timeout" $r.server.timeout -}}
 {{- $encryption := dict -}}
 {{- if eq $r.encryption.mode "passphrase" -}}
@@ -144,8 +184,20 @@ jobs:
 {{- $_ := set $encryption "identity_file" "/secrets/lifeboat/age_identity" -}}
 {{- end -}}
 {{- $cfg := dict "role" $role "timezone" $r.timezone "server" $server "encryption" $encryption "retention" $root.Values.retention "stores" (dict $store $storeCfg) -}}
-{{- if $root.Values.monitoring.pushgateway_url -}}
-{{- $_ := set $cfg "monitoring" (dict "pushgateway_url" $root.Values.monitoring.pushgateway_url) -}}
+{{- $mon := $root.Values.monitoring -}}
+{{- $monitoring := dict -}}
+{{- if $mon.pushgateway_url -}}
+{{- $_ := set $monitoring "pushgateway_url" $mon.pushgateway_url -}}
+{{- end -}}
+{{- if $mon.textfile.enabled -}}
+{{- $_ := set $monitoring "textfile_dir" "/metrics" -}}
+{{- end -}}
+{{- if $mon.webhook.secret.name -}}
+{{- $_ := set $monitoring "webhook_url_file" "/secrets/webhook/url" -}}
+{{- $_ := set $monitoring "webhook_on_success" $mon.webhook.on_success -}}
+{{- end -}}
+{{- if $monitoring -}}
+{{- $_ := set $cfg "monitoring" $monitoring -}}
 {{- end -}}
 {{- if or (eq $role "restore") (eq $store "influxdb") -}}
 {{- $_ := set $cfg "work_dir" "/work" -}}
@@ -157,4 +209,13 @@ jobs:
 {{- define "lifeboat.secretName" -}}
 {{- $r := index .Values (include "lifeboat.role" .) -}}
 {{- $r.secrets.existing_secret | default (printf "%s-%s" (include "lifeboat.fullname" .) (include "lifeboat.role" .)) -}}
+{{- end -}}
+
+{{/* The ServiceAccount the jobs run as ("" with create: false and no name: the namespace's default). */}}
+{{- define "lifeboat.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "lifeboat.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}

@@ -262,7 +262,7 @@ def test_production():
         assert "--yes" not in container["args"]
         assert volumes["server-secrets"]["secret"]["secretName"] == "lifeboat-backup-server"
         # production holds no decryption key
-        assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts"}
+        assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts", "signing_key"}
     args = {n: c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] for n, c in crons.items()}
     assert args["prod-lifeboat-backup-postgres"][2:] == ["backup", "--store", "postgres"]
     pg_pod = crons["prod-lifeboat-backup-postgres"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -313,11 +313,11 @@ def test_staging():
         assert c["spec"]["timeZone"] == "Europe/Berlin"
         container, volumes = check_job_hardening(c, "restore")
         assert container["args"][2:] == ["restore", "--store", store, "--yes"]
-        assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts", "age_identity"}
+        assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts", "allowed_signers", "age_identity"}
         assert volumes["work"]["emptyDir"]["sizeLimit"] == "20Gi"
     (secret,) = kind(objects, "Secret")
     assert secret["metadata"]["name"] == volumes["server-secrets"]["secret"]["secretName"]
-    assert set(secret["stringData"]) == {"ssh_key", "known_hosts", "age_identity"}
+    assert set(secret["stringData"]) == {"ssh_key", "known_hosts", "allowed_signers", "age_identity"}
     cfg = configs(objects)
     for store, c in cfg.items():
         assert c["role"] == "restore" and list(c["stores"]) == [store]
@@ -338,7 +338,7 @@ def test_manual_restore():
     for store, j in jobs.items():
         container, volumes = check_job_hardening(j, "restore")
         assert container["args"][2:] == ["restore", "--store", store, "--yes", "--from", "2026-11-20"]
-        assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts", "passphrase"}
+        assert {i["path"] for i in volumes["server-secrets"]["secret"]["items"]} == {"ssh_key", "known_hosts", "allowed_signers", "passphrase"}
         assert volumes["work"]["emptyDir"]["sizeLimit"] == "50Gi"
     assert configs(objects)["postgres"]["encryption"] == {"passphrase_file": "/secrets/lifeboat/passphrase"}
 
@@ -362,11 +362,20 @@ def test_manual_restore_from_the_command_line():
 
 
 def test_backup_secret_holds_no_decryption_key():
-    inline = merged(values_file("production.yaml"), backup__secrets={"ssh_key": "KEY", "known_hosts": "host ssh-ed25519 AAAA"})
+    inline = merged(values_file("production.yaml"), backup__secrets={"ssh_key": "KEY", "known_hosts": "host ssh-ed25519 AAAA", "signing_key": "SIGNING"})
     (secret,) = kind(render(inline), "Secret")
-    assert set(secret["stringData"]) == {"ssh_key", "known_hosts"}, secret["stringData"].keys()
+    assert set(secret["stringData"]) == {"ssh_key", "known_hosts", "signing_key"}, secret["stringData"].keys()
     assert "'age_identity' not allowed" in refusal(merged(inline, backup__secrets__age_identity="AGE-SECRET-KEY-1X"))
     assert "backup.secrets.known_hosts is empty" in refusal(merged(inline, backup__secrets__known_hosts=""))
+    assert "backup.secrets.signing_key is empty" in refusal(merged(inline, backup__secrets__signing_key=""))
+    # What the backup jobs sign with, and what the restore jobs trust.
+    assert configs(render(inline))["postgres"]["signing"] == {"key_file": "/secrets/lifeboat/signing_key"}
+    staging = values_file("staging.yaml")
+    assert configs(render(staging, name="staging"))["postgres"]["signing"] == {
+        "allowed_signers_file": "/secrets/lifeboat/allowed_signers",
+        "restore_unsigned_backups_made_before_signing": False,
+    }
+    assert "restore.secrets.allowed_signers is empty" in refusal(merged(staging, restore__secrets__allowed_signers=""))
 
 
 def test_refusals():
@@ -637,7 +646,13 @@ def stand_ins(tmp, binary):
     with open(os.path.join(tmp, "id")) as f:
         ssh_key = f.read()
     identity = subprocess.run([binary, "keygen"], capture_output=True, text=True, check=True).stdout
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lifeboat@production", "-f", os.path.join(tmp, "signing")], check=True)
+    with open(os.path.join(tmp, "signing")) as f:
+        signing_key = f.read()
+    with open(os.path.join(tmp, "signing.pub")) as f:
+        allowed_signers = f'lifeboat@production namespaces="lifeboat" {f.read()}'
     files = {"lifeboat/ssh_key": ssh_key, "lifeboat/known_hosts": f"[127.0.0.1]:1 {host_key}\n",
+             "lifeboat/signing_key": signing_key, "lifeboat/allowed_signers": allowed_signers,
              "lifeboat/age_identity": identity, "lifeboat/passphrase": "a passphrase\n",
              "minio/access_key": "minio\n", "minio/secret_key": "minio-secret\n",
              "pgbackrest/passphrase": "a repository passphrase\n", "webhook/url": "http://127.0.0.1:1/hook\n"}

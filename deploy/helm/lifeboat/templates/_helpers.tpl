@@ -56,6 +56,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (not $r.secrets.existing_secret) (not $r.secrets.known_hosts) -}}
 {{- fail (printf "%s.secrets.known_hosts is empty: the backup server's host key must be verified; set it (ssh-keyscan -p PORT HOST, checked) or %s.secrets.existing_secret with a known_hosts key" $role $role) -}}
 {{- end -}}
+{{- if and (eq $role "backup") (not $r.secrets.existing_secret) (not $r.secrets.signing_key) -}}
+{{- fail "backup.secrets.signing_key is empty: every backup's manifest is signed; make a key (ssh-keygen -t ed25519 -N '') or set backup.secrets.existing_secret with a signing_key key" -}}
+{{- end -}}
+{{- if and (eq $role "restore") (not $r.secrets.existing_secret) (not $r.secrets.allowed_signers) -}}
+{{- fail "restore.secrets.allowed_signers is empty: a restore checks who signed each backup; give the production signing key's line (lifeboat@production namespaces=\"lifeboat\" ssh-ed25519 ...) or restore.secrets.existing_secret with an allowed_signers key" -}}
+{{- end -}}
 {{- if and (eq $role "backup") (eq $r.encryption.mode "age") (not $r.encryption.recipients) -}}
 {{- fail "backup.encryption.recipients is empty: give the age public key(s) (lifeboat keygen) that may decrypt the backups" -}}
 {{- end -}}
@@ -183,7 +189,11 @@ jobs:
 {{- else -}}
 {{- $_ := set $encryption "identity_file" "/secrets/lifeboat/age_identity" -}}
 {{- end -}}
-{{- $cfg := dict "role" $role "timezone" $r.timezone "server" $server "encryption" $encryption "retention" $root.Values.retention "stores" (dict $store $storeCfg) -}}
+{{- $signing := dict "key_file" "/secrets/lifeboat/signing_key" -}}
+{{- if eq $role "restore" -}}
+{{- $signing = dict "allowed_signers_file" "/secrets/lifeboat/allowed_signers" "restore_unsigned_backups_made_before_signing" $r.restore_unsigned_backups_made_before_signing -}}
+{{- end -}}
+{{- $cfg := dict "role" $role "timezone" $r.timezone "server" $server "encryption" $encryption "signing" $signing "retention" $root.Values.retention "stores" (dict $store $storeCfg) -}}
 {{- $mon := $root.Values.monitoring -}}
 {{- $monitoring := dict -}}
 {{- if $mon.pushgateway_url -}}

@@ -110,6 +110,11 @@ volumeMounts:
 {{- $volumes := list -}}
 {{- $mounts := list -}}
 {{- $items := list (dict "key" "ssh_key" "path" "ssh_key") (dict "key" "known_hosts" "path" "known_hosts") -}}
+{{- if eq .role "backup" -}}
+{{- $items = append $items (dict "key" "signing_key" "path" "signing_key") -}}
+{{- else -}}
+{{- $items = append $items (dict "key" "allowed_signers" "path" "allowed_signers") -}}
+{{- end -}}
 {{- if eq $r.encryption.mode "passphrase" -}}
 {{- $items = append $items (dict "key" "passphrase" "path" "passphrase") -}}
 {{- else if eq .role "restore" -}}

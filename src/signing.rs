@@ -41,7 +41,8 @@ impl SigningConfig {
     /// The config-time check: what each role must have.
     pub fn check(&self, role: Role) -> std::result::Result<(), String> {
         match role {
-            Role::Backup if self.key_file.is_none() => Err("signing.key_file is required for role backup: every manifest is signed; \
+            // A backup-role config without the key serves prune and verify on the backup server.
+            Role::Backup if self.key_file.is_none() && self.allowed_signers_file.is_none() => Err("signing.key_file is required for role backup: every manifest is signed; \
                  make a key with `ssh-keygen -t ed25519 -N '' -C lifeboat -f signing_key` and give the restore side its \
                  public half in signing.allowed_signers_file"
                 .into()),
@@ -52,9 +53,16 @@ impl SigningConfig {
         }
     }
 
-    /// The backup side's signer, the key read now.
-    pub fn signer(&self) -> Result<Option<ManifestSigner>> {
-        self.key_file.as_deref().map(ManifestSigner::load).transpose()
+    /// The backup side's signer, the key read now; `backup` cannot run without one.
+    pub fn signer(&self) -> Result<ManifestSigner> {
+        let key = self.key_file.as_deref().ok_or_else(|| {
+            Error::Usage(
+                "signing.key_file is required to back up: every manifest is signed (this configuration only checks \
+                 signatures, as prune and verify on the backup server do)"
+                    .into(),
+            )
+        })?;
+        ManifestSigner::load(key)
     }
 
     /// How runs are checked: against `allowed_signers_file`, or, on the backup side without one,

@@ -41,7 +41,7 @@ pub async fn run(
         )));
     }
     let key = EncryptKey::from_config(&config.encryption)?;
-    let signer = config.signing.signer()?.expect("role backup has signing.key_file (checked with the config)");
+    let signer = config.signing.signer()?;
     let trust = config.signing.trust()?;
     // pgBackRest reaches the server itself, but the connection also holds every store's lock.
     let server = server::connect(&config.server).await?;

@@ -74,6 +74,10 @@ ssh-keygen -q -t ed25519 -N '' -f "$WORK/host_key"
 echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$WORK/host_key.pub")" > "$WORK/known_hosts"
 "$BIN" keygen > "$WORK/age.key" 2>/dev/null
 RECIPIENT=$(sed -n 's/^# public key: //p' "$WORK/age.key")
+# The backup side's manifest signing key; the server's prune/verify and the restore trust it.
+ssh-keygen -q -t ed25519 -N '' -C lifeboat@production -f "$WORK/signing_key"
+SIGNER="lifeboat@production namespaces=\"lifeboat\" $(cat "$WORK/signing_key.pub")"
+printf '%s\n' "$SIGNER" > "$WORK/allowed_signers"
 [ -n "$RECIPIENT" ] || fail "lifeboat keygen printed no public key"
 
 cat > "$WORK/inventory.yml" <<EOF
@@ -95,6 +99,8 @@ lifeboat_server_log_dir: $T/log
 lifeboat_server_binary_src: $BIN
 lifeboat_server_binary_dest: $T/bin/lifeboat
 lifeboat_server_recipients: [$RECIPIENT]
+lifeboat_server_allowed_signers:
+  - '$SIGNER'
 lifeboat_server_keys:
   - environment: production
     access: write
@@ -239,6 +245,7 @@ server:
   ssh_key_file: $WORK/production_key
   known_hosts_file: $WORK/known_hosts
 encryption: { recipients: [$RECIPIENT] }
+signing: { key_file: $WORK/signing_key }
 stores:
   postgres: { url: "postgres://postgres@127.0.0.1:$PG_PORT/postgres", databases: [postgres] }
 EOF
@@ -286,6 +293,7 @@ server:
   ssh_key_file: $WORK/restore_key
   known_hosts_file: $WORK/known_hosts
 encryption: { identity_file: $WORK/age.key }
+signing: { allowed_signers_file: $WORK/allowed_signers }
 stores:
   postgres: { url: "postgres://postgres@127.0.0.1:$PG_PORT/postgres", databases: [postgres] }
 EOF

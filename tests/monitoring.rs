@@ -240,6 +240,23 @@ fn each_backup_publishes_metrics_and_a_failure_calls_the_webhook_and_keeps_the_l
         !stderr(&out).contains("T0KEN"),
         "the webhook URL leaked into the log"
     );
+
+    // A backup server that cannot be reached fails every store before any store starts: that is
+    // published too, not only printed.
+    let unreachable = case.write_config(
+        "unreachable.yaml",
+        &std::fs::read_to_string(&backup).unwrap().replace(&format!("url: file://{}", case.server_path.display()), &format!(
+            "url: ssh://root@127.0.0.1:52299/nowhere\n  ssh_key_file: {}\n  known_hosts_file: {}",
+            state().join("sshd/client_key").display(),
+            state().join("sshd/known_hosts").display()
+        )),
+    );
+    let out = lifeboat(&unreachable, &["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(value(&text, "lifeboat_last_result", "postgres"), Some(0.0), "{text}");
+    let call = calls.recv_timeout(Duration::from_secs(10)).expect("the webhook was called for an unreachable server");
+    assert_eq!((call["result"].as_str(), call["stores"][0]["store"].as_str()), (Some("failed"), Some("postgres")), "{call}");
 }
 
 #[test]

@@ -40,11 +40,24 @@ pub async fn run(
             "--type {kind} is for a store of type differential; none of the selected stores is"
         )));
     }
-    let key = EncryptKey::from_config(&config.encryption)?;
-    let signer = config.signing.signer()?;
-    let trust = config.signing.trust()?;
-    // pgBackRest reaches the server itself, but the connection also holds every store's lock.
-    let server = server::connect(&config.server).await?;
+    let started_at = chrono::Utc::now();
+    let setup = async {
+        let key = EncryptKey::from_config(&config.encryption)?;
+        let signer = config.signing.signer()?;
+        let trust = config.signing.trust()?;
+        // pgBackRest reaches the server itself, but the connection also holds every store's lock.
+        let server = server::connect(&config.server).await?;
+        Ok::<_, Error>((key, signer, trust, server))
+    };
+    let (key, signer, trust, server) = match setup.await {
+        Ok(setup) => setup,
+        Err(e) => {
+            // An unreachable server (or an unreadable key) fails every store: say so where alerts look.
+            let results: Vec<JobResult> = stores.iter().map(|s| JobResult::failed(s.name, started_at, &e)).collect();
+            monitoring::publish(&config.monitoring, Role::Backup, &results).await;
+            return Err(e);
+        }
+    };
     let encoder = Encoder {
         key: &key,
         compression: &config.compression,

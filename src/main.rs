@@ -96,6 +96,9 @@ enum Command {
         /// With --append-only: a folder directly inside ROOT with full access below it (pgBackRest's repository); repeatable.
         #[arg(long = "writable-subdir", value_name = "NAME", requires = "append_only")]
         writable_subdirs: Vec<String>,
+        /// Also append each refusal to FILE (sshd drops an SFTP session's stderr).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
     },
 }
 
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
         append_only,
         read_only,
         writable_subdirs,
+        log,
     } = &cli.command
     {
         // Blocking and single-threaded like OpenSSH's sftp-server: no runtime, no config file,
@@ -184,7 +188,7 @@ fn main() -> ExitCode {
             (None, Some(root)) => (lifeboat::serve::Mode::ReadOnly, root),
             (None, None) => unreachable!("clap requires one of them"),
         };
-        return match commands::serve::run(mode, root, writable_subdirs) {
+        return match commands::serve::run(mode, root, writable_subdirs, log.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(e),
         };

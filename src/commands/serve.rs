@@ -1,18 +1,31 @@
-//! `lifeboat serve --append-only|--read-only ROOT [--writable-subdir NAME]...`: on the backup
-//! server, the forced command of a key in `authorized_keys`; SFTP on stdin/stdout inside ROOT with
-//! that key's policy (see `serve::policy`). Needs no configuration file.
+//! `lifeboat serve --append-only|--read-only ROOT [--writable-subdir NAME]... [--log FILE]`: on
+//! the backup server, the forced command of a key in `authorized_keys`; SFTP on stdin/stdout
+//! inside ROOT with that key's policy (see `serve::policy`). Needs no configuration file.
+//! Refusals go to stderr, which sshd drops for an SFTP session: `--log` keeps them.
 
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::serve::{self, Mode, Policy, ServeError};
 
-pub fn run(mode: Mode, root: &Path, writable_subdirs: &[String]) -> Result<()> {
+pub fn run(mode: Mode, root: &Path, writable_subdirs: &[String], log: Option<&Path>) -> Result<()> {
     let policy = policy(mode, root, writable_subdirs)?;
+    let log = match log {
+        None => None,
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Error::Usage(format!("serve: cannot open the log {}: {e}; check the path and its folder's owner", path.display())))?,
+        ),
+    };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    serve::serve(&policy, root, stdin, stdout).map_err(|e| match e {
+    serve::serve(&policy, root, log, stdin, stdout).map_err(|e| match e {
         ServeError::Root { .. } => Error::Usage(e.to_string()),
         ServeError::Output(source) => Error::Io { context: "lifeboat serve: writing to the client".into(), source },
         ServeError::Protocol(message) => Error::Server { server: format!("lifeboat serve {}", root.display()), message },

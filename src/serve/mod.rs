@@ -22,6 +22,7 @@ pub mod wire;
 #[cfg(test)]
 mod wire_tests;
 
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
@@ -38,9 +39,9 @@ pub enum ServeError {
     Output(io::Error),
 }
 
-/// Serves one client on `input`/`output` until it closes its side.
-pub fn serve(policy: &Policy, root: &Path, input: impl Read, mut output: impl Write) -> Result<(), ServeError> {
-    let mut session = session::Session::open(policy.clone(), root)
+/// Serves one client on `input`/`output` until it closes its side; refusals also go to `log`.
+pub fn serve(policy: &Policy, root: &Path, log: Option<File>, input: impl Read, mut output: impl Write) -> Result<(), ServeError> {
+    let mut session = session::Session::open(policy.clone(), root, log)
         .map_err(|source| ServeError::Root { root: root.display().to_string(), source })?;
     let mut input = BufReader::with_capacity(wire::MAX_PACKET, input);
     let mut packet = Vec::new();

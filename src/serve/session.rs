@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -44,6 +44,10 @@ pub struct Session {
     handles: Vec<Option<Handle>>,
     started: bool,
     data: Vec<u8>,
+    /// `--log FILE`: refusals appended there too (sshd drops a subsystem's stderr).
+    log: Option<File>,
+    /// Who is connected, from sshd's `SSH_CLIENT`, for the log.
+    client: String,
 }
 
 /// A request that gets a status reply instead of its answer.
@@ -75,7 +79,7 @@ fn bad_handle() -> Failure {
 }
 
 impl Session {
-    pub fn open(policy: Policy, root: &Path) -> io::Result<Session> {
+    pub fn open(policy: Policy, root: &Path, log: Option<File>) -> io::Result<Session> {
         let absolute = std::path::absolute(root)?;
         let canonical = std::fs::canonicalize(root)?;
         Ok(Session {
@@ -85,6 +89,10 @@ impl Session {
             handles: Vec::new(),
             started: false,
             data: Vec::new(),
+            log,
+            client: std::env::var("SSH_CLIENT")
+                .map(|c| c.split_whitespace().take(2).collect::<Vec<_>>().join(" port "))
+                .unwrap_or_else(|_| "local".into()),
         })
     }
 
@@ -117,7 +125,13 @@ impl Session {
             Ok(()) => {}
             Err(Failure::Status(code, message)) => status(out, id, code, &message),
             Err(Failure::Refused { what, path, why }) => {
-                tracing::warn!("lifeboat serve ({}): refused {what} {path}: {why}", self.policy.name());
+                let line = format!("lifeboat serve ({}, {}): refused {what} {path}: {why}", self.policy.name(), self.client);
+                tracing::warn!("{line}");
+                if let Some(log) = &mut self.log {
+                    // One write per line, so lines of concurrent sessions (O_APPEND) never interleave.
+                    let stamped = format!("{} [{}] {line}\n", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"), std::process::id());
+                    let _ = log.write_all(stamped.as_bytes());
+                }
                 status(out, id, FX_PERMISSION_DENIED, &format!("refused by lifeboat serve ({}): {why}", self.policy.name()));
             }
         }

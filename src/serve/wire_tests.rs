@@ -89,7 +89,7 @@ fn run_session(input: Vec<u8>) -> (bool, usize) {
     std::fs::write(root.path().join("f"), b"hello").unwrap();
     let policy = Policy { mode: Mode::AppendOnly, writable: vec![] };
     let mut output = Vec::new();
-    let (result, largest) = largest_allocation(|| super::serve(&policy, root.path(), Bytes::new(input), &mut output));
+    let (result, largest) = largest_allocation(|| super::serve(&policy, root.path(), None, Bytes::new(input), &mut output));
     (result.is_ok(), largest)
 }
 
@@ -123,7 +123,7 @@ fn a_read_never_returns_more_than_the_cap() {
     input.extend(packet(&read));
     let policy = Policy { mode: Mode::ReadOnly, writable: vec![] };
     let mut output = Vec::new();
-    super::serve(&policy, root.path(), Bytes::new(input), &mut output).unwrap();
+    super::serve(&policy, root.path(), None, Bytes::new(input), &mut output).unwrap();
     // VERSION, HANDLE, then DATA of exactly MAX_DATA bytes.
     let data_reply = output.windows(5).position(|w| w[4] == FXP_DATA && w[..4] != [0; 4]).unwrap();
     let len = u32::from_be_bytes(output[data_reply..data_reply + 4].try_into().unwrap()) as usize;

@@ -30,7 +30,7 @@ const KEYS: &[(&str, &str)] = &[
     ("restore", "--read-only {root} --log {log}"),
 ];
 /// Each world is a served folder of its own with both keys, so tests do not share locks.
-const WORLDS: &[&str] = &["cli", "dump"];
+const WORLDS: &[&str] = &["cli", "dump", "pgbackrest"];
 
 static SSHD_PID: AtomicU32 = AtomicU32::new(0);
 
@@ -248,6 +248,15 @@ fn the_production_key_creates_and_reads_but_never_overwrites_removes_or_escapes(
     assert!(sshd.refusals("cli").contains("refused list production/escape: symlinks are never followed"), "{}", sshd.refusals("cli"));
     assert_eq!(std::fs::read_to_string(dir.join("existing.txt")).unwrap(), "original\n");
     assert!(dir.join("folder").is_dir() && !dir.join("moved.txt").exists() && !out_file.exists());
+
+    // The writable folder (pgBackRest's): anything below it, nothing on the folder itself.
+    let writable = sshd.root("cli").join("postgres");
+    std::fs::create_dir_all(writable.join("sub")).unwrap();
+    std::fs::write(writable.join("sub/a"), "a").unwrap();
+    let out = sshd.sftp("cli", "production", &format!("cd postgres\nrename sub/a sub/b\nput {l} sub/b\nrm sub/b\nrmdir sub\n"));
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(writable.is_dir() && !writable.join("sub").exists());
+    assert_refused(sshd, "cli", "production", &[("rmdir postgres", "refused rmdir postgres: folders are never removed")]);
     assert!(!Path::new("/etc/planted").exists());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(dir.join("existing.txt")).unwrap().permissions().mode() & 0o777, 0o644);
@@ -355,4 +364,102 @@ fn lifeboat_backs_up_lists_checks_and_verifies_through_the_production_key_and_re
     assert_eq!(fingerprint(&case.db), before, "the restore brings back what was backed up");
     let listing: Vec<_> = std::fs::read_dir(&run_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!listing.iter().any(|n| n.to_string_lossy().contains("drill")), "the restore key wrote into the run: {listing:?}");
+}
+
+const PGBR_SOURCE_PORT: u16 = 55433;
+const PGBR_RESTORE_PORT: u16 = 55439;
+const STANZA: &str = "lifeboat_test";
+
+/// Runs SQL on the PostgreSQL at `port`.
+fn sql_at(port: u16, db: &str, query: &str) -> String {
+    let out = run(Command::new("psql").args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]).args([
+        "-p",
+        &port.to_string(),
+        "-d",
+        db,
+        "-c",
+        query,
+    ]));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A cluster Lifeboat restored and started; stopped by its pid (fast shutdown) when dropped.
+struct Restored(PathBuf);
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let Ok(text) = std::fs::read_to_string(self.0.join("postmaster.pid")) else { return };
+        let pid = text.lines().next().unwrap_or("").trim().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// pgBackRest (the `differential` type) keeps its repository in the production key's writable
+/// folder `postgres/`, where it writes, renames and removes its own files; WAL archiving, a full
+/// and a differential backup go through the production key, and the restore (with its WAL
+/// fetched during recovery) through the restore key.
+#[test]
+fn pgbackrest_works_in_its_writable_folder_and_restores_through_the_restore_key() {
+    ensure_server("pgbackrest-pg");
+    let sshd = Sshd::get();
+    let case = Case::new("serve_pgbr");
+    let passphrase = case.dir.path().join("pgbackrest-passphrase");
+    std::fs::write(&passphrase, "serve test passphrase\n").unwrap();
+    let s = state();
+    let db = "t_serve_pgbr";
+    sql_at(PGBR_SOURCE_PORT, "postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    sql_at(PGBR_SOURCE_PORT, "postgres", &format!("CREATE DATABASE {db}"));
+    sql_at(PGBR_SOURCE_PORT, db, "CREATE TABLE registry (id int PRIMARY KEY); INSERT INTO registry SELECT generate_series(1, 100)");
+    let source = format!(
+        "stores:\n  postgres:\n    type: differential\n    url: postgres://postgres@127.0.0.1:{PGBR_SOURCE_PORT}/postgres\n    data_directory: {}\n    pgbackrest_dir: {}\n    pgbackrest: {}\n    stanza: {STANZA}\n    passphrase_file: {}\n",
+        s.join("pgbackrest-pg").display(),
+        s.join("pgbackrest-pg-lifeboat").display(),
+        s.join("pgbackrest-bin/pgbackrest").display(),
+        passphrase.display()
+    );
+    let backup = case.write_config(
+        "backup.yaml",
+        &format!("role: backup\n{}encryption:\n  recipients: [{}]\n{source}", sshd.server_block("pgbackrest", "production"), case.recipient),
+    );
+    assert_ok(&lifeboat(&backup, &["backup", "--type", "full"]));
+    sql_at(PGBR_SOURCE_PORT, db, "INSERT INTO registry SELECT generate_series(101, 150)");
+    assert_ok(&lifeboat(&backup, &["backup", "--type", "diff"]));
+    let kinds: Vec<_> = case.runs(&backup).iter().map(|r| r["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["full", "diff"]);
+    assert_ok(&lifeboat(&backup, &["status", "--max-age", "1h"]));
+    assert_ok(&lifeboat(&backup, &["verify"]));
+    let repository = sshd.root("pgbackrest").join("postgres");
+    assert!(repository.join("archive").is_dir() && repository.join("backup").is_dir());
+    // pgBackRest wrote each file under a temporary name and renamed it.
+    let listing = run(Command::new("find").arg(&repository).arg("-name").arg("*.pgbackrest.tmp"));
+    assert!(listing.stdout.is_empty(), "{}", String::from_utf8_lossy(&listing.stdout));
+
+    // A fresh data directory, restored through the read-only key and started.
+    let base = s.join("pgbr-tests").join(format!("serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let data = base.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&base));
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let target = format!(
+        "stores:\n  postgres:\n    type: differential\n    url: postgres://postgres@127.0.0.1:{PGBR_RESTORE_PORT}/postgres\n    bin_dir: /usr/lib/postgresql/15/bin\n    data_directory: {d}\n    socket_directory: {d}\n    pgbackrest_dir: {}\n    pgbackrest: {}\n    stanza: {STANZA}\n    passphrase_file: {}\n",
+        base.join("pgbackrest").display(),
+        s.join("pgbackrest-bin/pgbackrest").display(),
+        passphrase.display(),
+        d = data.display(),
+    );
+    let restore = case.write_config(
+        "restore.yaml",
+        &format!("role: restore\n{}encryption:\n  identity_file: {}\n{target}", sshd.server_block("pgbackrest", "restore"), case.identity_file.display()),
+    );
+    let out = lifeboat(&restore, &["restore", "--yes"]);
+    let _restored = Restored(data.clone());
+    assert_ok(&out);
+    assert_eq!(sql_at(PGBR_RESTORE_PORT, db, "SELECT count(*) || '|' || max(id) FROM registry"), "150|150");
+    drop(_restored);
+    let _ = std::fs::remove_dir_all(&base);
 }

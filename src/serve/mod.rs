@@ -11,7 +11,7 @@
 //! Requests are answered one at a time, in order, as OpenSSH's sftp-server does; replies are
 //! written out whenever no further complete request is waiting, so pipelined clients keep their
 //! throughput. Memory is bounded: one packet of at most [`wire::MAX_PACKET`] bytes in, its reply
-//! out, and at most [`session::MAX_HANDLES`] open files.
+//! out, and at most [`session::MAX_HANDLES`] open files ([`session::MAX_DIR_HANDLES`] folders).
 
 pub mod fs;
 pub mod path;

@@ -17,8 +17,14 @@ use super::path::{Inside, Outside, RootPath};
 use super::policy::{OpenIntent, Operation, Policy};
 use super::wire::*;
 
-/// Open files and folders one client may hold at once.
-pub const MAX_HANDLES: usize = 128;
+/// Open files and folders one client may hold at once, at most: pgBackRest's restore holds about
+/// one per file of the cluster until it is done. The process's open-file limit is raised to fit
+/// (as far as its hard limit allows); a file handle costs a descriptor and its path.
+pub const MAX_HANDLES: usize = 16384;
+/// Open folders, at most (each holds a buffer of up to some 32 KiB of entries).
+pub const MAX_DIR_HANDLES: usize = 256;
+/// Descriptors kept free for everything else: stdio, the root, a path being walked, the log.
+const RESERVED_FDS: usize = 16;
 /// Entries per READDIR reply (each well under 1 KiB, so a reply stays far below a packet).
 const DIR_BATCH: usize = 64;
 
@@ -42,6 +48,8 @@ pub struct Session {
     root: RootPath,
     fs: Confined,
     handles: Vec<Option<Handle>>,
+    /// Open handles allowed, from the process's open-file limit.
+    handle_limit: usize,
     started: bool,
     data: Vec<u8>,
     /// `--log FILE`: refusals appended there too (sshd drops a subsystem's stderr).
@@ -87,6 +95,7 @@ impl Session {
             root: RootPath::new(&absolute, &canonical),
             policy,
             handles: Vec::new(),
+            handle_limit: handle_limit(),
             started: false,
             data: Vec::new(),
             log,
@@ -260,6 +269,9 @@ impl Session {
             }
             Request::OpenDir { id, path } => {
                 let inside = self.checked("list", path, |p| Operation::Read(p))?;
+                if self.handles.iter().filter(|h| matches!(h, Some(Handle::Dir { .. }))).count() >= MAX_DIR_HANDLES {
+                    return Err(Failure::Status(FX_FAILURE, format!("too many open folders (at most {MAX_DIR_HANDLES})")));
+                }
                 let slot = self.free_slot()?;
                 let dir = self.fs.open_dir(&inside);
                 let dir = self.fs_done("list", &inside, dir)?;
@@ -328,7 +340,7 @@ impl Session {
         let mut args = Cursor::new(data);
         let malformed = || Failure::Status(FX_BAD_MESSAGE, "malformed extended request".into());
         match name {
-            b"limits@openssh.com" => reply_extended(out, id, &[MAX_PACKET as u64, MAX_DATA as u64, MAX_DATA as u64, MAX_HANDLES as u64]),
+            b"limits@openssh.com" => reply_extended(out, id, &[MAX_PACKET as u64, MAX_DATA as u64, MAX_DATA as u64, self.handle_limit as u64]),
             b"statvfs@openssh.com" => {
                 let inside = self.checked("statvfs", args.string().ok_or_else(malformed)?, |p| Operation::Read(p))?;
                 let st = self.fs.statvfs(&inside);
@@ -363,8 +375,8 @@ impl Session {
         if let Some(free) = self.handles.iter().position(Option::is_none) {
             return Ok(free);
         }
-        if self.handles.len() >= MAX_HANDLES {
-            return Err(Failure::Status(FX_FAILURE, format!("too many open files (at most {MAX_HANDLES})")));
+        if self.handles.len() >= self.handle_limit {
+            return Err(Failure::Status(FX_FAILURE, format!("too many open files (at most {})", self.handle_limit)));
         }
         self.handles.push(None);
         Ok(self.handles.len() - 1)
@@ -382,6 +394,25 @@ impl Session {
         let slot = self.slot(handle)?;
         self.handles[slot].as_mut().ok_or_else(bad_handle)
     }
+}
+
+/// Raises the open-file limit towards what [`MAX_HANDLES`] needs and returns how many handles fit.
+fn handle_limit() -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = (MAX_HANDLES + RESERVED_FDS) as u64;
+    let limit = getrlimit(Resource::Nofile);
+    let current = match limit.current {
+        Some(current) if current < wanted => {
+            let raised = limit.maximum.map_or(wanted, |hard| hard.min(wanted));
+            match setrlimit(Resource::Nofile, Rlimit { current: Some(raised), maximum: limit.maximum }) {
+                Ok(()) => raised,
+                Err(_) => current,
+            }
+        }
+        Some(current) => current,
+        None => wanted,
+    };
+    (current as usize).saturating_sub(RESERVED_FDS).clamp(16, MAX_HANDLES)
 }
 
 fn request_id(request: &Request) -> u32 {

@@ -25,12 +25,10 @@ struct Sshd {
 
 /// The keys written to `authorized_keys`: name, and the `serve` arguments of its forced command
 /// (`{root}` is the world's served folder).
-const KEYS: &[(&str, &str)] = &[
-    ("production", "--append-only {root} --writable-subdir postgres --log {log}"),
-    ("restore", "--read-only {root} --log {log}"),
-];
+const KEYS: &[(&str, &str)] =
+    &[("production", "--append-only {root} --writable-subdir postgres --log {log}"), ("restore", "--read-only {root} --log {log}")];
 /// Each world is a served folder of its own with both keys, so tests do not share locks.
-const WORLDS: &[&str] = &["cli", "dump", "pgbackrest"];
+const WORLDS: &[&str] = &["cli", "dump", "pgbackrest", "missing"];
 
 static SSHD_PID: AtomicU32 = AtomicU32::new(0);
 
@@ -54,6 +52,8 @@ impl Sshd {
         SSHD.get_or_init(Sshd::start)
     }
 
+    // sshd runs until this test binary exits; `stop_sshd` then stops it by pid.
+    #[allow(clippy::zombie_processes)]
     fn start() -> Sshd {
         let dir = PathBuf::from("/var/tmp/lifeboat-test/serve-sshd");
         Sshd::stop_leftover(&dir);
@@ -64,12 +64,16 @@ impl Sshd {
         let mut authorized = String::new();
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(sshd.dir.join("host_key")));
         for world in WORLDS {
-            std::fs::create_dir_all(sshd.root(world)).unwrap();
+            if *world != "missing" {
+                std::fs::create_dir_all(sshd.root(world)).unwrap();
+            }
             for (key, args) in KEYS {
                 let file = sshd.key(world, key);
                 run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(&file));
                 let public = std::fs::read_to_string(file.with_extension("pub")).unwrap();
-                let args = args.replace("{root}", &sshd.root(world).display().to_string()).replace("{log}", &sshd.log(world).display().to_string());
+                let args = args
+                    .replace("{root}", &sshd.root(world).display().to_string())
+                    .replace("{log}", &sshd.log(world).display().to_string());
                 authorized.push_str(&format!("restrict,command=\"{} serve {args}\" {public}", env!("CARGO_BIN_EXE_lifeboat")));
             }
         }
@@ -89,7 +93,8 @@ impl Sshd {
         )
         .unwrap();
         let log = sshd.dir.join("sshd.log");
-        let mut child = Command::new("/usr/sbin/sshd").arg("-D").arg("-f").arg(&config).arg("-E").arg(&log).spawn().expect("run /usr/sbin/sshd");
+        let mut child =
+            Command::new("/usr/sbin/sshd").arg("-D").arg("-f").arg(&config).arg("-E").arg(&log).spawn().expect("run /usr/sbin/sshd");
         SSHD_PID.store(child.id(), Ordering::SeqCst);
         std::fs::write(sshd.dir.join("test.pid"), child.id().to_string()).unwrap();
         // SAFETY: registers a plain extern "C" function, run once when the test binary exits.
@@ -99,7 +104,11 @@ impl Sshd {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("sshd exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
             }
-            assert!(Instant::now() < deadline, "sshd did not listen on {PORT} within 20 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {PORT} within 20 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         sshd
@@ -140,7 +149,8 @@ impl Sshd {
     }
 
     fn client_options(&self, world: &str, key: &str) -> Vec<String> {
-        let options = ["IdentitiesOnly=yes", "BatchMode=yes", "StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null", "LogLevel=ERROR"];
+        let options =
+            ["IdentitiesOnly=yes", "BatchMode=yes", "StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null", "LogLevel=ERROR"];
         let mut args = vec!["-F".into(), "/dev/null".into(), "-i".into(), self.key(world, key).display().to_string()];
         for o in options.iter().map(|o| o.to_string()).chain([format!("UserKnownHostsFile={}", self.known_hosts().display())]) {
             args.extend(["-o".to_string(), o]);
@@ -319,6 +329,23 @@ fn a_shell_command_never_runs_with_either_key() {
 }
 
 #[test]
+fn a_served_folder_that_does_not_exist_is_named_to_the_client() {
+    let sshd = Sshd::get();
+    let case = Case::new("serve_missing");
+    let config = case.write_config(
+        "backup.yaml",
+        &format!(
+            "role: backup\n{}encryption:\n  recipients: [{}]\n{}",
+            sshd.server_block("missing", "production"),
+            case.recipient,
+            case.postgres_block("")
+        ),
+    );
+    let line = assert_fails(&lifeboat(&config, &["list"]), 1, "lifeboat serve: cannot serve");
+    assert!(line.contains(&sshd.root("missing").display().to_string()), "{line}");
+}
+
+#[test]
 fn lifeboat_backs_up_lists_checks_and_verifies_through_the_production_key_and_restores_through_the_restore_key() {
     let sshd = Sshd::get();
     let case = Case::new("serve_dump");
@@ -327,11 +354,19 @@ fn lifeboat_backs_up_lists_checks_and_verifies_through_the_production_key_and_re
     let stores = case.postgres_block("");
     let backup = case.write_config(
         "backup.yaml",
-        &format!("role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}", sshd.server_block("dump", "production"), case.recipient),
+        &format!(
+            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}",
+            sshd.server_block("dump", "production"),
+            case.recipient
+        ),
     );
     let restore = case.write_config(
         "restore.yaml",
-        &format!("role: restore\n{}encryption:\n  identity_file: {}\n{stores}", sshd.server_block("dump", "restore"), case.identity_file.display()),
+        &format!(
+            "role: restore\n{}encryption:\n  identity_file: {}\n{stores}",
+            sshd.server_block("dump", "restore"),
+            case.identity_file.display()
+        ),
     );
 
     assert_ok(&lifeboat(&backup, &["backup"]));
@@ -372,14 +407,9 @@ const STANZA: &str = "lifeboat_test";
 
 /// Runs SQL on the PostgreSQL at `port`.
 fn sql_at(port: u16, db: &str, query: &str) -> String {
-    let out = run(Command::new("psql").args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]).args([
-        "-p",
-        &port.to_string(),
-        "-d",
-        db,
-        "-c",
-        query,
-    ]));
+    let out = run(Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &port.to_string(), "-d", db, "-c", query]));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -423,7 +453,11 @@ fn pgbackrest_works_in_its_writable_folder_and_restores_through_the_restore_key(
     );
     let backup = case.write_config(
         "backup.yaml",
-        &format!("role: backup\n{}encryption:\n  recipients: [{}]\n{source}", sshd.server_block("pgbackrest", "production"), case.recipient),
+        &format!(
+            "role: backup\n{}encryption:\n  recipients: [{}]\n{source}",
+            sshd.server_block("pgbackrest", "production"),
+            case.recipient
+        ),
     );
     assert_ok(&lifeboat(&backup, &["backup", "--type", "full"]));
     sql_at(PGBR_SOURCE_PORT, db, "INSERT INTO registry SELECT generate_series(101, 150)");
@@ -454,7 +488,11 @@ fn pgbackrest_works_in_its_writable_folder_and_restores_through_the_restore_key(
     );
     let restore = case.write_config(
         "restore.yaml",
-        &format!("role: restore\n{}encryption:\n  identity_file: {}\n{target}", sshd.server_block("pgbackrest", "restore"), case.identity_file.display()),
+        &format!(
+            "role: restore\n{}encryption:\n  identity_file: {}\n{target}",
+            sshd.server_block("pgbackrest", "restore"),
+            case.identity_file.display()
+        ),
     );
     let out = lifeboat(&restore, &["restore", "--yes"]);
     let _restored = Restored(data.clone());

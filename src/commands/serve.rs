@@ -14,14 +14,9 @@ pub fn run(mode: Mode, root: &Path, writable_subdirs: &[String], log: Option<&Pa
     let policy = policy(mode, root, writable_subdirs)?;
     let log = match log {
         None => None,
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| Error::Usage(format!("serve: cannot open the log {}: {e}; check the path and its folder's owner", path.display())))?,
-        ),
+        Some(path) => Some(std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path).map_err(|e| {
+            Error::Usage(format!("serve: cannot open the log {}: {e}; check the path and its folder's owner", path.display()))
+        })?),
     };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();

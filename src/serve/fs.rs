@@ -101,7 +101,9 @@ impl Confined {
             true => OFlags::RDWR,
             false => OFlags::RDONLY,
         };
-        for (on, flag) in [(intent.create, OFlags::CREATE), (intent.exclusive, OFlags::EXCL), (intent.truncate, OFlags::TRUNC), (append, OFlags::APPEND)] {
+        for (on, flag) in
+            [(intent.create, OFlags::CREATE), (intent.exclusive, OFlags::EXCL), (intent.truncate, OFlags::TRUNC), (append, OFlags::APPEND)]
+        {
             if on {
                 flags |= flag;
             }
@@ -109,7 +111,9 @@ impl Confined {
         let fd = match rustix::fs::openat(&dir, name, flags, file_mode(attrs, 0o644)) {
             Ok(fd) => fd,
             // A write-only file (mode 0200) of the writable folder: open it for writing alone.
-            Err(rustix::io::Errno::ACCESS) if intent.write => rustix::fs::openat(&dir, name, flags & !OFlags::RDWR | OFlags::WRONLY, file_mode(attrs, 0o644))?,
+            Err(rustix::io::Errno::ACCESS) if intent.write => {
+                rustix::fs::openat(&dir, name, flags & !OFlags::RDWR | OFlags::WRONLY, file_mode(attrs, 0o644))?
+            }
             Err(e) => return Err(explain(&dir, name, e)),
         };
         if !FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode).is_file() {
@@ -243,15 +247,9 @@ pub fn long_name(name: &[u8], st: &Stat) -> Vec<u8> {
         perms.push(if st.st_mode & bit != 0 { c } else { '-' });
     }
     let when = chrono::DateTime::from_timestamp(st.st_mtime as i64, 0).unwrap_or_default();
-    let mut line = format!(
-        "{perms} {:>3} {:<8} {:<8} {:>10} {} ",
-        st.st_nlink,
-        st.st_uid,
-        st.st_gid,
-        st.st_size,
-        when.format("%Y-%m-%d %H:%M")
-    )
-    .into_bytes();
+    let mut line =
+        format!("{perms} {:>3} {:<8} {:<8} {:>10} {} ", st.st_nlink, st.st_uid, st.st_gid, st.st_size, when.format("%Y-%m-%d %H:%M"))
+            .into_bytes();
     line.extend_from_slice(name);
     line
 }

@@ -40,9 +40,33 @@ pub enum ServeError {
 }
 
 /// Serves one client on `input`/`output` until it closes its side; refusals also go to `log`.
-pub fn serve(policy: &Policy, root: &Path, log: Option<File>, input: impl Read, mut output: impl Write) -> Result<(), ServeError> {
-    let mut session = session::Session::open(policy.clone(), root, log)
-        .map_err(|source| ServeError::Root { root: root.display().to_string(), source })?;
+pub fn serve(policy: &Policy, root: &Path, log: Option<File>, input: impl Read, output: impl Write) -> Result<(), ServeError> {
+    match session::Session::open(policy.clone(), root, log) {
+        Ok(mut session) => answer_all(input, output, |packet, out| session.answer(packet, out)),
+        Err(source) => {
+            let error = ServeError::Root { root: root.display().to_string(), source };
+            tracing::error!("lifeboat serve: {error}");
+            // Still speak SFTP, so that the client can show why: sshd drops an SFTP session's stderr.
+            let message = format!("lifeboat serve: {error}");
+            answer_all(input, output, |packet, out| {
+                match wire::parse(packet) {
+                    Ok(wire::Request::Init { .. }) => wire::frame(out, wire::FXP_VERSION, |o| wire::put_u32(o, 3)),
+                    Ok(request) => wire::status(out, request.id(), wire::FX_FAILURE, &message),
+                    Err(wire::Malformed { id }) => wire::status(out, id.unwrap_or(0), wire::FX_FAILURE, &message),
+                }
+                Ok(())
+            })?;
+            Err(error)
+        }
+    }
+}
+
+/// Reads requests and writes what `answer` replies until the input ends.
+fn answer_all(
+    input: impl Read,
+    mut output: impl Write,
+    mut answer: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), ServeError> {
     let mut input = BufReader::with_capacity(wire::MAX_PACKET, input);
     let mut packet = Vec::new();
     let mut out = Vec::new();
@@ -59,7 +83,7 @@ pub fn serve(policy: &Policy, root: &Path, log: Option<File>, input: impl Read, 
                 return Err(ServeError::Protocol(e.to_string()));
             }
         }
-        session.answer(&packet, &mut out).map_err(ServeError::Protocol)?;
+        answer(&packet, &mut out).map_err(ServeError::Protocol)?;
     }
     output.write_all(&out).and_then(|()| output.flush()).map_err(ServeError::Output)
 }
@@ -72,4 +96,3 @@ fn holds_whole_packet(buffered: &[u8]) -> bool {
         None => false,
     }
 }
-

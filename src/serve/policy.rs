@@ -193,7 +193,7 @@ mod tests {
             (Remove(&pg_root), false, false),
             (RemoveDir(&pg_root), false, false),
             (Rename(&pg_root, &at("postgres2")), false, false),
-            (Open(&at("postgres2/x"), OVERWRITE), false, false),
+            (Open(&at("postgres2/x"), REWRITE), false, false),
         ];
         for (operation, append_allows, read_allows) in table {
             assert_eq!(append.decide(*operation).is_ok(), *append_allows, "append-only: {operation:?}");
@@ -218,6 +218,8 @@ mod tests {
         assert_eq!(append.effective(&f, READ), READ);
         // pgBackRest's folder opens as asked; a read-only key never gets this far.
         assert_eq!(append.effective(&at("postgres/x"), OVERWRITE), OVERWRITE);
+        assert_eq!(append.effective(&at("postgres2/x"), OVERWRITE), CREATE_NEW);
+        assert_eq!(append.effective(&at("postgres"), OVERWRITE), CREATE_NEW);
         assert_eq!(append.decide(Operation::Open(&f, REWRITE)), Err("an existing file is never written again"));
     }
 }

@@ -129,7 +129,7 @@ impl Session {
             _ if !self.started => return Err("the client did not begin with SSH_FXP_INIT".into()),
             _ => {}
         }
-        let id = request_id(&request);
+        let id = request.id();
         match self.dispatch(request, out) {
             Ok(()) => {}
             Err(Failure::Status(code, message)) => status(out, id, code, &message),
@@ -340,7 +340,9 @@ impl Session {
         let mut args = Cursor::new(data);
         let malformed = || Failure::Status(FX_BAD_MESSAGE, "malformed extended request".into());
         match name {
-            b"limits@openssh.com" => reply_extended(out, id, &[MAX_PACKET as u64, MAX_DATA as u64, MAX_DATA as u64, self.handle_limit as u64]),
+            b"limits@openssh.com" => {
+                reply_extended(out, id, &[MAX_PACKET as u64, MAX_DATA as u64, MAX_DATA as u64, self.handle_limit as u64])
+            }
             b"statvfs@openssh.com" => {
                 let inside = self.checked("statvfs", args.string().ok_or_else(malformed)?, |p| Operation::Read(p))?;
                 let st = self.fs.statvfs(&inside);
@@ -415,17 +417,6 @@ fn handle_limit() -> usize {
     (current as usize).saturating_sub(RESERVED_FDS).clamp(16, MAX_HANDLES)
 }
 
-fn request_id(request: &Request) -> u32 {
-    use Request::*;
-    match *request {
-        Init { .. } => 0,
-        Open { id, .. } | Close { id, .. } | Read { id, .. } | Write { id, .. } | Lstat { id, .. } | Fstat { id, .. } => id,
-        SetStat { id, .. } | FSetStat { id, .. } | OpenDir { id, .. } | ReadDir { id, .. } | Remove { id, .. } => id,
-        MkDir { id, .. } | RmDir { id, .. } | RealPath { id, .. } | Stat { id, .. } | Rename { id, .. } => id,
-        ReadLink { id, .. } | Symlink { id, .. } | Extended { id, .. } | Unknown { id, .. } => id,
-    }
-}
-
 fn ok(out: &mut Vec<u8>, id: u32) -> Answer {
     status(out, id, FX_OK, "ok");
     Ok(())
@@ -455,7 +446,19 @@ fn reply_extended(out: &mut Vec<u8>, id: u32, values: &[u64]) -> Answer {
 }
 
 fn reply_statvfs(out: &mut Vec<u8>, id: u32, st: &StatVfs) -> Answer {
-    let values = [st.f_bsize, st.f_frsize, st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree, st.f_favail, st.f_fsid, st.f_flag.bits(), st.f_namemax];
+    let values = [
+        st.f_bsize,
+        st.f_frsize,
+        st.f_blocks,
+        st.f_bfree,
+        st.f_bavail,
+        st.f_files,
+        st.f_ffree,
+        st.f_favail,
+        st.f_fsid,
+        st.f_flag.bits(),
+        st.f_namemax,
+    ];
     reply_extended(out, id, &values)
 }
 

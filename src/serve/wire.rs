@@ -51,6 +51,7 @@ pub struct Attrs {
 
 /// One client request; names and data borrow the packet.
 #[derive(Debug, PartialEq, Eq)]
+#[rustfmt::skip]
 pub enum Request<'a> {
     Init { version: u32 },
     Open { id: u32, path: &'a [u8], flags: u32, attrs: Attrs },
@@ -74,6 +75,20 @@ pub enum Request<'a> {
     Extended { id: u32, name: &'a [u8], data: &'a [u8] },
     /// A packet type this server does not know.
     Unknown { id: u32, kind: u8 },
+}
+
+impl Request<'_> {
+    /// Its request id (none for INIT, whose reply carries none).
+    pub fn id(&self) -> u32 {
+        use Request::*;
+        match *self {
+            Init { .. } => 0,
+            Open { id, .. } | Close { id, .. } | Read { id, .. } | Write { id, .. } | Lstat { id, .. } | Fstat { id, .. } => id,
+            SetStat { id, .. } | FSetStat { id, .. } | OpenDir { id, .. } | ReadDir { id, .. } | Remove { id, .. } => id,
+            MkDir { id, .. } | RmDir { id, .. } | RealPath { id, .. } | Stat { id, .. } | Rename { id, .. } => id,
+            ReadLink { id, .. } | Symlink { id, .. } | Extended { id, .. } | Unknown { id, .. } => id,
+        }
+    }
 }
 
 /// A packet whose body does not parse; its id when that much was readable.

@@ -108,6 +108,22 @@ fn a_session_refuses_a_request_before_init_and_an_oversized_packet() {
 }
 
 #[test]
+fn a_missing_root_is_said_to_the_client_in_sftp() {
+    let mut input = init();
+    let mut stat = vec![17, 0, 0, 0, 4];
+    stat.extend(string(b"x"));
+    input.extend(packet(&stat));
+    let policy = Policy { mode: Mode::ReadOnly, writable: vec![] };
+    let mut output = Vec::new();
+    let result = super::serve(&policy, Path::new("/nonexistent/lifeboat-root"), None, Bytes::new(input), &mut output);
+    assert!(matches!(result, Err(super::ServeError::Root { .. })), "{result:?}");
+    // VERSION (9 bytes), then a FAILURE status for request 4 naming the folder.
+    assert_eq!(&output[..9], &[0, 0, 0, 5, FXP_VERSION, 0, 0, 0, 3]);
+    assert_eq!(&output[13..22], &[FXP_STATUS, 0, 0, 0, 4, 0, 0, 0, FX_FAILURE as u8]);
+    assert!(String::from_utf8_lossy(&output).contains("cannot serve /nonexistent/lifeboat-root"));
+}
+
+#[test]
 fn a_read_never_returns_more_than_the_cap() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("big"), vec![7u8; 2 * MAX_PACKET]).unwrap();

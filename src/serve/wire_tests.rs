@@ -180,3 +180,61 @@ fn hostile_path_text_is_resolved_by_its_text_only() {
         assert!(root.resolve(hostile).is_err(), "{:?}", String::from_utf8_lossy(hostile));
     }
 }
+
+/// The replies in `output`: (type, request id, status code when a STATUS).
+fn replies(output: &[u8]) -> Vec<(u8, u32, Option<u32>)> {
+    let mut c = Cursor::new(output);
+    let mut out = Vec::new();
+    while let Some(body) = c.string() {
+        let mut b = Cursor::new(body);
+        let kind = b.u8().unwrap();
+        let id = b.u32().unwrap();
+        out.push((kind, id, (kind == FXP_STATUS).then(|| b.u32().unwrap())));
+    }
+    out
+}
+
+#[test]
+fn only_the_handle_that_created_a_file_writes_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("old"), b"old").unwrap();
+    let open = |id: u8, path: &[u8], flags: u32| {
+        let mut p = vec![3, 0, 0, 0, id];
+        p.extend(string(path));
+        p.extend_from_slice(&flags.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        packet(&p)
+    };
+    let write = |id: u8, handle: u32| {
+        let mut p = vec![6, 0, 0, 0, id];
+        p.extend(string(&handle.to_be_bytes()));
+        p.extend_from_slice(&0u64.to_be_bytes());
+        p.extend(string(b"new bytes"));
+        packet(&p)
+    };
+    let mut input = init();
+    input.extend(open(1, b"old", FXF_READ)); // handle 0, read-only
+    input.extend(write(2, 0));
+    input.extend(open(3, b"new", FXF_WRITE | FXF_CREAT | FXF_TRUNC)); // handle 1: created
+    input.extend(write(4, 1));
+    input.extend(open(5, b"old", FXF_WRITE)); // an existing file, for writing
+    input.extend(write(6, 7)); // a handle never opened
+    let policy = Policy { mode: Mode::AppendOnly, writable: vec![] };
+    let mut output = Vec::new();
+    super::serve(&policy, root.path(), None, Bytes::new(input), &mut output).unwrap();
+    let got = replies(&output);
+    assert_eq!(
+        got,
+        [
+            (FXP_VERSION, 3, None),
+            (FXP_HANDLE, 1, None),
+            (FXP_STATUS, 2, Some(FX_PERMISSION_DENIED)),
+            (FXP_HANDLE, 3, None),
+            (FXP_STATUS, 4, Some(FX_OK)),
+            (FXP_STATUS, 5, Some(FX_PERMISSION_DENIED)),
+            (FXP_STATUS, 6, Some(FX_FAILURE)),
+        ]
+    );
+    assert_eq!(std::fs::read(root.path().join("old")).unwrap(), b"old");
+    assert_eq!(std::fs::read(root.path().join("new")).unwrap(), b"new bytes");
+}

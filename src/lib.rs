@@ -12,6 +12,7 @@ pub mod monitoring;
 pub mod pipeline;
 pub mod progress;
 pub mod secret;
+pub mod serve;
 pub mod server;
 pub mod signing;
 pub mod stop;

@@ -85,6 +85,21 @@ enum Command {
     Keygen,
     /// Run the configured schedules (backups, or restores that have a schedule) until SIGTERM or SIGINT.
     Daemon,
+    /// On the backup server, as a key's forced command: SFTP on stdin/stdout confined to ROOT.
+    Serve {
+        /// Create new files and folders, read and list; never overwrite, rename or delete.
+        #[arg(long, value_name = "ROOT", conflicts_with = "read_only", required_unless_present = "read_only")]
+        append_only: Option<PathBuf>,
+        /// Read and list only.
+        #[arg(long, value_name = "ROOT")]
+        read_only: Option<PathBuf>,
+        /// With --append-only: a folder directly inside ROOT with full access below it (pgBackRest's repository); repeatable.
+        #[arg(long = "writable-subdir", value_name = "NAME", requires = "append_only")]
+        writable_subdirs: Vec<String>,
+        /// Also append each refusal to FILE (sshd drops an SFTP session's stderr).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -145,7 +160,7 @@ async fn run(cli: Cli) -> Result<()> {
             .await
             .map(|_| ()),
         Command::Daemon => commands::daemon::run(&config).await,
-        Command::Keygen => unreachable!("handled above"),
+        Command::Keygen | Command::Serve { .. } => unreachable!("handled above"),
     }
 }
 
@@ -159,6 +174,25 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if let Command::Serve {
+        append_only,
+        read_only,
+        writable_subdirs,
+        log,
+    } = &cli.command
+    {
+        // Blocking and single-threaded like OpenSSH's sftp-server: no runtime, no config file,
+        // and SIGTERM or a closed connection simply ends it.
+        let (mode, root) = match (append_only, read_only) {
+            (Some(root), _) => (lifeboat::serve::Mode::AppendOnly, root),
+            (None, Some(root)) => (lifeboat::serve::Mode::ReadOnly, root),
+            (None, None) => unreachable!("clap requires one of them"),
+        };
+        return match commands::serve::run(mode, root, writable_subdirs, log.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(e),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,5 +7,6 @@ pub mod keygen;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod serve;
 pub mod status;
 pub mod verify;

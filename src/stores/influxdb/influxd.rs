@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{InfluxDb, err};
 use crate::error::{Error, Result};
+use crate::external;
 use crate::layout::check_file_name;
 use crate::pipeline::bridge::{PipeReader, PipeWriter, spawn_blocking_writer};
 use crate::stores::stderr_tail::StderrTail;
@@ -123,8 +124,8 @@ fn watch_stderr(stderr: tokio::process::ChildStderr) -> (StderrTail, mpsc::Unbou
 impl InfluxDb {
     fn tool(&self) -> tokio::process::Command {
         let program = match &self.cfg.bin_dir {
-            Some(dir) => dir.join("influxd"),
-            None => PathBuf::from("influxd"),
+            Some(dir) => dir.join(external::INFLUXD.name),
+            None => PathBuf::from(external::INFLUXD.name),
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.kill_on_drop(true).stdin(Stdio::null());

@@ -221,7 +221,7 @@ impl Differential {
             program: keys
                 .pgbackrest
                 .clone()
-                .unwrap_or_else(|| "pgbackrest".into()),
+                .unwrap_or_else(|| crate::external::PGBACKREST.name.into()),
             stanza,
             passphrase: SecretFile::new("pgBackRest repository passphrase", passphrase_file),
             retention_full: positive(keys.retention_full, 4, "retention_full")?,
@@ -408,7 +408,7 @@ async fn public_key(key: &Path) -> Result<Vec<u8>> {
     if let Ok(text) = std::fs::read(&beside) {
         return Ok(text);
     }
-    let out = tokio::process::Command::new("ssh-keygen").arg("-y").arg("-f").arg(key).output().await.map_err(|e| {
+    let out = tokio::process::Command::new(crate::external::SSH_KEYGEN.name).arg("-y").arg("-f").arg(key).output().await.map_err(|e| {
         err(format!("cannot run ssh-keygen to derive the public key of {} ({e}): put it beside the key as {}.pub", key.display(), key.display()))
     })?;
     if !out.status.success() {

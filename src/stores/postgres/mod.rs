@@ -31,6 +31,7 @@ use super::{
     Datastore, DifferentialStore, RestoreFiles, Store, StoreContext, StoreSettings, StoreType,
 };
 use crate::error::{Error, Result};
+use crate::external;
 use crate::layout::RunWriter;
 use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 use crate::secret::SecretFile;
@@ -257,7 +258,7 @@ impl Postgres {
             .map_err(|e| err(format!("{db}: cannot export a snapshot: {e}")))?
             .get(0);
         let counts = count_rows(&client, db).await?;
-        let mut cmd = self.tools.command("pg_dump")?;
+        let mut cmd = self.tools.command(external::PG_DUMP.name)?;
         cmd.args([
             "--format=custom",
             "--compress=0",
@@ -274,7 +275,7 @@ impl Postgres {
     }
 
     async fn dump_roles(&self, run: &mut RunWriter<'_>) -> Result<()> {
-        let mut cmd = self.tools.command("pg_dumpall")?;
+        let mut cmd = self.tools.command(external::PG_DUMPALL.name)?;
         cmd.args([
             "--roles-only",
             "--no-role-passwords",
@@ -329,13 +330,13 @@ impl Postgres {
             args.push(plain.display().to_string());
             let result = self
                 .tools
-                .run_with_input("pg_restore", &args, Box::new(std::io::empty()))
+                .run_with_input(external::PG_RESTORE.name, &args, Box::new(std::io::empty()))
                 .await;
             let _ = std::fs::remove_file(&plain);
             result
         } else {
             self.tools
-                .run_with_input("pg_restore", &args, files.open(file)?)
+                .run_with_input(external::PG_RESTORE.name, &args, files.open(file)?)
                 .await
         }
     }
@@ -357,7 +358,7 @@ impl Store for Postgres {
             .await
             .map_err(|e| err(format!("cannot read the server version: {e}")))?
             .get(0);
-        let pg_dump = self.tools.version("pg_dump").await?;
+        let pg_dump = self.tools.version(external::PG_DUMP.name).await?;
 
         self.dump_roles(run).await?;
         let mut counts = Counts::new();
@@ -381,8 +382,8 @@ impl Store for Postgres {
             .simple_query("SELECT 1")
             .await
             .map_err(|e| err(format!("target not usable: {e}")))?;
-        self.tools.version("pg_restore").await?;
-        self.tools.version("psql").await?;
+        self.tools.version(external::PG_RESTORE.name).await?;
+        self.tools.version(external::PSQL.name).await?;
         Ok(())
     }
 
@@ -400,7 +401,7 @@ impl Store for Postgres {
         let args = [&args[..], &[self.url_for(&self.maintenance_db())]].concat();
         self.tools
             .run_with_input(
-                "psql",
+                external::PSQL.name,
                 &args,
                 Box::new(std::io::Cursor::new(roles.into_bytes())),
             )

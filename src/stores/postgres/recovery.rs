@@ -13,6 +13,7 @@ use super::differential::Differential;
 use super::pgbackrest::PgBackRest;
 use super::{connect, err, maintenance_db};
 use crate::error::{Error, Result};
+use crate::external;
 use crate::stores::{RepoRestoreDone, RepoRestoreRequest};
 
 /// How long replaying archived WAL may take before Lifeboat stops waiting.
@@ -192,7 +193,7 @@ impl Differential {
         if let Some(socket) = &self.socket_directory {
             options.push_str(&format!(" -k '{}'", socket.display()));
         }
-        let mut cmd = self.tools.command("pg_ctl")?;
+        let mut cmd = self.tools.command(external::PG_CTL.name)?;
         tool.owner.apply(&mut cmd);
         cmd.arg("start")
             .arg("-D")

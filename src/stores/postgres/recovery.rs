@@ -56,7 +56,8 @@ pub fn refuse_running(data_directory: &Path) -> Result<()> {
         )));
     }
     Err(err(format!(
-        "data directory {dir} holds postmaster.pid of a PostgreSQL that is not running (pid {pid}): if it crashed, remove {}; nothing was changed",
+        "data directory {dir} holds postmaster.pid of a PostgreSQL not seen running here (pid {pid}); a PostgreSQL in another \
+         container or host sharing this volume would not be seen: stop it first, and only if none runs anywhere, remove {}; nothing was changed",
         pid_file.display()
     )))
 }
@@ -303,7 +304,7 @@ mod tests {
             refuse_running(dir.path())
                 .unwrap_err()
                 .to_string()
-                .contains("not running")
+                .contains("not seen running here (pid 999999999)")
         );
     }
 }

@@ -135,6 +135,17 @@ play() {
     || { cat "$WORK/play$1.log" >&2; fail "playbook run $1: no clean recap"; }
   changed=$(sed -E 's/.* changed=([0-9]+) .*/\1/' <<<"$recap")
 }
+# A key's writable_subdirs are checked before anything changes: a name with /, locks, or any on a read key.
+for bad in "write, writable_subdirs: [a/b]" "write, writable_subdirs: [locks]" "read, writable_subdirs: [postgres]"; do
+  printf 'lifeboat_server_keys:\n  - {environment: production, key: "%s", access: %s}\n' "$(cat "$WORK/production_key.pub")" "$bad" > "$WORK/bad.yml"
+  if ansible-playbook -i "$WORK/inventory.yml" -e "@$WORK/vars.yml" -e "@$WORK/bad.yml" backup-server.yml > "$WORK/bad.log" 2>&1; then
+    fail "the playbook accepted a key with access: $bad"
+  fi
+  grep -q "writable_subdirs (write keys only) folder names" "$WORK/bad.log" && grep -q "changed=0 " "$WORK/bad.log" \
+    || { cat "$WORK/bad.log" >&2; fail "a key with access: $bad failed otherwise"; }
+done
+getent passwd "$ACCOUNT" >/dev/null && fail "a refused run created the user"
+pass "a key's writable_subdirs refused: a/b, locks, any on a read key"
 play 1
 [ "$changed" -gt 0 ] || fail "the first run changed nothing: $recap"
 pass "first run: $recap"
@@ -190,7 +201,7 @@ AllowUsers $ACCOUNT
 AllowTcpForwarding yes
 PermitTTY yes
 LogLevel VERBOSE
-# Debian's own subsystem line: the keys' forced internal-sftp must win over it.
+# Debian's own subsystem line: the keys' forced `lifeboat serve` must win over it (sftp asks for the subsystem).
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
 mkdir -p /run/sshd

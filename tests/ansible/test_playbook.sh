@@ -2,9 +2,9 @@
 # Tests of the backup-server playbook deploy/ansible/backup-server.yml, for real, as root:
 # --syntax-check and ansible-lint (production profile); two runs against this machine into a test
 # user and folder, the second changing nothing; then a private sshd (the system's, with the
-# authorized_keys the playbook wrote) and logins proving what each key can and cannot do, a
-# Lifeboat backup through the production key, a verify through the restore key, and the cron
-# lines run as the user. Cleans up before and after, so it runs again as it is.
+# authorized_keys the playbook wrote, each key's forced `lifeboat serve`) and logins proving what
+# each key can and cannot do, a Lifeboat backup through the production key (append-only), a verify
+# through the restore key (read-only), the refusals in serve's logs, and the cron lines run as the user. Cleans up before and after, so it runs again as it is.
 #
 # Needs: root, the tools venv (scripts/install-deps: ansible-core, ansible-lint), cron and
 # openssh-server (install-deps), the test PostgreSQL (started here when down), and
@@ -106,6 +106,7 @@ lifeboat_server_keys:
     access: write
     key: "$(cat "$WORK/production_key.pub")"
     from: "127.0.0.1,::1"
+    writable_subdirs: [pgrepo]
   - environment: production
     access: read
     key: "$(cat "$WORK/restore_key.pub")"
@@ -134,6 +135,17 @@ play() {
     || { cat "$WORK/play$1.log" >&2; fail "playbook run $1: no clean recap"; }
   changed=$(sed -E 's/.* changed=([0-9]+) .*/\1/' <<<"$recap")
 }
+# A key's writable_subdirs are checked before anything changes: a name with /, locks, or any on a read key.
+for bad in "write, writable_subdirs: [a/b]" "write, writable_subdirs: [locks]" "read, writable_subdirs: [postgres]"; do
+  printf 'lifeboat_server_keys:\n  - {environment: production, key: "%s", access: %s}\n' "$(cat "$WORK/production_key.pub")" "$bad" > "$WORK/bad.yml"
+  if ansible-playbook -i "$WORK/inventory.yml" -e "@$WORK/vars.yml" -e "@$WORK/bad.yml" backup-server.yml > "$WORK/bad.log" 2>&1; then
+    fail "the playbook accepted a key with access: $bad"
+  fi
+  grep -q "writable_subdirs (write keys only) folder names" "$WORK/bad.log" && grep -q "changed=0 " "$WORK/bad.log" \
+    || { cat "$WORK/bad.log" >&2; fail "a key with access: $bad failed otherwise"; }
+done
+getent passwd "$ACCOUNT" >/dev/null && fail "a refused run created the user"
+pass "a key's writable_subdirs refused: a/b, locks, any on a read key"
 play 1
 [ "$changed" -gt 0 ] || fail "the first run changed nothing: $recap"
 pass "first run: $recap"
@@ -159,11 +171,13 @@ expect_stat "$T/etc/production.yaml" "root:$ACCOUNT" 640
 expect_stat "$T/etc/staging.yaml" "root:$ACCOUNT" 640
 expect_stat "$T/log" "$ACCOUNT:$ACCOUNT" 750
 cmp -s "$BIN" "$T/bin/lifeboat" || fail "the installed binary differs from $BIN"
-[ "$(getent passwd "$ACCOUNT" | cut -d: -f6,7)" = "$T/home:/usr/sbin/nologin" ] || fail "home or shell: $(getent passwd "$ACCOUNT")"
-grep -qxF "restrict,from=\"127.0.0.1,::1\",command=\"internal-sftp -u 0077 -d $BACKUPS/production\" $(cat "$WORK/production_key.pub")" \
+[ "$(getent passwd "$ACCOUNT" | cut -d: -f6,7)" = "$T/home:/bin/sh" ] || fail "home or shell: $(getent passwd "$ACCOUNT")"
+SERVE="umask 0077 && exec $T/bin/lifeboat serve"
+grep -qxF "restrict,from=\"127.0.0.1,::1\",command=\"$SERVE --append-only $BACKUPS/production --writable-subdir pgrepo \
+--log $T/log/serve-production-write.log\" $(cat "$WORK/production_key.pub")" \
   "$T/home/.ssh/authorized_keys" || fail "authorized_keys: no production line: $(cat "$T/home/.ssh/authorized_keys")"
-grep -qxF "restrict,command=\"internal-sftp -R -d $BACKUPS/production\" $(cat "$WORK/restore_key.pub")" \
-  "$T/home/.ssh/authorized_keys" || fail "authorized_keys: no restore line"
+grep -qxF "restrict,command=\"$SERVE --read-only $BACKUPS/production --log $T/log/serve-production-read.log\" $(cat "$WORK/restore_key.pub")" \
+  "$T/home/.ssh/authorized_keys" || fail "authorized_keys: no restore line: $(cat "$T/home/.ssh/authorized_keys")"
 [ "$(grep -vc '^#' "$T/home/.ssh/authorized_keys")" -eq 3 ] || fail "authorized_keys: not 3 keys"
 grep -qF "url: file://$BACKUPS/staging" "$T/etc/staging.yaml" && grep -qF "keep_daily: 2" "$T/etc/staging.yaml" \
   || fail "staging.yaml lacks its url or its own retention: $(cat "$T/etc/staging.yaml")"
@@ -187,7 +201,7 @@ AllowUsers $ACCOUNT
 AllowTcpForwarding yes
 PermitTTY yes
 LogLevel VERBOSE
-# Debian's own subsystem line: the keys' forced internal-sftp must win over it.
+# Debian's own subsystem line: the keys' forced `lifeboat serve` must win over it (sftp asks for the subsystem).
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
 mkdir -p /run/sshd
@@ -235,7 +249,25 @@ ls -l" 2>&1) || fail "production key: sftp put/get/ls: $out"
 cmp -s "$WORK/probe.txt" "$WORK/probe.back" || fail "production key: the file read back differs"
 grep -q "probe.txt" <<<"$out" || fail "production key: ls does not show probe.txt: $out"
 expect_stat "$BACKUPS/production/probe.txt" "$ACCOUNT:$ACCOUNT" 600
-pass "production key: sftp put, get and ls in $BACKUPS/production (new file 0600: internal-sftp -u 0077)"
+pass "production key: sftp put, get and ls in $BACKUPS/production (new file 0600: umask 0077)"
+# Append-only: what exists stays as it is (the write key cannot undo a backup).
+echo "other $(date +%s%N)" > "$WORK/other.txt"
+sftp_refused production "put $WORK/other.txt probe.txt"
+sftp_refused production "rm probe.txt"
+sftp_refused production "rename probe.txt moved.txt"
+sftp_refused production "chmod 644 probe.txt"
+cmp -s "$WORK/probe.txt" "$BACKUPS/production/probe.txt" || fail "production key: probe.txt changed"
+[ ! -e "$BACKUPS/production/moved.txt" ] || fail "production key: probe.txt was renamed"
+expect_stat "$BACKUPS/production/probe.txt" "$ACCOUNT:$ACCOUNT" 600
+# ... but for the key's writable_subdirs (pgBackRest's repository): everything below it.
+out=$(sftp_with production <<<"mkdir pgrepo
+put $WORK/probe.txt pgrepo/a
+rename pgrepo/a pgrepo/b
+put $WORK/other.txt pgrepo/b
+rm pgrepo/b" 2>&1) || fail "production key: sftp in its writable subdir pgrepo: $out"
+[ -d "$BACKUPS/production/pgrepo" ] && [ -z "$(ls -A "$BACKUPS/production/pgrepo")" ] || fail "production key: pgrepo is not empty"
+sftp_refused production "rmdir pgrepo"
+pass "production key: append-only (no overwrite, rm, rename or chmod), but for pgrepo (writable_subdirs)"
 
 cat > "$WORK/backup.yaml" <<EOF
 role: backup
@@ -256,10 +288,21 @@ loose=$(find "$BACKUPS/production" -perm /077 -printf '%m %p\n')
 [ -z "$loose" ] || fail "files the production key created are open to others: $loose"
 pass "lifeboat backup through the production key ($(dirname "${manifest#"$BACKUPS"/}"), nothing group/other accessible)"
 
-refused production "This service allows sftp connections only." "a command (ssh true)" ssh backup-server true
-refused production "This service allows sftp connections only." "a shell command" \
-  ssh backup-server "touch $BACKUPS/production/shell-ran"
-[ ! -e "$BACKUPS/production/shell-ran" ] || fail "production key: a shell command ran"
+# not_run KEY: a command through the key does not run (its forced `lifeboat serve` does instead,
+# reads no SFTP request from the empty input and ends); the control key shows the same command runs.
+not_run() {
+  local out ran="$T/home/ran-$1"
+  out=$(as_key "$1" ssh backup-server "touch $ran; echo command-ran" </dev/null 2>&1) || true
+  [ ! -e "$ran" ] && ! grep -q "command-ran" <<<"$out" || fail "$1 key: a shell command ran: $out"
+  out=$(as_key "$1" ssh -tt backup-server "touch $ran" </dev/null 2>&1) || true
+  [ ! -e "$ran" ] || fail "$1 key: a command with a terminal ran: $out"
+  pass "$1 key: a shell command (with or without -tt) does not run"
+}
+not_run production
+out=$(as_key control ssh backup-server "touch $T/home/ran-control; echo command-ran" </dev/null 2>&1) || fail "control key: ssh: $out"
+[ -e "$T/home/ran-control" ] && grep -q "command-ran" <<<"$out" || fail "control key: the command did not run, so not_run proves nothing: $out"
+rm -f "$T/home/ran-control"
+pass "control key (unrestricted, second file): the same command runs"
 refused production "administratively prohibited" "port forwarding (-W)" ssh -W "127.0.0.1:$PORT" backup-server
 refused production "remote port forwarding failed" "remote forwarding (-R)" \
   ssh -N -o ExitOnForwardFailure=yes -R "127.0.0.1:0:127.0.0.1:$PORT" backup-server
@@ -283,7 +326,26 @@ sftp_refused restore "rm ${manifest#"$BACKUPS/production/"}"
   || fail "restore key: something was created"
 expect_stat "$BACKUPS/production/probe.txt" "$ACCOUNT:$ACCOUNT" 600
 [ -f "$manifest" ] || fail "restore key: the manifest is gone"
-refused restore "This service allows sftp connections only." "a command (ssh true)" ssh backup-server true
+not_run restore
+# Each key's serve logs its refusals (sshd drops a forced command's stderr), one file per access.
+expect_log() { # ACCESS MODE WHAT PATH: a refusal line in serve-production-ACCESS.log
+  local log="$T/log/serve-production-$1.log"
+  grep -qF "lifeboat serve ($2, 127.0.0.1 " "$log" 2>/dev/null && grep -qE "\): refused $3 $4: " "$log" \
+    || fail "$log lacks the refusal of $3 $4: $(cat "$log" 2>&1)"
+}
+expect_log write append-only open probe.txt
+expect_log write append-only remove probe.txt
+expect_log write append-only rename probe.txt
+expect_log write append-only setstat probe.txt
+expect_log write append-only rmdir pgrepo
+expect_log read read-only open new.txt
+expect_log read read-only rename probe.txt
+expect_log read read-only remove probe.txt
+expect_log read read-only mkdir newdir
+expect_log read read-only setstat probe.txt
+expect_stat "$T/log/serve-production-write.log" "$ACCOUNT:$ACCOUNT" 600
+expect_stat "$T/log/serve-production-read.log" "$ACCOUNT:$ACCOUNT" 600
+pass "serve's logs: each refusal, per key (serve-production-write.log, serve-production-read.log)"
 refused restore "administratively prohibited" "port forwarding (-W)" ssh -W "127.0.0.1:$PORT" backup-server
 cat > "$WORK/restore.yaml" <<EOF
 role: restore

@@ -643,16 +643,29 @@ fn the_chart_runs_the_jobs_as_the_images_user() {
         "deploy/image/Dockerfile: USER {user}, but no `useradd --uid \"{uid}\"` gives it a passwd entry"
     );
     let chart = read("deploy/helm/lifeboat/templates/_job.tpl") + &read("deploy/helm/lifeboat/values.yaml");
+    // Literal uids are the jobs'; templated ones take PostgreSQL's uid from the values (the sidecar
+    // and the differential restore run as the data directory's owner).
     let chart_uids: BTreeSet<&str> = chart
         .lines()
         .filter_map(|l| l.trim().strip_prefix("runAsUser:"))
         .map(str::trim)
+        .filter(|u| !u.contains("{{"))
         .collect();
     assert!(!chart_uids.is_empty(), "deploy/helm/lifeboat: no runAsUser found");
     assert_eq!(
         chart_uids,
         BTreeSet::from([uid.as_str()]),
         "the chart's runAsUser must be the image's uid {uid}"
+    );
+    let postgres_uid = chart
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run_as_user:"))
+        .map(str::trim)
+        .expect("values.yaml: postgres.differential.run_as_user");
+    let dockerfile = read("deploy/image/Dockerfile");
+    assert!(
+        dockerfile.contains(&format!("useradd --system --uid {postgres_uid} ")),
+        "deploy/image/Dockerfile: the chart runs PostgreSQL's side as uid {postgres_uid}, which has no passwd entry in the image"
     );
 }
 

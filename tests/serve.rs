@@ -335,9 +335,10 @@ fn a_served_folder_that_does_not_exist_is_named_to_the_client() {
     let config = case.write_config(
         "backup.yaml",
         &format!(
-            "role: backup\n{}encryption:\n  recipients: [{}]\n{}",
+            "role: backup\n{}encryption:\n  recipients: [{}]\n{}{}",
             sshd.server_block("missing", "production"),
             case.recipient,
+            case.signing_block("backup"),
             case.postgres_block("")
         ),
     );
@@ -355,17 +356,19 @@ fn lifeboat_backs_up_lists_checks_and_verifies_through_the_production_key_and_re
     let backup = case.write_config(
         "backup.yaml",
         &format!(
-            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{stores}",
+            "role: backup\ntimezone: Africa/Lagos\n{}encryption:\n  recipients: [{}]\n{}{stores}",
             sshd.server_block("dump", "production"),
-            case.recipient
+            case.recipient,
+            case.signing_block("backup")
         ),
     );
     let restore = case.write_config(
         "restore.yaml",
         &format!(
-            "role: restore\n{}encryption:\n  identity_file: {}\n{stores}",
+            "role: restore\n{}encryption:\n  identity_file: {}\n{}{stores}",
             sshd.server_block("dump", "restore"),
-            case.identity_file.display()
+            case.identity_file.display(),
+            case.signing_block("restore")
         ),
     );
 
@@ -454,9 +457,10 @@ fn pgbackrest_works_in_its_writable_folder_and_restores_through_the_restore_key(
     let backup = case.write_config(
         "backup.yaml",
         &format!(
-            "role: backup\n{}encryption:\n  recipients: [{}]\n{source}",
+            "role: backup\n{}encryption:\n  recipients: [{}]\n{}{source}",
             sshd.server_block("pgbackrest", "production"),
-            case.recipient
+            case.recipient,
+            case.signing_block("backup")
         ),
     );
     assert_ok(&lifeboat(&backup, &["backup", "--type", "full"]));
@@ -489,9 +493,10 @@ fn pgbackrest_works_in_its_writable_folder_and_restores_through_the_restore_key(
     let restore = case.write_config(
         "restore.yaml",
         &format!(
-            "role: restore\n{}encryption:\n  identity_file: {}\n{target}",
+            "role: restore\n{}encryption:\n  identity_file: {}\n{}{target}",
             sshd.server_block("pgbackrest", "restore"),
-            case.identity_file.display()
+            case.identity_file.display(),
+            case.signing_block("restore")
         ),
     );
     let out = lifeboat(&restore, &["restore", "--yes"]);

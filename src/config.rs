@@ -82,10 +82,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// [`ServerConfig::timeout`], checked by [`Config::parse`].
     pub fn timeout(&self) -> Duration {
-        self.timeout
-            .as_deref()
-            .and_then(|t| parse_duration(t).ok())
-            .unwrap_or(Duration::from_secs(60))
+        self.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(Duration::from_secs(60))
     }
 }
 
@@ -124,11 +121,7 @@ fn six() -> u32 {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention {
-            keep_daily: 7,
-            keep_weekly: 4,
-            keep_monthly: 6,
-        }
+        Retention { keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }
     }
 }
 
@@ -151,10 +144,7 @@ fn level_one() -> i32 {
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression {
-            level: 1,
-            threads: 0,
-        }
+        Compression { level: 1, threads: 0 }
     }
 }
 
@@ -162,13 +152,8 @@ impl Default for Compression {
 /// wrong with `text`.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected e.g. 26h, 2d, 90m, 30s"))?;
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("`{text}`: expected e.g. 26h, 2d, 90m, 30s"))?;
     let millis = match unit {
         "ms" => 1,
         "" | "s" => 1000,
@@ -177,9 +162,7 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         "d" => 86_400_000,
         "w" => 7 * 86_400_000,
         _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w)"
-            ));
+            return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w)"));
         }
     };
     Ok(Duration::from_millis(n.saturating_mul(millis)))
@@ -212,11 +195,7 @@ fn five_seconds() -> Duration {
 
 impl Default for Locking {
     fn default() -> Self {
-        Locking {
-            wait: ten_minutes(),
-            stale_after: twelve_hours(),
-            poll: five_seconds(),
-        }
+        Locking { wait: ten_minutes(), stale_after: twelve_hours(), poll: five_seconds() }
     }
 }
 
@@ -230,11 +209,9 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Durat
     }
     match Text::deserialize(d)? {
         Text::Seconds(n) => Ok(Duration::from_secs(n)),
-        Text::Text(t) => parse_duration(&t).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{t}` is not a duration: use e.g. 30s, 10m, 12h or 2d"
-            ))
-        }),
+        Text::Text(t) => {
+            parse_duration(&t).map_err(|_| serde::de::Error::custom(format!("`{t}` is not a duration: use e.g. 30s, 10m, 12h or 2d")))
+        }
     }
 }
 
@@ -261,10 +238,7 @@ impl Config {
     }
 
     fn invalid(&self, message: impl Into<String>) -> Error {
-        Error::Config {
-            file: self.file.clone(),
-            message: message.into(),
-        }
+        Error::Config { file: self.file.clone(), message: message.into() }
     }
 
     fn validate(&self) -> Result<()> {
@@ -287,22 +261,18 @@ impl Config {
             }
             Role::Restore => {
                 if enc.identity_file.is_none() && enc.passphrase_file.is_none() {
-                    return Err(self.invalid(
-                        "encryption needs identity_file (or passphrase_file) for role restore",
-                    ));
+                    return Err(self.invalid("encryption needs identity_file (or passphrase_file) for role restore"));
                 }
             }
         }
         if !enc.recipients.is_empty() && enc.passphrase_file.is_some() {
-            return Err(
-                self.invalid("encryption: set either recipients or passphrase_file, not both")
-            );
+            return Err(self.invalid("encryption: set either recipients or passphrase_file, not both"));
         }
         for (i, r) in enc.recipients.iter().enumerate() {
             if r.parse::<age::x25519::Recipient>().is_err() {
-                return Err(self.invalid(format!(
-                    "encryption.recipients[{i}] is not an age public key (age1...); `lifeboat keygen` prints one"
-                )));
+                return Err(
+                    self.invalid(format!("encryption.recipients[{i}] is not an age public key (age1...); `lifeboat keygen` prints one"))
+                );
             }
         }
         self.signing.check(self.role).map_err(|e| self.invalid(e))?;
@@ -329,20 +299,15 @@ impl Config {
                 ));
             }
         } else if !url.starts_with("file://") {
-            return Err(self.invalid(format!(
-                "server.url must start with ssh:// or file://, not `{url}`"
-            )));
+            return Err(self.invalid(format!("server.url must start with ssh:// or file://, not `{url}`")));
         }
         Ok(())
     }
 
     pub fn tz(&self) -> Result<chrono_tz::Tz> {
-        self.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
-            self.invalid(format!(
-                "timezone `{}` is not a known IANA time zone (e.g. UTC, Africa/Lagos)",
-                self.timezone
-            ))
-        })
+        self.timezone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| self.invalid(format!("timezone `{}` is not a known IANA time zone (e.g. UTC, Africa/Lagos)", self.timezone)))
     }
 
     /// What a store may know of this configuration beyond its own block.
@@ -352,11 +317,7 @@ impl Config {
             ssh_key_file: self.server.ssh_key_file.clone(),
             known_hosts_file: self.server.known_hosts_file.clone(),
         };
-        StoreContext {
-            config_file: self.file.clone(),
-            work_dir: self.work_dir.clone(),
-            server,
-        }
+        StoreContext { config_file: self.file.clone(), work_dir: self.work_dir.clone(), server }
     }
 
     /// The enabled stores, in backup order, filtered by `only` (`--store`) when not empty.
@@ -400,86 +361,47 @@ mod tests {
 
     #[test]
     fn a_minimal_backup_config_parses_with_defaults() {
-        let c = parse(&backup(
-            "  postgres: { url: 'postgres://postgres@127.0.0.1:5432/postgres' }\n",
-        ))
-        .unwrap();
+        let c = parse(&backup("  postgres: { url: 'postgres://postgres@127.0.0.1:5432/postgres' }\n")).unwrap();
         assert_eq!(c.timezone, "UTC");
         assert_eq!((c.retention.keep_daily, c.compression.level), (7, 1));
         let stores = c.configured_stores(&[]).unwrap();
         assert_eq!(stores.len(), 1);
-        assert_eq!(
-            (stores[0].name, stores[0].folder(), stores[0].kind()),
-            ("postgres", "postgres", stores::StoreType::Dump)
-        );
+        assert_eq!((stores[0].name, stores[0].folder(), stores[0].kind()), ("postgres", "postgres", stores::StoreType::Dump));
     }
 
     #[test]
     fn config_errors_name_the_key_and_the_file() {
         for (text, code, needle) in [
+            (backup("  postgres: { url: 'postgres://x@h/db', databses: [a] }\n"), 2, "databses"),
+            (backup("  postgress: { url: 'postgres://x@h/db' }\n"), 2, "postgress"),
             (
-                backup("  postgres: { url: 'postgres://x@h/db', databses: [a] }\n"),
-                2,
-                "databses",
-            ),
-            (
-                backup("  postgress: { url: 'postgres://x@h/db' }\n"),
-                2,
-                "postgress",
-            ),
-            (
-                backup(
-                    "  minio: { endpoint: 'http://h:9000', access_key_file: /a, secret_key_file: /b, enabled: maybe }\n",
-                ),
+                backup("  minio: { endpoint: 'http://h:9000', access_key_file: /a, secret_key_file: /b, enabled: maybe }\n"),
                 2,
                 "stores.minio",
             ),
-            (
-                backup("  postgres: { url: 'postgres://x:secret@h/db' }\n"),
-                2,
-                "password_file",
-            ),
-            (
-                backup("  mongodb: { url: 'mongodb://h:27017', type: differential }\n"),
-                2,
-                "not supported",
-            ),
-            (
-                backup("  postgres: { url: 'postgres://x@h/db', type: differential }\n"),
-                2,
-                "stores.postgres.data_directory is required",
-            ),
+            (backup("  postgres: { url: 'postgres://x:secret@h/db' }\n"), 2, "password_file"),
+            (backup("  mongodb: { url: 'mongodb://h:27017', type: differential }\n"), 2, "not supported"),
+            (backup("  postgres: { url: 'postgres://x@h/db', type: differential }\n"), 2, "stores.postgres.data_directory is required"),
             (
                 backup("  postgres: { url: 'postgres://x@h/db', stanza: main }\n"),
                 2,
                 "stores.postgres.stanza is only for type: differential",
             ),
-            (
-                backup(
-                    "  postgres: { url: 'postgres://x@h/db', type: differential, stanzza: main }\n",
-                ),
-                2,
-                "stanzza",
-            ),
-            (
-                backup("").replace("file:///tmp/x", "ftp://h/x"),
-                2,
-                "ssh:// or file://",
-            ),
+            (backup("  postgres: { url: 'postgres://x@h/db', type: differential, stanzza: main }\n"), 2, "stanzza"),
+            (backup("").replace("file:///tmp/x", "ftp://h/x"), 2, "ssh:// or file://"),
             (backup("").replace("role: backup", "role: both"), 2, "role"),
+            (backup("").replace("role: backup", "role: restore"), 2, "identity_file"),
+            (backup("").replace("server: {", "timezone: Mars/Olympus\nserver: {"), 2, "Mars/Olympus"),
             (
-                backup("").replace("role: backup", "role: restore"),
+                backup("").replace("signing: { key_file: /etc/lifeboat/signing_key }\n", ""),
                 2,
-                "identity_file",
+                "signing.key_file is required for role backup",
             ),
             (
-                backup("").replace("server: {", "timezone: Mars/Olympus\nserver: {"),
-                2,
-                "Mars/Olympus",
-            ),
-            (backup("").replace("signing: { key_file: /etc/lifeboat/signing_key }\n", ""), 2, "signing.key_file is required for role backup"),
-            (
-                backup("").replace("role: backup", "role: restore").replace("recipients: [", "identity_file: /k, x: [").replace(", x: [", " }\n#"),
+                backup("")
+                    .replace("role: backup", "role: restore")
+                    .replace("recipients: [", "identity_file: /k, x: [")
+                    .replace(", x: [", " }\n#"),
                 2,
                 "signing.allowed_signers_file is required for role restore",
             ),
@@ -487,98 +409,51 @@ mod tests {
         ] {
             let (got_code, text_err) = message(parse(&text).unwrap_err());
             assert_eq!(got_code, code, "{text_err}");
-            assert!(
-                text_err.contains(needle),
-                "`{needle}` missing from: {text_err}"
-            );
-            assert!(
-                !text_err.contains("secret@"),
-                "a password leaked: {text_err}"
-            );
+            assert!(text_err.contains(needle), "`{needle}` missing from: {text_err}");
+            assert!(!text_err.contains("secret@"), "a password leaked: {text_err}");
             if needle != "not supported" {
-                assert!(
-                    text_err.contains("/etc/lifeboat/test.yaml"),
-                    "file missing from: {text_err}"
-                );
+                assert!(text_err.contains("/etc/lifeboat/test.yaml"), "file missing from: {text_err}");
             }
         }
     }
 
     #[test]
     fn durations_parse() {
-        for (text, secs) in [
-            ("90", 90),
-            ("30m", 1800),
-            ("26h", 93600),
-            ("2d", 172800),
-            ("1w", 604800),
-        ] {
+        for (text, secs) in [("90", 90), ("30m", 1800), ("26h", 93600), ("2d", 172800), ("1w", 604800)] {
             assert_eq!(parse_duration(text).unwrap().as_secs(), secs, "{text}");
         }
         assert!(parse_duration("2x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("h").is_err());
-        let bad = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5q }"))
-            .unwrap_err();
+        let bad = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5q }")).unwrap_err();
         assert!(bad.to_string().contains("server.timeout `5q`"), "{bad}");
-        let c = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5s }"))
-            .unwrap();
+        let c = parse(&backup("").replace("file:///tmp/x' }", "file:///tmp/x', timeout: 5s }")).unwrap();
         assert_eq!(c.server.timeout().as_secs(), 5);
     }
 
     #[test]
     fn locking_durations_parse_and_unknown_keys_are_named() {
         let c = parse(&backup("  postgres: { url: 'postgres://x@h/db' }\n")).unwrap();
-        assert_eq!(
-            (
-                c.locking.wait.as_secs(),
-                c.locking.stale_after.as_secs(),
-                c.locking.poll.as_secs()
-            ),
-            (600, 43200, 5)
-        );
-        let with = |block: &str| {
-            parse(&format!(
-                "locking: {block}\n{}",
-                backup("  postgres: { url: 'postgres://x@h/db' }\n")
-            ))
-        };
+        assert_eq!((c.locking.wait.as_secs(), c.locking.stale_after.as_secs(), c.locking.poll.as_secs()), (600, 43200, 5));
+        let with = |block: &str| parse(&format!("locking: {block}\n{}", backup("  postgres: { url: 'postgres://x@h/db' }\n")));
         let c = with("{ wait: 0, stale_after: 2d, poll: 250ms }").unwrap();
-        assert_eq!(
-            (
-                c.locking.wait.as_millis(),
-                c.locking.stale_after.as_secs(),
-                c.locking.poll.as_millis()
-            ),
-            (0, 172800, 250)
-        );
+        assert_eq!((c.locking.wait.as_millis(), c.locking.stale_after.as_secs(), c.locking.poll.as_millis()), (0, 172800, 250));
         assert_eq!(with("{ wait: 90 }").unwrap().locking.wait.as_secs(), 90);
         assert_eq!(with("{ wait: 10m }").unwrap().locking.wait.as_secs(), 600);
-        for (block, needle) in [
-            ("{ wiat: 10m }", "wiat"),
-            ("{ wait: 10x }", "`10x` is not a duration"),
-            ("{ stale_after: soon }", "`soon`"),
-        ] {
+        for (block, needle) in
+            [("{ wiat: 10m }", "wiat"), ("{ wait: 10x }", "`10x` is not a duration"), ("{ stale_after: soon }", "`soon`")]
+        {
             let (code, text) = message(with(block).unwrap_err());
             assert_eq!(code, 2, "{text}");
-            assert!(
-                text.contains(needle) && text.contains("/etc/lifeboat/test.yaml"),
-                "`{needle}` missing from: {text}"
-            );
+            assert!(text.contains(needle) && text.contains("/etc/lifeboat/test.yaml"), "`{needle}` missing from: {text}");
         }
     }
 
     #[test]
     fn store_selection_is_checked() {
-        let c = parse(&backup("  postgres: { url: 'postgres://x@h/db' }\n  mongodb: { url: 'mongodb://h:27017', enabled: false }\n")).unwrap();
-        assert_eq!(
-            message(c.configured_stores(&["nosuch".into()]).unwrap_err()).0,
-            2
-        );
-        assert!(
-            message(c.configured_stores(&["mongodb".into()]).unwrap_err())
-                .1
-                .contains("not configured or not enabled")
-        );
+        let c =
+            parse(&backup("  postgres: { url: 'postgres://x@h/db' }\n  mongodb: { url: 'mongodb://h:27017', enabled: false }\n")).unwrap();
+        assert_eq!(message(c.configured_stores(&["nosuch".into()]).unwrap_err()).0, 2);
+        assert!(message(c.configured_stores(&["mongodb".into()]).unwrap_err()).1.contains("not configured or not enabled"));
         assert_eq!(c.configured_stores(&["postgres".into()]).unwrap().len(), 1);
     }
 }

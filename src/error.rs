@@ -21,14 +21,8 @@ pub enum Error {
     Usage(String),
 
     /// A secret file (key, identity, passphrase, password) could not be read.
-    #[error(
-        "cannot read {what} file {path}: {reason}; check that the file exists and is readable by this user"
-    )]
-    SecretFile {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    #[error("cannot read {what} file {path}: {reason}; check that the file exists and is readable by this user")]
+    SecretFile { what: &'static str, path: PathBuf, reason: String },
 
     /// The backup server refused or could not be reached.
     #[error("backup server {server}: {message}")]
@@ -81,16 +75,10 @@ impl Error {
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     pub fn store(store: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Store {
-            store: store.into(),
-            message: message.into(),
-        }
+        Error::Store { store: store.into(), message: message.into() }
     }
 }

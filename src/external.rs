@@ -48,25 +48,14 @@ pub const PG_DUMP: Program = program("pg_dump", Expects::ServerMajor, "PostgreSQ
 pub const PG_DUMPALL: Program = program("pg_dumpall", Expects::ServerMajor, "PostgreSQL dump: the roles");
 pub const PG_RESTORE: Program = program("pg_restore", Expects::ServerMajor, "PostgreSQL dump restore");
 pub const PSQL: Program = program("psql", Expects::ServerMajor, "PostgreSQL dump restore: replaying the roles");
-pub const PG_CTL: Program = program(
-    "pg_ctl",
-    Expects::ServerMajor,
-    "PostgreSQL differential restore: starting the restored cluster",
-);
+pub const PG_CTL: Program = program("pg_ctl", Expects::ServerMajor, "PostgreSQL differential restore: starting the restored cluster");
 /// 2.46 brought the SFTP repository type (`repo1-type=sftp`) Lifeboat configures.
-pub const PGBACKREST: Program = program(
-    "pgbackrest",
-    Expects::AtLeast("2.46"),
-    "PostgreSQL differential: backup, restore, info, verify, expire",
-);
+pub const PGBACKREST: Program =
+    program("pgbackrest", Expects::AtLeast("2.46"), "PostgreSQL differential: backup, restore, info, verify, expire");
 /// `backup`/`restore -portable` of InfluxDB 1.x (2.x has another CLI and API).
 pub const INFLUXD: Program = program("influxd", Expects::Major(1), "InfluxDB backup and restore");
 pub const SSH: Program = program("ssh", Expects::Any, "the SFTP connection to the backup server (OpenSSH)");
-pub const SSH_KEYGEN: Program = program(
-    "ssh-keygen",
-    Expects::Any,
-    "PostgreSQL differential: the public half of pgBackRest's SSH key",
-);
+pub const SSH_KEYGEN: Program = program("ssh-keygen", Expects::Any, "PostgreSQL differential: the public half of pgBackRest's SSH key");
 
 /// Every program above.
 pub const ALL: [Program; 9] = [PG_DUMP, PG_DUMPALL, PG_RESTORE, PSQL, PG_CTL, PGBACKREST, INFLUXD, SSH, SSH_KEYGEN];

@@ -17,12 +17,7 @@ use lifeboat::stores::BackupKind;
 )]
 struct Cli {
     /// Configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "LIFEBOAT_CONFIG",
-        default_value = "lifeboat.yaml"
-    )]
+    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", default_value = "lifeboat.yaml")]
     config: PathBuf,
     /// Print results as JSON (list, status, verify, prune).
     #[arg(long, global = true)]
@@ -104,13 +99,9 @@ enum Command {
 
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
-    let default = if verbose > 0 {
-        "lifeboat=debug,info,tokio_postgres=warn"
-    } else {
-        "info,tokio_postgres=warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let default = if verbose > 0 { "lifeboat=debug,info,tokio_postgres=warn" } else { "info,tokio_postgres=warn" };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -126,39 +117,17 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::Backup { stores, kind } => commands::backup::run(&config, &stores, kind)
-            .await
-            .map(|_| ()),
-        Command::Restore {
-            stores,
-            from,
-            target_time,
-            yes,
-        } => commands::restore::run(
+        Command::Backup { stores, kind } => commands::backup::run(&config, &stores, kind).await.map(|_| ()),
+        Command::Restore { stores, from, target_time, yes } => commands::restore::run(
             &config,
-            commands::restore::RestoreOptions {
-                only: &stores,
-                from: from.as_deref(),
-                target_time: target_time.as_deref(),
-                yes,
-            },
+            commands::restore::RestoreOptions { only: &stores, from: from.as_deref(), target_time: target_time.as_deref(), yes },
         )
         .await
         .map(|_| ()),
         Command::List => commands::list::run(&config, cli.json).await.map(|_| ()),
-        Command::Verify { from, deep } => {
-            commands::verify::run(&config, from.as_deref(), deep, cli.json)
-                .await
-                .map(|_| ())
-        }
-        Command::Prune { stores, dry_run } => {
-            commands::prune::run(&config, &stores, dry_run, cli.json)
-                .await
-                .map(|_| ())
-        }
-        Command::Status { max_age } => commands::status::run(&config, max_age.as_deref(), cli.json)
-            .await
-            .map(|_| ()),
+        Command::Verify { from, deep } => commands::verify::run(&config, from.as_deref(), deep, cli.json).await.map(|_| ()),
+        Command::Prune { stores, dry_run } => commands::prune::run(&config, &stores, dry_run, cli.json).await.map(|_| ()),
+        Command::Status { max_age } => commands::status::run(&config, max_age.as_deref(), cli.json).await.map(|_| ()),
         Command::Daemon => commands::daemon::run(&config).await,
         Command::Keygen | Command::Serve { .. } => unreachable!("handled above"),
     }
@@ -174,13 +143,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    if let Command::Serve {
-        append_only,
-        read_only,
-        writable_subdirs,
-        log,
-    } = &cli.command
-    {
+    if let Command::Serve { append_only, read_only, writable_subdirs, log } = &cli.command {
         // Blocking and single-threaded like OpenSSH's sftp-server: no runtime, no config file,
         // and SIGTERM or a closed connection simply ends it.
         let (mode, root) = match (append_only, read_only) {
@@ -193,10 +156,7 @@ fn main() -> ExitCode {
             Err(e) => report(e),
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

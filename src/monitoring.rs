@@ -44,20 +44,13 @@ impl MonitoringConfig {
     /// Checks what can be checked without network (called by `Config::parse`).
     pub fn check(&self) -> std::result::Result<(), String> {
         if let Some(url) = &self.pushgateway_url {
-            let ok = url::Url::parse(url)
-                .ok()
-                .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            let ok = url::Url::parse(url).ok().is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
             if !ok {
-                return Err(format!(
-                    "monitoring.pushgateway_url `{url}` is not an http(s) URL; expected e.g. http://pushgateway:9091"
-                ));
+                return Err(format!("monitoring.pushgateway_url `{url}` is not an http(s) URL; expected e.g. http://pushgateway:9091"));
             }
         }
         if self.webhook_on_success && self.webhook_url_file.is_none() {
-            return Err(
-                "monitoring.webhook_on_success is set but monitoring.webhook_url_file is not"
-                    .into(),
-            );
+            return Err("monitoring.webhook_on_success is set but monitoring.webhook_url_file is not".into());
         }
         Ok(())
     }
@@ -82,14 +75,7 @@ pub struct JobResult {
 
 impl JobResult {
     /// A job that succeeded with backup `backup`, having taken `seconds`.
-    pub fn succeeded(
-        store: &str,
-        started_at: DateTime<Utc>,
-        backup: &str,
-        seconds: f64,
-        read_bytes: u64,
-        stored_bytes: u64,
-    ) -> JobResult {
+    pub fn succeeded(store: &str, started_at: DateTime<Utc>, backup: &str, seconds: f64, read_bytes: u64, stored_bytes: u64) -> JobResult {
         JobResult {
             store: store.to_string(),
             ok: true,
@@ -130,16 +116,11 @@ pub async fn publish(config: &MonitoringConfig, role: Role, results: &[JobResult
             }
         }
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(20))
-        .build();
+    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(20)).build();
     let client = match client {
         Ok(c) => c,
         Err(e) => {
-            return tracing::warn!(
-                "metrics and webhook not sent: cannot set up the HTTP client: {e}"
-            );
+            return tracing::warn!("metrics and webhook not sent: cannot set up the HTTP client: {e}");
         }
     };
     if let Some(url) = &config.pushgateway_url {
@@ -164,43 +145,16 @@ pub fn render(role: Role, r: &JobResult, now: DateTime<Utc>, last_success: Optio
     let labels = format!("role=\"{role}\",store=\"{}\"", r.store);
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}"
-        );
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
     };
-    metric(
-        "lifeboat_last_attempt_timestamp_seconds",
-        "When the last job of this role and store finished.",
-        secs(now),
-    );
+    metric("lifeboat_last_attempt_timestamp_seconds", "When the last job of this role and store finished.", secs(now));
     if let Some(t) = last_success {
-        metric(
-            "lifeboat_last_success_timestamp_seconds",
-            "When the last successful job of this role and store finished.",
-            t,
-        );
+        metric("lifeboat_last_success_timestamp_seconds", "When the last successful job of this role and store finished.", t);
     }
-    metric(
-        "lifeboat_last_result",
-        "1 if the last job succeeded, 0 if it failed.",
-        if r.ok { 1.0 } else { 0.0 },
-    );
-    metric(
-        "lifeboat_last_duration_seconds",
-        "How long the last job took.",
-        r.seconds,
-    );
-    metric(
-        "lifeboat_last_read_bytes",
-        "Plain bytes the last job read.",
-        r.read_bytes as f64,
-    );
-    metric(
-        "lifeboat_last_stored_bytes",
-        "Bytes the last job stored or fetched.",
-        r.stored_bytes as f64,
-    );
+    metric("lifeboat_last_result", "1 if the last job succeeded, 0 if it failed.", if r.ok { 1.0 } else { 0.0 });
+    metric("lifeboat_last_duration_seconds", "How long the last job took.", r.seconds);
+    metric("lifeboat_last_read_bytes", "Plain bytes the last job read.", r.read_bytes as f64);
+    metric("lifeboat_last_stored_bytes", "Bytes the last job stored or fetched.", r.stored_bytes as f64);
     out
 }
 
@@ -214,58 +168,31 @@ fn textfile_path(dir: &Path, role: Role, store: &str) -> PathBuf {
 
 /// The last success time in an earlier metrics file, if it holds one.
 fn previous_success(text: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with("lifeboat_last_success_timestamp_seconds{"))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    text.lines().find(|l| l.starts_with("lifeboat_last_success_timestamp_seconds{"))?.rsplit(' ').next()?.parse().ok()
 }
 
 fn write_textfile(dir: &Path, role: Role, r: &JobResult, now: DateTime<Utc>) -> Result<()> {
     let path = textfile_path(dir, role, &r.store);
     let last_success = match r.ok {
         true => Some(secs(now)),
-        false => std::fs::read_to_string(&path)
-            .ok()
-            .as_deref()
-            .and_then(previous_success),
+        false => std::fs::read_to_string(&path).ok().as_deref().and_then(previous_success),
     };
     let text = render(role, r, now, last_success);
     let tmp = dir.join(format!(".lifeboat_{role}_{}.prom.tmp", r.store));
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-async fn push(
-    client: &reqwest::Client,
-    base: &str,
-    role: Role,
-    r: &JobResult,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let url = format!(
-        "{}/metrics/job/lifeboat/role/{role}/store/{}",
-        base.trim_end_matches('/'),
-        r.store
-    );
+async fn push(client: &reqwest::Client, base: &str, role: Role, r: &JobResult, now: DateTime<Utc>) -> Result<()> {
+    let url = format!("{}/metrics/job/lifeboat/role/{role}/store/{}", base.trim_end_matches('/'), r.store);
     // PUT replaces the group (success); POST replaces only the metrics sent, so a failure keeps
     // the last success time pushed before.
     let (request, last_success) = match r.ok {
         true => (client.put(&url), Some(secs(now))),
         false => (client.post(&url), None),
     };
-    let response = request
-        .body(render(role, r, now, last_success))
-        .send()
-        .await
-        .map_err(|e| http_error(base, e))?;
+    let response = request.body(render(role, r, now, last_success)).send().await.map_err(|e| http_error(base, e))?;
     if !response.status().is_success() {
-        return Err(Error::store(
-            "metrics",
-            format!("the Pushgateway at {base} answered {}", response.status()),
-        ));
+        return Err(Error::store("metrics", format!("the Pushgateway at {base} answered {}", response.status())));
     }
     Ok(())
 }
@@ -280,37 +207,17 @@ struct WebhookBody<'a> {
     stores: &'a [JobResult],
 }
 
-async fn call_webhook(
-    client: &reqwest::Client,
-    file: &Path,
-    role: Role,
-    results: &[JobResult],
-    now: DateTime<Utc>,
-) -> Result<()> {
+async fn call_webhook(client: &reqwest::Client, file: &Path, role: Role, results: &[JobResult], now: DateTime<Utc>) -> Result<()> {
     let url = SecretFile::new("webhook URL", file).read()?;
     let url = url.trim();
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| r.store.as_str())
-        .collect();
+    let failed: Vec<&str> = results.iter().filter(|r| !r.ok).map(|r| r.store.as_str()).collect();
     let host = crate::layout::lock::host_name();
     let text = match failed.is_empty() {
-        true => format!(
-            "Lifeboat {role} on {host} succeeded: {}",
-            results
-                .iter()
-                .map(|r| r.store.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        true => format!("Lifeboat {role} on {host} succeeded: {}", results.iter().map(|r| r.store.as_str()).collect::<Vec<_>>().join(", ")),
         false => format!(
             "Lifeboat {role} on {host} FAILED for {}: {}",
             failed.join(", "),
-            results
-                .iter()
-                .find_map(|r| r.error.as_deref())
-                .unwrap_or("see the job's log")
+            results.iter().find_map(|r| r.error.as_deref()).unwrap_or("see the job's log")
         ),
     };
     let body = WebhookBody {
@@ -328,37 +235,15 @@ async fn call_webhook(
         .body(serde_json::to_vec(&body).expect("serialises"))
         .send()
         .await
-        .map_err(|e| {
-            Error::store(
-                "webhook",
-                format!(
-                    "the URL in {} did not answer ({})",
-                    file.display(),
-                    e.without_url()
-                ),
-            )
-        })?;
+        .map_err(|e| Error::store("webhook", format!("the URL in {} did not answer ({})", file.display(), e.without_url())))?;
     if !response.status().is_success() {
-        return Err(Error::store(
-            "webhook",
-            format!(
-                "the URL in {} answered {}",
-                file.display(),
-                response.status()
-            ),
-        ));
+        return Err(Error::store("webhook", format!("the URL in {} answered {}", file.display(), response.status())));
     }
     Ok(())
 }
 
 fn http_error(base: &str, e: reqwest::Error) -> Error {
-    Error::store(
-        "metrics",
-        format!(
-            "cannot reach the Pushgateway at {base} ({})",
-            e.without_url()
-        ),
-    )
+    Error::store("metrics", format!("cannot reach the Pushgateway at {base} ({})", e.without_url()))
 }
 
 #[cfg(test)]
@@ -381,48 +266,26 @@ mod tests {
     #[test]
     fn a_failed_job_keeps_the_last_success_time_of_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let t1 = DateTime::parse_from_rfc3339("2026-11-24T01:00:00Z")
-            .unwrap()
-            .to_utc();
+        let t1 = DateTime::parse_from_rfc3339("2026-11-24T01:00:00Z").unwrap().to_utc();
         write_textfile(dir.path(), Role::Backup, &job(true), t1).unwrap();
-        let t2 = DateTime::parse_from_rfc3339("2026-11-25T01:00:00Z")
-            .unwrap()
-            .to_utc();
+        let t2 = DateTime::parse_from_rfc3339("2026-11-25T01:00:00Z").unwrap().to_utc();
         write_textfile(dir.path(), Role::Backup, &job(false), t2).unwrap();
-        let text =
-            std::fs::read_to_string(textfile_path(dir.path(), Role::Backup, "postgres")).unwrap();
+        let text = std::fs::read_to_string(textfile_path(dir.path(), Role::Backup, "postgres")).unwrap();
         assert!(text.contains("lifeboat_last_success_timestamp_seconds{role=\"backup\",store=\"postgres\"} 1795482000\n"), "{text}");
         assert!(text.contains("lifeboat_last_attempt_timestamp_seconds{role=\"backup\",store=\"postgres\"} 1795568400\n"), "{text}");
-        assert!(
-            text.contains("lifeboat_last_result{role=\"backup\",store=\"postgres\"} 0\n"),
-            "{text}"
-        );
+        assert!(text.contains("lifeboat_last_result{role=\"backup\",store=\"postgres\"} 0\n"), "{text}");
         // No earlier success at all: the metric is absent, never zero (which would read as 1970).
         let fresh = tempfile::tempdir().unwrap();
         write_textfile(fresh.path(), Role::Backup, &job(false), t2).unwrap();
-        let text =
-            std::fs::read_to_string(textfile_path(fresh.path(), Role::Backup, "postgres")).unwrap();
-        assert!(
-            !text.contains("lifeboat_last_success_timestamp_seconds{"),
-            "{text}"
-        );
+        let text = std::fs::read_to_string(textfile_path(fresh.path(), Role::Backup, "postgres")).unwrap();
+        assert!(!text.contains("lifeboat_last_success_timestamp_seconds{"), "{text}");
     }
 
     #[test]
     fn settings_are_checked() {
-        let bad = MonitoringConfig {
-            pushgateway_url: Some("pushgateway:9091".into()),
-            ..Default::default()
-        };
-        assert!(
-            bad.check()
-                .unwrap_err()
-                .contains("monitoring.pushgateway_url")
-        );
-        let bad = MonitoringConfig {
-            webhook_on_success: true,
-            ..Default::default()
-        };
+        let bad = MonitoringConfig { pushgateway_url: Some("pushgateway:9091".into()), ..Default::default() };
+        assert!(bad.check().unwrap_err().contains("monitoring.pushgateway_url"));
+        let bad = MonitoringConfig { webhook_on_success: true, ..Default::default() };
         assert!(bad.check().unwrap_err().contains("webhook_url_file"));
     }
 }

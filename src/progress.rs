@@ -20,10 +20,7 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {prefix}: {msg} [{elapsed_precise}]",
-                )
-                .expect("valid template"),
+                indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed_precise}]").expect("valid template"),
             );
             bar.set_prefix(label);
             tokio::spawn(async move {
@@ -31,12 +28,7 @@ impl Progress {
                     let read = counters.read.load(Ordering::Relaxed);
                     let stored = counters.stored.load(Ordering::Relaxed);
                     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    bar.set_message(format!(
-                        "read {}, stored {}, {}/s",
-                        human_bytes(read),
-                        human_bytes(stored),
-                        human_bytes(rate as u64)
-                    ));
+                    bar.set_message(format!("read {}, stored {}, {}/s", human_bytes(read), human_bytes(stored), human_bytes(rate as u64)));
                     bar.tick();
                     tokio::select! {
                         _ = &mut rx => break,
@@ -84,22 +76,11 @@ pub fn human_bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// The closing line of a store's backup or restore.
-pub fn summary(
-    store: &str,
-    action: &str,
-    id: &str,
-    read: u64,
-    stored: u64,
-    elapsed: Duration,
-) -> String {
+pub fn summary(store: &str, action: &str, id: &str, read: u64, stored: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
     format!(
         "{store}: {action} {id} done: read {}, stored {}, {:.1} s, {}/s",

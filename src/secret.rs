@@ -15,10 +15,7 @@ pub struct SecretFile {
 
 impl SecretFile {
     pub fn new(what: &'static str, path: &Path) -> Self {
-        SecretFile {
-            what,
-            path: path.to_path_buf(),
-        }
+        SecretFile { what, path: path.to_path_buf() }
     }
 
     /// Reads the secret, trimmed of surrounding whitespace.
@@ -30,11 +27,7 @@ impl SecretFile {
         })?;
         let text = text.trim().to_string();
         if text.is_empty() {
-            return Err(Error::SecretFile {
-                what: self.what,
-                path: self.path.clone(),
-                reason: "the file is empty".into(),
-            });
+            return Err(Error::SecretFile { what: self.what, path: self.path.clone(), reason: "the file is empty".into() });
         }
         Ok(text)
     }

@@ -42,10 +42,12 @@ impl SigningConfig {
     pub fn check(&self, role: Role) -> std::result::Result<(), String> {
         match role {
             // A backup-role config without the key serves prune and verify on the backup server.
-            Role::Backup if self.key_file.is_none() && self.allowed_signers_file.is_none() => Err("signing.key_file is required for role backup: every manifest is signed; \
+            Role::Backup if self.key_file.is_none() && self.allowed_signers_file.is_none() => {
+                Err("signing.key_file is required for role backup: every manifest is signed; \
                  make a key with `ssh-keygen -t ed25519 -N '' -C lifeboat -f signing_key` and give the restore side its \
                  public half in signing.allowed_signers_file"
-                .into()),
+                    .into())
+            }
             Role::Restore if self.allowed_signers_file.is_none() => Err("signing.allowed_signers_file is required for role restore: \
                  restores check who signed each backup; write `lifeboat namespaces=\"lifeboat\" <signing_key.pub>` into it"
                 .into()),
@@ -73,7 +75,9 @@ impl SigningConfig {
             (Some(file), _) => AllowedSigners::load(file)?,
             (None, Some(key)) => {
                 let signer = ManifestSigner::load(key)?;
-                AllowedSigners { entries: vec![Allowed { principals: "this backup's signing key".into(), key: signer.key.public_key().clone() }] }
+                AllowedSigners {
+                    entries: vec![Allowed { principals: "this backup's signing key".into(), key: signer.key.public_key().clone() }],
+                }
             }
             (None, None) => return Err(Error::Usage("signing: neither key_file nor allowed_signers_file is set".into())),
         };
@@ -104,7 +108,8 @@ impl ManifestSigner {
 
     /// The armored SSHSIG of `manifest`, as `ssh-keygen -Y sign -n lifeboat` writes it.
     pub fn sign(&self, manifest: &[u8]) -> Result<Vec<u8>> {
-        let sig = self.key.sign(NAMESPACE, HashAlg::Sha512, manifest).map_err(|e| Error::Usage(format!("signing the manifest failed: {e}")))?;
+        let sig =
+            self.key.sign(NAMESPACE, HashAlg::Sha512, manifest).map_err(|e| Error::Usage(format!("signing the manifest failed: {e}")))?;
         let pem = sig.to_pem(LineEnding::LF).map_err(|e| Error::Usage(format!("signing the manifest failed: {e}")))?;
         Ok(pem.into_bytes())
     }
@@ -163,7 +168,10 @@ impl AllowedSigners {
                 // Honouring validity dates needs the signing time, which a signature does not carry:
                 // refusing them is safer than silently ignoring them.
                 if lower.starts_with("valid-after=") || lower.starts_with("valid-before=") {
-                    return Err(format!("line {n}: {} is not supported; remove the key instead when it is retired", &lower[..lower.find('=').unwrap()]));
+                    return Err(format!(
+                        "line {n}: {} is not supported; remove the key instead when it is retired",
+                        &lower[..lower.find('=').unwrap()]
+                    ));
                 }
                 if let Some(list) = lower.strip_prefix("namespaces=") {
                     namespaces_ok = list.trim_matches('"').split(',').any(|ns| ns.trim() == NAMESPACE);

@@ -16,10 +16,7 @@ struct Stop {
 
 fn global() -> &'static Stop {
     static STOP: OnceLock<Stop> = OnceLock::new();
-    STOP.get_or_init(|| Stop {
-        token: CancellationToken::new(),
-        signal: OnceLock::new(),
-    })
+    STOP.get_or_init(|| Stop { token: CancellationToken::new(), signal: OnceLock::new() })
 }
 
 /// Listens for SIGTERM and SIGINT for the rest of the process. A second signal exits at once.

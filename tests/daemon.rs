@@ -32,20 +32,12 @@ fn terminate(child: Child) -> std::process::Output {
     let asked = Instant::now();
     signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "stopping took {:?}:\n{}",
-        asked.elapsed(),
-        stderr(&out)
-    );
+    assert!(asked.elapsed() < Duration::from_secs(5), "stopping took {:?}:\n{}", asked.elapsed(), stderr(&out));
     out
 }
 
 fn complete_runs(case: &Case, config: &Path) -> usize {
-    case.runs(config)
-        .iter()
-        .filter(|r| r["complete"] == serde_json::json!(true))
-        .count()
+    case.runs(config).iter().filter(|r| r["complete"] == serde_json::json!(true)).count()
 }
 
 #[test]
@@ -59,30 +51,15 @@ fn the_daemon_backs_up_on_schedule_and_a_stop_between_jobs_exits_0() {
     let config = case.backup_config_with(&Transport::File, &block, "daemon.yaml");
     assert_eq!(complete_runs(&case, &config), 0);
     let child = spawn_daemon(&config);
-    let backed_up = wait_for(Duration::from_secs(75), || {
-        complete_runs(&case, &config) >= 1
-    });
+    let backed_up = wait_for(Duration::from_secs(75), || complete_runs(&case, &config) >= 1);
     let out = terminate(child);
     let log = stderr(&out);
-    assert!(
-        backed_up,
-        "no scheduled backup was listed within 75 s:\n{log}"
-    );
+    assert!(backed_up, "no scheduled backup was listed within 75 s:\n{log}");
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(
-        log.contains("postgres: next backup at")
-            && log.contains(&format!("(stores.postgres.schedule `{second} * * * * *`)")),
-        "{log}"
-    );
-    assert!(
-        log.contains("daemon: stopped by SIGTERM with no job running"),
-        "{log}"
-    );
+    assert!(log.contains("postgres: next backup at") && log.contains(&format!("(stores.postgres.schedule `{second} * * * * *`)")), "{log}");
+    assert!(log.contains("daemon: stopped by SIGTERM with no job running"), "{log}");
     // Before the job and after it: the next run time is logged both times.
-    assert!(
-        log.matches("postgres: next backup at").count() >= 2,
-        "{log}"
-    );
+    assert!(log.matches("postgres: next backup at").count() >= 2, "{log}");
 }
 
 /// A `bin_dir` whose pg_dump fails on its first run and is the real one afterwards.
@@ -90,8 +67,7 @@ fn pg_dump_failing_once(dir: &Path) -> std::path::PathBuf {
     let bin = dir.join("failing-bin");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["pg_dumpall", "pg_restore", "psql"] {
-        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool))
-            .unwrap();
+        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool)).unwrap();
     }
     let real = "/usr/lib/postgresql/15/bin/pg_dump";
     let marker = bin.join("failed-once");
@@ -101,11 +77,7 @@ fn pg_dump_failing_once(dir: &Path) -> std::path::PathBuf {
         m = marker.display()
     );
     std::fs::write(bin.join("pg_dump"), script).unwrap();
-    std::fs::set_permissions(
-        bin.join("pg_dump"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     bin
 }
 
@@ -118,29 +90,16 @@ fn a_failed_job_is_logged_and_the_next_one_runs() {
     let (first, second) = ((now + 3) % 60, (now + 6) % 60);
     let block = case
         .postgres_block(&format!("    schedule: \"{first},{second} * * * * *\"\n"))
-        .replace(
-            "    databases:",
-            &format!("    bin_dir: {}\n    databases:", bin.display()),
-        );
+        .replace("    databases:", &format!("    bin_dir: {}\n    databases:", bin.display()));
     let config = case.backup_config_with(&Transport::File, &block, "daemon.yaml");
     let child = spawn_daemon(&config);
-    let backed_up = wait_for(Duration::from_secs(75), || {
-        complete_runs(&case, &config) >= 1
-    });
+    let backed_up = wait_for(Duration::from_secs(75), || complete_runs(&case, &config) >= 1);
     let out = terminate(child);
     let log = stderr(&out);
+    assert!(backed_up, "the second scheduled run did not back up:\n{log}");
+    assert!(bin.join("failed-once").exists(), "the first run did not fail:\n{log}");
     assert!(
-        backed_up,
-        "the second scheduled run did not back up:\n{log}"
-    );
-    assert!(
-        bin.join("failed-once").exists(),
-        "the first run did not fail:\n{log}"
-    );
-    assert!(
-        log.contains("postgres: the scheduled job failed:")
-            && log.contains("simulated failure")
-            && log.contains("the daemon goes on"),
+        log.contains("postgres: the scheduled job failed:") && log.contains("simulated failure") && log.contains("the daemon goes on"),
         "{log}"
     );
     assert_eq!(out.status.code(), Some(0), "{log}");
@@ -153,24 +112,13 @@ fn a_stop_during_a_scheduled_backup_ends_it_as_backup_does_with_exit_1() {
     let bin = stalling_pg_tool(case.dir.path(), "pg_dump", 30_000);
     let block = case
         .postgres_block("    schedule: \"* * * * * *\"\n")
-        .replace(
-            "    databases:",
-            &format!("    bin_dir: {}\n    databases:", bin.display()),
-        );
+        .replace("    databases:", &format!("    bin_dir: {}\n    databases:", bin.display()));
     let config = case.backup_config_with(&Transport::File, &block, "daemon.yaml");
     let child = spawn_daemon(&config);
     let pid_file = case.dir.path().join("stalling-bin/pg_dump.pid");
-    assert!(
-        wait_for(Duration::from_secs(30), || std::fs::metadata(&pid_file)
-            .is_ok_and(|m| m.len() > 0)),
-        "pg_dump never started"
-    );
+    assert!(wait_for(Duration::from_secs(30), || std::fs::metadata(&pid_file).is_ok_and(|m| m.len() > 0)), "pg_dump never started");
     let out = terminate(child);
-    assert_fails(
-        &out,
-        1,
-        "backup stopped by SIGTERM (stopped part-way, nothing committed: postgres)",
-    );
+    assert_fails(&out, 1, "backup stopped by SIGTERM (stopped part-way, nothing committed: postgres)");
     assert_eq!(complete_runs(&case, &config), 0);
 }
 
@@ -179,18 +127,9 @@ fn a_bad_cron_expression_is_a_configuration_error_naming_its_key() {
     let case = Case::new("daemon_bad_cron");
     for (schedule, key) in [
         ("\"0 25 * * *\"", "stores.postgres.schedule `0 25 * * *`"),
-        (
-            "\"0 1 * *\"",
-            "stores.postgres.schedule `0 1 * *` is not a five-field cron expression",
-        ),
-        (
-            "{ dump: \"0 1 * * mon-\" }",
-            "stores.postgres.schedule.dump `0 1 * * mon-`",
-        ),
-        (
-            "{ daily: \"0 1 * * *\" }",
-            "stores.postgres.schedule.daily is not a schedule key",
-        ),
+        ("\"0 1 * *\"", "stores.postgres.schedule `0 1 * *` is not a five-field cron expression"),
+        ("{ dump: \"0 1 * * mon-\" }", "stores.postgres.schedule.dump `0 1 * * mon-`"),
+        ("{ daily: \"0 1 * * *\" }", "stores.postgres.schedule.daily is not a schedule key"),
     ] {
         let block = case.postgres_block(&format!("    schedule: {schedule}\n"));
         let config = case.backup_config_with(&Transport::File, &block, "bad.yaml");
@@ -206,22 +145,14 @@ fn a_bad_cron_expression_is_a_configuration_error_naming_its_key() {
     // Six fields are for tests only: without the switch, a seconds field is refused.
     let block = case.postgres_block("    schedule: \"0 0 1 * * *\"\n");
     let config = case.backup_config_with(&Transport::File, &block, "seconds.yaml");
-    assert_fails(
-        &lifeboat(&config, &["daemon"]),
-        2,
-        "is not a five-field cron expression",
-    );
+    assert_fails(&lifeboat(&config, &["daemon"]), 2, "is not a five-field cron expression");
 }
 
 #[test]
 fn a_restore_daemon_without_any_schedule_refuses_to_start() {
     let case = Case::new("daemon_restore");
     let config = case.restore_config(&Transport::File);
-    assert_fails(
-        &lifeboat(&config, &["daemon"]),
-        2,
-        "role restore: no enabled store has a schedule",
-    );
+    assert_fails(&lifeboat(&config, &["daemon"]), 2, "role restore: no enabled store has a schedule");
 }
 
 #[test]
@@ -230,9 +161,7 @@ fn a_restore_daemon_restores_a_store_on_its_schedule() {
     seed_postgres(&case.db, 100);
     let backup = case.backup_config(&Transport::File);
     assert_ok(&lifeboat(&backup, &["backup"]));
-    let before = psql(&case.db, "SELECT count(*) FROM registry.event")
-        .trim()
-        .to_string();
+    let before = psql(&case.db, "SELECT count(*) FROM registry.event").trim().to_string();
     psql(&case.db, "DELETE FROM registry.event");
     let second = (chrono::Utc::now().second() + 4) % 60;
     let block = case.postgres_block(&format!("    schedule: \"{second} * * * * *\"\n"));
@@ -261,27 +190,18 @@ fn a_restore_daemon_restores_a_store_on_its_schedule() {
     };
     // The drill report is the restore's last write: after it, the daemon is idle again.
     let drill_report = || {
-        std::fs::read_dir(&case.server_path)
-            .unwrap()
-            .flatten()
-            .any(|run| {
-                std::fs::read_dir(run.path().join("postgres"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|f| f.file_name().to_string_lossy().starts_with("drill-"))
-            })
+        std::fs::read_dir(&case.server_path).unwrap().flatten().any(|run| {
+            std::fs::read_dir(run.path().join("postgres"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().starts_with("drill-"))
+        })
     };
-    let restored = wait_for(Duration::from_secs(75), || {
-        drill_report() && count() == before
-    });
+    let restored = wait_for(Duration::from_secs(75), || drill_report() && count() == before);
     let out = terminate(child);
     let log = stderr(&out);
-    assert!(
-        restored,
-        "the scheduled restore did not bring the rows back ({}):\n{log}",
-        count()
-    );
+    assert!(restored, "the scheduled restore did not bring the rows back ({}):\n{log}", count());
     assert!(log.contains("postgres: next restore at"), "{log}");
     assert_eq!(out.status.code(), Some(0), "{log}");
 }

@@ -16,13 +16,6 @@ fn backup_server_playbook_runs_twice_and_each_key_can_only_what_it_should() {
         .expect("running tests/ansible/test_playbook.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tests/ansible/test_playbook.sh failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains("all ansible tests passed"),
-        "the script ended early:\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success(), "tests/ansible/test_playbook.sh failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("all ansible tests passed"), "the script ended early:\n{stdout}\n{stderr}");
 }

@@ -9,13 +9,8 @@ use std::process::Command;
 
 #[test]
 fn helm_chart_renders_validates_and_refuses() {
-    let python = PathBuf::from(std::env::var("HOME").expect("HOME is not set"))
-        .join(".cache/lifeboat-tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-deps",
-        python.display()
-    );
+    let python = PathBuf::from(std::env::var("HOME").expect("HOME is not set")).join(".cache/lifeboat-tools/venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/install-deps", python.display());
     let out = Command::new(&python)
         .arg("tests/helm/test_chart.py")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -24,13 +19,6 @@ fn helm_chart_renders_validates_and_refuses() {
         .expect("running tests/helm/test_chart.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tests/helm/test_chart.py failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(
-        !stdout.contains("skip "),
-        "a chart test was skipped:\n{stdout}"
-    );
+    assert!(out.status.success(), "tests/helm/test_chart.py failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(!stdout.contains("skip "), "a chart test was skipped:\n{stdout}");
 }

@@ -83,10 +83,7 @@ fn call_argument(text: &str, start: usize, first_only: bool) -> &str {
 fn external_ident(arg: &str) -> Option<&str> {
     let rest = arg.strip_prefix("crate::").unwrap_or(arg).strip_prefix("external::")?;
     let ident = rest.strip_suffix(".name")?;
-    ident
-        .chars()
-        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        .then_some(ident)
+    ident.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_').then_some(ident)
 }
 
 /// The `pub const IDENT: Program = program("name", ...)` entries of src/external.rs.
@@ -144,26 +141,18 @@ fn spawn_problems(files: &[(String, String)], declared: &BTreeMap<String, String
         }
         // Names handed to wrappers by other routes (a default, a bin_dir join).
         for (at, _) in s.text.match_indices("external::") {
-            let end = s.text[at..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-                .map_or(s.text.len(), |e| at + e);
+            let end = s.text[at..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).map_or(s.text.len(), |e| at + e);
             let ident = &s.text[at + "external::".len()..end];
             if let Some(name) = declared.get(ident) {
                 used.insert(name.clone());
             } else if !ident.is_empty() && s.text[end..].starts_with(".name") {
-                problems.push(format!(
-                    "{path}:{}: external::{ident} is not a Program in src/external.rs",
-                    s.lines[at]
-                ));
+                problems.push(format!("{path}:{}: external::{ident} is not a Program in src/external.rs", s.lines[at]));
             }
         }
     }
     for wrapper in WRAPPERS {
         if files.iter().any(|(p, _)| p == wrapper.0) && !wrappers_seen.contains(wrapper) {
-            problems.push(format!(
-                "{}: no longer calls Command::new({}): update WRAPPERS in tests/deploy_image.rs",
-                wrapper.0, wrapper.1
-            ));
+            problems.push(format!("{}: no longer calls Command::new({}): update WRAPPERS in tests/deploy_image.rs", wrapper.0, wrapper.1));
         }
     }
     problems
@@ -190,11 +179,7 @@ fn every_program_lifeboat_starts_is_named_in_external_rs() {
         .filter(|(_, name)| !listed.contains(name.as_str()))
         .map(|(ident, _)| format!("src/external.rs: {ident} is missing from ALL"))
         .collect();
-    assert_eq!(
-        declared.len(),
-        external::ALL.len(),
-        "src/external.rs: every Program constant, and only those, in ALL"
-    );
+    assert_eq!(declared.len(), external::ALL.len(), "src/external.rs: every Program constant, and only those, in ALL");
 
     let mut files = Vec::new();
     source_files(&root().join("src"), &mut files);
@@ -215,27 +200,15 @@ fn every_program_lifeboat_starts_is_named_in_external_rs() {
 fn a_program_started_by_a_literal_name_is_caught() {
     let declared = declared_programs(&read("src/external.rs"));
     let files = vec![
-        (
-            "src/stores/new/mod.rs".to_string(),
-            "let c = tokio::process::Command::new(\"mongodump\")\n    .arg(\"--archive\");".to_string(),
-        ),
-        (
-            "src/stores/postgres/mod.rs".to_string(),
-            "self.tools\n    .run_with_input(\"pg_restore\", &args, input)".to_string(),
-        ),
+        ("src/stores/new/mod.rs".to_string(), "let c = tokio::process::Command::new(\"mongodump\")\n    .arg(\"--archive\");".to_string()),
+        ("src/stores/postgres/mod.rs".to_string(), "self.tools\n    .run_with_input(\"pg_restore\", &args, input)".to_string()),
         ("src/server/ssh.rs".to_string(), "Command::new(external::SSH.name)".to_string()),
     ];
     let mut used = BTreeSet::new();
     let problems = spawn_problems(&files, &declared, &mut used);
     assert_eq!(problems.len(), 2, "{problems:#?}");
-    assert!(
-        problems[0].contains("src/stores/new/mod.rs:1") && problems[0].contains("\"mongodump\""),
-        "{problems:#?}"
-    );
-    assert!(
-        problems[1].contains("src/stores/postgres/mod.rs:2") && problems[1].contains("\"pg_restore\""),
-        "{problems:#?}"
-    );
+    assert!(problems[0].contains("src/stores/new/mod.rs:1") && problems[0].contains("\"mongodump\""), "{problems:#?}");
+    assert!(problems[1].contains("src/stores/postgres/mod.rs:2") && problems[1].contains("\"pg_restore\""), "{problems:#?}");
     assert_eq!(used, BTreeSet::from(["ssh".to_string()]));
 }
 
@@ -284,11 +257,7 @@ fn parse_dockerfile(text: &str) -> Vec<Stage> {
                 [_, as_, name] if as_.eq_ignore_ascii_case("as") => name.to_string(),
                 _ => String::new(),
             };
-            stages.push(Stage {
-                name,
-                from: words.first().unwrap_or(&"").to_string(),
-                ..Stage::default()
-            });
+            stages.push(Stage { name, from: words.first().unwrap_or(&"").to_string(), ..Stage::default() });
             continue;
         }
         let Some(stage) = stages.last_mut() else { continue };
@@ -315,11 +284,7 @@ impl Stage {
     }
 
     fn all(&self, keyword: &str) -> Vec<&str> {
-        self.instructions
-            .iter()
-            .filter(|(k, _)| k == keyword)
-            .map(|(_, r)| r.as_str())
-            .collect()
+        self.instructions.iter().filter(|(k, _)| k == keyword).map(|(_, r)| r.as_str()).collect()
     }
 
     /// Packages named by `apt-get install` in this stage's RUNs: package -> pinned version.
@@ -349,10 +314,7 @@ fn upstream(debian: &str) -> &str {
 
 /// The leading numbers of a version (`2.55.1` -> [2, 55, 1], `1.6.7~rc0` -> [1, 6, 7]).
 fn numbers(version: &str) -> Vec<u64> {
-    version
-        .split('.')
-        .map_while(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .collect()
+    version.split('.').map_while(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
 }
 
 /// The Debian package that provides each program in the image (`$PG_MAJOR` from the Dockerfile).
@@ -409,11 +371,7 @@ fn tested() -> Tested {
         .find_map(|w| w.strip_prefix('v'))
         .unwrap_or_else(|| panic!("cannot read influxd's version from {text:?}"))
         .to_string();
-    Tested {
-        pg_major,
-        pgbackrest,
-        influxd,
-    }
+    Tested { pg_major, pgbackrest, influxd }
 }
 
 /// Whether `version` (a Debian version pinned in the image) is one `program` works with.
@@ -482,9 +440,7 @@ fn image_problems(dockerfile: &str, programs: &[Program], tested: &Tested) -> Ve
         let who = program.map_or_else(|| format!("{package} ({why})"), |p| format!("{} ({})", p.name, p.used_for));
         match installed.get(package) {
             None => problems.push(format!("{who}: the runtime stage does not install package {package}")),
-            Some(None) => problems.push(format!(
-                "{who}: package {package} is installed without a pinned version ({package}=VERSION)"
-            )),
+            Some(None) => problems.push(format!("{who}: package {package} is installed without a pinned version ({package}=VERSION)")),
             Some(Some(version)) => {
                 if let Some(p) = program
                     && let Some(problem) = version_problem(p, package, version, &pg_major, tested)
@@ -496,18 +452,13 @@ fn image_problems(dockerfile: &str, programs: &[Program], tested: &Tested) -> Ve
     }
     for (package, version) in &installed {
         if version.is_none() && !needed.iter().any(|(p, _)| p == package) {
-            problems.push(format!(
-                "package {package} is installed without a pinned version ({package}=VERSION)"
-            ));
+            problems.push(format!("package {package} is installed without a pinned version ({package}=VERSION)"));
         }
     }
 
     // Lifeboat's release build, copied from the build stage.
     let builds_release = build.all("RUN").iter().any(|r| r.contains("cargo build --release --locked"));
-    let installs_release = build
-        .all("RUN")
-        .iter()
-        .any(|r| r.contains("target/release/lifeboat /usr/local/bin/lifeboat"));
+    let installs_release = build.all("RUN").iter().any(|r| r.contains("target/release/lifeboat /usr/local/bin/lifeboat"));
     if !builds_release || !installs_release {
         problems.push(format!(
             "build stage `{}`: expected `cargo build --release --locked` and target/release/lifeboat installed as /usr/local/bin/lifeboat",
@@ -545,10 +496,7 @@ fn image_problems(dockerfile: &str, programs: &[Program], tested: &Tested) -> Ve
 #[test]
 fn the_image_installs_every_program_at_the_version_lifeboat_expects() {
     let tested = tested();
-    report(
-        "deploy/image/Dockerfile",
-        image_problems(&read("deploy/image/Dockerfile"), &external::ALL, &tested),
-    );
+    report("deploy/image/Dockerfile", image_problems(&read("deploy/image/Dockerfile"), &external::ALL, &tested));
 }
 
 #[test]
@@ -562,68 +510,23 @@ fn an_image_missing_or_misversioning_a_program_is_caught() {
             "\\",
             "influxd (InfluxDB backup and restore): the runtime stage does not install package influxdb",
         ),
-        (
-            "ARG PGBACKREST_VERSION=2.55.1-1",
-            "ARG PGBACKREST_VERSION=2.45-1",
-            "older than 2.46",
-        ),
-        (
-            "ARG PG_MAJOR=15",
-            "ARG PG_MAJOR=17",
-            "ARG PG_MAJOR=17, but the tests' PostgreSQL server is",
-        ),
-        (
-            "\"openssh-client=$OPENSSH_CLIENT_VERSION\"",
-            "openssh-client",
-            "package openssh-client is installed without a pinned version",
-        ),
-        (
-            "ENTRYPOINT [\"/usr/local/bin/lifeboat\"]",
-            "ENTRYPOINT /usr/local/bin/lifeboat",
-            "ENTRYPOINT must be the exec form",
-        ),
+        ("ARG PGBACKREST_VERSION=2.55.1-1", "ARG PGBACKREST_VERSION=2.45-1", "older than 2.46"),
+        ("ARG PG_MAJOR=15", "ARG PG_MAJOR=17", "ARG PG_MAJOR=17, but the tests' PostgreSQL server is"),
+        ("\"openssh-client=$OPENSSH_CLIENT_VERSION\"", "openssh-client", "package openssh-client is installed without a pinned version"),
+        ("ENTRYPOINT [\"/usr/local/bin/lifeboat\"]", "ENTRYPOINT /usr/local/bin/lifeboat", "ENTRYPOINT must be the exec form"),
     ];
     for (from, to, needle) in cases {
-        assert!(
-            dockerfile.contains(from),
-            "the Dockerfile no longer contains {from:?}: update this test"
-        );
+        assert!(dockerfile.contains(from), "the Dockerfile no longer contains {from:?}: update this test");
         let broken = dockerfile.replacen(from, to, 1);
         let problems = image_problems(&broken, &external::ALL, &tested);
-        assert!(
-            problems.iter().any(|p| p.contains(needle)),
-            "replacing {from:?} gave {problems:#?}, expected one naming {needle:?}"
-        );
+        assert!(problems.iter().any(|p| p.contains(needle)), "replacing {from:?} gave {problems:#?}, expected one naming {needle:?}");
     }
-    let no_user: String = dockerfile
-        .lines()
-        .filter(|l| !l.starts_with("USER "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        image_problems(&no_user, &external::ALL, &tested)
-            .iter()
-            .any(|p| p.contains("no USER"))
-    );
+    let no_user: String = dockerfile.lines().filter(|l| !l.starts_with("USER ")).collect::<Vec<_>>().join("\n");
+    assert!(image_problems(&no_user, &external::ALL, &tested).iter().any(|p| p.contains("no USER")));
     let root_user = dockerfile.replace("USER ${LIFEBOAT_UID}:${LIFEBOAT_UID}", "USER root");
-    assert!(
-        image_problems(&root_user, &external::ALL, &tested)
-            .iter()
-            .any(|p| p.contains("USER root"))
-    );
-    let new_tool = [
-        external::ALL.as_slice(),
-        &[Program {
-            name: "mongodump",
-            ..external::SSH
-        }],
-    ]
-    .concat();
-    assert!(
-        image_problems(&dockerfile, &new_tool, &tested)
-            .iter()
-            .any(|p| p.starts_with("mongodump: no package known"))
-    );
+    assert!(image_problems(&root_user, &external::ALL, &tested).iter().any(|p| p.contains("USER root")));
+    let new_tool = [external::ALL.as_slice(), &[Program { name: "mongodump", ..external::SSH }]].concat();
+    assert!(image_problems(&dockerfile, &new_tool, &tested).iter().any(|p| p.starts_with("mongodump: no package known")));
 }
 
 /// The Helm chart's jobs run as a uid; ssh and PostgreSQL refuse a uid without a passwd entry, so
@@ -634,29 +537,15 @@ fn the_chart_runs_the_jobs_as_the_images_user() {
     let runtime = stages.last().expect("a stage");
     let user = runtime.expand(runtime.all("USER").last().expect("a USER"));
     let uid = user.split(':').next().unwrap().to_string();
-    let creates = runtime
-        .all("RUN")
-        .iter()
-        .any(|r| runtime.expand(r).contains(&format!("useradd --uid \"{uid}\"")));
-    assert!(
-        creates,
-        "deploy/image/Dockerfile: USER {user}, but no `useradd --uid \"{uid}\"` gives it a passwd entry"
-    );
+    let creates = runtime.all("RUN").iter().any(|r| runtime.expand(r).contains(&format!("useradd --uid \"{uid}\"")));
+    assert!(creates, "deploy/image/Dockerfile: USER {user}, but no `useradd --uid \"{uid}\"` gives it a passwd entry");
     let chart = read("deploy/helm/lifeboat/templates/_job.tpl") + &read("deploy/helm/lifeboat/values.yaml");
     // Literal uids are the jobs'; templated ones take PostgreSQL's uid from the values (the sidecar
     // and the differential restore run as the data directory's owner).
-    let chart_uids: BTreeSet<&str> = chart
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("runAsUser:"))
-        .map(str::trim)
-        .filter(|u| !u.contains("{{"))
-        .collect();
+    let chart_uids: BTreeSet<&str> =
+        chart.lines().filter_map(|l| l.trim().strip_prefix("runAsUser:")).map(str::trim).filter(|u| !u.contains("{{")).collect();
     assert!(!chart_uids.is_empty(), "deploy/helm/lifeboat: no runAsUser found");
-    assert_eq!(
-        chart_uids,
-        BTreeSet::from([uid.as_str()]),
-        "the chart's runAsUser must be the image's uid {uid}"
-    );
+    assert_eq!(chart_uids, BTreeSet::from([uid.as_str()]), "the chart's runAsUser must be the image's uid {uid}");
     let postgres_uid = chart
         .lines()
         .find_map(|l| l.trim().strip_prefix("run_as_user:"))
@@ -677,14 +566,9 @@ fn the_release_profile_strips_the_binary() {
     let cargo = read("Cargo.toml");
     let profile = cargo.split("[profile.release]").nth(1).expect("Cargo.toml: no [profile.release]");
     let profile = profile.split("\n[").next().unwrap_or_default();
-    let strips = profile
-        .lines()
-        .map(|l| l.split('#').next().unwrap().replace(' ', ""))
-        .any(|l| l == "strip=true" || l == "strip=\"symbols\"");
-    assert!(
-        strips,
-        "Cargo.toml [profile.release] must set strip = true (the image's binary must stay under 40 MB)"
-    );
+    let strips =
+        profile.lines().map(|l| l.split('#').next().unwrap().replace(' ', "")).any(|l| l == "strip=true" || l == "strip=\"symbols\"");
+    assert!(strips, "Cargo.toml [profile.release] must set strip = true (the image's binary must stay under 40 MB)");
 }
 
 /// With `LIFEBOAT_RELEASE_BIN` set (scripts/test sets it after `cargo build --release`), that
@@ -697,10 +581,7 @@ fn the_release_binary_is_under_40_mb() {
     };
     let size = std::fs::metadata(&path)
         .unwrap_or_else(|e| {
-            panic!(
-                "LIFEBOAT_RELEASE_BIN={}: {e}; build it with cargo build --release --locked",
-                Path::new(&path).display()
-            )
+            panic!("LIFEBOAT_RELEASE_BIN={}: {e}; build it with cargo build --release --locked", Path::new(&path).display())
         })
         .len();
     assert!(

@@ -39,15 +39,8 @@ fn mongo_fingerprint(db: &str) -> String {
         names.sort();
         let mut hash = Sha256::new();
         for name in &names {
-            let docs: Vec<Document> = database
-                .collection::<Document>(name)
-                .find(doc! {})
-                .sort(doc! { "_id": 1 })
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap();
+            let docs: Vec<Document> =
+                database.collection::<Document>(name).find(doc! {}).sort(doc! { "_id": 1 }).await.unwrap().try_collect().await.unwrap();
             hash.update(format!("{name} {}\n", docs.len()));
             for d in docs {
                 hash.update(Bson::Document(d).into_canonical_extjson().to_string());
@@ -76,9 +69,7 @@ fn mongo_archive(version: &str, namespaces: &[(&str, &str)]) -> Vec<u8> {
     out.extend(TERMINATOR);
     for (db, collection) in namespaces {
         for eof in [false, true] {
-            out.extend(bson_bytes(
-                &doc! { "db": *db, "collection": *collection, "EOF": eof, "CRC": 0i64 },
-            ));
+            out.extend(bson_bytes(&doc! { "db": *db, "collection": *collection, "EOF": eof, "CRC": 0i64 }));
             out.extend(TERMINATOR);
         }
     }
@@ -90,75 +81,40 @@ fn mongo_hostile(name: &str, transport: Transport) {
     case.db = format!("lb_hostile_{name}");
     let db = mongo().database(&case.db);
     block(db.drop()).unwrap();
-    let people: Vec<Document> = (0..50)
-        .map(|i| doc! { "_id": i, "name": format!("Zoë {i}"), "nested": { "a": [i, 2] } })
-        .collect();
+    let people: Vec<Document> = (0..50).map(|i| doc! { "_id": i, "name": format!("Zoë {i}"), "nested": { "a": [i, 2] } }).collect();
     block(db.collection::<Document>("people").insert_many(people)).unwrap();
-    let stores = format!(
-        "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{}]\n",
-        case.db
-    );
+    let stores = format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{}]\n", case.db);
     let backup = case.backup_config_with(&transport, &stores, "backup.yaml");
     let restore = case.restore_config_with(&transport, &stores, "restore.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let backed_up = mongo_fingerprint(&case.db);
-    block(
-        db.collection::<Document>("people")
-            .insert_one(doc! { "_id": "marker", "written": "after the backup" }),
-    )
-    .unwrap();
+    block(db.collection::<Document>("people").insert_one(doc! { "_id": "marker", "written": "after the backup" })).unwrap();
     let marked = mongo_fingerprint(&case.db);
 
-    let stored = Stored::find(&case, &backup, "mongodb", |n| {
-        n.ends_with(".archive.zst.age")
-    });
+    let stored = Stored::find(&case, &backup, "mongodb", |n| n.ends_with(".archive.zst.age"));
     let original = stored.plain(&case);
     let own = case.db.as_str();
     // A block of a namespace of another database, after every real one.
     let mut foreign_block = original.clone();
-    foreign_block.extend(bson_bytes(
-        &doc! { "db": "admin", "collection": "people", "EOF": false, "CRC": 0i64 },
-    ));
+    foreign_block.extend(bson_bytes(&doc! { "db": "admin", "collection": "people", "EOF": false, "CRC": 0i64 }));
     foreign_block.extend(bson_bytes(&doc! { "_id": 1 }));
     foreign_block.extend(TERMINATOR);
     // A length of 2 GiB after every real block.
     let mut oversize = original.clone();
     oversize.extend(0x7fff_ffffi32.to_le_bytes());
     let cases: Vec<(Vec<u8>, String)> = vec![
-        (
-            mongo_archive("0.1", &[("lb_hostile_other", "people")]),
-            format!("holds lb_hostile_other.people, which is not in database {own}"),
-        ),
-        (
-            mongo_archive("0.1", &[(own, "system.users")]),
-            format!("`{own}.system.users`, which is a system collection"),
-        ),
-        (
-            mongo_archive("0.1", &[(own, "a$b")]),
-            format!("`{own}.a$b`, which is not a valid collection name"),
-        ),
-        (
-            mongo_archive("0.2", &[(own, "people")]),
-            "format version `0.2`, this Lifeboat reads 0.1".into(),
-        ),
-        (
-            foreign_block,
-            "data for admin.people, which its prelude does not list".into(),
-        ),
-        (
-            oversize,
-            "2147483647 is neither a BSON document length".into(),
-        ),
+        (mongo_archive("0.1", &[("lb_hostile_other", "people")]), format!("holds lb_hostile_other.people, which is not in database {own}")),
+        (mongo_archive("0.1", &[(own, "system.users")]), format!("`{own}.system.users`, which is a system collection")),
+        (mongo_archive("0.1", &[(own, "a$b")]), format!("`{own}.a$b`, which is not a valid collection name")),
+        (mongo_archive("0.2", &[(own, "people")]), "format version `0.2`, this Lifeboat reads 0.1".into()),
+        (foreign_block, "data for admin.people, which its prelude does not list".into()),
+        (oversize, "2147483647 is neither a BSON document length".into()),
     ];
     for (plain, needle) in cases {
         stored.replace(&case, &plain);
         let line = refused(&restore, &needle);
         assert!(line.contains("nothing was restored"), "{line}");
-        assert_eq!(
-            mongo_fingerprint(&case.db),
-            marked,
-            "the database is untouched after: {line}"
-        );
+        assert_eq!(mongo_fingerprint(&case.db), marked, "the database is untouched after: {line}");
     }
     stored.replace(&case, &original);
     assert_ok(&lifeboat(&restore, &["restore", "--yes"]));
@@ -182,24 +138,14 @@ fn mongodb_backup_naming_a_database_outside_the_restore_config_is_refused() {
     case.db = "lb_hostile_mongo_db".into();
     let db = mongo().database(&case.db);
     block(db.drop()).unwrap();
-    block(
-        db.collection::<Document>("people")
-            .insert_one(doc! { "_id": 1 }),
-    )
-    .unwrap();
-    let stores = format!(
-        "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{}]\n",
-        case.db
-    );
+    block(db.collection::<Document>("people").insert_one(doc! { "_id": 1 })).unwrap();
+    let stores = format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{}]\n", case.db);
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     // The manifest now claims the archive is the `admin` database's.
-    let stored = Stored::find(&case, &backup, "mongodb", |n| {
-        n.ends_with(".archive.zst.age")
-    });
+    let stored = Stored::find(&case, &backup, "mongodb", |n| n.ends_with(".archive.zst.age"));
     let path = stored.run_dir.join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     manifest["extra"]["databases"] = serde_json::json!({ "admin": stored.name });
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     case.sign_manifest(&stored.run_dir);
@@ -209,10 +155,7 @@ fn mongodb_backup_naming_a_database_outside_the_restore_config_is_refused() {
         "the backup holds database `admin`, which stores.mongodb.databases does not list",
     );
     let all = stores.replace(&format!("    databases: [{}]\n", case.db), "");
-    refused(
-        &case.restore_config_with(&Transport::File, &all, "all.yaml"),
-        "database `admin`",
-    );
+    refused(&case.restore_config_with(&Transport::File, &all, "all.yaml"), "database `admin`");
     assert_eq!(mongo_fingerprint("admin"), marked);
     block(db.drop()).unwrap();
 }
@@ -225,38 +168,20 @@ fn s3() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         ensure_server("s3");
-        let key = |f: &str| {
-            std::fs::read_to_string(state().join(f))
-                .unwrap()
-                .trim()
-                .to_string()
-        };
+        let key = |f: &str| std::fs::read_to_string(state().join(f)).unwrap().trim().to_string();
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(format!("http://127.0.0.1:{S3_PORT}"))
             .force_path_style(true)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                key("s3-access-key"),
-                key("s3-secret-key"),
-                None,
-                None,
-                "test",
-            ))
+            .credentials_provider(Credentials::new(key("s3-access-key"), key("s3-secret-key"), None, None, "test"))
             .build();
         Client::from_conf(config)
     })
 }
 
 fn put(bucket: &str, key: &str, body: &[u8]) {
-    block(
-        s3().put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .send(),
-    )
-    .unwrap();
+    block(s3().put_object().bucket(bucket).key(key).body(ByteStream::from(body.to_vec())).send()).unwrap();
 }
 
 /// Empties and deletes `bucket` if it exists, then creates it with `objects`.
@@ -265,12 +190,7 @@ fn fresh_bucket(bucket: &str, objects: &[(&str, &[u8])]) {
         if s3().head_bucket().bucket(bucket).send().await.is_ok() {
             let page = s3().list_objects_v2().bucket(bucket).send().await.unwrap();
             for o in page.contents() {
-                s3().delete_object()
-                    .bucket(bucket)
-                    .key(o.key().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
+                s3().delete_object().bucket(bucket).key(o.key().unwrap()).send().await.unwrap();
             }
             s3().delete_bucket().bucket(bucket).send().await.unwrap();
         }
@@ -287,20 +207,9 @@ fn bucket_fingerprint(bucket: &str) -> String {
         let page = s3().list_objects_v2().bucket(bucket).send().await.unwrap();
         let mut lines = Vec::new();
         for o in page.contents() {
-            let got = s3()
-                .get_object()
-                .bucket(bucket)
-                .key(o.key().unwrap())
-                .send()
-                .await
-                .unwrap();
+            let got = s3().get_object().bucket(bucket).key(o.key().unwrap()).send().await.unwrap();
             let body = got.body.collect().await.unwrap().into_bytes();
-            lines.push(format!(
-                "{} {} {}",
-                o.key().unwrap(),
-                body.len(),
-                hex::encode(Sha256::digest(&body))
-            ));
+            lines.push(format!("{} {} {}", o.key().unwrap(), body.len(), hex::encode(Sha256::digest(&body))));
         }
         lines.join("\n")
     })
@@ -324,26 +233,13 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 struct Tar(Vec<u8>);
 
 impl Tar {
-    fn entry(
-        &mut self,
-        path: &str,
-        records: &[(&str, &str)],
-        kind: tar::EntryType,
-        size: u64,
-        link: &str,
-        body: &[u8],
-    ) -> &mut Tar {
+    fn entry(&mut self, path: &str, records: &[(&str, &str)], kind: tar::EntryType, size: u64, link: &str, body: &[u8]) -> &mut Tar {
         let mut pax = Vec::new();
         pax_record(&mut pax, "path", path.as_bytes());
         for (k, v) in records {
             pax_record(&mut pax, k, v.as_bytes());
         }
-        self.header(
-            "././@PaxHeader",
-            tar::EntryType::XHeader,
-            pax.len() as u64,
-            "",
-        );
+        self.header("././@PaxHeader", tar::EntryType::XHeader, pax.len() as u64, "");
         self.body(&pax);
         self.header(path, kind, size, link);
         self.body(body)
@@ -374,31 +270,13 @@ impl Tar {
 
     /// The archive header entry, then the bucket's directory entry.
     fn start(format: u32, buckets: &[&str]) -> Tar {
-        let listed: BTreeMap<&str, serde_json::Value> = buckets
-            .iter()
-            .map(|b| (*b, serde_json::json!({"policy": null, "versioning": null})))
-            .collect();
-        let header =
-            serde_json::to_vec(&serde_json::json!({ "format": format, "buckets": listed }))
-                .unwrap();
+        let listed: BTreeMap<&str, serde_json::Value> =
+            buckets.iter().map(|b| (*b, serde_json::json!({"policy": null, "versioning": null}))).collect();
+        let header = serde_json::to_vec(&serde_json::json!({ "format": format, "buckets": listed })).unwrap();
         let mut tar = Tar::default();
-        tar.entry(
-            "_lifeboat-minio.json",
-            &[],
-            tar::EntryType::Regular,
-            header.len() as u64,
-            "",
-            &header,
-        );
+        tar.entry("_lifeboat-minio.json", &[], tar::EntryType::Regular, header.len() as u64, "", &header);
         for b in buckets {
-            tar.entry(
-                &format!("{b}/"),
-                &[("LIFEBOAT.bucket", b)],
-                tar::EntryType::Directory,
-                0,
-                "",
-                b"",
-            );
+            tar.entry(&format!("{b}/"), &[("LIFEBOAT.bucket", b)], tar::EntryType::Directory, 0, "", b"");
         }
         tar
     }
@@ -428,17 +306,37 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
     let regular = tar::EntryType::Regular;
     let cases: Vec<(Vec<u8>, String, Option<&PathBuf>)> = vec![
         (
-            Tar::start(1, &[bucket]).entry("lb-hostile-elsewhere/x", &[("LIFEBOAT.bucket", "lb-hostile-elsewhere"), ("LIFEBOAT.key", "x")], regular, 1, "", b"x").finish(),
+            Tar::start(1, &[bucket])
+                .entry(
+                    "lb-hostile-elsewhere/x",
+                    &[("LIFEBOAT.bucket", "lb-hostile-elsewhere"), ("LIFEBOAT.key", "x")],
+                    regular,
+                    1,
+                    "",
+                    b"x",
+                )
+                .finish(),
             "holds bucket `lb-hostile-elsewhere` (entry `lb-hostile-elsewhere/x`), which its header does not list".into(),
             None,
         ),
         (
-            Tar::start(1, &[bucket]).entry(&format!("{bucket}/link"), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "link")], tar::EntryType::Symlink, 0, &link_target.display().to_string(), b"").finish(),
+            Tar::start(1, &[bucket])
+                .entry(
+                    &format!("{bucket}/link"),
+                    &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "link")],
+                    tar::EntryType::Symlink,
+                    0,
+                    &link_target.display().to_string(),
+                    b"",
+                )
+                .finish(),
             format!("entry Lifeboat did not write (`{bucket}/link`, a symbolic link)"),
             Some(&link_target),
         ),
         (
-            Tar::start(1, &[bucket]).entry(&abs_target.display().to_string(), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "x")], regular, 1, "", b"x").finish(),
+            Tar::start(1, &[bucket])
+                .entry(&abs_target.display().to_string(), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "x")], regular, 1, "", b"x")
+                .finish(),
             format!("entry `{}`, whose path is not its bucket and key", abs_target.display()),
             Some(&abs_target),
         ),
@@ -448,12 +346,16 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
             None,
         ),
         (
-            Tar::start(1, &[bucket]).entry(&format!("{bucket}/a/../../../x"), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "x")], regular, 1, "", b"x").finish(),
+            Tar::start(1, &[bucket])
+                .entry(&format!("{bucket}/a/../../../x"), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "x")], regular, 1, "", b"x")
+                .finish(),
             format!("entry `{bucket}/a/../../../x`, whose path"),
             None,
         ),
         (
-            Tar::start(1, &[bucket]).entry(&format!("{bucket}/huge"), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "huge")], regular, 6 << 40, "", b"").finish(),
+            Tar::start(1, &[bucket])
+                .entry(&format!("{bucket}/huge"), &[("LIFEBOAT.bucket", bucket), ("LIFEBOAT.key", "huge")], regular, 6 << 40, "", b"")
+                .finish(),
             format!("gives object `{bucket}/huge` a size of {} bytes", 6u64 << 40),
             None,
         ),
@@ -463,17 +365,9 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
         stored.replace(&case, &plain);
         let line = refused(&restore, &needle);
         assert!(line.contains("nothing"), "{line}");
-        assert_eq!(
-            bucket_fingerprint(bucket),
-            marked,
-            "the bucket is untouched after: {line}"
-        );
+        assert_eq!(bucket_fingerprint(bucket), marked, "the bucket is untouched after: {line}");
         if let Some(target) = target {
-            assert!(
-                !target.exists() && target.symlink_metadata().is_err(),
-                "{} was written",
-                target.display()
-            );
+            assert!(!target.exists() && target.symlink_metadata().is_err(), "{} was written", target.display());
         }
     }
 
@@ -488,10 +382,7 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
     manifest["counts"][other] = serde_json::json!({"objects": 0, "bytes": 0});
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     case.sign_manifest(&stored.run_dir);
-    refused(
-        &restore,
-        &format!("the backup holds bucket {other}, which stores.minio.buckets does not list"),
-    );
+    refused(&restore, &format!("the backup holds bucket {other}, which stores.minio.buckets does not list"));
     assert_eq!(bucket_fingerprint(bucket), marked);
     std::fs::write(&path, manifest_text).unwrap();
 
@@ -507,14 +398,8 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
 
 fn influx_fingerprint(db: &str) -> String {
     let rps = influx(None, &format!("SHOW RETENTION POLICIES ON \"{db}\""));
-    let data = influx(
-        Some(db),
-        &format!("SELECT * FROM \"{db}\".\"autogen\"./.*/ GROUP BY *"),
-    );
-    format!(
-        "{}{}",
-        rps["results"][0]["series"], data["results"][0]["series"]
-    )
+    let data = influx(Some(db), &format!("SELECT * FROM \"{db}\".\"autogen\"./.*/ GROUP BY *"));
+    format!("{}{}", rps["results"][0]["series"], data["results"][0]["series"])
 }
 
 /// `original` (a tar of regular files) with `extra` raw entries after its files: each a header
@@ -558,104 +443,50 @@ fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     write(
         db,
         None,
-        &(0..100)
-            .map(|i| {
-                format!(
-                    "registrations,district=Ibombo count={i}i {}\n",
-                    1_704_067_200 + i * 3600
-                )
-            })
-            .collect::<String>(),
+        &(0..100).map(|i| format!("registrations,district=Ibombo count={i}i {}\n", 1_704_067_200 + i * 3600)).collect::<String>(),
     );
     let work = case.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let stores = format!(
-        "work_dir: {}\nstores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{db}]\n",
-        work.display()
-    );
+    let stores =
+        format!("work_dir: {}\nstores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{db}]\n", work.display());
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let backed_up = influx_fingerprint(db);
-    write(
-        db,
-        None,
-        "registrations,district=Marker count=1i 1704067201\n",
-    );
+    write(db, None, "registrations,district=Marker count=1i 1704067201\n");
     let marked = influx_fingerprint(db);
     let stored = Stored::find(&case, &backup, "influxdb", |n| n.ends_with(".tar.zst.age"));
     let original = stored.plain(&case);
 
     let regular = tar::EntryType::Regular;
-    let targets: Vec<PathBuf> = ["a", "u", "m", "l", "h"]
-        .iter()
-        .map(|l| unique_target(&case, l))
-        .collect();
+    let targets: Vec<PathBuf> = ["a", "u", "m", "l", "h"].iter().map(|l| unique_target(&case, l)).collect();
     let shown = |i: usize| targets[i].display().to_string();
     // Enough `..` to reach the root from any work folder, then the target's absolute path.
     let up = |i: usize| format!("{}{}", "../".repeat(12), shown(i).trim_start_matches('/'));
     let (abs, dotdot, mid) = (shown(0), up(1), format!("a/{}", up(2)));
     let (link_target, hard_target) = (shown(3), shown(4));
     let cases: Vec<(Vec<u8>, String)> = vec![
-        (
-            influx_tar(&original, &[(&abs, regular, "", 1, b"x")]),
-            format!("holds entry `{abs}`, which is not a plain file name"),
-        ),
-        (
-            influx_tar(&original, &[(&dotdot, regular, "", 1, b"x")]),
-            format!("holds entry `{dotdot}`, which is not a plain file name"),
-        ),
-        (
-            influx_tar(&original, &[(&mid, regular, "", 1, b"x")]),
-            format!("holds entry `{mid}`"),
-        ),
-        (
-            influx_tar(&original, &[("a//b", regular, "", 1, b"x")]),
-            "holds entry `a//b`, which is not a plain file name".into(),
-        ),
+        (influx_tar(&original, &[(&abs, regular, "", 1, b"x")]), format!("holds entry `{abs}`, which is not a plain file name")),
+        (influx_tar(&original, &[(&dotdot, regular, "", 1, b"x")]), format!("holds entry `{dotdot}`, which is not a plain file name")),
+        (influx_tar(&original, &[(&mid, regular, "", 1, b"x")]), format!("holds entry `{mid}`")),
+        (influx_tar(&original, &[("a//b", regular, "", 1, b"x")]), "holds entry `a//b`, which is not a plain file name".into()),
         (
             // The classic escape: a link out of the folder, then a file written through it.
-            influx_tar(
-                &original,
-                &[
-                    ("link", tar::EntryType::Symlink, &link_target, 0, b""),
-                    ("link", regular, "", 1, b"x"),
-                ],
-            ),
+            influx_tar(&original, &[("link", tar::EntryType::Symlink, &link_target, 0, b""), ("link", regular, "", 1, b"x")]),
             "holds an entry Lifeboat did not write (`link`, a symbolic link)".into(),
         ),
-        (
-            influx_tar(
-                &original,
-                &[("hard", tar::EntryType::Link, &hard_target, 0, b"")],
-            ),
-            "(`hard`, a hard link)".into(),
-        ),
-        (
-            influx_tar(&original, &[("big.s9.tar.gz", regular, "", 1 << 40, b"")]),
-            "(entry `big.s9.tar.gz`)".into(),
-        ),
+        (influx_tar(&original, &[("hard", tar::EntryType::Link, &hard_target, 0, b"")]), "(`hard`, a hard link)".into()),
+        (influx_tar(&original, &[("big.s9.tar.gz", regular, "", 1 << 40, b"")]), "(entry `big.s9.tar.gz`)".into()),
     ];
     for (plain, needle) in cases {
         stored.replace(&case, &plain);
         let line = refused(&restore, &needle);
         assert!(line.contains("nothing was changed"), "{line}");
-        assert_eq!(
-            influx_fingerprint(db),
-            marked,
-            "the database is untouched after: {line}"
-        );
+        assert_eq!(influx_fingerprint(db), marked, "the database is untouched after: {line}");
         for t in &targets {
-            assert!(
-                t.symlink_metadata().is_err(),
-                "{} was written after: {line}",
-                t.display()
-            );
+            assert!(t.symlink_metadata().is_err(), "{} was written after: {line}", t.display());
         }
-        assert!(
-            std::fs::read_dir(&work).unwrap().next().is_none(),
-            "the work folder is cleaned up after: {line}"
-        );
+        assert!(std::fs::read_dir(&work).unwrap().next().is_none(), "the work folder is cleaned up after: {line}");
     }
 
     stored.replace(&case, &original);

@@ -35,30 +35,15 @@ impl TwoRuns {
         let backed_up = fingerprint(&case.db);
         let runs = case.runs(&backup);
         assert_eq!(runs.len(), 2, "{runs:?}");
-        let (first, second) = (
-            runs[0]["id"].as_str().unwrap().to_string(),
-            runs[1]["id"].as_str().unwrap().to_string(),
-        );
+        let (first, second) = (runs[0]["id"].as_str().unwrap().to_string(), runs[1]["id"].as_str().unwrap().to_string());
         psql(&case.db, "DELETE FROM registry.event WHERE id % 2 = 0");
         let changed = fingerprint(&case.db);
         assert_ne!(changed, backed_up);
-        TwoRuns {
-            case,
-            backup,
-            restore,
-            first,
-            second,
-            changed,
-            backed_up,
-        }
+        TwoRuns { case, backup, restore, first, second, changed, backed_up }
     }
 
     fn manifest_path(&self, id: &str) -> PathBuf {
-        self.case
-            .server_path
-            .join(id)
-            .join("postgres")
-            .join("manifest.json")
+        self.case.server_path.join(id).join("postgres").join("manifest.json")
     }
 
     fn manifest(&self, id: &str) -> serde_json::Value {
@@ -85,11 +70,7 @@ impl TwoRuns {
     #[track_caller]
     fn refused(&self, args: &[&str], needle: &str) -> String {
         let line = assert_fails(&self.restore(args), 1, needle);
-        assert_eq!(
-            fingerprint(&self.case.db),
-            self.changed,
-            "a refused restore must leave the target untouched"
-        );
+        assert_eq!(fingerprint(&self.case.db), self.changed, "a refused restore must leave the target untouched");
         line
     }
 
@@ -107,13 +88,7 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
     let listed = t.list_json();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0]["complete"], false);
-    assert!(
-        listed[0]["damaged"]
-            .as_str()
-            .unwrap()
-            .contains("not a valid manifest"),
-        "{listed:?}"
-    );
+    assert!(listed[0]["damaged"].as_str().unwrap().contains("not a valid manifest"), "{listed:?}");
     assert_eq!(listed[1]["complete"], true);
     let out = t.restore(&[]);
     assert_ok(&out);
@@ -121,18 +96,11 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
 
     // `--from` the damaged run names it and stops; verify reports it and exits 1.
     psql(&t.case.db, "DELETE FROM registry.event WHERE id % 2 = 0");
-    let line = t.refused(
-        &["--from", &t.first],
-        &format!("backup {} of postgres is damaged", t.first),
-    );
+    let line = t.refused(&["--from", &t.first], &format!("backup {} of postgres is damaged", t.first));
     assert!(line.contains("choose another with --from"), "{line}");
     let verify = lifeboat(&t.backup, &["verify", "--from", &t.first]);
     assert_fails(&verify, 1, "failed verification");
-    assert!(
-        String::from_utf8_lossy(&verify.stdout).contains("DAMAGED"),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("DAMAGED"), "{}", String::from_utf8_lossy(&verify.stdout));
 
     // Now the NEWEST manifest cut short instead (the older one repaired): restore passes over
     // it, says so, and restores the older run; status counts it.
@@ -141,16 +109,8 @@ fn cut_short_manifests_never_block_a_good_run(transport: Transport, name: &str) 
     t.put_manifest(&t.second, &newest[..10]);
     let out = t.restore(&[]);
     assert_ok(&out);
-    assert!(
-        stderr(&out).contains(&format!("passing over damaged backup {}", t.second)),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains(&format!("restore {} done", t.first)),
-        "the older run is the one restored: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains(&format!("passing over damaged backup {}", t.second)), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("restore {} done", t.first)), "the older run is the one restored: {}", stderr(&out));
     assert_eq!(fingerprint(&t.case.db), t.backed_up);
     let status = lifeboat(&t.backup, &["--json", "status"]);
     assert_ok(&status);
@@ -191,10 +151,7 @@ fn hostile_names(outside: &Path) -> Vec<String> {
 
 fn hostile_file_names_write_nothing(transport: Transport, name: &str) {
     let t = TwoRuns::new(name, &transport);
-    let outside = tempfile::Builder::new()
-        .prefix("lifeboat-outside-")
-        .tempdir()
-        .unwrap();
+    let outside = tempfile::Builder::new().prefix("lifeboat-outside-").tempdir().unwrap();
     let good = t.manifest(&t.second);
     for hostile in hostile_names(outside.path()) {
         let mut manifest = good.clone();
@@ -204,18 +161,8 @@ fn hostile_file_names_write_nothing(transport: Transport, name: &str) {
         t.refused(&["--from", &t.second], "not a plain file name");
         // Not chosen by name: passed over for the older good run.
         let listed = t.list_json();
-        assert!(
-            listed[1]["damaged"]
-                .as_str()
-                .unwrap()
-                .contains("not a plain file name"),
-            "{hostile:?}: {listed:?}"
-        );
-        assert_eq!(
-            std::fs::read_dir(outside.path()).unwrap().count(),
-            0,
-            "{hostile:?} wrote outside the work folder"
-        );
+        assert!(listed[1]["damaged"].as_str().unwrap().contains("not a plain file name"), "{hostile:?}: {listed:?}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "{hostile:?} wrote outside the work folder");
     }
     // The same names in the newest run never stop a restore of the older one.
     assert_ok(&t.restore(&[]));
@@ -242,10 +189,7 @@ fn foreign_manifests_are_refused(transport: Transport, name: &str) {
     newer["format_version"] = 2.into();
     newer["files"] = serde_json::json!({"a shape": "this Lifeboat does not know"});
     t.write_manifest(&t.second, &newer);
-    t.refused(
-        &["--from", &t.second],
-        "format version 2, this Lifeboat reads up to 1: use a newer Lifeboat",
-    );
+    t.refused(&["--from", &t.second], "format version 2, this Lifeboat reads up to 1: use a newer Lifeboat");
 
     // A manifest copied from another run would restore that run under this one's name.
     let mut copied = t.manifest(&t.first);

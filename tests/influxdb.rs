@@ -13,11 +13,7 @@ fn databases_at(http: &str) -> Vec<String> {
     let v = influx_at(http, None, "SHOW DATABASES");
     v["results"][0]["series"][0]["values"]
         .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|r| r[0].as_str().unwrap().to_string())
-                .collect()
-        })
+        .map(|rows| rows.iter().map(|r| r[0].as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
 }
 
@@ -29,29 +25,15 @@ const BASE: u64 = 1_704_067_200;
 fn seed_main(http: &str, db: &str) {
     influx_at(http, None, &format!("DROP DATABASE \"{db}\""));
     influx_at(http, None, &format!("CREATE DATABASE \"{db}\""));
-    influx_at(
-        http,
-        None,
-        &format!(
-            "CREATE RETENTION POLICY longterm ON \"{db}\" DURATION 0s REPLICATION 1 SHARD DURATION 52w"
-        ),
-    );
-    influx_at(
-        http,
-        None,
-        &format!("CREATE RETENTION POLICY decade ON \"{db}\" DURATION 87600h REPLICATION 1"),
-    );
+    influx_at(http, None, &format!("CREATE RETENTION POLICY longterm ON \"{db}\" DURATION 0s REPLICATION 1 SHARD DURATION 52w"));
+    influx_at(http, None, &format!("CREATE RETENTION POLICY decade ON \"{db}\" DURATION 87600h REPLICATION 1"));
     let districts = ["Ibombo", "Isamba", "Ilanga", "Irundu", "Zobwe"];
     let mut lines = String::new();
     for i in 0..500u64 {
         let t = BASE + i * 2 * 86_400 + i;
         let district = districts[(i % 5) as usize];
         let event = if i % 2 == 0 { "birth" } else { "death" };
-        let rate = if i % 4 < 2 {
-            format!(",rate={}.25", i)
-        } else {
-            String::new()
-        };
+        let rate = if i % 4 < 2 { format!(",rate={}.25", i) } else { String::new() };
         lines.push_str(&format!(
             "registrations,district={district},event={event} count={}i{rate},office=\"Office \\\"{i}\\\" Zoë, Kraków\",verified={} {t}\n",
             i % 17,
@@ -59,11 +41,7 @@ fn seed_main(http: &str, db: &str) {
         ));
     }
     for i in 0..40u64 {
-        lines.push_str(&format!(
-            "user\\ audit,practitioner=Ngozi\\ Ø action=\"LOGGED_IN\",duration={}i {}\n",
-            i * 3,
-            BASE + i * 3600
-        ));
+        lines.push_str(&format!("user\\ audit,practitioner=Ngozi\\ Ø action=\"LOGGED_IN\",duration={}i {}\n", i * 3, BASE + i * 3600));
     }
     write_at(http, db, None, &lines);
     let mut yearly = String::new();
@@ -76,15 +54,7 @@ fn seed_main(http: &str, db: &str) {
         ));
     }
     write_at(http, db, Some("longterm"), &yearly);
-    write_at(
-        http,
-        db,
-        Some("decade"),
-        &format!(
-            "registrations,district=Ibombo,event=birth count=7i {}\n",
-            BASE + 100
-        ),
-    );
+    write_at(http, db, Some("decade"), &format!("registrations,district=Ibombo,event=birth count=7i {}\n", BASE + 100));
     influx_at(
         http,
         None,
@@ -97,11 +67,7 @@ fn seed_main(http: &str, db: &str) {
 /// A second database whose default retention policy is not `autogen`.
 fn seed_second(http: &str, db: &str) {
     influx_at(http, None, &format!("DROP DATABASE \"{db}\""));
-    influx_at(
-        http,
-        None,
-        &format!("CREATE DATABASE \"{db}\" WITH DURATION 0s SHARD DURATION 30d NAME metrics"),
-    );
+    influx_at(http, None, &format!("CREATE DATABASE \"{db}\" WITH DURATION 0s SHARD DURATION 30d NAME metrics"));
     let mut lines = String::new();
     for i in 0..200u64 {
         lines.push_str(&format!(
@@ -125,16 +91,9 @@ fn fingerprint_at(http: &str, db: &str) -> String {
             out.push_str(&s.to_string());
         }
     }
-    for row in rps["results"][0]["series"][0]["values"]
-        .as_array()
-        .expect("the database exists")
-    {
+    for row in rps["results"][0]["series"][0]["values"].as_array().expect("the database exists") {
         let rp = row[0].as_str().unwrap();
-        let data = influx_at(
-            http,
-            Some(db),
-            &format!("SELECT * FROM \"{db}\".\"{rp}\"./.*/ GROUP BY *"),
-        );
+        let data = influx_at(http, Some(db), &format!("SELECT * FROM \"{db}\".\"{rp}\"./.*/ GROUP BY *"));
         out.push_str(&data["results"][0]["series"].to_string());
     }
     out
@@ -161,25 +120,15 @@ impl InfluxCase {
         let work = case.with_work_dir();
         let db = format!("t_influx_{name}");
         let db2 = format!("t_influx_{name}_2");
-        InfluxCase {
-            _serial: serial,
-            case,
-            db,
-            db2,
-            work,
-        }
+        InfluxCase { _serial: serial, case, db, db2, work }
     }
 
     fn store_block(&self, extra: &str, dbs: &[&str]) -> String {
-        format!(
-            "stores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{}]\n{extra}",
-            dbs.join(", ")
-        )
+        format!("stores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{}]\n{extra}", dbs.join(", "))
     }
 
     fn backup_config_with(&self, transport: &Transport, store: &str) -> PathBuf {
-        self.case
-            .backup_config_with(transport, store, "influx-backup.yaml")
+        self.case.backup_config_with(transport, store, "influx-backup.yaml")
     }
 
     fn backup_config(&self, transport: &Transport) -> PathBuf {
@@ -191,11 +140,7 @@ impl InfluxCase {
     }
 
     fn restore_config(&self, transport: &Transport) -> PathBuf {
-        self.restore_config_with(
-            "influx-restore.yaml",
-            transport,
-            &self.store_block("", &[&self.db, &self.db2]),
-        )
+        self.restore_config_with("influx-restore.yaml", transport, &self.store_block("", &[&self.db, &self.db2]))
     }
 
     fn seed(&self) {
@@ -219,17 +164,8 @@ impl Drop for InfluxCase {
         }
         for db in [&self.db, &self.db2] {
             let q = format!("q=DROP DATABASE \"{db}\"");
-            let _ = Command::new("curl")
-                .args([
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-XPOST",
-                    &format!("{HTTP}/query"),
-                    "--data-urlencode",
-                    &q,
-                ])
-                .status();
+            let _ =
+                Command::new("curl").args(["-sS", "-o", "/dev/null", "-XPOST", &format!("{HTTP}/query"), "--data-urlencode", &q]).status();
         }
     }
 }
@@ -246,84 +182,38 @@ impl RoundTrip for InfluxCase {
     fn fingerprint(&self) -> String {
         let present = databases_at(HTTP);
         let of = |db: &String| {
-            if present.contains(db) {
-                fingerprint(db)
-            } else {
-                format!("{db} is missing")
-            }
+            if present.contains(db) { fingerprint(db) } else { format!("{db} is missing") }
         };
         format!("{}\n{}", of(&self.db), of(&self.db2))
     }
 
     fn check_manifest(&self, manifest: &serde_json::Value, _run_dir: &Path) {
-        assert!(
-            self.work_is_empty(),
-            "influxd's temporary folder is removed after the backup"
-        );
+        assert!(self.work_is_empty(), "influxd's temporary folder is removed after the backup");
         let counts = &manifest["counts"][&self.db];
         assert_eq!(counts["autogen.registrations:values"], 500 * 3 + 250);
         assert_eq!(counts["autogen.\"user audit\":values"], 80);
         assert_eq!(counts["longterm.yearly_totals:values"], 20);
         assert!(counts["decade.registrations:values"].as_u64().unwrap() > 0);
-        assert!(
-            counts
-                .as_object()
-                .unwrap()
-                .keys()
-                .all(|k| k.ends_with(":values")),
-            "{counts}"
-        );
-        assert_eq!(
-            manifest["counts"][&self.db2]["metrics.http_requests:values"],
-            400
-        );
-        assert!(
-            manifest["tool_versions"]["influxd"]
-                .as_str()
-                .unwrap()
-                .contains("1.")
-        );
-        let policies = manifest["extra"]["retention_policies"][&self.db]
-            .as_array()
-            .unwrap();
-        assert_eq!(
-            policies
-                .iter()
-                .map(|p| p["name"].as_str().unwrap())
-                .collect::<Vec<_>>(),
-            ["autogen", "decade", "longterm"]
-        );
-        assert_eq!(
-            manifest["extra"]["continuous_queries"][&self.db][0]["name"],
-            "daily totals"
-        );
+        assert!(counts.as_object().unwrap().keys().all(|k| k.ends_with(":values")), "{counts}");
+        assert_eq!(manifest["counts"][&self.db2]["metrics.http_requests:values"], 400);
+        assert!(manifest["tool_versions"]["influxd"].as_str().unwrap().contains("1."));
+        let policies = manifest["extra"]["retention_policies"][&self.db].as_array().unwrap();
+        assert_eq!(policies.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["autogen", "decade", "longterm"]);
+        assert_eq!(manifest["extra"]["continuous_queries"][&self.db][0]["name"], "daily totals");
     }
 
     /// A measurement dropped, the non-default policy's points deleted, a point added, the second
     /// database gone.
     fn damage(&self) {
         influx(Some(&self.db), "DROP MEASUREMENT \"user audit\"");
-        influx(
-            None,
-            &format!("DROP CONTINUOUS QUERY \"daily totals\" ON \"{}\"", self.db),
-        );
+        influx(None, &format!("DROP CONTINUOUS QUERY \"daily totals\" ON \"{}\"", self.db));
         influx(Some(&self.db), "DROP SERIES FROM yearly_totals");
-        write(
-            &self.db,
-            None,
-            &format!(
-                "registrations,district=Ibombo,event=birth count=999i {}\n",
-                BASE + 5
-            ),
-        );
+        write(&self.db, None, &format!("registrations,district=Ibombo,event=birth count=999i {}\n", BASE + 5));
         influx(None, &format!("DROP DATABASE \"{}\"", self.db2));
     }
 
     fn after_restore(&self) {
-        assert!(
-            self.work_is_empty(),
-            "the restore's temporary folders are removed"
-        );
+        assert!(self.work_is_empty(), "the restore's temporary folders are removed");
     }
 }
 
@@ -351,10 +241,7 @@ fn by_hand_recipe_restores() {
     let before = fingerprint(&t.db);
     let backup = t.backup_config_with(&Transport::File, &t.store_block("", &[&t.db]));
     assert_ok(&lifeboat(&backup, &["backup"]));
-    let run_dir = t
-        .case
-        .server_path
-        .join(t.case.runs(&backup)[0]["path"].as_str().unwrap());
+    let run_dir = t.case.server_path.join(t.case.runs(&backup)[0]["path"].as_str().unwrap());
     influx(None, &format!("DROP DATABASE \"{}\"", t.db));
     // docs/restore-influxdb.md, with no Lifeboat involved.
     let script = format!(
@@ -370,16 +257,8 @@ fn by_hand_recipe_restores() {
         db = t.db,
         work = t.work.display(),
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "by-hand restore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "by-hand restore failed: {}", String::from_utf8_lossy(&out.stderr));
     // influxd restore returns before the server has loaded the shards it sent.
     let mut after = String::new();
     for _ in 0..120 {
@@ -389,10 +268,7 @@ fn by_hand_recipe_restores() {
                 "-XPOST",
                 &format!("{HTTP}/query"),
                 "--data-urlencode",
-                &format!(
-                    "q=SELECT count(*) FROM \"{}\".\"autogen\".registrations",
-                    t.db
-                ),
+                &format!("q=SELECT count(*) FROM \"{}\".\"autogen\".registrations", t.db),
             ])
             .output()
             .unwrap();
@@ -421,21 +297,12 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Server-stamped points, as live services write them.
                 let mut child = Command::new("curl")
-                    .args([
-                        "-sS",
-                        "-f",
-                        "-XPOST",
-                        &format!("{HTTP}/write?db={db}"),
-                        "--data-binary",
-                        "@-",
-                    ])
+                    .args(["-sS", "-f", "-XPOST", &format!("{HTTP}/write?db={db}"), "--data-binary", "@-"])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .spawn()
                     .unwrap();
-                let batch: String = (0..20)
-                    .map(|i| format!("registrations,district=Live,event=birth count={i}i\n"))
-                    .collect();
+                let batch: String = (0..20).map(|i| format!("registrations,district=Live,event=birth count={i}i\n")).collect();
                 std::io::Write::write_all(child.stdin.as_mut().unwrap(), batch.as_bytes()).unwrap();
                 drop(child.stdin.take());
                 if child.wait().unwrap().success() {
@@ -467,35 +334,20 @@ fn old_points_changing_throughout_the_backup_fail_it_clearly() {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Backfilled points, with timestamps long before the backup.
-                write(
-                    &db,
-                    None,
-                    &format!(
-                        "registrations,district=Backfill,event=birth count={i}i {}\n",
-                        BASE + 86_400 + i
-                    ),
-                );
+                write(&db, None, &format!("registrations,district=Backfill,event=birth count={i}i {}\n", BASE + 86_400 + i));
                 i += 1;
             }
             i
         })
     };
-    while influx(
-        Some(&t.db),
-        "SELECT count(*) FROM registrations WHERE district = 'Backfill'",
-    )["results"][0]["series"]
-        .is_null()
-    {
+    while influx(Some(&t.db), "SELECT count(*) FROM registrations WHERE district = 'Backfill'")["results"][0]["series"].is_null() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = lifeboat(&backup, &["backup"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     assert_fails(&out, 1, "kept changing during 3 attempts");
-    assert!(
-        t.case.runs(&backup).iter().all(|r| r["complete"] == false),
-        "no complete run"
-    );
+    assert!(t.case.runs(&backup).iter().all(|r| r["complete"] == false), "no complete run");
     assert!(t.work_is_empty(), "temporary folders are removed");
 }
 
@@ -505,16 +357,9 @@ fn old_points_changing_throughout_the_backup_fail_it_clearly() {
 fn missing_database_is_named_before_any_data_moves() {
     let t = InfluxCase::new("missing_db");
     seed_main(HTTP, &t.db);
-    let backup = t.backup_config_with(
-        &Transport::File,
-        &t.store_block("", &[&t.db, "t_influx_no_such_db"]),
-    );
+    let backup = t.backup_config_with(&Transport::File, &t.store_block("", &[&t.db, "t_influx_no_such_db"]));
     let out = lifeboat(&backup, &["backup"]);
-    assert_fails(
-        &out,
-        1,
-        "database `t_influx_no_such_db` named in stores.influxdb.databases does not exist",
-    );
+    assert_fails(&out, 1, "database `t_influx_no_such_db` named in stores.influxdb.databases does not exist");
     assert!(t.case.runs(&backup).is_empty(), "no run left behind");
     assert!(t.work_is_empty());
 }
@@ -522,15 +367,9 @@ fn missing_database_is_named_before_any_data_moves() {
 #[test]
 fn unreachable_influxdb_is_a_clear_error() {
     let t = InfluxCase::new("unreachable");
-    let store = t
-        .store_block("", &[&t.db])
-        .replace(HTTP, "http://127.0.0.1:58099");
+    let store = t.store_block("", &[&t.db]).replace(HTTP, "http://127.0.0.1:58099");
     let out = lifeboat(&t.backup_config_with(&Transport::File, &store), &["backup"]);
-    assert_fails(
-        &out,
-        1,
-        "cannot reach InfluxDB's HTTP API at http://127.0.0.1:58099",
-    );
+    assert_fails(&out, 1, "cannot reach InfluxDB's HTTP API at http://127.0.0.1:58099");
 }
 
 /// A private influxd on its own ports and folders, killed when dropped.
@@ -543,11 +382,7 @@ struct PrivateInflux {
 
 /// A port the kernel says is free now (for a retry after a collision).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl PrivateInflux {
@@ -558,9 +393,7 @@ impl PrivateInflux {
         for _ in 0..3 {
             match Self::try_start(dir, ports.0, ports.1) {
                 Ok(server) => return server,
-                Err(log) if log.contains("address already in use") => {
-                    ports = (free_port(), free_port())
-                }
+                Err(log) if log.contains("address already in use") => ports = (free_port(), free_port()),
                 Err(log) => panic!("private influxd did not start within 60 s: {log}"),
             }
         }
@@ -583,34 +416,18 @@ impl PrivateInflux {
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("influxd.log")).unwrap();
-        let mut child = Command::new("influxd")
-            .arg("run")
-            .arg("-config")
-            .arg(&conf)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child =
+            Command::new("influxd").arg("run").arg("-config").arg(&conf).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
         let pidfile = dir.join("influxd.pid");
         std::fs::write(&pidfile, child.id().to_string()).unwrap();
         let http = format!("http://127.0.0.1:{http_port}");
         // Up to 60 s: a fresh influxd opening its stores is slow on a loaded two-core machine.
         for _ in 0..240 {
             let rpc = format!("127.0.0.1:{rpc_port}");
-            if Command::new("curl")
-                .args(["-sf", &format!("{http}/ping")])
-                .output()
-                .unwrap()
-                .status
-                .success()
+            if Command::new("curl").args(["-sf", &format!("{http}/ping")]).output().unwrap().status.success()
                 && snapshot_service_answers(&rpc).is_ok()
             {
-                return Ok(PrivateInflux {
-                    child,
-                    http,
-                    rpc,
-                    pidfile,
-                });
+                return Ok(PrivateInflux { child, http, rpc, pidfile });
             }
             if child.try_wait().unwrap().is_some() {
                 break;
@@ -643,21 +460,12 @@ fn influxdb_down_during_backup_never_completes_a_run() {
     let server = PrivateInflux::start(&server_dir, 58186, 58188);
     seed_main(&server.http, &t.db);
     let store = |extra: &str| {
-        format!(
-            "stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{}]\n{extra}",
-            server.rpc, server.http, t.db
-        )
+        format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{}]\n{extra}", server.rpc, server.http, t.db)
     };
     let backup = t.backup_config_with(&Transport::Ssh, &store(""));
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = t.case.runs(&backup);
-    let good_manifest = std::fs::read(
-        t.case
-            .server_path
-            .join(good[0]["path"].as_str().unwrap())
-            .join("manifest.json"),
-    )
-    .unwrap();
+    let good_manifest = std::fs::read(t.case.server_path.join(good[0]["path"].as_str().unwrap()).join("manifest.json")).unwrap();
 
     // influxd backup starts after Lifeboat's checks and first count; the server dies just then.
     let bin = t.case.dir.path().join("bin");
@@ -669,45 +477,19 @@ fn influxdb_down_during_backup_never_completes_a_run() {
             server.pidfile.display()
         ),
     );
-    let failing = t.backup_config_with(
-        &Transport::Ssh,
-        &store(&format!("    bin_dir: {}\n", bin.display())),
-    );
+    let failing = t.backup_config_with(&Transport::Ssh, &store(&format!("    bin_dir: {}\n", bin.display())));
     let started = std::time::Instant::now();
     let out = lifeboat(&failing, &["backup"]);
-    let line = assert_fails(
-        &out,
-        1,
-        &format!("InfluxDB went away during the backup of {}", t.db),
-    );
+    let line = assert_fails(&out, 1, &format!("InfluxDB went away during the backup of {}", t.db));
     assert!(line.contains("earlier backups are untouched"), "{line}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
-        "fails at once, not after influxd's minutes of retries"
-    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "fails at once, not after influxd's minutes of retries");
 
     let runs = t.case.runs(&backup);
-    assert_eq!(
-        runs.iter().filter(|r| r["complete"] == true).count(),
-        1,
-        "{runs:?}"
-    );
-    assert_eq!(
-        runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"],
-        good[0]["id"]
-    );
-    let still = std::fs::read(
-        t.case
-            .server_path
-            .join(good[0]["path"].as_str().unwrap())
-            .join("manifest.json"),
-    )
-    .unwrap();
+    assert_eq!(runs.iter().filter(|r| r["complete"] == true).count(), 1, "{runs:?}");
+    assert_eq!(runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"], good[0]["id"]);
+    let still = std::fs::read(t.case.server_path.join(good[0]["path"].as_str().unwrap()).join("manifest.json")).unwrap();
     assert_eq!(still, good_manifest, "the earlier backup is untouched");
-    assert!(
-        t.work_is_empty(),
-        "influxd's temporary folder is removed after the failed backup"
-    );
+    assert!(t.work_is_empty(), "influxd's temporary folder is removed after the failed backup");
     drop(server);
 }
 
@@ -722,16 +504,10 @@ fn failing_influxd_backup_removes_its_temporary_folder() {
         &bin.join("influxd"),
         "#!/bin/bash\nif [ \"$1\" = backup ]; then /usr/bin/influxd \"$@\"; echo 'backup: unexpected EOF (simulated)' >&2; exit 1; fi\nexec /usr/bin/influxd \"$@\"\n",
     );
-    let backup = t.backup_config_with(
-        &Transport::File,
-        &t.store_block(&format!("    bin_dir: {}\n", bin.display()), &[&t.db]),
-    );
+    let backup = t.backup_config_with(&Transport::File, &t.store_block(&format!("    bin_dir: {}\n", bin.display()), &[&t.db]));
     let out = lifeboat(&backup, &["backup"]);
     assert_fails(&out, 1, "unexpected EOF (simulated)");
-    assert!(
-        t.work_is_empty(),
-        "the folder influxd wrote into is removed"
-    );
+    assert!(t.work_is_empty(), "the folder influxd wrote into is removed");
     assert!(t.case.runs(&backup).iter().all(|r| r["complete"] == false));
 }
 
@@ -754,48 +530,23 @@ fn archive_for_the_wrong_store_or_database_is_refused_before_anything_is_dropped
         ),
     );
     assert_ok(&lifeboat(&pg, &["backup"]));
-    let restore = t.restore_config_with(
-        "wrong.yaml",
-        &Transport::File,
-        &t.store_block("    server_dir: postgres\n", &[&t.db, &t.db2]),
-    );
-    assert_fails(
-        &lifeboat(&restore, &["restore", "--yes"]),
-        2,
-        "holds a postgres backup, not influxdb",
-    );
+    let restore = t.restore_config_with("wrong.yaml", &Transport::File, &t.store_block("    server_dir: postgres\n", &[&t.db, &t.db2]));
+    assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 2, "holds a postgres backup, not influxdb");
     assert_eq!(fingerprint(&t.db), marker);
 
     // An InfluxDB run whose manifest pairs a database with another database's archive.
     let backup = t.backup_config(&Transport::File);
     assert_ok(&lifeboat(&backup, &["backup"]));
-    let run = t
-        .case
-        .runs(&backup)
-        .into_iter()
-        .find(|r| r["store"] == "influxdb")
-        .unwrap();
-    let path = t
-        .case
-        .server_path
-        .join(run["path"].as_str().unwrap())
-        .join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let run = t.case.runs(&backup).into_iter().find(|r| r["store"] == "influxdb").unwrap();
+    let path = t.case.server_path.join(run["path"].as_str().unwrap()).join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let dbs = &mut manifest["extra"]["databases"];
     let (a, b) = (dbs[&t.db].clone(), dbs[&t.db2].clone());
     dbs[&t.db] = b;
     dbs[&t.db2] = a;
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     t.case.sign_manifest(path.parent().unwrap());
-    write(
-        &t.db,
-        None,
-        &format!(
-            "registrations,district=Marker,event=birth count=1i {}\n",
-            BASE + 9
-        ),
-    );
+    write(&t.db, None, &format!("registrations,district=Marker,event=birth count=1i {}\n", BASE + 9));
     let marker = fingerprint(&t.db);
     let marker2 = fingerprint(&t.db2);
     let out = lifeboat(&t.restore_config(&Transport::File), &["restore", "--yes"]);
@@ -827,10 +578,7 @@ fn interrupted_restore_can_be_run_again() {
     let stalling = t.restore_config_with(
         "stalling.yaml",
         &Transport::File,
-        &t.store_block(
-            &format!("    bin_dir: {}\n", bin.display()),
-            &[&t.db, &t.db2],
-        ),
+        &t.store_block(&format!("    bin_dir: {}\n", bin.display()), &[&t.db, &t.db2]),
     );
     influx(Some(&t.db), "DROP MEASUREMENT registrations");
     let mut child = spawn_lifeboat(&stalling, &["restore", "--yes"]);
@@ -846,14 +594,8 @@ fn interrupted_restore_can_be_run_again() {
     if let Ok(pid) = std::fs::read_to_string(&stall_pid) {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }
-    assert!(
-        stall_pid.exists(),
-        "the restore reached the second database"
-    );
-    assert!(
-        !databases_at(HTTP).contains(&t.db2),
-        "the restore was interrupted after dropping the second database"
-    );
+    assert!(stall_pid.exists(), "the restore reached the second database");
+    assert!(!databases_at(HTTP).contains(&t.db2), "the restore was interrupted after dropping the second database");
 
     let out = lifeboat(&t.restore_config(&Transport::File), &["restore", "--yes"]);
     assert_ok(&out);

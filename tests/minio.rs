@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, VersioningConfiguration,
-};
+use aws_sdk_s3::types::{BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, VersioningConfiguration};
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -45,40 +43,20 @@ impl S3 {
 
     /// A client of the S3 server on `port` (MinIO, or s3s-fs on S3S_PORT).
     fn at(port: u16) -> S3 {
-        let key = |f: &str| {
-            std::fs::read_to_string(state().join(f))
-                .unwrap()
-                .trim()
-                .to_string()
-        };
+        let key = |f: &str| std::fs::read_to_string(state().join(f)).unwrap().trim().to_string();
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(endpoint(port))
             .force_path_style(true)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                key("s3-access-key"),
-                key("s3-secret-key"),
-                None,
-                None,
-                "test",
-            ))
+            .credentials_provider(Credentials::new(key("s3-access-key"), key("s3-secret-key"), None, None, "test"))
             .build();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        S3 {
-            rt,
-            client: Client::from_conf(config),
-        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        S3 { rt, client: Client::from_conf(config) }
     }
 
     fn bucket_exists(&self, bucket: &str) -> bool {
-        self.rt
-            .block_on(self.client.head_bucket().bucket(bucket).send())
-            .is_ok()
+        self.rt.block_on(self.client.head_bucket().bucket(bucket).send()).is_ok()
     }
 
     /// Removes the bucket with everything in it, if it exists.
@@ -88,50 +66,18 @@ impl S3 {
         }
         self.rt.block_on(async {
             loop {
-                let page = self
-                    .client
-                    .list_object_versions()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .unwrap();
-                let mut ids: Vec<(String, Option<String>)> = page
-                    .versions()
-                    .iter()
-                    .map(|v| {
-                        (
-                            v.key().unwrap().to_string(),
-                            v.version_id().map(str::to_string),
-                        )
-                    })
-                    .collect();
-                ids.extend(page.delete_markers().iter().map(|m| {
-                    (
-                        m.key().unwrap().to_string(),
-                        m.version_id().map(str::to_string),
-                    )
-                }));
+                let page = self.client.list_object_versions().bucket(bucket).send().await.unwrap();
+                let mut ids: Vec<(String, Option<String>)> =
+                    page.versions().iter().map(|v| (v.key().unwrap().to_string(), v.version_id().map(str::to_string))).collect();
+                ids.extend(page.delete_markers().iter().map(|m| (m.key().unwrap().to_string(), m.version_id().map(str::to_string))));
                 if ids.is_empty() {
                     break;
                 }
                 for (key, version) in ids {
-                    self.client
-                        .delete_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .set_version_id(version)
-                        .send()
-                        .await
-                        .unwrap();
+                    self.client.delete_object().bucket(bucket).key(key).set_version_id(version).send().await.unwrap();
                 }
             }
-            let uploads = self
-                .client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap();
+            let uploads = self.client.list_multipart_uploads().bucket(bucket).send().await.unwrap();
             for u in uploads.uploads() {
                 let _ = self
                     .client
@@ -142,30 +88,16 @@ impl S3 {
                     .send()
                     .await;
             }
-            self.client
-                .delete_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap();
+            self.client.delete_bucket().bucket(bucket).send().await.unwrap();
         });
     }
 
     fn fresh_bucket(&self, bucket: &str) {
         self.remove_bucket(bucket);
-        self.rt
-            .block_on(self.client.create_bucket().bucket(bucket).send())
-            .unwrap();
+        self.rt.block_on(self.client.create_bucket().bucket(bucket).send()).unwrap();
     }
 
-    fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: &[u8],
-        content_type: Option<&str>,
-        meta: &[(&str, &str)],
-    ) {
+    fn put(&self, bucket: &str, key: &str, body: &[u8], content_type: Option<&str>, meta: &[(&str, &str)]) {
         let mut put = self
             .client
             .put_object()
@@ -176,9 +108,7 @@ impl S3 {
         for (k, v) in meta {
             put = put.metadata(*k, *v);
         }
-        self.rt
-            .block_on(put.send())
-            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+        self.rt.block_on(put.send()).unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
     }
 
     /// An object with the standard headers a web client is served with.
@@ -197,9 +127,7 @@ impl S3 {
     }
 
     fn delete(&self, bucket: &str, key: &str) {
-        self.rt
-            .block_on(self.client.delete_object().bucket(bucket).key(key).send())
-            .unwrap();
+        self.rt.block_on(self.client.delete_object().bucket(bucket).key(key).send()).unwrap();
     }
 
     /// A big object of repeated pseudo-random bytes, uploaded in 16 MiB parts.
@@ -229,9 +157,7 @@ impl S3 {
             let mut n = 1;
             while offset < size {
                 let len = (size - offset).min(16 << 20);
-                let body: Vec<u8> = (0..len)
-                    .map(|i| block[(offset + i) % block.len()] ^ (n as u8))
-                    .collect();
+                let body: Vec<u8> = (0..len).map(|i| block[(offset + i) % block.len()] ^ (n as u8)).collect();
                 let out = self
                     .client
                     .upload_part()
@@ -243,12 +169,7 @@ impl S3 {
                     .send()
                     .await
                     .unwrap();
-                parts.push(
-                    CompletedPart::builder()
-                        .e_tag(out.e_tag().unwrap())
-                        .part_number(n)
-                        .build(),
-                );
+                parts.push(CompletedPart::builder().e_tag(out.e_tag().unwrap()).part_number(n).build());
                 offset += len;
                 n += 1;
             }
@@ -257,11 +178,7 @@ impl S3 {
                 .bucket(bucket)
                 .key(key)
                 .upload_id(id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
                 .unwrap();
@@ -274,11 +191,7 @@ impl S3 {
                 self.client
                     .put_bucket_versioning()
                     .bucket(bucket)
-                    .versioning_configuration(
-                        VersioningConfiguration::builder()
-                            .status(BucketVersioningStatus::Enabled)
-                            .build(),
-                    )
+                    .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
                     .send(),
             )
             .unwrap();
@@ -288,28 +201,15 @@ impl S3 {
         let policy = format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":["*"]}},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/public/*"]}}]}}"#
         );
-        self.rt
-            .block_on(
-                self.client
-                    .put_bucket_policy()
-                    .bucket(bucket)
-                    .policy(policy)
-                    .send(),
-            )
-            .unwrap();
+        self.rt.block_on(self.client.put_bucket_policy().bucket(bucket).policy(policy).send()).unwrap();
     }
 
     fn delete_policy(&self, bucket: &str) {
-        self.rt
-            .block_on(self.client.delete_bucket_policy().bucket(bucket).send())
-            .unwrap();
+        self.rt.block_on(self.client.delete_bucket_policy().bucket(bucket).send()).unwrap();
     }
 
     fn pending_uploads(&self, bucket: &str) -> usize {
-        self.rt
-            .block_on(self.client.list_multipart_uploads().bucket(bucket).send())
-            .map(|o| o.uploads().len())
-            .unwrap_or(0)
+        self.rt.block_on(self.client.list_multipart_uploads().bucket(bucket).send()).map(|o| o.uploads().len()).unwrap_or(0)
     }
 
     /// Everything a restore must bring back: per object its key, size, SHA-256, content type,
@@ -319,24 +219,10 @@ impl S3 {
             let mut lines = Vec::new();
             let mut token = None;
             loop {
-                let page = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .unwrap();
+                let page = self.client.list_objects_v2().bucket(bucket).set_continuation_token(token).send().await.unwrap();
                 for o in page.contents() {
                     let key = o.key().unwrap();
-                    let mut got = self
-                        .client
-                        .get_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .unwrap();
+                    let mut got = self.client.get_object().bucket(bucket).key(key).send().await.unwrap();
                     let mut hash = Sha256::new();
                     let mut size = 0;
                     while let Some(chunk) = got.body.next().await {
@@ -344,12 +230,7 @@ impl S3 {
                         size += chunk.len();
                         hash.update(&chunk);
                     }
-                    let meta: BTreeMap<_, _> = got
-                        .metadata()
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect();
+                    let meta: BTreeMap<_, _> = got.metadata().cloned().unwrap_or_default().into_iter().collect();
                     lines.push(format!(
                         "{key:?} {size} {} {:?} {:?} {:?} {:?} {meta:?}",
                         hex::encode(hash.finalize()),
@@ -364,29 +245,11 @@ impl S3 {
                     _ => break,
                 }
             }
-            let policy = self
-                .client
-                .get_bucket_policy()
-                .bucket(bucket)
-                .send()
-                .await
-                .ok()
-                .and_then(|p| p.policy().map(str::to_string));
+            let policy = self.client.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy().map(str::to_string));
             // A server without versioning (s3s-fs) answers NotImplemented: no status to compare.
-            let versioning = match self
-                .client
-                .get_bucket_versioning()
-                .bucket(bucket)
-                .send()
-                .await
-            {
+            let versioning = match self.client.get_bucket_versioning().bucket(bucket).send().await {
                 Ok(v) => format!("{:?}", v.status()),
-                Err(e)
-                    if e.as_service_error().and_then(|e| e.meta().code())
-                        == Some("NotImplemented") =>
-                {
-                    "not implemented".into()
-                }
+                Err(e) if e.as_service_error().and_then(|e| e.meta().code()) == Some("NotImplemented") => "not implemented".into(),
                 Err(e) => panic!("versioning of {bucket}: {e:?}"),
             };
             lines.push(format!("policy {policy:?} versioning {versioning}"));
@@ -406,11 +269,7 @@ struct Buckets {
 impl Buckets {
     fn new(test: &str) -> Buckets {
         let prefix = format!("lb-{}", test.replace('_', "-"));
-        Buckets {
-            docs: format!("{prefix}-docs"),
-            versioned: format!("{prefix}-versioned"),
-            empty: format!("{prefix}-empty"),
-        }
+        Buckets { docs: format!("{prefix}-docs"), versioned: format!("{prefix}-versioned"), empty: format!("{prefix}-empty") }
     }
 
     fn all(&self) -> Vec<&str> {
@@ -425,11 +284,7 @@ impl Buckets {
     }
 
     fn fingerprint(&self, s3: &S3) -> String {
-        self.all()
-            .iter()
-            .map(|b| format!("== {b}\n{}", s3.fingerprint(b)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.all().iter().map(|b| format!("== {b}\n{}", s3.fingerprint(b))).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -444,19 +299,9 @@ fn seed(s3: &S3, b: &Buckets, big: bool) -> BTreeMap<String, (u64, u64)> {
     }
     let mut expected = BTreeMap::new();
     // (key, body, content type, user metadata)
-    type Seeded = (
-        String,
-        Vec<u8>,
-        Option<&'static str>,
-        Vec<(&'static str, &'static str)>,
-    );
+    type Seeded = (String, Vec<u8>, Option<&'static str>, Vec<(&'static str, &'static str)>);
     let docs: Vec<Seeded> = vec![
-        (
-            "plain.txt".into(),
-            b"hello registry\n".to_vec(),
-            Some("text/plain"),
-            vec![],
-        ),
+        ("plain.txt".into(), b"hello registry\n".to_vec(), Some("text/plain"), vec![]),
         (
             "with space/birth certificate 2024.pdf".into(),
             vec![b'%'; 70_000],
@@ -469,25 +314,10 @@ fn seed(s3: &S3, b: &Buckets, big: bool) -> BTreeMap<String, (u64, u64)> {
             Some("application/json; charset=utf-8"),
             vec![("lang", "multi")],
         ),
-        (
-            long_key(),
-            (0..3000u32).flat_map(|i| i.to_le_bytes()).collect(),
-            None,
-            vec![],
-        ),
-        (
-            "empty-file".into(),
-            Vec::new(),
-            Some("application/octet-stream"),
-            vec![("note", "zero bytes")],
-        ),
+        (long_key(), (0..3000u32).flat_map(|i| i.to_le_bytes()).collect(), None, vec![]),
+        ("empty-file".into(), Vec::new(), Some("application/octet-stream"), vec![("note", "zero bytes")]),
         ("folder-marker/".into(), Vec::new(), None, vec![]),
-        (
-            "medium/photo.jpg".into(),
-            (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect(),
-            Some("image/jpeg"),
-            vec![],
-        ),
+        ("medium/photo.jpg".into(), (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect(), Some("image/jpeg"), vec![]),
     ];
     let mut bytes = 0;
     for (key, body, ct, meta) in &docs {
@@ -507,34 +337,10 @@ fn seed(s3: &S3, b: &Buckets, big: bool) -> BTreeMap<String, (u64, u64)> {
 
     s3.set_versioning(&b.versioned);
     s3.set_policy(&b.versioned);
-    s3.put(
-        &b.versioned,
-        "public/notice.html",
-        b"<p>first</p>",
-        Some("text/html"),
-        &[],
-    );
-    s3.put(
-        &b.versioned,
-        "public/notice.html",
-        b"<p>second version</p>",
-        Some("text/html"),
-        &[("rev", "2")],
-    );
-    s3.put(
-        &b.versioned,
-        "private/ledger.csv",
-        b"a,b\n1,2\n",
-        Some("text/csv"),
-        &[],
-    );
-    expected.insert(
-        b.versioned.clone(),
-        (
-            2,
-            (b"<p>second version</p>".len() + b"a,b\n1,2\n".len()) as u64,
-        ),
-    );
+    s3.put(&b.versioned, "public/notice.html", b"<p>first</p>", Some("text/html"), &[]);
+    s3.put(&b.versioned, "public/notice.html", b"<p>second version</p>", Some("text/html"), &[("rev", "2")]);
+    s3.put(&b.versioned, "private/ledger.csv", b"a,b\n1,2\n", Some("text/csv"), &[]);
+    expected.insert(b.versioned.clone(), (2, (b"<p>second version</p>".len() + b"a,b\n1,2\n".len()) as u64));
     expected.insert(b.empty.clone(), (0, 0));
     expected
 }
@@ -544,11 +350,7 @@ fn key_file(name: &str) -> PathBuf {
 }
 
 fn minio_block(buckets: &[&str], port: u16, extra: &str) -> String {
-    let list = if buckets.is_empty() {
-        String::new()
-    } else {
-        format!("    buckets: [{}]\n", buckets.join(", "))
-    };
+    let list = if buckets.is_empty() { String::new() } else { format!("    buckets: [{}]\n", buckets.join(", ")) };
     format!(
         "stores:\n  minio:\n    endpoint: {}\n    access_key_file: {}\n    secret_key_file: {}\n{list}{extra}",
         endpoint(port),
@@ -585,12 +387,7 @@ impl RoundTrip for Minio {
         assert_eq!(manifest["count_unit"], "objects/bytes");
         let settings = &manifest["extra"]["buckets"];
         assert_eq!(settings[&b.versioned]["versioning"], "Enabled");
-        assert!(
-            settings[&b.versioned]["policy"]
-                .as_str()
-                .unwrap()
-                .contains("s3:GetObject")
-        );
+        assert!(settings[&b.versioned]["policy"].as_str().unwrap().contains("s3:GetObject"));
         assert!(settings[&b.docs]["policy"].is_null() && settings[&b.docs]["versioning"].is_null());
         let files = manifest["files"].as_array().unwrap();
         assert_eq!(files.len(), 1);
@@ -603,13 +400,7 @@ impl RoundTrip for Minio {
         let (s3, b) = (&self.s3, &self.buckets);
         s3.delete(&b.docs, "plain.txt");
         s3.delete(&b.docs, BIG_KEY);
-        s3.put(
-            &b.docs,
-            "with space/birth certificate 2024.pdf",
-            b"overwritten",
-            Some("text/plain"),
-            &[],
-        );
+        s3.put(&b.docs, "with space/birth certificate 2024.pdf", b"overwritten", Some("text/plain"), &[]);
         s3.put(&b.docs, "intruder.txt", b"not in the backup", None, &[]);
         s3.delete_policy(&b.versioned);
         s3.put(&b.empty, "stray", b"x", None, &[]);
@@ -626,15 +417,7 @@ fn roundtrip(test: &str, transport: Transport) {
     let case = Case::new(test);
     let buckets = Buckets::new(test);
     let expected = seed(&s3, &buckets, true);
-    common::roundtrip(
-        &case,
-        &Minio {
-            s3,
-            buckets,
-            expected,
-        },
-        transport,
-    );
+    common::roundtrip(&case, &Minio { s3, buckets, expected }, transport);
 }
 
 #[test]
@@ -655,17 +438,10 @@ fn by_hand_recipe_recovers_objects_and_metadata() {
     let case = Case::new("minio_by_hand");
     let b = Buckets::new("minio_by_hand");
     seed(&s3, &b, false);
-    let backup = case.backup_config_with(
-        &Transport::File,
-        &minio_block(&b.all(), S3_PORT, ""),
-        "backup.yaml",
-    );
+    let backup = case.backup_config_with(&Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
-    let archive = case
-        .server_path
-        .join(runs[0]["path"].as_str().unwrap())
-        .join("objects.tar.zst.age");
+    let archive = case.server_path.join(runs[0]["path"].as_str().unwrap()).join("objects.tar.zst.age");
     let out_dir = case.dir.path().join("restored");
     std::fs::create_dir_all(&out_dir).unwrap();
     let script = format!(
@@ -674,49 +450,23 @@ fn by_hand_recipe_recovers_objects_and_metadata() {
         archive = archive.display(),
         out = out_dir.display()
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "by-hand extract failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "by-hand extract failed: {}", String::from_utf8_lossy(&out.stderr));
     let docs = out_dir.join(&b.docs);
-    assert_eq!(
-        std::fs::read(docs.join("plain.txt")).unwrap(),
-        b"hello registry\n"
-    );
-    assert_eq!(
-        std::fs::read(docs.join("with space/birth certificate 2024.pdf")).unwrap(),
-        vec![b'%'; 70_000]
-    );
-    assert_eq!(
-        std::fs::read_to_string(docs.join("ünïcödé/文件/файл.json")).unwrap(),
-        "{\"name\":\"Zoë\"}"
-    );
+    assert_eq!(std::fs::read(docs.join("plain.txt")).unwrap(), b"hello registry\n");
+    assert_eq!(std::fs::read(docs.join("with space/birth certificate 2024.pdf")).unwrap(), vec![b'%'; 70_000]);
+    assert_eq!(std::fs::read_to_string(docs.join("ünïcödé/文件/файл.json")).unwrap(), "{\"name\":\"Zoë\"}");
     assert_eq!(std::fs::read(docs.join(long_key())).unwrap().len(), 12_000);
     assert_eq!(std::fs::metadata(docs.join("empty-file")).unwrap().len(), 0);
     assert!(docs.join("folder-marker").is_dir());
-    assert_eq!(
-        std::fs::read(out_dir.join(&b.versioned).join("public/notice.html")).unwrap(),
-        b"<p>second version</p>"
-    );
+    assert_eq!(std::fs::read(out_dir.join(&b.versioned).join("public/notice.html")).unwrap(), b"<p>second version</p>");
     assert!(out_dir.join(&b.empty).is_dir());
-    let header: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("_lifeboat-minio.json")).unwrap())
-            .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("_lifeboat-minio.json")).unwrap()).unwrap();
     assert_eq!(header["buckets"][&b.versioned]["versioning"], "Enabled");
 
     // The metadata listing step of the recipe.
     let doc = std::fs::read_to_string(repo().join("docs/restore-minio.md")).unwrap();
-    let lister = doc
-        .split("```python\n")
-        .nth(1)
-        .and_then(|s| s.split("```").next())
-        .expect("docs/restore-minio.md has a python block");
+    let lister = doc.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("docs/restore-minio.md has a python block");
     let lister_file = case.dir.path().join("list.py");
     std::fs::write(&lister_file, lister).unwrap();
     let script = format!(
@@ -726,39 +476,18 @@ fn by_hand_recipe_recovers_objects_and_metadata() {
         lister = lister_file.display(),
         out = case.dir.path().display()
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "metadata listing failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "metadata listing failed: {}", String::from_utf8_lossy(&out.stderr));
     let listed: Vec<serde_json::Value> =
-        std::fs::read_to_string(case.dir.path().join("objects.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        std::fs::read_to_string(case.dir.path().join("objects.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(listed.len(), 8 + 2);
-    let pdf = listed
-        .iter()
-        .find(|o| o["key"] == "with space/birth certificate 2024.pdf")
-        .unwrap();
+    let pdf = listed.iter().find(|o| o["key"] == "with space/birth certificate 2024.pdf").unwrap();
     assert_eq!(pdf["bucket"], b.docs.as_str());
     assert_eq!(pdf["content_type"], "application/pdf");
     assert_eq!(pdf["metadata"]["registrar"], "Ngozi Okafor");
-    assert_eq!(
-        pdf["file"],
-        format!("{}/with space/birth certificate 2024.pdf", b.docs)
-    );
+    assert_eq!(pdf["file"], format!("{}/with space/birth certificate 2024.pdf", b.docs));
     assert!(listed.iter().any(|o| o["key"] == long_key()));
-    let served = listed
-        .iter()
-        .find(|o| o["key"] == "served/certificate.html")
-        .unwrap();
+    let served = listed.iter().find(|o| o["key"] == "served/certificate.html").unwrap();
     assert_eq!(served["headers"]["cache-control"], "max-age=3600");
     assert_eq!(served["headers"]["content-language"], "fr");
 }
@@ -770,13 +499,7 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
     let b = Buckets::new("minio_concurrent");
     seed(&s3, &b, false);
     for i in 0..300 {
-        s3.put(
-            &b.docs,
-            &format!("batch/{i:04}.txt"),
-            format!("record {i}").as_bytes(),
-            Some("text/plain"),
-            &[],
-        );
+        s3.put(&b.docs, &format!("batch/{i:04}.txt"), format!("record {i}").as_bytes(), Some("text/plain"), &[]);
     }
     let stores = minio_block(&b.all(), S3_PORT, "");
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
@@ -787,13 +510,7 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) && n < 2000 {
-                s3.put(
-                    &bucket,
-                    &format!("batch/{:04}.txt", 300 + n),
-                    b"written during the backup",
-                    None,
-                    &[],
-                );
+                s3.put(&bucket, &format!("batch/{:04}.txt", 300 + n), b"written during the backup", None, &[]);
                 s3.delete(&bucket, &format!("batch/{:04}.txt", n % 300));
                 n += 1;
             }
@@ -815,21 +532,14 @@ fn all_buckets_are_backed_up_when_none_are_named() {
     let b = Buckets::new("minio_all");
     let expected = seed(&s3, &b, false);
     // Other tests create and delete buckets meanwhile: a bucket that vanishes is skipped.
-    let backup = case.backup_config_with(
-        &Transport::File,
-        &minio_block(&[], S3_PORT, ""),
-        "backup.yaml",
-    );
+    let backup = case.backup_config_with(&Transport::File, &minio_block(&[], S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
     let manifest = case.manifest_of(&runs[0]).1;
     for (bucket, (objects, bytes)) in &expected {
         assert_eq!(manifest["counts"][bucket]["objects"], *objects, "{bucket}");
         assert_eq!(manifest["counts"][bucket]["bytes"], *bytes, "{bucket}");
-        assert!(
-            manifest["extra"]["buckets"].get(bucket).is_some(),
-            "{bucket} settings recorded"
-        );
+        assert!(manifest["extra"]["buckets"].get(bucket).is_some(), "{bucket} settings recorded");
     }
 }
 
@@ -841,35 +551,19 @@ fn unreachable_s3_server_fails_the_run_and_keeps_older_backups() {
     let case = Case::new("minio_unreachable");
     let b = Buckets::new("minio_unreachable");
     seed(&s3, &b, false);
-    let backup = case.backup_config_with(
-        &Transport::Ssh,
-        &minio_block(&b.all(), S3_PORT, ""),
-        "backup.yaml",
-    );
+    let backup = case.backup_config_with(&Transport::Ssh, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
     let good_manifest = case.manifest_of(&good[0]).1;
 
     // Nothing listens on this port.
-    let down = case.backup_config_with(
-        &Transport::Ssh,
-        &minio_block(&b.all(), 59999, ""),
-        "down.yaml",
-    );
+    let down = case.backup_config_with(&Transport::Ssh, &minio_block(&b.all(), 59999, ""), "down.yaml");
     let out = lifeboat(&down, &["backup"]);
-    assert_fails(
-        &out,
-        1,
-        "cannot reach the S3 server at http://127.0.0.1:59999",
-    );
+    assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:59999");
     let runs = case.runs(&backup);
     assert_eq!(runs.len(), 1, "the failed run left nothing: {runs:?}");
     assert_eq!(runs[0]["complete"], true);
-    assert_eq!(
-        case.manifest_of(&runs[0]).1,
-        good_manifest,
-        "the older backup is untouched"
-    );
+    assert_eq!(case.manifest_of(&runs[0]).1, good_manifest, "the older backup is untouched");
 }
 
 #[test]
@@ -878,37 +572,19 @@ fn s3_server_lost_mid_stream_never_completes_a_run() {
     let case = Case::new("minio_cut");
     let b = Buckets::new("minio_cut");
     seed(&s3, &b, true);
-    let backup = case.backup_config_with(
-        &Transport::File,
-        &minio_block(&b.all(), S3_PORT, ""),
-        "backup.yaml",
-    );
+    let backup = case.backup_config_with(&Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
 
     let relay = DyingRelay::start(S3_PORT, 30 << 20);
-    let through_relay = case.backup_config_with(
-        &Transport::File,
-        &minio_block(&b.all(), relay.port, ""),
-        "relay.yaml",
-    );
+    let through_relay = case.backup_config_with(&Transport::File, &minio_block(&b.all(), relay.port, ""), "relay.yaml");
     let out = lifeboat(&through_relay, &["backup"]);
     assert!(relay.went_down(), "the relay cut the connection");
     let line = assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:");
-    assert!(
-        line.contains("while reading object") || line.contains("while listing"),
-        "{line}"
-    );
+    assert!(line.contains("while reading object") || line.contains("while listing"), "{line}");
     let runs = case.runs(&backup);
-    assert_eq!(
-        runs.iter().filter(|r| r["complete"] == true).count(),
-        1,
-        "{runs:?}"
-    );
-    assert_eq!(
-        runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"],
-        good[0]["id"]
-    );
+    assert_eq!(runs.iter().filter(|r| r["complete"] == true).count(), 1, "{runs:?}");
+    assert_eq!(runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"], good[0]["id"]);
     b.remove(&s3);
 }
 
@@ -919,17 +595,9 @@ fn missing_bucket_is_named_before_any_data_moves() {
     let b = Buckets::new("minio_missing");
     s3.fresh_bucket(&b.docs);
     s3.remove_bucket("lb-minio-missing-nope");
-    let config = case.backup_config_with(
-        &Transport::File,
-        &minio_block(&[&b.docs, "lb-minio-missing-nope"], S3_PORT, ""),
-        "backup.yaml",
-    );
+    let config = case.backup_config_with(&Transport::File, &minio_block(&[&b.docs, "lb-minio-missing-nope"], S3_PORT, ""), "backup.yaml");
     let out = lifeboat(&config, &["backup"]);
-    assert_fails(
-        &out,
-        1,
-        "bucket `lb-minio-missing-nope` named in stores.minio.buckets does not exist",
-    );
+    assert_fails(&out, 1, "bucket `lb-minio-missing-nope` named in stores.minio.buckets does not exist");
     assert!(case.runs(&config).is_empty(), "no run left behind");
 }
 
@@ -955,53 +623,26 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
     assert_ok(&lifeboat(&pg_backup, &["backup"]));
     let stores = minio_block(&b.all(), S3_PORT, "    server_dir: postgres\n");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
-    assert_fails(
-        &lifeboat(&restore, &["restore", "--yes"]),
-        2,
-        "holds a postgres backup, not minio",
-    );
+    assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 2, "holds a postgres backup, not minio");
 
     // The same files under a manifest that claims to be MinIO's: refused by the store itself.
-    let run_dir = case
-        .server_path
-        .join(case.runs(&pg_backup)[0]["path"].as_str().unwrap());
+    let run_dir = case.server_path.join(case.runs(&pg_backup)[0]["path"].as_str().unwrap());
     let manifest_path = run_dir.join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     manifest["store"] = "minio".into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     case.sign_manifest(&run_dir);
-    assert_fails(
-        &lifeboat(&restore, &["restore", "--yes"]),
-        1,
-        "not a minio dump backup",
-    );
+    assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 1, "not a minio dump backup");
 
     // ...and one whose listed archive is really a pg_dump file: refused on its first bytes.
-    let dump = manifest["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|f| f["name"].as_str().unwrap().starts_with("db-"))
-        .unwrap();
-    let dump_name = manifest["files"][dump]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::fs::rename(
-        run_dir.join(&dump_name),
-        run_dir.join("objects.tar.zst.age"),
-    )
-    .unwrap();
+    let dump = manifest["files"].as_array().unwrap().iter().position(|f| f["name"].as_str().unwrap().starts_with("db-")).unwrap();
+    let dump_name = manifest["files"][dump]["name"].as_str().unwrap().to_string();
+    std::fs::rename(run_dir.join(&dump_name), run_dir.join("objects.tar.zst.age")).unwrap();
     manifest["files"][dump]["name"] = "objects.tar.zst.age".into();
     manifest["extra"] = serde_json::json!({"archive": "objects.tar.zst.age", "buckets": {b.docs.clone(): {}, b.versioned.clone(): {}, b.empty.clone(): {}}});
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     case.sign_manifest(&run_dir);
-    assert_fails(
-        &lifeboat(&restore, &["restore", "--yes"]),
-        1,
-        "not a Lifeboat MinIO archive",
-    );
+    assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 1, "not a Lifeboat MinIO archive");
     assert_eq!(b.fingerprint(&s3), before, "the buckets were not touched");
 }
 
@@ -1013,41 +654,24 @@ fn interrupted_restore_can_be_run_again() {
     seed(&s3, &b, true);
     let before = b.fingerprint(&s3);
     let stores = minio_block(&b.all(), S3_PORT, "");
-    assert_ok(&lifeboat(
-        &case.backup_config_with(&Transport::File, &stores, "backup.yaml"),
-        &["backup"],
-    ));
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "backup.yaml"), &["backup"]));
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
 
     // The big object comes first in the archive: kill the restore while it is being uploaded.
     let mut child = spawn_lifeboat(&restore, &["restore", "--yes"]);
     let started = Instant::now();
     while s3.pending_uploads(&b.docs) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the restore ended before it could be interrupted"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no multipart upload seen"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "the restore ended before it could be interrupted");
+        assert!(started.elapsed() < Duration::from_secs(120), "no multipart upload seen");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
-    assert_ne!(
-        b.fingerprint(&s3),
-        before,
-        "the restore was interrupted part-way"
-    );
+    assert_ne!(b.fingerprint(&s3), before, "the restore was interrupted part-way");
 
     let out = lifeboat(&restore, &["restore", "--yes"]);
     assert_ok(&out);
-    assert_eq!(
-        s3.pending_uploads(&b.docs),
-        0,
-        "the killed run's unfinished upload was cleared"
-    );
+    assert_eq!(s3.pending_uploads(&b.docs), 0, "the killed run's unfinished upload was cleared");
     assert_eq!(b.fingerprint(&s3), before);
     b.remove(&s3);
 }
@@ -1063,17 +687,10 @@ fn bad_minio_config_is_a_configuration_error() {
     assert_fails(&lifeboat(&bad_url, &["backup"]), 2, "stores.minio.endpoint");
     let missing_key = case.backup_config_with(
         &Transport::File,
-        &minio_block(&[], S3_PORT, "").replace(
-            &key_file("s3-secret-key").display().to_string(),
-            "/nonexistent/secret",
-        ),
+        &minio_block(&[], S3_PORT, "").replace(&key_file("s3-secret-key").display().to_string(), "/nonexistent/secret"),
         "b.yaml",
     );
-    assert_fails(
-        &lifeboat(&missing_key, &["backup"]),
-        2,
-        "/nonexistent/secret",
-    );
+    assert_fails(&lifeboat(&missing_key, &["backup"]), 2, "/nonexistent/secret");
     assert!(case.runs(&missing_key).is_empty());
 }
 
@@ -1085,73 +702,26 @@ fn restore_works_on_an_s3_server_without_versioning() {
     let s3 = S3::at(S3S_PORT);
     let case = Case::new("minio_s3s");
     let bucket = format!("lb-s3s-{}", std::process::id());
-    s3.rt
-        .block_on(s3.client.create_bucket().bucket(&bucket).send())
-        .unwrap();
-    s3.put(
-        &bucket,
-        "plain.txt",
-        b"hello registry\n",
-        Some("text/plain"),
-        &[],
-    );
-    s3.put(
-        &bucket,
-        "with space/record ü.json",
-        b"{\"name\":\"Zo\xc3\xab\"}",
-        Some("application/json"),
-        &[("registrar", "Ngozi")],
-    );
-    s3.put(
-        &bucket,
-        "medium.bin",
-        &(0..300_000u32)
-            .map(|i| (i * 31 % 251) as u8)
-            .collect::<Vec<_>>(),
-        None,
-        &[],
-    );
+    s3.rt.block_on(s3.client.create_bucket().bucket(&bucket).send()).unwrap();
+    s3.put(&bucket, "plain.txt", b"hello registry\n", Some("text/plain"), &[]);
+    s3.put(&bucket, "with space/record ü.json", b"{\"name\":\"Zo\xc3\xab\"}", Some("application/json"), &[("registrar", "Ngozi")]);
+    s3.put(&bucket, "medium.bin", &(0..300_000u32).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>(), None, &[]);
     let before = s3.fingerprint(&bucket);
     let stores = minio_block(&[&bucket], S3S_PORT, "");
-    assert_ok(&lifeboat(
-        &case.backup_config_with(&Transport::File, &stores, "backup.yaml"),
-        &["backup"],
-    ));
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "backup.yaml"), &["backup"]));
 
-    s3.rt
-        .block_on(
-            s3.client
-                .delete_object()
-                .bucket(&bucket)
-                .key("plain.txt")
-                .send(),
-        )
-        .unwrap();
+    s3.rt.block_on(s3.client.delete_object().bucket(&bucket).key("plain.txt").send()).unwrap();
     s3.put(&bucket, "intruder.txt", b"not in the backup", None, &[]);
     assert_ne!(s3.fingerprint(&bucket), before);
 
-    let out = lifeboat(
-        &case.restore_config_with(&Transport::File, &stores, "restore.yaml"),
-        &["restore", "--yes"],
-    );
+    let out = lifeboat(&case.restore_config_with(&Transport::File, &stores, "restore.yaml"), &["restore", "--yes"]);
     assert_ok(&out);
     assert!(stderr(&out).contains("verified"), "{}", stderr(&out));
     assert_eq!(s3.fingerprint(&bucket), before);
     s3.rt.block_on(async {
         for key in ["plain.txt", "with space/record ü.json", "medium.bin"] {
-            s3.client
-                .delete_object()
-                .bucket(&bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
+            s3.client.delete_object().bucket(&bucket).key(key).send().await.unwrap();
         }
-        s3.client
-            .delete_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap();
+        s3.client.delete_bucket().bucket(&bucket).send().await.unwrap();
     });
 }

@@ -17,34 +17,18 @@ use mongodb::bson::{self, Bson, Document, doc, oid::ObjectId, spec::BinarySubtyp
 use sha2::Digest;
 
 fn command(db: &str, cmd: Document) -> Document {
-    block(mongo().database(db).run_command(cmd.clone()))
-        .unwrap_or_else(|e| panic!("{cmd} on {db}: {e}"))
+    block(mongo().database(db).run_command(cmd.clone())).unwrap_or_else(|e| panic!("{cmd} on {db}: {e}"))
 }
 
 fn count(db: &str, collection: &str) -> u64 {
-    block(
-        mongo()
-            .database(db)
-            .collection::<Document>(collection)
-            .count_documents(doc! {}),
-    )
-    .unwrap()
+    block(mongo().database(db).collection::<Document>(collection).count_documents(doc! {})).unwrap()
 }
 
 fn database_names() -> Vec<String> {
     block(mongo().list_database_names()).unwrap()
 }
 
-const GIVEN: [&str; 8] = [
-    "Zoë",
-    "José",
-    "Ngozi",
-    "Åsa",
-    "Nguyễn",
-    "Ольга",
-    "محمد",
-    "李",
-];
+const GIVEN: [&str; 8] = ["Zoë", "José", "Ngozi", "Åsa", "Nguyễn", "Ольга", "محمد", "李"];
 const CITIES: [&str; 4] = ["Lagos", "Kraków", "São Paulo", "Zürich"];
 
 fn oid(i: u64) -> ObjectId {
@@ -111,37 +95,14 @@ fn seed_mongo(db: &str, people: u64) {
         })
         .collect();
     if !events.is_empty() {
-        block(
-            mongo()
-                .database(db)
-                .collection::<Document>("events")
-                .insert_many(events),
-        )
-        .unwrap();
+        block(mongo().database(db).collection::<Document>("events").insert_many(events)).unwrap();
     }
-    command(
-        db,
-        doc! { "createIndexes": "events", "indexes": [ { "key": { "person": 1, "at": -1 }, "name": "person_at" } ] },
-    );
+    command(db, doc! { "createIndexes": "events", "indexes": [ { "key": { "person": 1, "at": -1 }, "name": "person_at" } ] });
     command(db, doc! { "create": "empty" });
-    command(
-        db,
-        doc! { "createIndexes": "empty", "indexes": [ { "key": { "x": 1 }, "name": "x_1" } ] },
-    );
-    command(
-        db,
-        doc! { "create": "log", "capped": true, "size": 1_048_576i64 },
-    );
-    let log: Vec<Document> = (0..10)
-        .map(|i| doc! { "_id": i, "message": format!("entry {i}") })
-        .collect();
-    block(
-        mongo()
-            .database(db)
-            .collection::<Document>("log")
-            .insert_many(log),
-    )
-    .unwrap();
+    command(db, doc! { "createIndexes": "empty", "indexes": [ { "key": { "x": 1 }, "name": "x_1" } ] });
+    command(db, doc! { "create": "log", "capped": true, "size": 1_048_576i64 });
+    let log: Vec<Document> = (0..10).map(|i| doc! { "_id": i, "message": format!("entry {i}") }).collect();
+    block(mongo().database(db).collection::<Document>("log").insert_many(log)).unwrap();
 }
 
 /// A digest of everything a restore must bring back: collections, their options, their indexes
@@ -149,57 +110,33 @@ fn seed_mongo(db: &str, people: u64) {
 fn fingerprint(db: &str) -> String {
     block(async {
         let database = mongo().database(db);
-        let mut specs: Vec<Document> = database
-            .run_cursor_command(doc! { "listCollections": 1 })
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let mut specs: Vec<Document> =
+            database.run_cursor_command(doc! { "listCollections": 1 }).await.unwrap().try_collect().await.unwrap();
         specs.sort_by(|a, b| a.get_str("name").unwrap().cmp(b.get_str("name").unwrap()));
         let mut hasher = sha2::Sha256::new();
         let mut summary = Vec::new();
         for spec in specs {
             let name = spec.get_str("name").unwrap().to_string();
             let options = spec.get_document("options").cloned().unwrap_or_default();
-            let mut indexes: Vec<Document> = database
-                .run_cursor_command(doc! { "listIndexes": &name })
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap();
+            let mut indexes: Vec<Document> =
+                database.run_cursor_command(doc! { "listIndexes": &name }).await.unwrap().try_collect().await.unwrap();
             indexes.sort_by(|a, b| a.get_str("name").unwrap().cmp(b.get_str("name").unwrap()));
-            let mut cursor = database
-                .collection::<Document>(&name)
-                .find(doc! {})
-                .sort(doc! { "_id": 1 })
-                .await
-                .unwrap();
+            let mut cursor = database.collection::<Document>(&name).find(doc! {}).sort(doc! { "_id": 1 }).await.unwrap();
             let mut n = 0;
             while cursor.advance().await.unwrap() {
                 let d: Document = cursor.deserialize_current().unwrap();
                 hasher.update(Bson::Document(d).into_canonical_extjson().to_string());
                 n += 1;
             }
-            let index_list: Vec<String> = indexes
-                .iter()
-                .map(|i| Bson::Document(i.clone()).into_relaxed_extjson().to_string())
-                .collect();
+            let index_list: Vec<String> = indexes.iter().map(|i| Bson::Document(i.clone()).into_relaxed_extjson().to_string()).collect();
             summary.push(format!("{name} {options} [{}] {n}", index_list.join(",")));
         }
-        format!(
-            "{} docs:{}",
-            summary.join(" | "),
-            hex::encode(hasher.finalize())
-        )
+        format!("{} docs:{}", summary.join(" | "), hex::encode(hasher.finalize()))
     })
 }
 
 fn mongo_block(db: &str, extra: &str) -> String {
-    format!(
-        "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{db}]\n{extra}"
-    )
+    format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{db}]\n{extra}")
 }
 
 /// A case whose database name is unique to this test binary run.
@@ -238,30 +175,16 @@ impl RoundTrip for Mongo {
         assert_eq!(manifest["tool_versions"]["mongodb"], "7.0.42");
         let files = manifest["files"].as_array().unwrap();
         assert_eq!(files.len(), 1);
-        assert_eq!(
-            files[0]["name"],
-            format!("db-{}.archive.zst.age", self.case.db)
-        );
+        assert_eq!(files[0]["name"], format!("db-{}.archive.zst.age", self.case.db));
     }
 
     /// Every way a restore must undo: lost and changed documents, a lost index and collection,
     /// an extra collection.
     fn damage(&self) {
         let db = mongo().database(&self.case.db);
-        block(
-            db.collection::<Document>("people")
-                .delete_many(doc! { "active": true }),
-        )
-        .unwrap();
-        block(
-            db.collection::<Document>("events")
-                .update_many(doc! {}, doc! { "$set": { "kind": "changed" } }),
-        )
-        .unwrap();
-        command(
-            &self.case.db,
-            doc! { "dropIndexes": "people", "index": "nid_unique" },
-        );
+        block(db.collection::<Document>("people").delete_many(doc! { "active": true })).unwrap();
+        block(db.collection::<Document>("events").update_many(doc! {}, doc! { "$set": { "kind": "changed" } })).unwrap();
+        command(&self.case.db, doc! { "dropIndexes": "people", "index": "nid_unique" });
         block(db.collection::<Document>("empty").drop()).unwrap();
         command(&self.case.db, doc! { "create": "junk" });
     }
@@ -272,14 +195,9 @@ impl RoundTrip for Mongo {
 
     /// The unique index is enforced again.
     fn after_restore(&self) {
-        let people = mongo()
-            .database(&self.case.db)
-            .collection::<Document>("people");
+        let people = mongo().database(&self.case.db).collection::<Document>("people");
         let dup = block(people.insert_one(doc! { "nid": "NID-00000001" }));
-        assert!(
-            dup.is_err(),
-            "a duplicate nid must be refused after restore"
-        );
+        assert!(dup.is_err(), "a duplicate nid must be refused after restore");
     }
 }
 
@@ -498,36 +416,18 @@ fn go_archive_checker() -> PathBuf {
     BIN.get_or_init(|| {
         let tools = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools");
         let digest = hex::encode(&sha2::Sha256::digest(GO_ARCHIVE_CHECK.as_bytes())[..6]);
-        let bin = tools
-            .join("bin")
-            .join(format!("mongo-archive-check-{digest}"));
+        let bin = tools.join("bin").join(format!("mongo-archive-check-{digest}"));
         if bin.exists() {
             return bin;
         }
-        let go = if Path::new("/usr/local/go/bin/go").exists() {
-            "/usr/local/go/bin/go"
-        } else {
-            "go"
-        };
+        let go = if Path::new("/usr/local/go/bin/go").exists() { "/usr/local/go/bin/go" } else { "go" };
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("main.go"), GO_ARCHIVE_CHECK).unwrap();
-        std::fs::write(
-            src.path().join("go.mod"),
-            "module archivecheck\n\ngo 1.22\n\nrequire go.mongodb.org/mongo-driver/v2 v2.10.0\n",
-        )
-        .unwrap();
+        std::fs::write(src.path().join("go.mod"), "module archivecheck\n\ngo 1.22\n\nrequire go.mongodb.org/mongo-driver/v2 v2.10.0\n")
+            .unwrap();
         let run = |args: &[&str]| {
-            let out = Command::new(go)
-                .args(args)
-                .current_dir(src.path())
-                .env("GOFLAGS", "-mod=mod")
-                .output()
-                .expect("run go");
-            assert!(
-                out.status.success(),
-                "go {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(go).args(args).current_dir(src.path()).env("GOFLAGS", "-mod=mod").output().expect("run go");
+            assert!(out.status.success(), "go {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         };
         run(&["mod", "tidy"]);
         std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
@@ -545,40 +445,18 @@ fn by_hand_recipe_gives_a_mongodump_archive() {
     seed_mongo(&case.db, 500);
     let before = fingerprint(&case.db);
     let stores = mongo_block(&case.db, "");
-    assert_ok(&lifeboat(
-        &case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"),
-        &["backup"],
-    ));
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]));
     let runs = case.runs(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"));
     let (dir, manifest) = case.manifest_of(&runs[0]);
     let file = dir.join(format!("db-{}.archive.zst.age", case.db));
     let plain = case.dir.path().join("plain.archive");
-    let script = format!(
-        "set -euo pipefail; age -d -i {} {} | zstd -d > {}",
-        case.identity_file.display(),
-        file.display(),
-        plain.display()
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "age | zstd failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script =
+        format!("set -euo pipefail; age -d -i {} {} | zstd -d > {}", case.identity_file.display(), file.display(), plain.display());
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "age | zstd failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let out = Command::new(go_archive_checker())
-        .stdin(std::fs::File::open(&plain).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "MongoDB's Go libraries refuse the archive: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(go_archive_checker()).stdin(std::fs::File::open(&plain).unwrap()).output().unwrap();
+    assert!(out.status.success(), "MongoDB's Go libraries refuse the archive: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["header"]["FormatVersion"], "0.1");
     assert_eq!(report["header"]["ServerVersion"], "7.0.42");
@@ -588,34 +466,13 @@ fn by_hand_recipe_gives_a_mongodump_archive() {
     for (name, c) in collections {
         assert_eq!(c["db"], case.db.as_str());
         assert_eq!(c["type"], "collection");
-        assert_eq!(
-            c["docs"], manifest["counts"][&case.db][name],
-            "{name}: documents in the archive = manifest count"
-        );
+        assert_eq!(c["docs"], manifest["counts"][&case.db][name], "{name}: documents in the archive = manifest count");
     }
     let people_indexes = collections["people"]["indexes"].as_object().unwrap();
-    assert!(
-        people_indexes["nid_unique"]
-            .as_str()
-            .unwrap()
-            .contains(r#""unique":true"#),
-        "{people_indexes:?}"
-    );
+    assert!(people_indexes["nid_unique"].as_str().unwrap().contains(r#""unique":true"#), "{people_indexes:?}");
     assert!(people_indexes.contains_key("family_born") && people_indexes.contains_key("_id_"));
-    assert!(
-        collections["empty"]["indexes"]
-            .as_object()
-            .unwrap()
-            .contains_key("x_1")
-    );
-    assert!(
-        collections["log"]["options"]
-            .as_str()
-            .unwrap()
-            .contains(r#""capped":true"#),
-        "{}",
-        collections["log"]
-    );
+    assert!(collections["empty"]["indexes"].as_object().unwrap().contains_key("x_1"));
+    assert!(collections["log"]["options"].as_str().unwrap().contains(r#""capped":true"#), "{}", collections["log"]);
 
     // Where mongorestore is installed, the recipe itself restores the database.
     if let Some(mongorestore) = find_tool("mongorestore") {
@@ -626,36 +483,20 @@ fn by_hand_recipe_gives_a_mongodump_archive() {
             file.display(),
             mongorestore.display()
         );
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mongorestore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "mongorestore failed: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(fingerprint(&case.db), before);
     } else {
-        eprintln!(
-            "mongorestore is not installed: checked the archive with MongoDB's Go libraries only"
-        );
+        eprintln!("mongorestore is not installed: checked the archive with MongoDB's Go libraries only");
     }
 }
 
 fn find_tool(name: &str) -> Option<PathBuf> {
-    let tools = PathBuf::from(std::env::var("HOME").ok()?)
-        .join(".cache/lifeboat-tools/bin")
-        .join(name);
+    let tools = PathBuf::from(std::env::var("HOME").ok()?).join(".cache/lifeboat-tools/bin").join(name);
     if tools.exists() {
         return Some(tools);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.exists())
-    })
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.exists()))
 }
 
 #[test]
@@ -688,10 +529,7 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
     let written = writer.join().unwrap();
     assert_ok(&out);
     assert!(written > 0, "the writer ran during the backup");
-    let out = lifeboat(
-        &case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml"),
-        &["restore", "--yes"],
-    );
+    let out = lifeboat(&case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml"), &["restore", "--yes"]);
     assert_ok(&out);
 }
 
@@ -708,59 +546,31 @@ impl PrivateFerret {
         mongo(); // the shared server's install step also provides the binary
         let tools = std::env::var("LIFEBOAT_TOOLS")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools")
-            });
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("sqlite")).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(tools.join("bin/ferretdb"))
             .arg(format!("--listen-addr=127.0.0.1:{port}"))
             .arg(format!("--state-dir={}", dir.path().display()))
-            .args([
-                "--telemetry=disable",
-                "--debug-addr=-",
-                "--log-level=WARN",
-                "--handler=sqlite",
-            ])
-            .arg(format!(
-                "--sqlite-url=file:{}/sqlite/",
-                dir.path().display()
-            ))
+            .args(["--telemetry=disable", "--debug-addr=-", "--log-level=WARN", "--handler=sqlite"])
+            .arg(format!("--sqlite-url=file:{}/sqlite/", dir.path().display()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start ferretdb");
-        let mut server = PrivateFerret {
-            child,
-            port,
-            _dir: dir,
-        };
+        let mut server = PrivateFerret { child, port, _dir: dir };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                server.child.try_wait().unwrap().is_none(),
-                "the private FerretDB exited at start"
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the private FerretDB did not start"
-            );
+            assert!(server.child.try_wait().unwrap().is_none(), "the private FerretDB exited at start");
+            assert!(started.elapsed() < Duration::from_secs(30), "the private FerretDB did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
     }
 
     fn client(&self) -> mongodb::Client {
-        block(mongodb::Client::with_uri_str(format!(
-            "mongodb://127.0.0.1:{}/",
-            self.port
-        )))
-        .unwrap()
+        block(mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{}/", self.port))).unwrap()
     }
 }
 
@@ -776,39 +586,15 @@ fn all_databases_but_the_system_ones_when_none_are_listed() {
     let case = mongo_case("all_dbs");
     let server = PrivateFerret::start();
     let client = server.client();
-    block(
-        client
-            .database("registry")
-            .collection::<Document>("people")
-            .insert_many((0..20).map(person).collect::<Vec<_>>()),
-    )
-    .unwrap();
-    block(
-        client
-            .database("user-mgnt")
-            .collection::<Document>("users")
-            .insert_many((0..10).map(|i| doc! { "_id": i })),
-    )
-    .unwrap();
-    block(
-        client
-            .database("admin")
-            .collection::<Document>("settings")
-            .insert_one(doc! { "_id": 1 }),
-    )
-    .unwrap();
-    let stores = format!(
-        "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{}/\n",
-        server.port
-    );
+    block(client.database("registry").collection::<Document>("people").insert_many((0..20).map(person).collect::<Vec<_>>())).unwrap();
+    block(client.database("user-mgnt").collection::<Document>("users").insert_many((0..10).map(|i| doc! { "_id": i }))).unwrap();
+    block(client.database("admin").collection::<Document>("settings").insert_one(doc! { "_id": 1 })).unwrap();
+    let stores = format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{}/\n", server.port);
     let backup = case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
     let (_, manifest) = case.manifest_of(&runs[0]);
-    assert_eq!(
-        manifest["counts"],
-        serde_json::json!({ "registry": { "people": 20 }, "user-mgnt": { "users": 10 } })
-    );
+    assert_eq!(manifest["counts"], serde_json::json!({ "registry": { "people": 20 }, "user-mgnt": { "users": 10 } }));
     assert_eq!(
         manifest["extra"]["databases"],
         serde_json::json!({ "registry": "db-registry.archive.zst.age", "user-mgnt": "db-user-mgnt.archive.zst.age" })
@@ -816,38 +602,11 @@ fn all_databases_but_the_system_ones_when_none_are_listed() {
 
     // Both come back on restore, and admin, never backed up, is left as it is.
     block(client.database("registry").drop()).unwrap();
-    block(
-        client
-            .database("user-mgnt")
-            .collection::<Document>("users")
-            .delete_many(doc! {}),
-    )
-    .unwrap();
-    assert_ok(&lifeboat(
-        &case.restore_config_with(&Transport::File, &stores, "mongo-restore.yaml"),
-        &["restore", "--yes"],
-    ));
-    let users = block(
-        client
-            .database("user-mgnt")
-            .collection::<Document>("users")
-            .count_documents(doc! {}),
-    )
-    .unwrap();
-    let people = block(
-        client
-            .database("registry")
-            .collection::<Document>("people")
-            .count_documents(doc! {}),
-    )
-    .unwrap();
-    let settings = block(
-        client
-            .database("admin")
-            .collection::<Document>("settings")
-            .count_documents(doc! {}),
-    )
-    .unwrap();
+    block(client.database("user-mgnt").collection::<Document>("users").delete_many(doc! {})).unwrap();
+    assert_ok(&lifeboat(&case.restore_config_with(&Transport::File, &stores, "mongo-restore.yaml"), &["restore", "--yes"]));
+    let users = block(client.database("user-mgnt").collection::<Document>("users").count_documents(doc! {})).unwrap();
+    let people = block(client.database("registry").collection::<Document>("people").count_documents(doc! {})).unwrap();
+    let settings = block(client.database("admin").collection::<Document>("settings").count_documents(doc! {})).unwrap();
     assert_eq!((people, users, settings), (20, 10, 1));
 }
 
@@ -860,26 +619,16 @@ fn missing_database_is_named_before_any_data_moves() {
     let stores = mongo_block(&format!("{}, lb_no_such_database", case.db), "");
     let config = case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml");
     let out = lifeboat(&config, &["backup"]);
-    assert_fails(
-        &out,
-        1,
-        "database `lb_no_such_database` named in stores.mongodb.databases does not exist",
-    );
+    assert_fails(&out, 1, "database `lb_no_such_database` named in stores.mongodb.databases does not exist");
     assert!(case.runs(&config).is_empty(), "no run left behind");
-    assert!(
-        !database_names().contains(&"lb_no_such_database".to_string()),
-        "nothing was created"
-    );
+    assert!(!database_names().contains(&"lb_no_such_database".to_string()), "nothing was created");
 }
 
 #[test]
 fn server_down_is_a_clear_error() {
     let case = mongo_case("no_server");
     let stores = "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:57099/?serverSelectionTimeoutMS=2000\n    databases: [x]\n";
-    let out = lifeboat(
-        &case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"),
-        &["backup"],
-    );
+    let out = lifeboat(&case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"), &["backup"]);
     assert_fails(&out, 1, "cannot connect to MongoDB at 127.0.0.1:57099");
 }
 
@@ -887,18 +636,9 @@ fn server_down_is_a_clear_error() {
 fn password_in_the_url_is_refused() {
     let case = mongo_case("url_password");
     let stores = "stores:\n  mongodb:\n    url: mongodb://app:secret@127.0.0.1:57017/\n";
-    let line = assert_fails(
-        &lifeboat(
-            &case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"),
-            &["backup"],
-        ),
-        2,
-        "password_file",
-    );
-    assert!(
-        !line.contains("secret"),
-        "the password is never printed: {line}"
-    );
+    let line =
+        assert_fails(&lifeboat(&case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"), &["backup"]), 2, "password_file");
+    assert!(!line.contains("secret"), "the password is never printed: {line}");
 }
 
 #[test]
@@ -911,43 +651,20 @@ fn server_going_down_during_backup_leaves_no_complete_run() {
     let good = case.runs(&backup);
 
     let relay = DyingRelay::start(MONGO_PORT, 600_000);
-    let failing_stores = stores.replace(
-        &format!("127.0.0.1:{MONGO_PORT}/"),
-        &format!("127.0.0.1:{}/?serverSelectionTimeoutMS=3000", relay.port),
-    );
-    let failing = case.write_config(
-        "failing.yaml",
-        &std::fs::read_to_string(&backup)
-            .unwrap()
-            .replace(&stores, &failing_stores),
-    );
+    let failing_stores =
+        stores.replace(&format!("127.0.0.1:{MONGO_PORT}/"), &format!("127.0.0.1:{}/?serverSelectionTimeoutMS=3000", relay.port));
+    let failing = case.write_config("failing.yaml", &std::fs::read_to_string(&backup).unwrap().replace(&stores, &failing_stores));
     let out = lifeboat(&failing, &["backup"]);
     let line = assert_fails(&out, 1, &format!("reading {}.", case.db));
     assert!(line.contains("the run was not completed"), "{line}");
 
     // The earlier backup is still the newest complete one, and still restores.
     let runs = case.runs(&backup);
-    assert_eq!(
-        runs.iter().filter(|r| r["complete"] == true).count(),
-        1,
-        "{runs:?}"
-    );
-    assert_eq!(
-        runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"],
-        good[0]["id"]
-    );
+    assert_eq!(runs.iter().filter(|r| r["complete"] == true).count(), 1, "{runs:?}");
+    assert_eq!(runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"], good[0]["id"]);
     let before = fingerprint(&case.db);
-    block(
-        mongo()
-            .database(&case.db)
-            .collection::<Document>("people")
-            .delete_many(doc! {}),
-    )
-    .unwrap();
-    assert_ok(&lifeboat(
-        &case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml"),
-        &["restore", "--yes"],
-    ));
+    block(mongo().database(&case.db).collection::<Document>("people").delete_many(doc! {})).unwrap();
+    assert_ok(&lifeboat(&case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml"), &["restore", "--yes"]));
     assert_eq!(fingerprint(&case.db), before);
 }
 
@@ -957,27 +674,14 @@ fn postgres_backup_given_to_the_mongodb_restore_is_refused_untouched() {
     seed_postgres(&case.db, 20);
     seed_mongo(&case.db, 30);
     let marker = fingerprint(&case.db);
-    let pg = format!(
-        "stores:\n  postgres:\n    url: postgres://postgres@127.0.0.1:{PG_PORT}/postgres\n    databases: [{}]\n",
-        case.db
-    );
-    assert_ok(&lifeboat(
-        &case.backup_config_with(&Transport::File, &pg, "mongo-backup.yaml"),
-        &["backup"],
-    ));
+    let pg = format!("stores:\n  postgres:\n    url: postgres://postgres@127.0.0.1:{PG_PORT}/postgres\n    databases: [{}]\n", case.db);
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &pg, "mongo-backup.yaml"), &["backup"]));
     // server_dir points the mongodb restore at the postgres run folder.
-    let restore = case.restore_config_with(
-        &Transport::File,
-        &mongo_block(&case.db, "    server_dir: postgres\n"),
-        "mongo-restore.yaml",
-    );
+    let restore = case.restore_config_with(&Transport::File, &mongo_block(&case.db, "    server_dir: postgres\n"), "mongo-restore.yaml");
     let out = lifeboat(&restore, &["restore", "--yes"]);
     assert_fails(&out, 2, "holds a postgres backup, not mongodb");
     assert_eq!(fingerprint(&case.db), marker, "the target was not touched");
-    psql(
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", case.db),
-    );
+    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", case.db));
 }
 
 #[test]
@@ -986,32 +690,17 @@ fn interrupted_restore_can_be_run_again() {
     seed_mongo(&case.db, 10000);
     let before = fingerprint(&case.db);
     let stores = mongo_block(&case.db, "");
-    assert_ok(&lifeboat(
-        &case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"),
-        &["backup"],
-    ));
+    assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]));
     let restore = case.restore_config_with(&Transport::File, &stores, "mongo-restore.yaml");
 
     // Empty the collection first, so that documents seen in it come from the restore.
-    block(
-        mongo()
-            .database(&case.db)
-            .collection::<Document>("people")
-            .delete_many(doc! {}),
-    )
-    .unwrap();
+    block(mongo().database(&case.db).collection::<Document>("people").delete_many(doc! {})).unwrap();
     let mut child = spawn_lifeboat(&restore, &["restore", "--yes"]);
     // Kill it once people is being refilled: the database is then half restored.
     let started = Instant::now();
     let mut seen = 0;
     while started.elapsed() < Duration::from_secs(120) && seen == 0 {
-        seen = block(
-            mongo()
-                .database(&case.db)
-                .collection::<Document>("people")
-                .count_documents(doc! {}),
-        )
-        .unwrap_or(0);
+        seen = block(mongo().database(&case.db).collection::<Document>("people").count_documents(doc! {})).unwrap_or(0);
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the restore finished ({status}) before it could be interrupted");
         }
@@ -1020,10 +709,7 @@ fn interrupted_restore_can_be_run_again() {
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let partial = count(&case.db, "people");
-    assert!(
-        seen > 0 && partial < 10000,
-        "interrupted part-way: {partial} of 10000 people"
-    );
+    assert!(seen > 0 && partial < 10000, "interrupted part-way: {partial} of 10000 people");
     assert_ne!(fingerprint(&case.db), before);
 
     let out = lifeboat(&restore, &["restore", "--yes"]);

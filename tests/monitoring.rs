@@ -18,30 +18,17 @@ const PUSHGATEWAY: &str = "http://127.0.0.1:59191";
 fn promtool() -> PathBuf {
     let tools = std::env::var("LIFEBOAT_TOOLS")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools")
-        });
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools"));
     let bin = tools.join("promtool-2.53.3+ds1-2/usr/bin/promtool");
-    assert!(
-        bin.exists(),
-        "{} missing: run scripts/install-deps",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} missing: run scripts/install-deps", bin.display());
     bin
 }
 
 #[test]
 fn the_sample_alert_rules_parse_and_fire_as_documented() {
     let dir = repo().join("deploy/prometheus");
-    for args in [
-        &["check", "rules", "lifeboat-alerts.yaml"][..],
-        &["test", "rules", "lifeboat-alerts.test.yaml"][..],
-    ] {
-        let out = Command::new(promtool())
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
+    for args in [&["check", "rules", "lifeboat-alerts.yaml"][..], &["test", "rules", "lifeboat-alerts.test.yaml"][..]] {
+        let out = Command::new(promtool()).args(args).current_dir(&dir).output().unwrap();
         assert!(
             out.status.success(),
             "promtool {args:?}:\n{}{}",
@@ -54,10 +41,7 @@ fn the_sample_alert_rules_parse_and_fire_as_documented() {
 /// An HTTP endpoint that answers 200 and hands over each request body (a webhook receiver).
 fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/hooks/T0KEN-secret",
-        listener.local_addr().unwrap().port()
-    );
+    let url = format!("http://127.0.0.1:{}/hooks/T0KEN-secret", listener.local_addr().unwrap().port());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -75,8 +59,7 @@ fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
             }
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let _ = tx.send(serde_json::from_slice(&body).unwrap());
         }
     });
@@ -86,25 +69,14 @@ fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
 /// The value of `metric` with `store="<store>"` in a Prometheus text exposition.
 fn value(text: &str, metric: &str, store: &str) -> Option<f64> {
     text.lines()
-        .find(|l| {
-            l.starts_with(&format!("{metric}{{"))
-                && l.contains(&format!("store=\"{store}\""))
-                && l.contains("role=\"backup\"")
-        })
+        .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&format!("store=\"{store}\"")) && l.contains("role=\"backup\""))
         .and_then(|l| l.rsplit(' ').next())
         .map(|v| v.parse().unwrap())
 }
 
 fn pushed() -> String {
-    let out = Command::new("curl")
-        .args(["-fsS", &format!("{PUSHGATEWAY}/metrics")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reading the Pushgateway: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("curl").args(["-fsS", &format!("{PUSHGATEWAY}/metrics")]).output().unwrap();
+    assert!(out.status.success(), "reading the Pushgateway: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -123,133 +95,60 @@ fn each_backup_publishes_metrics_and_a_failure_calls_the_webhook_and_keeps_the_l
         textfiles.display(),
         hook_file.display()
     );
-    let backup = case.write_config(
-        "monitored.yaml",
-        &format!(
-            "{}{monitoring}",
-            std::fs::read_to_string(case.backup_config(&Transport::File)).unwrap()
-        ),
-    );
+    let backup = case
+        .write_config("monitored.yaml", &format!("{}{monitoring}", std::fs::read_to_string(case.backup_config(&Transport::File)).unwrap()));
 
     assert_ok(&lifeboat(&backup, &["backup"]));
     let file = textfiles.join("lifeboat_backup_postgres.prom");
     let text = std::fs::read_to_string(&file).unwrap();
-    let lint = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .unwrap();
+    let lint = Command::new(promtool()).args(["check", "metrics"]).stdin(std::fs::File::open(&file).unwrap()).output().unwrap();
     assert!(
         lint.status.success(),
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&lint.stdout),
         String::from_utf8_lossy(&lint.stderr)
     );
-    assert_eq!(
-        value(&text, "lifeboat_last_result", "postgres"),
-        Some(1.0),
-        "{text}"
-    );
-    let success = value(&text, "lifeboat_last_success_timestamp_seconds", "postgres")
-        .expect("a success time");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    assert!(
-        (now - success).abs() < 120.0,
-        "{success} is not now ({now})"
-    );
-    assert!(
-        value(&text, "lifeboat_last_stored_bytes", "postgres").unwrap() > 0.0,
-        "{text}"
-    );
+    assert_eq!(value(&text, "lifeboat_last_result", "postgres"), Some(1.0), "{text}");
+    let success = value(&text, "lifeboat_last_success_timestamp_seconds", "postgres").expect("a success time");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - success).abs() < 120.0, "{success} is not now ({now})");
+    assert!(value(&text, "lifeboat_last_stored_bytes", "postgres").unwrap() > 0.0, "{text}");
     let gateway = pushed();
-    assert_eq!(
-        value(&gateway, "lifeboat_last_result", "postgres"),
-        Some(1.0),
-        "{gateway}"
-    );
-    assert_eq!(
-        value(
-            &gateway,
-            "lifeboat_last_success_timestamp_seconds",
-            "postgres"
-        ),
-        Some(success)
-    );
-    assert!(
-        calls.recv_timeout(Duration::from_millis(500)).is_err(),
-        "the webhook is for failures unless webhook_on_success"
-    );
+    assert_eq!(value(&gateway, "lifeboat_last_result", "postgres"), Some(1.0), "{gateway}");
+    assert_eq!(value(&gateway, "lifeboat_last_success_timestamp_seconds", "postgres"), Some(success));
+    assert!(calls.recv_timeout(Duration::from_millis(500)).is_err(), "the webhook is for failures unless webhook_on_success");
 
     // A failed backup: the result drops to 0, the last success stays, the webhook is called.
-    psql(
-        "postgres",
-        &format!("DROP DATABASE \"{}\" WITH (FORCE)", case.db),
-    );
+    psql("postgres", &format!("DROP DATABASE \"{}\" WITH (FORCE)", case.db));
     let out = lifeboat(&backup, &["backup"]);
     let line = assert_fails(&out, 1, "does not exist");
     let text = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(
-        value(&text, "lifeboat_last_result", "postgres"),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        value(&text, "lifeboat_last_success_timestamp_seconds", "postgres"),
-        Some(success),
-        "{text}"
-    );
-    assert!(
-        value(&text, "lifeboat_last_attempt_timestamp_seconds", "postgres").unwrap() >= success
-    );
+    assert_eq!(value(&text, "lifeboat_last_result", "postgres"), Some(0.0), "{text}");
+    assert_eq!(value(&text, "lifeboat_last_success_timestamp_seconds", "postgres"), Some(success), "{text}");
+    assert!(value(&text, "lifeboat_last_attempt_timestamp_seconds", "postgres").unwrap() >= success);
     let gateway = pushed();
-    assert_eq!(
-        value(&gateway, "lifeboat_last_result", "postgres"),
-        Some(0.0),
-        "{gateway}"
-    );
-    assert_eq!(
-        value(
-            &gateway,
-            "lifeboat_last_success_timestamp_seconds",
-            "postgres"
-        ),
-        Some(success),
-        "{gateway}"
-    );
-    let call = calls
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the webhook was called");
+    assert_eq!(value(&gateway, "lifeboat_last_result", "postgres"), Some(0.0), "{gateway}");
+    assert_eq!(value(&gateway, "lifeboat_last_success_timestamp_seconds", "postgres"), Some(success), "{gateway}");
+    let call = calls.recv_timeout(Duration::from_secs(10)).expect("the webhook was called");
     assert_eq!(call["result"], "failed", "{call}");
     assert_eq!(call["role"], "backup");
     assert_eq!(call["stores"][0]["store"], "postgres");
-    assert!(
-        line.contains(call["stores"][0]["error"].as_str().unwrap()),
-        "{call} / {line}"
-    );
-    assert!(
-        call["text"]
-            .as_str()
-            .unwrap()
-            .contains("FAILED for postgres"),
-        "{call}"
-    );
-    assert!(
-        !stderr(&out).contains("T0KEN"),
-        "the webhook URL leaked into the log"
-    );
+    assert!(line.contains(call["stores"][0]["error"].as_str().unwrap()), "{call} / {line}");
+    assert!(call["text"].as_str().unwrap().contains("FAILED for postgres"), "{call}");
+    assert!(!stderr(&out).contains("T0KEN"), "the webhook URL leaked into the log");
 
     // A backup server that cannot be reached fails every store before any store starts: that is
     // published too, not only printed.
     let unreachable = case.write_config(
         "unreachable.yaml",
-        &std::fs::read_to_string(&backup).unwrap().replace(&format!("url: file://{}", case.server_path.display()), &format!(
-            "url: ssh://root@127.0.0.1:52299/nowhere\n  ssh_key_file: {}\n  known_hosts_file: {}",
-            state().join("sshd/client_key").display(),
-            state().join("sshd/known_hosts").display()
-        )),
+        &std::fs::read_to_string(&backup).unwrap().replace(
+            &format!("url: file://{}", case.server_path.display()),
+            &format!(
+                "url: ssh://root@127.0.0.1:52299/nowhere\n  ssh_key_file: {}\n  known_hosts_file: {}",
+                state().join("sshd/client_key").display(),
+                state().join("sshd/known_hosts").display()
+            ),
+        ),
     );
     let out = lifeboat(&unreachable, &["backup"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -264,14 +163,8 @@ fn bad_monitoring_settings_are_refused_naming_the_key() {
     let case = Case::new("metrics_config");
     let base = std::fs::read_to_string(case.backup_config(&Transport::File)).unwrap();
     for (block, needle) in [
-        (
-            "monitoring:\n  pushgateway_url: pushgateway:9091\n",
-            "monitoring.pushgateway_url",
-        ),
-        (
-            "monitoring:\n  webhook_on_success: true\n",
-            "webhook_url_file",
-        ),
+        ("monitoring:\n  pushgateway_url: pushgateway:9091\n", "monitoring.pushgateway_url"),
+        ("monitoring:\n  webhook_on_success: true\n", "webhook_url_file"),
         ("monitoring:\n  textfile: /tmp/x\n", "textfile"),
     ] {
         let config = case.write_config("bad.yaml", &format!("{base}{block}"));

@@ -12,35 +12,18 @@ fn settings() -> insta::Settings {
     s.add_filter(r"\d{4}-\d\d-\d\dT[0-9:.]+\+00:00", "[TIME]");
     s.add_filter(r"\[ID\]T[0-9:.]+\+00:00", "[TIME]");
     s.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB|TiB)", "[SIZE]");
-    s.add_filter(
-        r#""(bytes|age_seconds|available_bytes|total_bytes)": \d+"#,
-        r#""$1": [N]"#,
-    );
+    s.add_filter(r#""(bytes|age_seconds|available_bytes|total_bytes)": \d+"#, r#""$1": [N]"#);
     s.add_filter(r#""(duration_seconds)": [0-9.e-]+"#, r#""$1": [N]"#);
     s.add_filter(r"snapshots-\d+", "snapshots-[PID]");
     s.add_filter(r"\d{8}T\d{6}Z", "[STAMP]");
-    s.add_filter(
-        &format!(
-            r"\b{}\b",
-            regex_escape(&lifeboat::layout::lock::host_name())
-        ),
-        "[HOST]",
-    );
+    s.add_filter(&format!(r"\b{}\b", regex_escape(&lifeboat::layout::lock::host_name())), "[HOST]");
     s.add_filter(r"\d+\.\d h old", "[AGE] h old");
     s.add_filter(r"SHA256:[A-Za-z0-9+/]{43}", "SHA256:[FINGERPRINT]");
     s
 }
 
 fn regex_escape(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
+    text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -60,11 +43,7 @@ fn list_and_status_read_the_same_in_text_and_json() {
     std::fs::write(interrupted.join("roles.sql.zst.age"), b"half").unwrap();
     let damaged = case.server_path.join("2020-01-02/postgres");
     std::fs::create_dir_all(&damaged).unwrap();
-    std::fs::write(
-        damaged.join("manifest.json"),
-        br#"{"format_version": 1, "store": "postgr"#,
-    )
-    .unwrap();
+    std::fs::write(damaged.join("manifest.json"), br#"{"format_version": 1, "store": "postgr"#).unwrap();
     // And a damaged run newer than the complete one, which status counts.
     let newer = case.server_path.join(format!("{today}_9/postgres"));
     std::fs::create_dir_all(&newer).unwrap();

@@ -9,10 +9,7 @@ use common::*;
 /// Today's run id: the test configs use Africa/Lagos (UTC+1, no daylight saving), and run ids
 /// follow the configured timezone.
 fn today_lagos() -> String {
-    let out = Command::new("date")
-        .args(["-u", "-d", "+1 hours", "+%Y-%m-%d"])
-        .output()
-        .unwrap();
+    let out = Command::new("date").args(["-u", "-d", "+1 hours", "+%Y-%m-%d"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -31,12 +28,7 @@ impl RoundTrip for Postgres {
 
     /// The common fingerprint reads the view the damage drops: without it, the data differs.
     fn fingerprint(&self) -> String {
-        match psql(
-            &self.case.db,
-            "SELECT to_regclass('registry.births') IS NULL",
-        )
-        .as_str()
-        {
+        match psql(&self.case.db, "SELECT to_regclass('registry.births') IS NULL").as_str() {
             "t" => "registry.births is missing".into(),
             _ => fingerprint(&self.case.db),
         }
@@ -49,37 +41,15 @@ impl RoundTrip for Postgres {
         assert_eq!(counts["registry.event"], 1500);
         assert_eq!(counts["audit.log"], 3);
         assert_eq!(counts["public.empty_table"], 0);
-        let mut names: Vec<&str> = manifest["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
+        let mut names: Vec<&str> = manifest["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            [
-                format!("db-{}.dump.zst.age", self.case.db).as_str(),
-                "roles.sql.zst.age"
-            ]
-        );
-        assert!(
-            manifest["tool_versions"]["pg_dump"]
-                .as_str()
-                .unwrap()
-                .contains("15.")
-        );
+        assert_eq!(names, [format!("db-{}.dump.zst.age", self.case.db).as_str(), "roles.sql.zst.age"]);
+        assert!(manifest["tool_versions"]["pg_dump"].as_str().unwrap().contains("15."));
     }
 
     fn damage(&self) {
-        psql(
-            &self.case.db,
-            "DELETE FROM registry.event; DROP VIEW registry.births; UPDATE registry.person SET given_name = 'x'",
-        );
-        assert_eq!(
-            psql(&self.case.db, "SELECT count(*) FROM registry.event"),
-            "0"
-        );
+        psql(&self.case.db, "DELETE FROM registry.event; DROP VIEW registry.births; UPDATE registry.person SET given_name = 'x'");
+        assert_eq!(psql(&self.case.db, "SELECT count(*) FROM registry.event"), "0");
     }
 }
 
@@ -105,16 +75,10 @@ fn by_hand_recipe_from_readme_restores() {
     let case = Case::new("by_hand");
     seed_postgres(&case.db, 500);
     let before = fingerprint(&case.db);
-    assert_ok(&lifeboat(
-        &case.backup_config(&Transport::File),
-        &["backup"],
-    ));
+    assert_ok(&lifeboat(&case.backup_config(&Transport::File), &["backup"]));
     let run_dir = case.server_path.join(today_lagos()).join("postgres");
     // The README's recipe: age -d | zstd -d | pg_restore, with no Lifeboat involved.
-    psql(
-        "postgres",
-        &format!("DROP DATABASE \"{}\" WITH (FORCE)", case.db),
-    );
+    psql("postgres", &format!("DROP DATABASE \"{}\" WITH (FORCE)", case.db));
     let script = format!(
         "set -euo pipefail; age -d -i {id} {dir}/roles.sql.zst.age | zstd -d | grep -v '^CREATE ROLE' | psql -X -q -h 127.0.0.1 -p {PG_PORT} -U postgres -d postgres >/dev/null
          age -d -i {id} {dir}/db-{db}.dump.zst.age | zstd -d | pg_restore --create -h 127.0.0.1 -p {PG_PORT} -U postgres -d postgres",
@@ -122,16 +86,8 @@ fn by_hand_recipe_from_readme_restores() {
         dir = run_dir.display(),
         db = case.db
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "by-hand restore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "by-hand restore failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fingerprint(&case.db), before);
 }
 
@@ -143,10 +99,7 @@ fn second_run_same_day_gets_its_own_folder_and_from_selects() {
     let restore = case.restore_config(&Transport::File);
     assert_ok(&lifeboat(&backup, &["backup"]));
     let first = fingerprint(&case.db);
-    psql(
-        &case.db,
-        "INSERT INTO audit.log (message) VALUES ('second')",
-    );
+    psql(&case.db, "INSERT INTO audit.log (message) VALUES ('second')");
     let second = fingerprint(&case.db);
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
@@ -234,21 +187,12 @@ fn parallel_restore_jobs_roundtrip_with_passphrase() {
 fn wrong_identity_fails_before_touching_the_target() {
     let case = Case::new("wrong_identity");
     seed_postgres(&case.db, 100);
-    assert_ok(&lifeboat(
-        &case.backup_config(&Transport::File),
-        &["backup"],
-    ));
-    psql(
-        &case.db,
-        "INSERT INTO audit.log (message) VALUES ('must survive')",
-    );
+    assert_ok(&lifeboat(&case.backup_config(&Transport::File), &["backup"]));
+    psql(&case.db, "INSERT INTO audit.log (message) VALUES ('must survive')");
     let marker = fingerprint(&case.db);
     let (other, _) = lifeboat::pipeline::generate_identity();
     std::fs::write(&case.identity_file, other).unwrap();
-    let out = lifeboat(
-        &case.restore_config(&Transport::File),
-        &["restore", "--yes"],
-    );
+    let out = lifeboat(&case.restore_config(&Transport::File), &["restore", "--yes"]);
     assert_fails(&out, 1, "cannot decrypt");
     assert_eq!(fingerprint(&case.db), marker, "the target was not touched");
 }
@@ -259,19 +203,12 @@ fn changed_stored_bytes_are_caught_before_any_restore_work() {
     seed_postgres(&case.db, 100);
     let backup = case.backup_config(&Transport::Ssh);
     assert_ok(&lifeboat(&backup, &["backup"]));
-    let dump = case
-        .server_path
-        .join(today_lagos())
-        .join("postgres")
-        .join(format!("db-{}.dump.zst.age", case.db));
+    let dump = case.server_path.join(today_lagos()).join("postgres").join(format!("db-{}.dump.zst.age", case.db));
     let mut bytes = std::fs::read(&dump).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&dump, bytes).unwrap();
-    psql(
-        &case.db,
-        "INSERT INTO audit.log (message) VALUES ('must survive')",
-    );
+    psql(&case.db, "INSERT INTO audit.log (message) VALUES ('must survive')");
     let marker = fingerprint(&case.db);
     let out = lifeboat(&case.restore_config(&Transport::Ssh), &["restore", "--yes"]);
     assert_fails(&out, 1, "does not match its manifest");
@@ -281,10 +218,7 @@ fn changed_stored_bytes_are_caught_before_any_restore_work() {
     assert_eq!(out.status.code(), Some(1));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("DAMAGED"), "{report}");
-    assert!(
-        report.contains(&format!("db-{}.dump.zst.age", case.db)),
-        "verify names the damaged file: {report}"
-    );
+    assert!(report.contains(&format!("db-{}.dump.zst.age", case.db)), "verify names the damaged file: {report}");
 }
 
 #[test]
@@ -292,9 +226,7 @@ fn ssh_server_down_is_a_clear_error() {
     let case = Case::new("ssh_down");
     seed_postgres(&case.db, 10);
     let config = case.backup_config(&Transport::Ssh);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&format!(":{SSH_PORT}/"), ":52299/");
+    let text = std::fs::read_to_string(&config).unwrap().replace(&format!(":{SSH_PORT}/"), ":52299/");
     let config = case.write_config("down.yaml", &text);
     let out = lifeboat(&config, &["backup"]);
     assert_fails(&out, 1, "cannot reach 127.0.0.1:52299");
@@ -306,18 +238,18 @@ fn wrong_host_key_is_refused() {
     seed_postgres(&case.db, 10);
     let config = case.backup_config(&Transport::Ssh);
     let sshd = state().join("sshd");
-    let changed = std::fs::read_to_string(&config).unwrap().replace(
-        &sshd.join("known_hosts").display().to_string(),
-        &sshd.join("wrong_known_hosts").display().to_string(),
-    );
+    let changed = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sshd.join("known_hosts").display().to_string(), &sshd.join("wrong_known_hosts").display().to_string());
     let out = lifeboat(&case.write_config("changed.yaml", &changed), &["backup"]);
     assert_fails(&out, 1, "CHANGED");
     // A known_hosts file without this host at all.
-    let empty = case.write_config("empty_known_hosts", "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPc1GrsGtjDZk+bLXlWS0FmNZHr0zAsdHC0EhuyPMr5v\n");
-    let unknown = std::fs::read_to_string(&config).unwrap().replace(
-        &sshd.join("known_hosts").display().to_string(),
-        &empty.display().to_string(),
+    let empty = case.write_config(
+        "empty_known_hosts",
+        "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPc1GrsGtjDZk+bLXlWS0FmNZHr0zAsdHC0EhuyPMr5v\n",
     );
+    let unknown =
+        std::fs::read_to_string(&config).unwrap().replace(&sshd.join("known_hosts").display().to_string(), &empty.display().to_string());
     let out = lifeboat(&case.write_config("unknown.yaml", &unknown), &["backup"]);
     assert_fails(&out, 1, "is not in");
     assert!(!case.server_path.exists(), "nothing was written");
@@ -328,8 +260,7 @@ fn failing_bin_dir(case: &Case) -> std::path::PathBuf {
     let bin = case.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["pg_dumpall", "pg_restore", "psql"] {
-        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool))
-            .unwrap();
+        std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), bin.join(tool)).unwrap();
     }
     let script = "#!/bin/bash\nif [ \"$1\" = --version ]; then exec /usr/lib/postgresql/15/bin/pg_dump --version; fi\n\
                   /usr/lib/postgresql/15/bin/pg_dump \"$@\" | head -c 20000\necho 'pg_dump: error: connection lost (simulated)' >&2\nexit 1\n";
@@ -348,26 +279,16 @@ fn pg_dump_failing_mid_stream_never_completes_a_run() {
     let good = case.runs(&backup);
     let failing = case.write_config(
         "failing.yaml",
-        &std::fs::read_to_string(&backup).unwrap().replace(
-            "    databases:",
-            &format!(
-                "    bin_dir: {}\n    databases:",
-                failing_bin_dir(&case).display()
-            ),
-        ),
+        &std::fs::read_to_string(&backup)
+            .unwrap()
+            .replace("    databases:", &format!("    bin_dir: {}\n    databases:", failing_bin_dir(&case).display())),
     );
     let out = lifeboat(&failing, &["backup"]);
     assert_fails(&out, 1, "pg_dump of t_dump_fails failed");
     // The earlier backup is still the newest complete one; the failed run left nothing complete.
     let runs = case.runs(&backup);
-    assert!(
-        runs.iter().filter(|r| r["complete"] == true).count() == 1,
-        "{runs:?}"
-    );
-    assert_eq!(
-        runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"],
-        good[0]["id"]
-    );
+    assert!(runs.iter().filter(|r| r["complete"] == true).count() == 1, "{runs:?}");
+    assert_eq!(runs.iter().rfind(|r| r["complete"] == true).unwrap()["id"], good[0]["id"]);
 }
 
 #[test]
@@ -387,40 +308,24 @@ fn interrupted_backup_is_listed_incomplete_and_restore_uses_the_previous_one() {
     .unwrap();
     let stalling = case.write_config(
         "stalling.yaml",
-        &std::fs::read_to_string(&backup).unwrap().replace(
-            "    databases:",
-            &format!("    bin_dir: {}\n    databases:", bin.display()),
-        ),
+        &std::fs::read_to_string(&backup).unwrap().replace("    databases:", &format!("    bin_dir: {}\n    databases:", bin.display())),
     );
     let mut child = spawn_lifeboat(&stalling, &["backup"]);
-    let run2 = case
-        .server_path
-        .join(format!("{}_2", today_lagos()))
-        .join("postgres");
+    let run2 = case.server_path.join(format!("{}_2", today_lagos())).join("postgres");
     // Killed once its dump file is being written (the stalling pg_dump never finishes it).
     let dump = run2.join(format!("db-{}.dump.zst.age", case.db));
     let landed = (0..300).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
         dump.exists()
     });
-    assert!(
-        landed,
-        "the stalled backup never started writing {}",
-        dump.display()
-    );
+    assert!(landed, "the stalled backup never started writing {}", dump.display());
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let runs = case.runs(&backup);
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[1]["complete"], false);
-    psql(
-        &case.db,
-        "DELETE FROM registry.person WHERE id > 10 AND id NOT IN (SELECT person_id FROM registry.event)",
-    );
-    assert_ok(&lifeboat(
-        &case.restore_config(&Transport::File),
-        &["restore", "--yes"],
-    ));
+    psql(&case.db, "DELETE FROM registry.person WHERE id > 10 AND id NOT IN (SELECT person_id FROM registry.event)");
+    assert_ok(&lifeboat(&case.restore_config(&Transport::File), &["restore", "--yes"]));
     assert_eq!(fingerprint(&case.db), good);
 }
 
@@ -428,30 +333,16 @@ fn interrupted_backup_is_listed_incomplete_and_restore_uses_the_previous_one() {
 fn misspelled_config_key_names_the_key_and_file() {
     let case = Case::new("bad_key");
     let config = case.backup_config(&Transport::File);
-    let bad = case.write_config(
-        "bad.yaml",
-        &std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("databases:", "databses:"),
-    );
+    let bad = case.write_config("bad.yaml", &std::fs::read_to_string(&config).unwrap().replace("databases:", "databses:"));
     let line = assert_fails(&lifeboat(&bad, &["backup"]), 2, "databses");
     assert!(line.contains("bad.yaml"), "{line}");
-    let wrong_type = case.write_config(
-        "type.yaml",
-        &std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("role: backup", "role: [backup]"),
-    );
+    let wrong_type = case.write_config("type.yaml", &std::fs::read_to_string(&config).unwrap().replace("role: backup", "role: [backup]"));
     assert_fails(&lifeboat(&wrong_type, &["backup"]), 2, "role");
     let both = case.write_config(
         "both.yaml",
-        &std::fs::read_to_string(&config).unwrap().replace(
-            "encryption:\n",
-            &format!(
-                "encryption:\n  identity_file: {}\n",
-                case.identity_file.display()
-            ),
-        ),
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("encryption:\n", &format!("encryption:\n  identity_file: {}\n", case.identity_file.display())),
     );
     assert_fails(&lifeboat(&both, &["backup"]), 2, "identity_file");
 }
@@ -484,11 +375,7 @@ fn missing_database_is_named_before_any_data_moves() {
     let case = Case::new("missing_db");
     let config = case.backup_config(&Transport::File);
     let out = lifeboat(&config, &["backup"]);
-    assert_fails(
-        &out,
-        1,
-        "database `t_missing_db` named in stores.postgres.databases does not exist",
-    );
+    assert_fails(&out, 1, "database `t_missing_db` named in stores.postgres.databases does not exist");
     assert!(case.runs(&config).is_empty(), "no run left behind");
 }
 
@@ -497,11 +384,7 @@ fn status_alerts_on_missing_or_old_backups() {
     let case = Case::new("status");
     seed_postgres(&case.db, 10);
     let backup = case.backup_config(&Transport::File);
-    assert_fails(
-        &lifeboat(&backup, &["status", "--max-age", "1h"]),
-        1,
-        "no recent enough complete backup",
-    );
+    assert_fails(&lifeboat(&backup, &["status", "--max-age", "1h"]), 1, "no recent enough complete backup");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let out = lifeboat(&backup, &["--json", "status", "--max-age", "1h"]);
     assert_ok(&out);
@@ -512,23 +395,14 @@ fn status_alerts_on_missing_or_old_backups() {
 
 #[test]
 fn keygen_prints_an_identity_age_can_use() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("keygen")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat")).arg("keygen").output().unwrap();
     assert!(out.status.success());
     let identity = String::from_utf8_lossy(&out.stdout);
     assert!(identity.contains("AGE-SECRET-KEY-1"));
-    let recipient = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .find_map(|l| l.strip_prefix("Public key: ").map(str::to_string))
-        .unwrap();
+    let recipient = String::from_utf8_lossy(&out.stderr).lines().find_map(|l| l.strip_prefix("Public key: ").map(str::to_string)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key"), identity.as_bytes()).unwrap();
-    let script = format!(
-        "echo hello | age -r {recipient} | age -d -i {}",
-        dir.path().join("key").display()
-    );
+    let script = format!("echo hello | age -r {recipient} | age -d -i {}", dir.path().join("key").display());
     let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
 }

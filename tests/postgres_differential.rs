@@ -22,9 +22,7 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 static SOURCE: Mutex<()> = Mutex::new(());
 
 fn take_source() -> std::sync::MutexGuard<'static, ()> {
-    let guard = SOURCE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = SOURCE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     ensure_server("sshd");
     ensure_server("pgbackrest-pg");
     guard
@@ -53,11 +51,7 @@ fn sql(port: u16, db: &str, query: &str) -> String {
         ])
         .output()
         .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql failed on port {port}, {db}: {query}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "psql failed on port {port}, {db}: {query}\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -65,10 +59,7 @@ fn sql(port: u16, db: &str, query: &str) -> String {
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "gave up waiting {limit:?} for {what}"
-        );
+        assert!(started.elapsed() < limit, "gave up waiting {limit:?} for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -76,22 +67,10 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// Ends the current WAL segment and waits until the source has archived it, so that every
 /// commit so far is in the repository.
 fn archive_current_wal() {
-    let segment = sql(
-        SOURCE_PORT,
-        "postgres",
-        "SELECT pg_walfile_name(pg_switch_wal())",
-    );
-    wait_for(
-        &format!("WAL segment {segment} to be archived"),
-        Duration::from_secs(120),
-        || {
-            sql(
-                SOURCE_PORT,
-                "postgres",
-                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-            ) >= segment
-        },
-    );
+    let segment = sql(SOURCE_PORT, "postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_for(&format!("WAL segment {segment} to be archived"), Duration::from_secs(120), || {
+        sql(SOURCE_PORT, "postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment
+    });
 }
 
 /// One test's repository, passphrase and restore targets.
@@ -107,16 +86,10 @@ impl World {
         let case = Case::new(&format!("pgbr_{name}"));
         let passphrase = case.dir.path().join("pgbackrest-passphrase");
         std::fs::write(&passphrase, format!("right passphrase of {name}\n")).unwrap();
-        let base = state()
-            .join("pgbr-tests")
-            .join(format!("{name}-{}", std::process::id()));
+        let base = state().join("pgbr-tests").join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
-        World {
-            case,
-            passphrase,
-            base,
-        }
+        World { case, passphrase, base }
     }
 
     fn source_block(&self, passphrase: &Path) -> String {
@@ -131,11 +104,7 @@ impl World {
     }
 
     fn backup_config(&self) -> PathBuf {
-        self.case.backup_config_with(
-            &Transport::Ssh,
-            &self.source_block(&self.passphrase),
-            "backup.yaml",
-        )
+        self.case.backup_config_with(&Transport::Ssh, &self.source_block(&self.passphrase), "backup.yaml")
     }
 
     /// A fresh, empty data directory owned by `postgres`, and a restore config that restores into
@@ -143,14 +112,9 @@ impl World {
     fn restore_target(&self, name: &str, port: u16, passphrase: &Path) -> (Restored, PathBuf) {
         let data = self.base.join(name);
         std::fs::create_dir_all(&data).unwrap();
-        let chown = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&data)
-            .status()
-            .unwrap();
+        let chown = Command::new("chown").args(["postgres:postgres"]).arg(&data).status().unwrap();
         assert!(chown.success());
-        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let s = state();
         let block = format!(
             "stores:\n  postgres:\n    type: differential\n    url: postgres://postgres@127.0.0.1:{port}/postgres\n    bin_dir: {PG_BIN}\n    data_directory: {d}\n    socket_directory: {d}\n    pgbackrest_dir: {}\n    pgbackrest: {}\n    stanza: {STANZA}\n    passphrase_file: {}\n",
@@ -159,9 +123,7 @@ impl World {
             passphrase.display(),
             d = data.display(),
         );
-        let config =
-            self.case
-                .restore_config_with(&Transport::Ssh, &block, &format!("restore-{name}.yaml"));
+        let config = self.case.restore_config_with(&Transport::Ssh, &block, &format!("restore-{name}.yaml"));
         (Restored { data }, config)
     }
 
@@ -171,11 +133,7 @@ impl World {
         let hand = self.base.join("by-hand-config");
         std::fs::create_dir_all(&hand).unwrap();
         let sshd = state().join("sshd");
-        for (from, to) in [
-            ("client_key", "backup_key"),
-            ("client_key.pub", "backup_key.pub"),
-            ("known_hosts", "known_hosts"),
-        ] {
+        for (from, to) in [("client_key", "backup_key"), ("client_key.pub", "backup_key.pub"), ("known_hosts", "known_hosts")] {
             std::fs::copy(sshd.join(from), hand.join(to)).unwrap();
         }
         let passphrase = std::fs::read_to_string(&self.passphrase).unwrap();
@@ -190,59 +148,27 @@ impl World {
             h = hand.display(),
         );
         std::fs::write(hand.join("pgbackrest.conf"), conf).unwrap();
-        assert!(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&hand)
-                .status()
-                .unwrap()
-                .success()
-        );
+        assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&hand).status().unwrap().success());
         let as_postgres = |command: String| {
-            let out = Command::new("su")
-                .args(["postgres", "-c", &command])
-                .current_dir(&hand)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{command}:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new("su").args(["postgres", "-c", &command]).current_dir(&hand).output().unwrap();
+            assert!(out.status.success(), "{command}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         };
         let pgbackrest = format!(
             "{} --config={}/pgbackrest.conf --stanza={STANZA}",
             state().join("pgbackrest-bin/pgbackrest").display(),
             hand.display()
         );
-        as_postgres(format!(
-            "{pgbackrest} restore --delta --archive-mode=off --set={label} --type=immediate --target-action=promote"
-        ));
+        as_postgres(format!("{pgbackrest} restore --delta --archive-mode=off --set={label} --type=immediate --target-action=promote"));
         let d = target.data.display();
-        as_postgres(format!(
-            "{PG_BIN}/pg_ctl -D {d} -l {}/postgresql.log -w -t 120 -o \"-p {port} -k {d}\" start",
-            hand.display()
-        ));
-        wait_for(
-            "the by-hand restore to finish recovery",
-            Duration::from_secs(120),
-            || sql(port, "postgres", "SELECT pg_is_in_recovery()") == "f",
-        );
+        as_postgres(format!("{PG_BIN}/pg_ctl -D {d} -l {}/postgresql.log -w -t 120 -o \"-p {port} -k {d}\" start", hand.display()));
+        wait_for("the by-hand restore to finish recovery", Duration::from_secs(120), || {
+            sql(port, "postgres", "SELECT pg_is_in_recovery()") == "f"
+        });
         target
     }
 
     fn labels(&self, config: &Path) -> Vec<(String, String)> {
-        self.case
-            .runs(config)
-            .iter()
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_string(),
-                    r["type"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        self.case.runs(config).iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["type"].as_str().unwrap().to_string())).collect()
     }
 }
 
@@ -274,12 +200,7 @@ impl Drop for Restored {
             // SIGINT: PostgreSQL's fast shutdown.
             let _ = Command::new("kill").args(["-INT", &pid]).status();
             let gone = || {
-                !Command::new("kill")
-                    .args(["-0", &pid])
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
+                !Command::new("kill").args(["-0", &pid]).stderr(std::process::Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
             };
             let started = Instant::now();
             while !gone() && started.elapsed() < Duration::from_secs(60) {
@@ -291,11 +212,7 @@ impl Drop for Restored {
 
 /// `count|min|max` of the test table on a restored cluster.
 fn rows(port: u16, db: &str) -> String {
-    sql(
-        port,
-        db,
-        "SELECT count(*) || '|' || min(id) || '|' || max(id) FROM registry",
-    )
+    sql(port, db, "SELECT count(*) || '|' || min(id) || '|' || max(id) FROM registry")
 }
 
 #[test]
@@ -303,11 +220,7 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     let _source = take_source();
     let world = World::new("roundtrip");
     let db = "t_pgbr_roundtrip";
-    sql(
-        SOURCE_PORT,
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
+    sql(SOURCE_PORT, "postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     sql(SOURCE_PORT, "postgres", &format!("CREATE DATABASE {db}"));
     sql(
         SOURCE_PORT,
@@ -316,80 +229,32 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     );
     let backup = world.backup_config();
 
-    let out = lifeboat(
-        &backup,
-        &["backup", "--store", "postgres", "--type", "full"],
-    );
+    let out = lifeboat(&backup, &["backup", "--store", "postgres", "--type", "full"]);
     assert_ok(&out);
-    sql(
-        SOURCE_PORT,
-        db,
-        "INSERT INTO registry SELECT i, 'diff' FROM generate_series(101, 150) i",
-    );
+    sql(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'diff' FROM generate_series(101, 150) i");
     // No --type: the repository has a full backup, and today is a differential day unless the
     // default schedule's Sunday; --type diff makes the test independent of the weekday.
     let out = lifeboat(&backup, &["backup", "--type", "diff"]);
     assert_ok(&out);
     let labels = world.labels(&backup);
-    assert_eq!(
-        labels
-            .iter()
-            .map(|(_, kind)| kind.as_str())
-            .collect::<Vec<_>>(),
-        ["full", "diff"],
-        "{labels:?}"
-    );
+    assert_eq!(labels.iter().map(|(_, kind)| kind.as_str()).collect::<Vec<_>>(), ["full", "diff"], "{labels:?}");
     let (full, diff) = (&labels[0].0, &labels[1].0);
-    assert!(
-        diff.starts_with(&format!("{full}_")) && diff.ends_with('D'),
-        "a differential names its full: {diff}"
-    );
-    assert!(
-        stderr(&out).contains(&format!("backup {diff} done")),
-        "{}",
-        stderr(&out)
-    );
+    assert!(diff.starts_with(&format!("{full}_")) && diff.ends_with('D'), "a differential names its full: {diff}");
+    assert!(stderr(&out).contains(&format!("backup {diff} done")), "{}", stderr(&out));
 
-    sql(
-        SOURCE_PORT,
-        db,
-        "INSERT INTO registry SELECT i, 'after diff' FROM generate_series(151, 175) i",
-    );
+    sql(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'after diff' FROM generate_series(151, 175) i");
     let noted = sql(SOURCE_PORT, "postgres", "SELECT clock_timestamp()");
-    sql(
-        SOURCE_PORT,
-        db,
-        "INSERT INTO registry SELECT i, 'after the noted time' FROM generate_series(176, 200) i",
-    );
+    sql(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'after the noted time' FROM generate_series(176, 200) i");
     archive_current_wal();
 
     // The differential itself: exactly the rows it was taken with.
     let (from_diff, config) = world.restore_target("from-diff", 55434, &world.passphrase);
-    let out = lifeboat(
-        &config,
-        &["restore", "--store", "postgres", "--from", diff, "--yes"],
-    );
+    let out = lifeboat(&config, &["restore", "--store", "postgres", "--from", diff, "--yes"]);
     assert_ok(&out);
     assert_eq!(rows(55434, db), "150|1|150");
-    assert_eq!(
-        sql(
-            55434,
-            db,
-            "SELECT string_agg(DISTINCT phase, ',' ORDER BY phase) FROM registry"
-        ),
-        "diff,full"
-    );
-    assert_eq!(
-        sql(55434, "postgres", "SELECT pg_is_in_recovery()"),
-        "f",
-        "the restored cluster is promoted"
-    );
-    assert!(
-        stderr(&out).contains(&format!("restore {diff} done"))
-            && stderr(&out).contains("WAL replayed to"),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(sql(55434, db, "SELECT string_agg(DISTINCT phase, ',' ORDER BY phase) FROM registry"), "diff,full");
+    assert_eq!(sql(55434, "postgres", "SELECT pg_is_in_recovery()"), "f", "the restored cluster is promoted");
+    assert!(stderr(&out).contains(&format!("restore {diff} done")) && stderr(&out).contains("WAL replayed to"), "{}", stderr(&out));
     // It runs now: a second restore onto it is refused, and it is left as it was.
     let again = lifeboat(&config, &["restore", "--store", "postgres", "--yes"]);
     assert_fails(&again, 1, "is running on data directory");
@@ -398,24 +263,10 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
 
     // The noted time: every row committed before it, none after.
     let (_at_time, config) = world.restore_target("at-time", 55435, &world.passphrase);
-    let out = lifeboat(
-        &config,
-        &[
-            "restore",
-            "--store",
-            "postgres",
-            "--target-time",
-            &noted,
-            "--yes",
-        ],
-    );
+    let out = lifeboat(&config, &["restore", "--store", "postgres", "--target-time", &noted, "--yes"]);
     assert_ok(&out);
     assert_eq!(rows(55435, db), "175|1|175");
-    assert!(
-        stderr(&out).contains(&format!("restore {diff} done: recovery target")),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains(&format!("restore {diff} done: recovery target")), "{}", stderr(&out));
 
     // No choice: the newest backup and all archived WAL, so every row.
     let (_newest, config) = world.restore_target("newest", 55436, &world.passphrase);
@@ -430,10 +281,7 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     // status and verify read the repository.
     let status = lifeboat(&backup, &["status", "--max-age", "1h"]);
     assert_ok(&status);
-    assert!(
-        String::from_utf8_lossy(&status.stdout)
-            .contains(&format!("postgres: newest complete backup {diff}"))
-    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("postgres: newest complete backup {diff}")));
     let verify = lifeboat(&config, &["verify"]);
     assert_ok(&verify);
     assert!(
@@ -448,21 +296,13 @@ fn a_wrong_host_key_fails_clearly_and_writes_nothing() {
     let _source = take_source();
     let world = World::new("host_key");
     let good = world.backup_config();
-    let text = std::fs::read_to_string(&good)
-        .unwrap()
-        .replace("/known_hosts\n", "/wrong_known_hosts\n");
+    let text = std::fs::read_to_string(&good).unwrap().replace("/known_hosts\n", "/wrong_known_hosts\n");
     assert!(text.contains("wrong_known_hosts"));
     let wrong = world.case.write_config("wrong-host-key.yaml", &text);
     let out = lifeboat(&wrong, &["backup", "--type", "full"]);
     let line = assert_fails(&out, 1, "host key of 127.0.0.1");
-    assert!(
-        line.contains("wrong_known_hosts") && line.contains("update known_hosts_file"),
-        "{line}"
-    );
-    assert!(
-        !world.case.server_path.exists(),
-        "nothing may be written to a server whose key does not match"
-    );
+    assert!(line.contains("wrong_known_hosts") && line.contains("update known_hosts_file"), "{line}");
+    assert!(!world.case.server_path.exists(), "nothing may be written to a server whose key does not match");
 }
 
 #[test]
@@ -478,40 +318,18 @@ fn a_wrong_passphrase_fails_clearly_and_verify_finds_a_damaged_file() {
 
     let (target, config) = world.restore_target("wrong-passphrase", 55437, &wrong);
     let out = lifeboat(&config, &["restore", "--yes"]);
-    let line = assert_fails(
-        &out,
-        1,
-        "does not hold the passphrase the repository was made with",
-    );
-    assert!(
-        line.contains(&wrong.display().to_string()) && !line.contains("not the passphrase"),
-        "{line}"
-    );
+    let line = assert_fails(&out, 1, "does not hold the passphrase the repository was made with");
+    assert!(line.contains(&wrong.display().to_string()) && !line.contains("not the passphrase"), "{line}");
     assert!(target.is_empty(), "the target was touched");
 
-    let wrong_backup = world.case.backup_config_with(
-        &Transport::Ssh,
-        &world.source_block(&wrong),
-        "wrong-backup.yaml",
-    );
-    assert_fails(
-        &lifeboat(&wrong_backup, &["backup", "--type", "diff"]),
-        1,
-        "passphrase",
-    );
-    assert_eq!(
-        world.labels(&backup).len(),
-        1,
-        "the repository still holds just the one full backup"
-    );
+    let wrong_backup = world.case.backup_config_with(&Transport::Ssh, &world.source_block(&wrong), "wrong-backup.yaml");
+    assert_fails(&lifeboat(&wrong_backup, &["backup", "--type", "diff"]), 1, "passphrase");
+    assert_eq!(world.labels(&backup).len(), 1, "the repository still holds just the one full backup");
 
     // A damaged file in the repository: `verify` (pgbackrest verify) names the backup and fails.
     assert_ok(&lifeboat(&backup, &["verify"]));
     let label = &world.labels(&backup)[0].0;
-    let catalog = world
-        .case
-        .server_path
-        .join(format!("postgres/backup/{STANZA}/{label}/pg_data/global"));
+    let catalog = world.case.server_path.join(format!("postgres/backup/{STANZA}/{label}/pg_data/global"));
     let victim = std::fs::read_dir(&catalog)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -545,30 +363,19 @@ fn archive_mode_off_is_named_with_what_to_set() {
     );
     let config = case.backup_config_with(&Transport::Ssh, &block, "backup.yaml");
     let line = assert_fails(&lifeboat(&config, &["backup"]), 1, "archive_mode is off");
-    assert!(line.contains(&format!("archive_command = 'pgbackrest --config={}/pgbackrest.conf --stanza=main archive-push %p'", rendered.display())), "{line}");
+    assert!(
+        line.contains(&format!(
+            "archive_command = 'pgbackrest --config={}/pgbackrest.conf --stanza=main archive-push %p'",
+            rendered.display()
+        )),
+        "{line}"
+    );
     assert!(line.contains("restart PostgreSQL"), "{line}");
     assert!(!rendered.exists() && !case.server_path.join("postgres").exists());
 
     // --type and --target-time belong to differential stores only.
     let dump = case.backup_config_with(&Transport::File, &case.postgres_block(""), "dump.yaml");
-    assert_fails(
-        &lifeboat(&dump, &["backup", "--type", "full"]),
-        2,
-        "--type full is for a store of type differential",
-    );
-    let restore =
-        case.restore_config_with(&Transport::File, &case.postgres_block(""), "restore.yaml");
-    assert_fails(
-        &lifeboat(
-            &restore,
-            &[
-                "restore",
-                "--target-time",
-                "2025-06-01 12:00:00+00",
-                "--yes",
-            ],
-        ),
-        2,
-        "--target-time",
-    );
+    assert_fails(&lifeboat(&dump, &["backup", "--type", "full"]), 2, "--type full is for a store of type differential");
+    let restore = case.restore_config_with(&Transport::File, &case.postgres_block(""), "restore.yaml");
+    assert_fails(&lifeboat(&restore, &["restore", "--target-time", "2025-06-01 12:00:00+00", "--yes"]), 2, "--target-time");
 }

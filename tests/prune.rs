@@ -28,9 +28,7 @@ enum State {
 type Runs = BTreeMap<RunId, State>;
 
 fn today() -> NaiveDate {
-    chrono::Utc::now()
-        .with_timezone(&chrono_tz::Africa::Lagos)
-        .date_naive()
+    chrono::Utc::now().with_timezone(&chrono_tz::Africa::Lagos).date_naive()
 }
 
 fn at(date: NaiveDate, seq: u32) -> RunId {
@@ -53,21 +51,10 @@ fn simulate(days: u32) -> (Runs, Runs) {
             }
         }
         if n % 2 == 0 {
-            let first = if n % 5 == 0 {
-                State::Incomplete
-            } else {
-                State::Complete
-            };
+            let first = if n % 5 == 0 { State::Incomplete } else { State::Complete };
             mongo.insert(at(date, 1), first);
             if first == State::Incomplete || n % 11 == 0 {
-                mongo.insert(
-                    at(date, 2),
-                    if n == 100 {
-                        State::Damaged
-                    } else {
-                        State::Complete
-                    },
-                );
+                mongo.insert(at(date, 2), if n == 100 { State::Damaged } else { State::Complete });
             }
         }
     }
@@ -84,32 +71,21 @@ fn simulate(days: u32) -> (Runs, Runs) {
 /// days / ISO weeks / months that have one, the newest complete run, damaged runs, and runs
 /// without a manifest from today or yesterday.
 fn expected(runs: &Runs, (daily, weekly, monthly): (usize, usize, usize)) -> BTreeSet<RunId> {
-    let complete: Vec<&RunId> = runs
-        .iter()
-        .filter(|(_, s)| **s == State::Complete)
-        .map(|(id, _)| id)
-        .collect();
+    let complete: Vec<&RunId> = runs.iter().filter(|(_, s)| **s == State::Complete).map(|(id, _)| id).collect();
     let mut keep: BTreeSet<RunId> = BTreeSet::new();
     let group = |n: usize, key: fn(NaiveDate) -> String| -> Vec<RunId> {
         let mut newest: BTreeMap<String, RunId> = BTreeMap::new();
         for id in &complete {
-            newest
-                .entry(key(id.date))
-                .and_modify(|kept| *kept = kept.clone().max((*id).clone()))
-                .or_insert_with(|| (*id).clone());
+            newest.entry(key(id.date)).and_modify(|kept| *kept = kept.clone().max((*id).clone())).or_insert_with(|| (*id).clone());
         }
         newest.into_values().rev().take(n).collect()
     };
     keep.extend(group(daily, |d| d.to_string()));
-    keep.extend(group(weekly, |d| {
-        format!("{}-{:02}", d.iso_week().year(), d.iso_week().week())
-    }));
+    keep.extend(group(weekly, |d| format!("{}-{:02}", d.iso_week().year(), d.iso_week().week())));
     keep.extend(group(monthly, |d| format!("{}-{:02}", d.year(), d.month())));
     keep.extend(complete.iter().max().map(|id| (*id).clone()));
     for (id, state) in runs {
-        if *state == State::Damaged
-            || (*state == State::Incomplete && (today() - id.date).num_days() < 2)
-        {
+        if *state == State::Damaged || (*state == State::Incomplete && (today() - id.date).num_days() < 2) {
             keep.insert(id.clone());
         }
     }
@@ -124,8 +100,7 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs, signing_key: &P
         std::fs::write(dir.join(lifeboat::signing::SIGNATURE_NAME), signer.sign(&bytes).unwrap()).unwrap();
         std::fs::write(dir.join("manifest.json"), bytes).unwrap();
     };
-    let real_manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(real.join("manifest.json")).unwrap()).unwrap();
+    let real_manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(real.join("manifest.json")).unwrap()).unwrap();
     for (id, state) in pg {
         let dir = root.join(id.to_string()).join("postgres");
         if dir == real {
@@ -151,9 +126,7 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs, signing_key: &P
     for (id, state) in mongo {
         let dir = root.join(id.to_string()).join("mongodb");
         std::fs::create_dir_all(&dir).unwrap();
-        let data = format!("archive of run {id}")
-            .repeat(1 + id.date.ordinal() as usize % 7)
-            .into_bytes();
+        let data = format!("archive of run {id}").repeat(1 + id.date.ordinal() as usize % 7).into_bytes();
         std::fs::write(dir.join("db-hearth.archive.zst.age"), &data).unwrap();
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -218,38 +191,22 @@ fn on_disk(root: &Path, store: &str) -> BTreeSet<RunId> {
 }
 
 fn folder_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum()
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
 }
 
 /// A server with a real postgres backup and `days` simulated days of two stores, and another
 /// store's run that prune must not touch; returns the backup config and the simulated runs.
 fn world(case: &Case, transport: &Transport, days: u32, retention: &str) -> (PathBuf, Runs, Runs) {
     seed_postgres(&case.db, 50);
-    let stores = format!(
-        "{}  mongodb:\n    url: mongodb://127.0.0.1:27017\n    databases: [hearth]\n",
-        case.postgres_block("")
-    );
+    let stores = format!("{}  mongodb:\n    url: mongodb://127.0.0.1:27017\n    databases: [hearth]\n", case.postgres_block(""));
     let config = case.backup_config_with(transport, &stores, "backup.yaml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + &format!("retention: {retention}\n"),
-    )
-    .unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &format!("retention: {retention}\n")).unwrap();
     assert_ok(&lifeboat(&config, &["backup", "--store", "postgres"]));
     let real = case.server_path.join(today().to_string()).join("postgres");
-    assert!(
-        real.join("manifest.json").is_file(),
-        "the real backup is today's first run"
-    );
+    assert!(real.join("manifest.json").is_file(), "the real backup is today's first run");
     let (pg, mongo) = simulate(days);
     write_runs(&case.server_path, &real, &pg, &mongo, &case.signing_key);
-    let other = case
-        .server_path
-        .join((today() - chrono::Duration::days(300)).to_string())
-        .join("influxdb");
+    let other = case.server_path.join((today() - chrono::Duration::days(300)).to_string()).join("influxdb");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("manifest.json"), b"{}").unwrap();
     (config, pg, mongo)
@@ -259,163 +216,79 @@ fn world(case: &Case, transport: &Transport, days: u32, retention: &str) -> (Pat
 fn prune_over_sftp_keeps_exactly_the_policy_of_400_days() {
     let case = Case::new("prune_sftp");
     let policy = (7, 4, 6);
-    let (config, pg, mongo) = world(
-        &case,
-        &Transport::Ssh,
-        400,
-        "{ keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }",
-    );
+    let (config, pg, mongo) = world(&case, &Transport::Ssh, 400, "{ keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }");
     let root = &case.server_path;
     let (keep_pg, keep_mongo) = (expected(&pg, policy), expected(&mongo, policy));
-    assert!(
-        keep_pg.len() >= 14 && keep_mongo.len() >= 14,
-        "{keep_pg:?} {keep_mongo:?}"
-    );
-    assert_eq!(
-        (
-            on_disk(root, "postgres").len(),
-            on_disk(root, "mongodb").len()
-        ),
-        (pg.len(), mongo.len())
-    );
+    assert!(keep_pg.len() >= 14 && keep_mongo.len() >= 14, "{keep_pg:?} {keep_mongo:?}");
+    assert_eq!((on_disk(root, "postgres").len(), on_disk(root, "mongodb").len()), (pg.len(), mongo.len()));
 
     // --dry-run: the runs that would go and their bytes, and nothing removed.
     let before = tree(root);
     let out = lifeboat(&config, &["--json", "prune", "--dry-run"]);
     assert_ok(&out);
     assert_eq!(tree(root), before, "--dry-run changed the server");
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("prune --json prints JSON");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("prune --json prints JSON");
     assert_eq!(report["dry_run"], true);
     let mut total = 0;
-    for (store, runs, keep) in [
-        ("postgres", &pg, &keep_pg),
-        ("mongodb", &mongo, &keep_mongo),
-    ] {
-        let entry = report["stores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["store"] == store)
-            .expect("the store is reported");
-        let removed: BTreeSet<RunId> = entry["removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| RunId::parse(r["id"].as_str().unwrap()).unwrap())
-            .collect();
+    for (store, runs, keep) in [("postgres", &pg, &keep_pg), ("mongodb", &mongo, &keep_mongo)] {
+        let entry = report["stores"].as_array().unwrap().iter().find(|s| s["store"] == store).expect("the store is reported");
+        let removed: BTreeSet<RunId> =
+            entry["removed"].as_array().unwrap().iter().map(|r| RunId::parse(r["id"].as_str().unwrap()).unwrap()).collect();
         let all: BTreeSet<RunId> = runs.keys().cloned().collect();
         assert_eq!(removed, &all - keep, "{store}: the runs that would go");
-        let bytes: u64 = removed
-            .iter()
-            .map(|id| folder_bytes(&root.join(id.to_string()).join(store)))
-            .sum();
+        let bytes: u64 = removed.iter().map(|id| folder_bytes(&root.join(id.to_string()).join(store))).sum();
         assert!(bytes > 0);
-        assert_eq!(
-            entry["freed_bytes"], bytes,
-            "{store}: the bytes it would free"
-        );
+        assert_eq!(entry["freed_bytes"], bytes, "{store}: the bytes it would free");
         total += bytes;
     }
     assert_eq!(report["freed_bytes"], total);
-    let damaged = report["stores"][1]["kept"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["state"] == "damaged")
-        .expect("the damaged run is kept");
-    assert!(
-        damaged["reason"]
-            .as_str()
-            .unwrap()
-            .contains("damaged manifest"),
-        "{damaged}"
-    );
+    let damaged =
+        report["stores"][1]["kept"].as_array().unwrap().iter().find(|r| r["state"] == "damaged").expect("the damaged run is kept");
+    assert!(damaged["reason"].as_str().unwrap().contains("damaged manifest"), "{damaged}");
 
     // The real prune, over SFTP: exactly the kept runs remain; emptied date folders are gone.
     let out = lifeboat(&config, &["prune"]);
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("postgres: removed ")
-            && text.contains(&format!("freed {}", lifeboat::progress::human_bytes(total))),
-        "{text}"
-    );
+    assert!(text.contains("postgres: removed ") && text.contains(&format!("freed {}", lifeboat::progress::human_bytes(total))), "{text}");
     assert_eq!(on_disk(root, "postgres"), keep_pg);
     assert_eq!(on_disk(root, "mongodb"), keep_mongo);
     let old = (today() - chrono::Duration::days(300)).to_string();
-    assert!(
-        root.join(&old).join("influxdb/manifest.json").is_file(),
-        "another store's run is left alone"
-    );
+    assert!(root.join(&old).join("influxdb/manifest.json").is_file(), "another store's run is left alone");
     for day in std::fs::read_dir(root).unwrap() {
         let day = day.unwrap().path();
-        assert!(
-            std::fs::read_dir(&day).unwrap().next().is_some() || day.ends_with("locks"),
-            "{} was left empty",
-            day.display()
-        );
+        assert!(std::fs::read_dir(&day).unwrap().next().is_some() || day.ends_with("locks"), "{} was left empty", day.display());
     }
-    assert!(
-        !root.join("locks/postgres.lock").exists() && !root.join("locks/mongodb.lock").exists(),
-        "locks released"
-    );
+    assert!(!root.join("locks/postgres.lock").exists() && !root.join("locks/mongodb.lock").exists(), "locks released");
 
     // Nothing left to do, and the newest backup is still restorable.
     let again = lifeboat(&config, &["--json", "prune"]);
     assert_ok(&again);
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(report["freed_bytes"], 0);
-    let restore =
-        case.restore_config_with(&Transport::Ssh, &case.postgres_block(""), "restore.yaml");
-    let newest = case
-        .runs(&restore)
-        .into_iter()
-        .find(|r| r["store"] == "postgres" && r["id"] == today().to_string())
-        .expect("today's backup");
+    let restore = case.restore_config_with(&Transport::Ssh, &case.postgres_block(""), "restore.yaml");
+    let newest =
+        case.runs(&restore).into_iter().find(|r| r["store"] == "postgres" && r["id"] == today().to_string()).expect("today's backup");
     assert_eq!(newest["complete"], true);
-    assert_ok(&lifeboat(
-        &restore,
-        &["verify", "--deep", "--from", &today().to_string()],
-    ));
+    assert_ok(&lifeboat(&restore, &["verify", "--deep", "--from", &today().to_string()]));
 }
 
 #[test]
 fn prune_on_the_backup_server_with_a_file_config_of_either_role() {
     let case = Case::new("prune_file");
-    let (backup_config, pg, mongo) = world(
-        &case,
-        &Transport::File,
-        60,
-        "{ keep_daily: 3, keep_weekly: 2, keep_monthly: 1 }",
-    );
+    let (backup_config, pg, mongo) = world(&case, &Transport::File, 60, "{ keep_daily: 3, keep_weekly: 2, keep_monthly: 1 }");
     let root = &case.server_path;
     // The restore side's configuration, as on the backup server: a file:// url and no backup key.
-    let stores = format!(
-        "{}  mongodb:\n    url: mongodb://127.0.0.1:27017\n",
-        case.postgres_block("")
-    );
+    let stores = format!("{}  mongodb:\n    url: mongodb://127.0.0.1:27017\n", case.postgres_block(""));
     let config = case.restore_config_with(&Transport::File, &stores, "prune.yaml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap()
-            + "retention: { keep_daily: 3, keep_weekly: 2, keep_monthly: 1 }\n",
-    )
-    .unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "retention: { keep_daily: 3, keep_weekly: 2, keep_monthly: 1 }\n")
+        .unwrap();
 
-    assert_fails(
-        &lifeboat(&config, &["prune", "--store", "nosuch"]),
-        2,
-        "--store nosuch",
-    );
+    assert_fails(&lifeboat(&config, &["prune", "--store", "nosuch"]), 2, "--store nosuch");
     assert_ok(&lifeboat(&config, &["prune", "--store", "mongodb"]));
     assert_eq!(on_disk(root, "mongodb"), expected(&mongo, (3, 2, 1)));
     let all_pg: BTreeSet<RunId> = pg.keys().cloned().collect();
-    assert_eq!(
-        on_disk(root, "postgres"),
-        all_pg,
-        "--store mongodb leaves postgres alone"
-    );
+    assert_eq!(on_disk(root, "postgres"), all_pg, "--store mongodb leaves postgres alone");
     assert_ok(&lifeboat(&backup_config, &["prune"]));
     assert_eq!(on_disk(root, "postgres"), expected(&pg, (3, 2, 1)));
 }
@@ -433,30 +306,12 @@ impl OwnCluster {
     fn start(base: &Path, port: u16, conf: &Path, stanza: &str) -> OwnCluster {
         let data = base.join("data");
         let as_postgres = |command: String| {
-            let out = std::process::Command::new("su")
-                .args(["postgres", "-c", &command])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{command}:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = std::process::Command::new("su").args(["postgres", "-c", &command]).output().unwrap();
+            assert!(out.status.success(), "{command}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         };
         std::fs::create_dir_all(base).unwrap();
-        assert!(
-            std::process::Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(base)
-                .status()
-                .unwrap()
-                .success()
-        );
-        as_postgres(format!(
-            "{PG_BIN}/initdb -D {} -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null",
-            data.display()
-        ));
+        assert!(std::process::Command::new("chown").arg("postgres:postgres").arg(base).status().unwrap().success());
+        as_postgres(format!("{PG_BIN}/initdb -D {} -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null", data.display()));
         let bin = state().join("pgbackrest-bin/pgbackrest");
         let settings = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\nfsync = off\nwal_level = replica\narchive_mode = on\n\
@@ -468,10 +323,7 @@ impl OwnCluster {
         let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
         text.push_str(&settings);
         std::fs::write(data.join("postgresql.conf"), text).unwrap();
-        as_postgres(format!(
-            "{PG_BIN}/pg_ctl -D {d} -l {d}/../postgresql.log -w -t 60 start >/dev/null",
-            d = data.display()
-        ));
+        as_postgres(format!("{PG_BIN}/pg_ctl -D {d} -l {d}/../postgresql.log -w -t 60 start >/dev/null", d = data.display()));
         OwnCluster { data, port }
     }
 }
@@ -479,14 +331,7 @@ impl OwnCluster {
 impl Drop for OwnCluster {
     fn drop(&mut self) {
         let _ = std::process::Command::new("su")
-            .args([
-                "postgres",
-                "-c",
-                &format!(
-                    "{PG_BIN}/pg_ctl -D {} -m fast -w -t 60 stop",
-                    self.data.display()
-                ),
-            ])
+            .args(["postgres", "-c", &format!("{PG_BIN}/pg_ctl -D {} -m fast -w -t 60 stop", self.data.display())])
             .output();
     }
 }
@@ -496,9 +341,7 @@ fn prune_expires_pgbackrest_backups_by_its_retention() {
     ensure_server("sshd");
     ensure_server("pgbackrest-pg"); // installs pgBackRest where the postgres user can run it
     let case = Case::new("prune_pgbr");
-    let base = state()
-        .join("prune-tests")
-        .join(format!("pgbr-{}", std::process::id()));
+    let base = state().join("prune-tests").join(format!("pgbr-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let conf = base.join("lifeboat-pgbackrest");
     let cluster = OwnCluster::start(&base, 55491, &conf, "prune_test");
@@ -515,63 +358,30 @@ fn prune_expires_pgbackrest_backups_by_its_retention() {
         )
     };
     // Backups keep everything; prune's configuration keeps one full backup and one differential.
-    let backup = case.backup_config_with(
-        &Transport::Ssh,
-        &block("    retention_full: 9\n    retention_diff: 9\n"),
-        "backup.yaml",
-    );
-    let prune = case.backup_config_with(
-        &Transport::Ssh,
-        &block("    retention_full: 1\n    retention_diff: 1\n"),
-        "prune.yaml",
-    );
+    let backup = case.backup_config_with(&Transport::Ssh, &block("    retention_full: 9\n    retention_diff: 9\n"), "backup.yaml");
+    let prune = case.backup_config_with(&Transport::Ssh, &block("    retention_full: 1\n    retention_diff: 1\n"), "prune.yaml");
     for kind in ["full", "diff", "full", "diff"] {
         assert_ok(&lifeboat(&backup, &["backup", "--type", kind]));
     }
-    let labels = |config: &Path| -> Vec<String> {
-        case.runs(config)
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let labels = |config: &Path| -> Vec<String> { case.runs(config).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect() };
     let all = labels(&backup);
     assert_eq!(all.len(), 4, "{all:?}");
 
     let out = lifeboat(&prune, &["--json", "prune", "--dry-run"]);
     assert_ok(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let would: Vec<&str> = report["stores"][0]["repository_removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["label"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        would,
-        [all[0].as_str(), all[1].as_str()],
-        "the first full backup and its differential would go"
-    );
-    let bytes: u64 = report["stores"][0]["repository_removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["bytes"].as_u64().unwrap())
-        .sum();
+    let would: Vec<&str> =
+        report["stores"][0]["repository_removed"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap()).collect();
+    assert_eq!(would, [all[0].as_str(), all[1].as_str()], "the first full backup and its differential would go");
+    let bytes: u64 = report["stores"][0]["repository_removed"].as_array().unwrap().iter().map(|b| b["bytes"].as_u64().unwrap()).sum();
     assert!(bytes > 0 && report["freed_bytes"] == bytes, "{report}");
     assert_eq!(labels(&backup), all, "--dry-run expired nothing");
 
     let out = lifeboat(&prune, &["prune"]);
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&format!("postgres: removed full backup {}", all[0])),
-        "{text}"
-    );
-    assert_eq!(
-        labels(&backup),
-        all[2..].to_vec(),
-        "the newest full backup and its differential remain"
-    );
+    assert!(text.contains(&format!("postgres: removed full backup {}", all[0])), "{text}");
+    assert_eq!(labels(&backup), all[2..].to_vec(), "the newest full backup and its differential remain");
     drop(cluster);
     let _ = std::fs::remove_dir_all(&base);
 }

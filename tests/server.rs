@@ -20,12 +20,7 @@ fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
                 timeout: None,
             }
         }
-        _ => ServerConfig {
-            url: format!("file://{}", path.display()),
-            ssh_key_file: None,
-            known_hosts_file: None,
-            timeout: None,
-        },
+        _ => ServerConfig { url: format!("file://{}", path.display()), ssh_key_file: None, known_hosts_file: None, timeout: None },
     }
 }
 
@@ -43,64 +38,38 @@ async fn read(server: &dyn BackupServer, path: &str) -> Vec<u8> {
 }
 
 async fn contract(transport: &str) {
-    let root = std::path::PathBuf::from("/var/tmp/lifeboat-test/servers")
-        .join(format!("contract-{transport}-{}", std::process::id()));
+    let root = std::path::PathBuf::from("/var/tmp/lifeboat-test/servers").join(format!("contract-{transport}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     // The root folder (and its parents) is created on connect.
-    let server = server::connect(&config(transport, &root.join("nested/root")))
-        .await
-        .unwrap();
+    let server = server::connect(&config(transport, &root.join("nested/root"))).await.unwrap();
     let s = server.as_ref();
     assert!(root.join("nested/root").is_dir());
 
     // A missing folder lists as empty; create_dir is an atomic claim.
     assert!(s.list("nothing-here").await.unwrap().is_empty());
     assert!(s.create_dir("day").await.unwrap());
-    assert!(
-        !s.create_dir("day").await.unwrap(),
-        "a second claim of the same folder fails"
-    );
+    assert!(!s.create_dir("day").await.unwrap(), "a second claim of the same folder fails");
     s.create_dir_all("day/store/deep").await.unwrap();
 
     // Write, read back byte for byte (larger than one SFTP packet), list with sizes.
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     write(s, "day/store/big.bin", &big).await;
     assert_eq!(read(s, "day/store/big.bin").await, big);
     s.make_durable("day/store/big.bin").await.unwrap();
     let listed = s.list("day/store").await.unwrap();
-    let names: Vec<(&str, bool, u64)> = listed
-        .iter()
-        .map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size }))
-        .collect();
-    assert_eq!(
-        names,
-        vec![("big.bin", false, 3_000_000), ("deep", true, 0)]
-    );
+    let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size })).collect();
+    assert_eq!(names, vec![("big.bin", false, 3_000_000), ("deep", true, 0)]);
 
     // Nothing stored is ever replaced: a second create of the same name fails, and the first
     // content stays (an append-only server key depends on the client never needing this).
-    s.write_new("day/store/manifest.json", b"one")
-        .await
-        .unwrap();
+    s.write_new("day/store/manifest.json", b"one").await.unwrap();
     let again = s.write_new("day/store/manifest.json", b"two").await;
     assert!(again.is_err(), "a file was replaced");
-    assert_eq!(
-        s.read_small("day/store/manifest.json", 3).await.unwrap(),
-        b"one"
-    );
+    assert_eq!(s.read_small("day/store/manifest.json", 3).await.unwrap(), b"one");
     // A small file is read within a bound, whatever its listed size said.
-    let too_big = s
-        .read_small("day/store/manifest.json", 2)
-        .await
-        .unwrap_err()
-        .to_string();
+    let too_big = s.read_small("day/store/manifest.json", 2).await.unwrap_err().to_string();
     assert!(too_big.contains("larger than 2 bytes"), "{too_big}");
-    assert!(
-        s.create("day/store/big.bin").await.is_err(),
-        "create replaced a finished file"
-    );
+    assert!(s.create("day/store/big.bin").await.is_err(), "create replaced a finished file");
     assert_eq!(read(s, "day/store/big.bin").await.len(), big.len());
 
     // Opening a missing file is an error naming the server.
@@ -108,10 +77,7 @@ async fn contract(transport: &str) {
         Ok(_) => panic!("opening a missing file must fail"),
         Err(e) => e.to_string(),
     };
-    assert!(
-        missing.contains("missing") && missing.contains(&s.describe()),
-        "{missing}"
-    );
+    assert!(missing.contains("missing") && missing.contains(&s.describe()), "{missing}");
 
     s.remove_dir_all("day").await.unwrap();
     assert!(!s.exists("day").await.unwrap());
@@ -135,23 +101,13 @@ async fn local_folder_meets_the_contract() {
 async fn jobs_connecting_together_all_create_or_find_a_new_backup_folder() {
     for transport in ["ssh", "file"] {
         for round in 0..5 {
-            let root = std::path::PathBuf::from("/var/tmp/lifeboat-test/servers").join(format!(
-                "connect_together_{transport}_{round}_{}",
-                std::process::id()
-            ));
+            let root = std::path::PathBuf::from("/var/tmp/lifeboat-test/servers")
+                .join(format!("connect_together_{transport}_{round}_{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&root);
             let config = config(transport, &root.join("a/b/c"));
             let connects = (0..6).map(|_| server::connect(&config));
-            for (i, connected) in futures::future::join_all(connects)
-                .await
-                .into_iter()
-                .enumerate()
-            {
-                assert!(
-                    connected.is_ok(),
-                    "{transport}: connection {i} of 6 failed: {}",
-                    connected.err().unwrap()
-                );
+            for (i, connected) in futures::future::join_all(connects).await.into_iter().enumerate() {
+                assert!(connected.is_ok(), "{transport}: connection {i} of 6 failed: {}", connected.err().unwrap());
             }
             assert!(root.join("a/b/c").is_dir());
             let _ = std::fs::remove_dir_all(&root);

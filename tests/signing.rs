@@ -51,7 +51,8 @@ impl World {
         std::fs::create_dir_all(&forger).unwrap();
         let (forger_key, _) = signing_keys(&forger);
         let text = std::fs::read_to_string(&self.backup).unwrap();
-        let config = self.case.write_config("forger.yaml", &text.replace(self.case.signing_key.to_str().unwrap(), forger_key.to_str().unwrap()));
+        let config =
+            self.case.write_config("forger.yaml", &text.replace(self.case.signing_key.to_str().unwrap(), forger_key.to_str().unwrap()));
         psql(&self.case.db, "DELETE FROM registry.event WHERE id % 3 = 0");
         assert_ok(&lifeboat(&config, &["backup"]));
         let runs = self.case.runs(&config);
@@ -161,10 +162,8 @@ fn unsigned_backups_from_before_signing_restore_only_with_the_switch_named_for_i
     w.refused(&["--from", &id], "restore_unsigned_backups_made_before_signing");
 
     let text = std::fs::read_to_string(&w.restore).unwrap();
-    let legacy = w.case.write_config(
-        "legacy.yaml",
-        &text.replace("signing:\n", "signing:\n  restore_unsigned_backups_made_before_signing: true\n"),
-    );
+    let legacy =
+        w.case.write_config("legacy.yaml", &text.replace("signing:\n", "signing:\n  restore_unsigned_backups_made_before_signing: true\n"));
     let listed = w.case.runs(&legacy);
     assert_eq!(listed[0]["signed_by"], "unsigned (accepted: made before signing)");
     assert_ok(&lifeboat(&legacy, &["restore", "--yes"]));

@@ -7,11 +7,11 @@ use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::layout::lock::with_lock;
-use crate::signing::ManifestSigner;
 use crate::monitoring::{self, JobResult};
 use crate::pipeline::{self, Counters, EncodedFile, EncryptKey};
 use crate::progress::{human_bytes, summary};
 use crate::server::{self, BackupServer};
+use crate::signing::ManifestSigner;
 use crate::stop;
 use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore, FileEncoder, RepoAccess};
 
@@ -26,19 +26,13 @@ pub struct BackupOutcome {
 }
 
 /// Runs the backups of the enabled stores (or of `only`); `kind` (`--type`) is for differential stores.
-pub async fn run(
-    config: &Config,
-    only: &[String],
-    kind: Option<BackupKind>,
-) -> Result<Vec<BackupOutcome>> {
+pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> Result<Vec<BackupOutcome>> {
     config.require_role(Role::Backup, "backup")?;
     let stores = config.configured_stores(only)?;
     if let Some(kind) = kind
         && !stores.iter().any(|s| s.store.differential().is_some())
     {
-        return Err(Error::Usage(format!(
-            "--type {kind} is for a store of type differential; none of the selected stores is"
-        )));
+        return Err(Error::Usage(format!("--type {kind} is for a store of type differential; none of the selected stores is")));
     }
     let started_at = chrono::Utc::now();
     let setup = async {
@@ -58,17 +52,9 @@ pub async fn run(
             return Err(e);
         }
     };
-    let encoder = Encoder {
-        key: &key,
-        compression: &config.compression,
-    };
-    let access = RepoAccess {
-        server: Some(server.as_ref()),
-        encoder: Some(&encoder),
-        key: None,
-        trust: Some(&trust),
-        signer: Some(&signer),
-    };
+    let encoder = Encoder { key: &key, compression: &config.compression };
+    let access =
+        RepoAccess { server: Some(server.as_ref()), encoder: Some(&encoder), key: None, trust: Some(&trust), signer: Some(&signer) };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     let mut stopped: Option<&str> = None;
@@ -82,36 +68,17 @@ pub async fn run(
         let started_at = chrono::Utc::now();
         let job = async {
             match store.store.differential() {
-                Some(differential) => {
-                    backup_differential(config, store.name, differential, kind, &access).await
-                }
+                Some(differential) => backup_differential(config, store.name, differential, kind, &access).await,
                 None => backup_store(config, server.as_ref(), store, &key, &signer).await,
             }
         };
-        let result = with_lock(
-            server.as_ref(),
-            &config.locking,
-            store.folder(),
-            "backup",
-            job,
-        )
-        .await;
+        let result = with_lock(server.as_ref(), &config.locking, store.folder(), "backup", job).await;
         results.push(job_result(store.name, started_at, &result));
         match result {
             Err(Error::Stopped(_)) => stopped = Some(store.name),
             Ok(outcome) => {
                 let elapsed = std::time::Duration::from_secs_f64(outcome.seconds);
-                eprintln!(
-                    "{}",
-                    summary(
-                        &outcome.store,
-                        "backup",
-                        &outcome.id,
-                        outcome.read_bytes,
-                        outcome.stored_bytes,
-                        elapsed
-                    )
-                );
+                eprintln!("{}", summary(&outcome.store, "backup", &outcome.id, outcome.read_bytes, outcome.stored_bytes, elapsed));
                 outcomes.push(outcome);
             }
             Err(e) => {
@@ -127,30 +94,16 @@ pub async fn run(
     match failures.len() {
         0 => Ok(outcomes),
         1 => Err(failures.remove(0)),
-        n => Err(Error::store(
-            "backup",
-            format!("{n} stores failed (see above): {}", failures[0]),
-        )),
+        n => Err(Error::store("backup", format!("{n} stores failed (see above): {}", failures[0]))),
     }
 }
 
 /// What metrics and the webhook say of one store's backup.
-fn job_result(
-    store: &str,
-    started_at: chrono::DateTime<chrono::Utc>,
-    result: &Result<BackupOutcome>,
-) -> JobResult {
+fn job_result(store: &str, started_at: chrono::DateTime<chrono::Utc>, result: &Result<BackupOutcome>) -> JobResult {
     match result {
         Ok(o) => {
             let seconds = (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
-            JobResult::succeeded(
-                store,
-                started_at,
-                &o.id,
-                seconds,
-                o.read_bytes,
-                o.stored_bytes,
-            )
+            JobResult::succeeded(store, started_at, &o.id, seconds, o.read_bytes, o.stored_bytes)
         }
         Err(e) => JobResult::failed(store, started_at, e),
     }
@@ -160,13 +113,7 @@ fn job_result(
 fn stopped_error(done: &[BackupOutcome], stopped: Option<&str>, not_started: &[&str]) -> Error {
     let mut parts = Vec::new();
     if !done.is_empty() {
-        parts.push(format!(
-            "backed up: {}",
-            done.iter()
-                .map(|o| o.store.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        parts.push(format!("backed up: {}", done.iter().map(|o| o.store.as_str()).collect::<Vec<_>>().join(", ")));
     }
     if let Some(name) = stopped {
         parts.push(format!("stopped part-way, nothing committed: {name}"));
@@ -174,11 +121,7 @@ fn stopped_error(done: &[BackupOutcome], stopped: Option<&str>, not_started: &[&
     if !not_started.is_empty() {
         parts.push(format!("not started: {}", not_started.join(", ")));
     }
-    Error::Stopped(format!(
-        "backup stopped by {} ({}); run the backup again",
-        stop::signal_name(),
-        parts.join("; ")
-    ))
+    Error::Stopped(format!("backup stopped by {} ({}); run the backup again", stop::signal_name(), parts.join("; ")))
 }
 
 /// Below this, a failed write is most likely the backup server's disk being full.
@@ -198,14 +141,8 @@ async fn explain_full_disk(server: &dyn BackupServer, e: Error) -> Error {
                 human_bytes(space.total_bytes)
             );
             match e {
-                Error::Server { server, message } => Error::Server {
-                    server,
-                    message: format!("{message}; {hint}"),
-                },
-                other => Error::Server {
-                    server: server.describe(),
-                    message: format!("{other}; {hint}"),
-                },
+                Error::Server { server, message } => Error::Server { server, message: format!("{message}; {hint}") },
+                other => Error::Server { server: server.describe(), message: format!("{other}; {hint}") },
             }
         }
         _ => e,
@@ -223,9 +160,7 @@ async fn backup_differential(
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
     let Some(done) = stop::unless_requested(store.backup(kind, today, access)).await else {
-        tracing::warn!(
-            "{name}: stopped; the tool was killed before it recorded the backup, which it never lists as complete"
-        );
+        tracing::warn!("{name}: stopped; the tool was killed before it recorded the backup, which it never lists as complete");
         return Err(Error::Stopped(format!("{name}: backup stopped")));
     };
     let done = done?;
@@ -248,29 +183,12 @@ async fn backup_store(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
-    let mut run = RunWriter::claim(
-        server,
-        today,
-        store.name,
-        store.folder(),
-        key,
-        &config.compression,
-    )
-    .await?;
-    tracing::info!(
-        "{}: backing up to {}/{}",
-        store.name,
-        server.describe(),
-        run.path()
-    );
+    let mut run = RunWriter::claim(server, today, store.name, store.folder(), key, &config.compression).await?;
+    tracing::info!("{}: backing up to {}/{}", store.name, server.describe(), run.path());
     let result = stop::unless_requested(store.store.backup(&mut run)).await;
     match result.unwrap_or_else(|| Err(Error::Stopped(format!("{}: backup stopped", store.name)))) {
         Ok(info) => {
-            let (id, path, read_bytes) = (
-                run.id().to_string(),
-                run.path().to_string(),
-                run.counters().read(),
-            );
+            let (id, path, read_bytes) = (run.id().to_string(), run.path().to_string(), run.counters().read());
             let manifest = run.commit(store.kind(), info, signer).await?;
             Ok(BackupOutcome {
                 store: store.name.to_string(),
@@ -287,10 +205,7 @@ async fn backup_store(
             // Never leave anything that could pass for a backup; the run has no manifest anyway.
             // Bounded, so that a stop stays quick even when the server is slow to answer.
             let path = run.path().to_string();
-            if tokio::time::timeout(std::time::Duration::from_secs(3), run.abort())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(std::time::Duration::from_secs(3), run.abort()).await.is_err() {
                 tracing::warn!(
                     "{}: removing the unfinished run {path} took too long; it has no manifest and `prune` removes it",
                     store.name
@@ -319,9 +234,6 @@ impl FileEncoder for Encoder<'_> {
     }
 
     fn describe(&self) -> (String, String) {
-        (
-            format!("zstd-{}", self.compression.level),
-            self.key.scheme().to_string(),
-        )
+        (format!("zstd-{}", self.compression.level), self.key.scheme().to_string())
     }
 }

@@ -7,8 +7,6 @@ pub fn run() -> String {
     let (identity, recipient) = generate_identity();
     print!("{identity}");
     eprintln!("Public key: {recipient}");
-    eprintln!(
-        "Put the public key in encryption.recipients on the backup side; keep the identity only on the restore side."
-    );
+    eprintln!("Put the public key in encryption.recipients on the backup side; keep the identity only on the restore side.");
     recipient
 }

@@ -34,10 +34,7 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
         .map(|r| ListedBackup {
             id: r.id.to_string(),
             date: r.id.date.to_string(),
-            store: r
-                .manifest()
-                .map(|m| m.store.clone())
-                .unwrap_or_else(|| r.folder.clone()),
+            store: r.manifest().map(|m| m.store.clone()).unwrap_or_else(|| r.folder.clone()),
             kind: r.manifest().map(|m| m.kind.clone()),
             complete: r.complete(),
             damaged: match &r.state {
@@ -51,19 +48,13 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
         .collect();
     listed.extend(repository_backups(config, server.as_ref(), &trust).await?);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&listed).expect("serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&listed).expect("serialises"));
     } else if listed.is_empty() {
         eprintln!("no backups on {}", server.describe());
     } else {
         // pgBackRest labels (20250601-010000F_20250602-010000D) are longer than run ids.
         let w = listed.iter().map(|b| b.id.len()).max().unwrap_or(0).max(14);
-        println!(
-            "{:<w$} {:<10} {:<10} {:<12} {:>10}  SIGNED BY",
-            "ID", "STORE", "TYPE", "COMPLETE", "SIZE"
-        );
+        println!("{:<w$} {:<10} {:<10} {:<12} {:>10}  SIGNED BY", "ID", "STORE", "TYPE", "COMPLETE", "SIZE");
         for b in &listed {
             println!(
                 "{:<w$} {:<10} {:<10} {:<12} {:>10}  {}",
@@ -85,18 +76,10 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
 
 /// The backups differential stores keep in their own repositories (pgBackRest's `info`, the
 /// MinIO mirror's runs), after the date-folder runs; their size is what each added to the repository.
-async fn repository_backups(
-    config: &Config,
-    server: &dyn BackupServer,
-    trust: &Trust,
-) -> Result<Vec<ListedBackup>> {
+async fn repository_backups(config: &Config, server: &dyn BackupServer, trust: &Trust) -> Result<Vec<ListedBackup>> {
     let tz = config.tz()?;
     let mut listed = Vec::new();
-    let access = RepoAccess {
-        server: Some(server),
-        trust: Some(trust),
-        ..Default::default()
-    };
+    let access = RepoAccess { server: Some(server), trust: Some(trust), ..Default::default() };
     for store in config.configured_stores(&[]).unwrap_or_default() {
         let Some(repo) = store.store.differential() else {
             continue;

@@ -58,35 +58,17 @@ pub struct PruneOutcome {
     pub freed_bytes: u64,
 }
 
-pub async fn run(
-    config: &Config,
-    only: &[String],
-    dry_run: bool,
-    json: bool,
-) -> Result<PruneOutcome> {
+pub async fn run(config: &Config, only: &[String], dry_run: bool, json: bool) -> Result<PruneOutcome> {
     let stores = config.configured_stores(only)?;
     let server = server::connect(&config.server).await?;
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
-    let mut outcome = PruneOutcome {
-        dry_run,
-        stores: Vec::new(),
-        freed_bytes: 0,
-    };
+    let mut outcome = PruneOutcome { dry_run, stores: Vec::new(), freed_bytes: 0 };
     let mut failures = Vec::new();
     for store in stores {
         let job = prune_store(config, server.as_ref(), store, today, dry_run);
         let result = match dry_run {
             true => job.await,
-            false => {
-                with_lock(
-                    server.as_ref(),
-                    &config.locking,
-                    store.folder(),
-                    "prune",
-                    job,
-                )
-                .await
-            }
+            false => with_lock(server.as_ref(), &config.locking, store.folder(), "prune", job).await,
         };
         match result {
             Ok(pruned) => {
@@ -103,36 +85,21 @@ pub async fn run(
         }
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome).expect("serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&outcome).expect("serialises"));
     } else {
         let verb = if dry_run { "would free" } else { "freed" };
-        println!(
-            "prune {verb} {} on {}",
-            human_bytes(outcome.freed_bytes),
-            server.describe()
-        );
+        println!("prune {verb} {} on {}", human_bytes(outcome.freed_bytes), server.describe());
     }
     match failures.len() {
         0 => Ok(outcome),
         1 => Err(failures.remove(0)),
-        n => Err(Error::store(
-            "prune",
-            format!("{n} stores failed (see above): {}", failures[0]),
-        )),
+        n => Err(Error::store("prune", format!("{n} stores failed (see above): {}", failures[0]))),
     }
 }
 
 /// The labels of a repository's backups that `retention:` keeps (the same policy as for the date
 /// folders, by the day each finished); a store whose own tool applies its retention ignores them.
-fn repository_keeps(
-    policy: &Retention,
-    backups: &[RepoBackup],
-    tz: chrono_tz::Tz,
-    today: chrono::NaiveDate,
-) -> BTreeSet<String> {
+fn repository_keeps(policy: &Retention, backups: &[RepoBackup], tz: chrono_tz::Tz, today: chrono::NaiveDate) -> BTreeSet<String> {
     let mut seq_of_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
     let runs: Vec<(RunId, RunKind)> = backups
         .iter()
@@ -149,12 +116,7 @@ fn repository_keeps(
         })
         .collect();
     let verdicts = retention::plan(policy, &runs, today);
-    backups
-        .iter()
-        .zip(verdicts)
-        .filter(|(_, v)| !v.removes())
-        .map(|(b, _)| b.label.clone())
-        .collect()
+    backups.iter().zip(verdicts).filter(|(_, v)| !v.removes()).map(|(b, _)| b.label.clone()).collect()
 }
 
 async fn prune_store(
@@ -168,43 +130,20 @@ async fn prune_store(
     let reader = RunReader::new(server, &trust);
     // Listed under the lock: a backup that finished before it is seen, none can start during it.
     let mut runs: Vec<Run> = Vec::new();
-    for folder in reader
-        .folders()
-        .await?
-        .iter()
-        .filter(|f| f.folder == store.folder())
-    {
+    for folder in reader.folders().await?.iter().filter(|f| f.folder == store.folder()) {
         runs.push(reader.open(folder).await);
     }
-    let kinds: Vec<_> = runs
-        .iter()
-        .map(|r| (r.id.clone(), kind_of(&r.state)))
-        .collect();
+    let kinds: Vec<_> = runs.iter().map(|r| (r.id.clone(), kind_of(&r.state))).collect();
     let verdicts = retention::plan(&config.retention, &kinds, today);
-    let mut pruned = StorePrune {
-        store: store.name.to_string(),
-        kept: Vec::new(),
-        removed: Vec::new(),
-        repository_removed: Vec::new(),
-        freed_bytes: 0,
-    };
+    let mut pruned =
+        StorePrune { store: store.name.to_string(), kept: Vec::new(), removed: Vec::new(), repository_removed: Vec::new(), freed_bytes: 0 };
     for (run, verdict) in runs.iter().zip(verdicts) {
         let (state, bytes) = (state_name(&run.state), run.bytes);
-        let entry = |reason: String| PrunedRun {
-            id: run.id.to_string(),
-            path: run.path(),
-            state,
-            bytes,
-            reason,
-        };
+        let entry = |reason: String| PrunedRun { id: run.id.to_string(), path: run.path(), state, bytes, reason };
         match verdict {
             Verdict::Keep(why) => {
                 if let RunState::Damaged(what) = &run.state {
-                    tracing::warn!(
-                        "{}: kept damaged run {}: {what}; look at it, then remove it by hand",
-                        store.name,
-                        run.path()
-                    );
+                    tracing::warn!("{}: kept damaged run {}: {what}; look at it, then remove it by hand", store.name, run.path());
                 }
                 pruned.kept.push(entry(why));
             }
@@ -218,26 +157,12 @@ async fn prune_store(
         }
     }
     if let Some(repo) = store.store.differential() {
-        let access = RepoAccess {
-            server: Some(server),
-            trust: Some(&trust),
-            ..Default::default()
-        };
-        let keep = repository_keeps(
-            &config.retention,
-            &repo.backups(&access).await?,
-            config.tz()?,
-            today,
-        );
+        let access = RepoAccess { server: Some(server), trust: Some(&trust), ..Default::default() };
+        let keep = repository_keeps(&config.retention, &repo.backups(&access).await?, config.tz()?, today);
         let done = repo.prune(&access, &keep, dry_run).await?;
         pruned.freed_bytes += done.freed_bytes;
         for b in done.removed {
-            pruned.repository_removed.push(PrunedRepoBackup {
-                label: b.label,
-                kind: b.kind,
-                bytes: b.stored_bytes,
-                path: b.path,
-            });
+            pruned.repository_removed.push(PrunedRepoBackup { label: b.label, kind: b.kind, bytes: b.stored_bytes, path: b.path });
         }
     }
     Ok(pruned)
@@ -278,33 +203,14 @@ fn state_name(state: &RunState) -> &'static str {
 fn print_store(p: &StorePrune, dry_run: bool) {
     let verb = if dry_run { "would remove" } else { "removed" };
     for r in &p.removed {
-        println!(
-            "{}: {verb} {} ({}, {}): {}",
-            p.store,
-            r.path,
-            r.state,
-            human_bytes(r.bytes),
-            r.reason
-        );
+        println!("{}: {verb} {} ({}, {}): {}", p.store, r.path, r.state, human_bytes(r.bytes), r.reason);
     }
     for b in &p.repository_removed {
-        println!(
-            "{}: {verb} {} backup {} ({})",
-            p.store,
-            b.kind,
-            b.label,
-            human_bytes(b.bytes)
-        );
+        println!("{}: {verb} {} backup {} ({})", p.store, b.kind, b.label, human_bytes(b.bytes));
     }
     let repository = match p.repository_removed.len() {
         0 => String::new(),
         n => format!(" and {n} repository backup(s)"),
     };
-    println!(
-        "{}: kept {} run(s), {verb} {} run(s){repository}, {}",
-        p.store,
-        p.kept.len(),
-        p.removed.len(),
-        human_bytes(p.freed_bytes)
-    );
+    println!("{}: kept {} run(s), {verb} {} run(s){repository}, {}", p.store, p.kept.len(), p.removed.len(), human_bytes(p.freed_bytes));
 }

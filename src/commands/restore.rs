@@ -21,9 +21,7 @@ use crate::pipeline::DecryptKey;
 use crate::progress::summary;
 use crate::server;
 use crate::stop;
-use crate::stores::{
-    ConfiguredStore, DifferentialStore, RepoAccess, RepoPrepared, RepoRestoreRequest, RestoreFiles,
-};
+use crate::stores::{ConfiguredStore, DifferentialStore, RepoAccess, RepoPrepared, RepoRestoreRequest, RestoreFiles};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreOutcome {
@@ -50,22 +48,13 @@ pub struct RestoreOptions<'a> {
 
 fn confirm(stores: &[&str]) -> Result<()> {
     if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(
-            "restore replaces the data of the target; pass --yes to confirm (no terminal to ask on)".into(),
-        ));
+        return Err(Error::Usage("restore replaces the data of the target; pass --yes to confirm (no terminal to ask on)".into()));
     }
-    eprint!(
-        "This REPLACES the current data of: {}. Type yes to go on: ",
-        stores.join(", ")
-    );
+    eprint!("This REPLACES the current data of: {}. Type yes to go on: ", stores.join(", "));
     let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| Error::io("reading the answer", e))?;
+    std::io::stdin().read_line(&mut answer).map_err(|e| Error::io("reading the answer", e))?;
     if answer.trim() != "yes" {
-        return Err(Error::Usage(
-            "restore not confirmed; nothing was changed".into(),
-        ));
+        return Err(Error::Usage("restore not confirmed; nothing was changed".into()));
     }
     Ok(())
 }
@@ -116,51 +105,26 @@ async fn restore_stores(
 
     // Phase 1, for every store: find the run, check it and the target, download and verify it.
     // No target is touched until the whole backup of every store is here and verified.
-    let request = RepoRestoreRequest {
-        from: opts.from,
-        target_time: opts.target_time,
-    };
-    let access = RepoAccess {
-        server: Some(server.as_ref()),
-        encoder: None,
-        key: Some(key.clone()),
-        trust: Some(&trust),
-        signer: None,
-    };
+    let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
+    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: Some(key.clone()), trust: Some(&trust), signer: None };
     let prepare = async {
         let mut jobs = Vec::new();
         for store in stores {
             if let Some(repo) = store.store.differential() {
                 let prepared = repo.check_target(request, &access).await?;
-                jobs.push(Job::Repo {
-                    store,
-                    repo,
-                    prepared,
-                });
+                jobs.push(Job::Repo { store, repo, prepared });
                 continue;
             }
             let run = reader.choose(&folders, store.folder(), opts.from).await?;
             let manifest = run.manifest().expect("chosen runs are complete").clone();
             check_run_matches(store, &run, &manifest)?;
             store.store.check_target().await?;
-            tracing::info!(
-                "{}: downloading and verifying backup {} from {}",
-                store.name,
-                run.id,
-                server.describe()
-            );
+            tracing::info!("{}: downloading and verifying backup {} from {}", store.name, run.id, server.describe());
             let work = context.private_dir("lifeboat-restore-")?;
             for entry in &manifest.files {
-                reader
-                    .fetch_verified(&run, entry, work.path(), &key)
-                    .await?;
+                reader.fetch_verified(&run, entry, work.path(), &key).await?;
             }
-            jobs.push(Job::Run {
-                store,
-                run,
-                manifest: Box::new(manifest),
-                work,
-            });
+            jobs.push(Job::Run { store, run, manifest: Box::new(manifest), work });
         }
         Ok::<_, Error>(jobs)
     };
@@ -185,11 +149,7 @@ async fn restore_stores(
         report.duration_seconds = started.elapsed().as_secs_f64();
         report.finished_at = Utc::now().to_rfc3339();
         let verdict = match result {
-            None => Err(Error::Stopped(stopped_line(
-                &names[..i],
-                names[i],
-                &names[i + 1..],
-            ))),
+            None => Err(Error::Stopped(stopped_line(&names[..i], names[i], &names[i + 1..]))),
             Some(Ok((outcome, found))) => {
                 report.counts_found = found;
                 let problems = compare_counts(&report.counts_expected, &report.counts_found);
@@ -217,19 +177,11 @@ async fn restore_stores(
         if let Ok(outcome) = &verdict {
             report.restored.clone_from(&outcome.restored);
         }
-        if let Some(place) = drill::write(server.as_ref(), &report_dir, &drills_dir, &report).await
-        {
+        if let Some(place) = drill::write(server.as_ref(), &report_dir, &drills_dir, &report).await {
             tracing::info!("{}: drill report written to {place}", report.store);
         }
         results.push(match &verdict {
-            Ok(o) => JobResult::succeeded(
-                &o.store,
-                started_at,
-                &o.id,
-                o.seconds,
-                o.raw_bytes,
-                o.stored_bytes,
-            ),
+            Ok(o) => JobResult::succeeded(&o.store, started_at, &o.id, o.seconds, o.raw_bytes, o.stored_bytes),
             Err(e) => JobResult::failed(names[i], started_at, e),
         });
         let outcome = verdict?;
@@ -242,11 +194,7 @@ async fn restore_stores(
 /// The one line a stopped restore ends with: which stores hold their backup and which do not.
 fn stopped_line(done: &[&str], interrupted: &str, not_started: &[&str]) -> String {
     let list = |names: &[&str]| {
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
+        if names.is_empty() { "none".to_string() } else { names.join(", ") }
     };
     format!(
         "restore stopped by {}: restored and verified: {}; interrupted part-way (its data is incomplete): {interrupted}; \
@@ -279,17 +227,8 @@ fn check_run_matches(store: &ConfiguredStore, run: &Run, manifest: &Manifest) ->
 
 /// One store's restore, ready to run: a verified run in a private folder, or a differential repository.
 enum Job<'a> {
-    Run {
-        store: &'a ConfiguredStore,
-        run: Run,
-        manifest: Box<Manifest>,
-        work: tempfile::TempDir,
-    },
-    Repo {
-        store: &'a ConfiguredStore,
-        repo: &'a dyn DifferentialStore,
-        prepared: RepoPrepared,
-    },
+    Run { store: &'a ConfiguredStore, run: Run, manifest: Box<Manifest>, work: tempfile::TempDir },
+    Repo { store: &'a ConfiguredStore, repo: &'a dyn DifferentialStore, prepared: RepoPrepared },
 }
 
 impl Job<'_> {
@@ -308,24 +247,12 @@ impl Job<'_> {
     ) -> Result<(RestoreOutcome, Counts)> {
         let started = Instant::now();
         match self {
-            Job::Run {
-                store,
-                run,
-                manifest,
-                work,
-            } => {
+            Job::Run { store, run, manifest, work } => {
                 tracing::info!("{}: restoring backup {}", store.name, run.id);
-                let files = RestoreFiles {
-                    dir: work.path().to_path_buf(),
-                    key: key.clone(),
-                };
+                let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.clone() };
                 let found = store.store.restore(&manifest, &files).await?;
                 let what = store.store.describe_counts(&manifest);
-                tracing::info!(
-                    "{}: found {what} across {} scope(s)",
-                    store.name,
-                    found.len()
-                );
+                tracing::info!("{}: found {what} across {} scope(s)", store.name, found.len());
                 let outcome = RestoreOutcome {
                     store: store.name.to_string(),
                     id: run.id.to_string(),
@@ -337,11 +264,7 @@ impl Job<'_> {
                 };
                 Ok((outcome, found))
             }
-            Job::Repo {
-                store,
-                repo,
-                prepared,
-            } => {
+            Job::Repo { store, repo, prepared } => {
                 tracing::info!("{}: restoring from its repository", store.name);
                 let done = repo.restore(request, access, prepared).await?;
                 let outcome = RestoreOutcome {
@@ -361,18 +284,8 @@ impl Job<'_> {
     /// Where this store's drill report goes on the server, and the report as far as known before the restore.
     fn report(&self, started_at: chrono::DateTime<Utc>) -> (String, DrillReport) {
         let (dir, backup, finished, expected) = match self {
-            Job::Run { run, manifest, .. } => (
-                run.path(),
-                run.id.to_string(),
-                Some(manifest.finished_at.clone()),
-                manifest.counts.clone(),
-            ),
-            Job::Repo { store, .. } => (
-                drill::repository_dir(store.folder()),
-                String::new(),
-                None,
-                Counts::new(),
-            ),
+            Job::Run { run, manifest, .. } => (run.path(), run.id.to_string(), Some(manifest.finished_at.clone()), manifest.counts.clone()),
+            Job::Repo { store, .. } => (drill::repository_dir(store.folder()), String::new(), None, Counts::new()),
         };
         let report = DrillReport {
             store: self.name().to_string(),
@@ -397,11 +310,7 @@ impl RestoreOutcome {
         match &self.recovered {
             Some(recovered) => format!("{}: restore {} done: {recovered}", self.store, self.id),
             None => {
-                tracing::info!(
-                    "{}: verified {}: all match the backup",
-                    self.store,
-                    self.restored
-                );
+                tracing::info!("{}: verified {}: all match the backup", self.store, self.restored);
                 summary(
                     &self.store,
                     "restore",

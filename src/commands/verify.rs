@@ -23,11 +23,7 @@ pub struct VerifiedRun {
 /// runs' manifests are read.
 fn chosen(folders: Vec<RunFolder>, from: Option<&str>) -> Vec<RunFolder> {
     let mut chosen: Vec<RunFolder> = Vec::new();
-    for run in folders
-        .into_iter()
-        .rev()
-        .filter(|r| r.manifest_size.is_some())
-    {
+    for run in folders.into_iter().rev().filter(|r| r.manifest_size.is_some()) {
         let wanted = match from {
             Some(id) => run.id.to_string() == id,
             None => !chosen.iter().any(|c| c.folder == run.folder),
@@ -39,15 +35,12 @@ fn chosen(folders: Vec<RunFolder>, from: Option<&str>) -> Vec<RunFolder> {
     chosen
 }
 
-pub async fn run(
-    config: &Config,
-    from: Option<&str>,
-    deep: bool,
-    json: bool,
-) -> Result<Vec<VerifiedRun>> {
+pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) -> Result<Vec<VerifiedRun>> {
     let key = if deep {
         Some(std::sync::Arc::new(DecryptKey::from_config(&config.encryption).map_err(|_| {
-            Error::Usage("verify --deep decrypts, so it needs encryption.identity_file or passphrase_file (the restore side's configuration)".into())
+            Error::Usage(
+                "verify --deep decrypts, so it needs encryption.identity_file or passphrase_file (the restore side's configuration)".into(),
+            )
         })?))
     } else {
         None
@@ -58,13 +51,7 @@ pub async fn run(
     let runs = chosen(reader.folders().await?, from);
     // Differential stores check their own repositories (pgBackRest as a whole; the MinIO mirror
     // its newest run, or the one `from` names).
-    let access = RepoAccess {
-        server: Some(server.as_ref()),
-        encoder: None,
-        key: key.clone(),
-        trust: Some(&trust),
-        signer: None,
-    };
+    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: key.clone(), trust: Some(&trust), signer: None };
     let mut repositories = Vec::new();
     for store in config.configured_stores(&[]).unwrap_or_default() {
         let Some(repo) = store.store.differential() else {
@@ -77,10 +64,7 @@ pub async fn run(
     }
     if runs.is_empty() && repositories.is_empty() {
         return Err(Error::NotFound(match from {
-            Some(id) => format!(
-                "no complete backup {id} on {}; see `lifeboat list`",
-                server.describe()
-            ),
+            Some(id) => format!("no complete backup {id} on {}; see `lifeboat list`", server.describe()),
             None => format!("no complete backup on {}", server.describe()),
         }));
     }
@@ -110,17 +94,12 @@ pub async fn run(
                 Some(key) => {
                     let work = context.private_dir("lifeboat-verify-")?;
                     let decoded = match reader.fetch_verified(run, entry, work.path(), key).await {
-                        Ok(local) => tokio::task::block_in_place(|| {
-                            pipeline::decode_to_sink(&local, key, &entry.name)
-                        })
-                        .map(|_| ()),
+                        Ok(local) => tokio::task::block_in_place(|| pipeline::decode_to_sink(&local, key, &entry.name)).map(|_| ()),
                         Err(e) => Err(e),
                     };
                     match decoded {
                         Ok(()) => None,
-                        Err(e @ (Error::Integrity(_) | Error::Decrypt(_))) => {
-                            Some(format!("{}/{}: {e}", run.path(), entry.name))
-                        }
+                        Err(e @ (Error::Integrity(_) | Error::Decrypt(_))) => Some(format!("{}/{}: {e}", run.path(), entry.name)),
                         Err(e) => return Err(e),
                     }
                 }
@@ -149,26 +128,13 @@ pub async fn run(
         });
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&results).expect("serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
         for r in &results {
             if let (true, Some(how)) = (r.ok, how.get(&(r.id.clone(), r.store.clone()))) {
                 println!("{} {}: OK ({how})", r.id, r.store);
             } else if r.ok {
-                println!(
-                    "{} {}: OK ({} files{})",
-                    r.id,
-                    r.store,
-                    r.files,
-                    if deep {
-                        ", decrypted and decompressed"
-                    } else {
-                        ""
-                    }
-                );
+                println!("{} {}: OK ({} files{})", r.id, r.store, r.files, if deep { ", decrypted and decompressed" } else { "" });
             } else {
                 for p in &r.problems {
                     println!("{} {}: DAMAGED: {p}", r.id, r.store);
@@ -181,10 +147,7 @@ pub async fn run(
         return Err(Error::Integrity(format!(
             "{} backup(s) failed verification ({}); do not rely on them, run a new backup",
             bad.len(),
-            bad.iter()
-                .map(|r| format!("{} {}", r.id, r.store))
-                .collect::<Vec<_>>()
-                .join(", ")
+            bad.iter().map(|r| format!("{} {}", r.id, r.store)).collect::<Vec<_>>().join(", ")
         )));
     }
     Ok(results)

@@ -64,10 +64,7 @@ pub fn is_report(name: &str) -> bool {
 
 /// The local fallback folder for reports: `drills/` next to the configuration file.
 pub fn local_dir(config_file: &Path) -> PathBuf {
-    config_file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(DRILLS_DIR)
+    config_file.parent().unwrap_or(Path::new(".")).join(DRILLS_DIR)
 }
 
 /// Where a differential store's reports go on the server (it has no run folders of its own).
@@ -76,16 +73,8 @@ pub fn repository_dir(store_folder: &str) -> String {
 }
 
 /// The newest report in a folder on the server, if any (names sort by time).
-pub async fn newest_in(
-    server: &dyn BackupServer,
-    dir: &str,
-) -> crate::error::Result<Option<DrillReport>> {
-    let names = server
-        .list(dir)
-        .await?
-        .into_iter()
-        .filter(|e| !e.is_dir && is_report(&e.name))
-        .map(|e| e.name);
+pub async fn newest_in(server: &dyn BackupServer, dir: &str) -> crate::error::Result<Option<DrillReport>> {
+    let names = server.list(dir).await?.into_iter().filter(|e| !e.is_dir && is_report(&e.name)).map(|e| e.name);
     Ok(match names.max() {
         Some(name) => read(server, &join(dir, &name)).await,
         None => None,
@@ -94,18 +83,9 @@ pub async fn newest_in(
 
 /// Writes `report` into `server_dir` on the server, or into `<local_dir>/<store>/` when the
 /// server refuses. Returns where it went; never fails the restore (the restore itself is done).
-pub async fn write(
-    server: &dyn BackupServer,
-    server_dir: &str,
-    local_dir: &Path,
-    report: &DrillReport,
-) -> Option<String> {
+pub async fn write(server: &dyn BackupServer, server_dir: &str, local_dir: &Path, report: &DrillReport) -> Option<String> {
     let json = serde_json::to_vec_pretty(report).expect("report serialises");
-    let name = file_name(
-        DateTime::parse_from_rfc3339(&report.finished_at)
-            .map(|t| t.to_utc())
-            .unwrap_or_else(|_| Utc::now()),
-    );
+    let name = file_name(DateTime::parse_from_rfc3339(&report.finished_at).map(|t| t.to_utc()).unwrap_or_else(|_| Utc::now()));
     let path = join(server_dir, &name);
     let on_server = async {
         server.create_dir_all(server_dir).await?;
@@ -113,10 +93,7 @@ pub async fn write(
     };
     match on_server.await {
         Ok(()) => return Some(format!("{}/{path}", server.describe())),
-        Err(e) => tracing::info!(
-            "{}: cannot write the drill report on the backup server ({e}); writing it locally",
-            report.store
-        ),
+        Err(e) => tracing::info!("{}: cannot write the drill report on the backup server ({e}); writing it locally", report.store),
     }
     let dir = local_dir.join(&report.store);
     let file = dir.join(&name);
@@ -124,11 +101,7 @@ pub async fn write(
     match written {
         Ok(()) => Some(file.display().to_string()),
         Err(e) => {
-            tracing::warn!(
-                "{}: could not write the drill report to {} either ({e})",
-                report.store,
-                file.display()
-            );
+            tracing::warn!("{}: could not write the drill report to {} either ({e})", report.store, file.display());
             None
         }
     }
@@ -140,23 +113,16 @@ pub async fn read(server: &dyn BackupServer, path: &str) -> Option<DrillReport> 
         Ok(data) => serde_json::from_slice::<DrillReport>(&data).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    parsed
-        .map_err(|e| tracing::warn!("passing over the drill report {path}: {e}"))
-        .ok()
+    parsed.map_err(|e| tracing::warn!("passing over the drill report {path}: {e}")).ok()
 }
 
 /// The newest report in a local folder (the fallback place), if any.
 pub fn newest_local(dir: &Path) -> Option<(PathBuf, DrillReport)> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| is_report(n))
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| is_report(n)).collect();
     names.sort();
     let newest = dir.join(names.pop()?);
-    let data = std::fs::read(&newest)
-        .ok()
-        .filter(|d| d.len() as u64 <= MAX_REPORT)?;
+    let data = std::fs::read(&newest).ok().filter(|d| d.len() as u64 <= MAX_REPORT)?;
     serde_json::from_slice(&data).ok().map(|r| (newest, r))
 }
 
@@ -166,18 +132,12 @@ mod tests {
 
     #[test]
     fn report_names_are_recognised_exactly() {
-        let at = DateTime::parse_from_rfc3339("2026-11-24T03:04:05Z")
-            .unwrap()
-            .to_utc();
+        let at = DateTime::parse_from_rfc3339("2026-11-24T03:04:05Z").unwrap().to_utc();
         assert_eq!(file_name(at), "drill-20261124T030405Z.json");
         assert!(is_report(&file_name(at)));
-        for other in [
-            "drill-.json",
-            "drill-2026.json",
-            "manifest.json",
-            "drill-20261124T030405Z.json.age",
-            "../drill-20261124T030405Z.json",
-        ] {
+        for other in
+            ["drill-.json", "drill-2026.json", "manifest.json", "drill-20261124T030405Z.json.age", "../drill-20261124T030405Z.json"]
+        {
             assert!(!is_report(other), "{other}");
         }
     }

@@ -54,9 +54,7 @@ impl LockHolder {
         LockHolder {
             store: store.to_string(),
             command: command.to_string(),
-            owner: std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", unsafe_uid())),
+            owner: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe_uid())),
             host: host_name(),
             pid,
             pid_start: process_start(pid),
@@ -65,10 +63,7 @@ impl LockHolder {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "`{}` on host {} (pid {}, user {}) since {}",
-            self.command, self.host, self.pid, self.owner, self.since
-        )
+        format!("`{}` on host {} (pid {}, user {}) since {}", self.command, self.host, self.pid, self.owner, self.since)
     }
 
     fn age(&self, now: DateTime<Utc>) -> Option<Duration> {
@@ -96,23 +91,14 @@ pub fn host_name() -> String {
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or fails.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
     let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
-    if ok && end > 0 {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "unknown-host".into()
-    }
+    if ok && end > 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "unknown-host".into() }
 }
 
 /// A process's start time from `/proc/<pid>/stat` (field 22), or None when there is no such process.
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A held lock. Release it with [`StoreLock::release`]; [`with_lock`] does so on every path.
@@ -126,12 +112,7 @@ pub struct StoreLock<'a> {
 impl<'a> StoreLock<'a> {
     /// Takes the lock of store folder `folder` for `command`, waiting or taking over a stale
     /// lock as `settings` say.
-    pub async fn acquire(
-        server: &'a dyn BackupServer,
-        settings: &Locking,
-        folder: &str,
-        command: &str,
-    ) -> Result<StoreLock<'a>> {
+    pub async fn acquire(server: &'a dyn BackupServer, settings: &Locking, folder: &str, command: &str) -> Result<StoreLock<'a>> {
         check_file_name(folder)?;
         let path = join(LOCKS_DIR, &format!("{folder}.lock"));
         let deadline = Instant::now() + settings.wait;
@@ -139,19 +120,13 @@ impl<'a> StoreLock<'a> {
         let mut vanished = 0;
         server.create_dir_all(LOCKS_DIR).await?;
         loop {
-            let written = serde_json::to_vec_pretty(&LockHolder::this_process(folder, command))
-                .expect("lock serialises");
+            let written = serde_json::to_vec_pretty(&LockHolder::this_process(folder, command)).expect("lock serialises");
             let created = server.write_new(&path, &written).await;
             if created.is_ok() {
                 // Two jobs taking over the same stale lock may both have removed it: the one whose
                 // content is there holds it; the other waits like any second job.
                 if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&written[..]) {
-                    return Ok(StoreLock {
-                        server,
-                        path,
-                        written,
-                        released: false,
-                    });
+                    return Ok(StoreLock { server, path, written, released: false });
                 }
                 continue;
             }
@@ -171,16 +146,9 @@ impl<'a> StoreLock<'a> {
             {
                 let why = match h.alive_here() {
                     Some(_) => "its process is gone from this host".to_string(),
-                    None => format!(
-                        "older than locking.stale_after ({} s)",
-                        settings.stale_after.as_secs()
-                    ),
+                    None => format!("older than locking.stale_after ({} s)", settings.stale_after.as_secs()),
                 };
-                tracing::warn!(
-                    "{folder}: taking over the stale lock {} of {}: {why}",
-                    server.describe() + "/" + &path,
-                    h.describe()
-                );
+                tracing::warn!("{folder}: taking over the stale lock {} of {}: {why}", server.describe() + "/" + &path, h.describe());
                 if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&held[..]) {
                     server.remove_file(&path).await?;
                 }
@@ -188,16 +156,12 @@ impl<'a> StoreLock<'a> {
             }
             let who = match &holder {
                 Some(h) => format!("locked by {}", h.describe()),
-                None => "locked by a lock file that cannot be read (being written, or damaged)"
-                    .to_string(),
+                None => "locked by a lock file that cannot be read (being written, or damaged)".to_string(),
             };
             let now = Instant::now();
             if now >= deadline {
-                let waited = if settings.wait.is_zero() {
-                    String::new()
-                } else {
-                    format!(" (waited {} s, locking.wait)", settings.wait.as_secs())
-                };
+                let waited =
+                    if settings.wait.is_zero() { String::new() } else { format!(" (waited {} s, locking.wait)", settings.wait.as_secs()) };
                 return Err(Error::store(
                     folder,
                     format!(
@@ -208,19 +172,10 @@ impl<'a> StoreLock<'a> {
                 ));
             }
             if !announced {
-                tracing::warn!(
-                    "{folder}: waiting up to {} s for the lock: {who}",
-                    settings.wait.as_secs()
-                );
+                tracing::warn!("{folder}: waiting up to {} s for the lock: {who}", settings.wait.as_secs());
                 announced = true;
             }
-            tokio::time::sleep(
-                settings
-                    .poll
-                    .min(deadline - now)
-                    .max(Duration::from_millis(10)),
-            )
-            .await;
+            tokio::time::sleep(settings.poll.min(deadline - now).max(Duration::from_millis(10))).await;
         }
     }
 
@@ -232,17 +187,11 @@ impl<'a> StoreLock<'a> {
         match self.server.read_small(path, MAX_LOCK).await {
             Ok(bytes) if bytes == self.written => {
                 if let Err(e) = self.server.remove_file(path).await {
-                    tracing::warn!(
-                        "could not remove the lock {path}: {e}; remove it by hand, or the next job waits for it"
-                    );
+                    tracing::warn!("could not remove the lock {path}: {e}; remove it by hand, or the next job waits for it");
                 }
             }
-            Ok(_) => tracing::warn!(
-                "the lock {path} was taken over by another job while this one ran (locking.stale_after is too short)"
-            ),
-            Err(e) => tracing::warn!(
-                "could not read back the lock {path} ({e}); remove it by hand if no job is running"
-            ),
+            Ok(_) => tracing::warn!("the lock {path} was taken over by another job while this one ran (locking.stale_after is too short)"),
+            Err(e) => tracing::warn!("could not read back the lock {path} ({e}); remove it by hand if no job is running"),
         }
     }
 }
@@ -251,10 +200,7 @@ impl Drop for StoreLock<'_> {
     fn drop(&mut self) {
         // Only a path that skipped `release` gets here; [`with_lock`] never does.
         if !self.released {
-            tracing::warn!(
-                "the lock {} was not released; the next job takes it over once it is stale",
-                self.path
-            );
+            tracing::warn!("the lock {} was not released; the next job takes it over once it is stale", self.path);
         }
     }
 }
@@ -304,15 +250,7 @@ mod tests {
 
     fn holder(host: &str, pid: u32, pid_start: Option<u64>, age: Duration) -> LockHolder {
         let since = (Utc::now() - chrono::Duration::from_std(age).unwrap()).to_rfc3339();
-        LockHolder {
-            store: "postgres".into(),
-            command: "backup".into(),
-            owner: "root".into(),
-            host: host.into(),
-            pid,
-            pid_start,
-            since,
-        }
+        LockHolder { store: "postgres".into(), command: "backup".into(), owner: "root".into(), host: host.into(), pid, pid_start, since }
     }
 
     #[test]
@@ -322,33 +260,15 @@ mod tests {
         let my_start = process_start(me);
         assert!(my_start.is_some(), "/proc/self/stat is readable");
         // Another host: age alone decides.
-        assert!(!stale(
-            &holder("elsewhere.example", 1, None, hour),
-            2 * hour
-        ));
-        assert!(stale(
-            &holder("elsewhere.example", 1, None, 3 * hour),
-            2 * hour
-        ));
+        assert!(!stale(&holder("elsewhere.example", 1, None, hour), 2 * hour));
+        assert!(stale(&holder("elsewhere.example", 1, None, 3 * hour), 2 * hour));
         // This host, this (alive) process: never stale, however old.
-        assert!(!stale(
-            &holder(&host_name(), me, my_start, 30 * hour),
-            2 * hour
-        ));
+        assert!(!stale(&holder(&host_name(), me, my_start, 30 * hour), 2 * hour));
         // This host, the pid reused by another process (another start time): gone.
-        assert!(stale(
-            &holder(&host_name(), me, my_start.map(|s| s + 1), 3 * hour),
-            2 * hour
-        ));
+        assert!(stale(&holder(&host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
         // This host, no such process: gone, however young.
-        assert!(stale(
-            &holder(&host_name(), u32::MAX - 1, None, 3 * hour),
-            2 * hour
-        ));
-        assert!(stale(
-            &holder(&host_name(), u32::MAX - 1, None, Duration::from_secs(1)),
-            2 * hour
-        ));
+        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
+        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, Duration::from_secs(1)), 2 * hour));
         // A lock without a readable time is never stale.
         let mut h = holder("elsewhere.example", 1, None, 3 * hour);
         h.since = "yesterday".into();

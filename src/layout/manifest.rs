@@ -60,12 +60,7 @@ impl StoreBackup {
             serde_json::Value::Object(map) => map,
             other => panic!("a store's extra must serialise to an object, not {other}"),
         };
-        StoreBackup {
-            tool_versions: BTreeMap::new(),
-            count_unit: count_unit.into(),
-            counts,
-            extra,
-        }
+        StoreBackup { tool_versions: BTreeMap::new(), count_unit: count_unit.into(), counts, extra }
     }
 
     pub fn tool(mut self, name: &str, version: impl Into<String>) -> StoreBackup {
@@ -101,32 +96,20 @@ impl Manifest {
                 "{MANIFEST_NAME} has format version {format_version}, this Lifeboat reads up to {FORMAT_VERSION}: use a newer Lifeboat"
             ));
         }
-        let manifest: Manifest = serde_json::from_slice(data)
-            .map_err(|e| format!("{MANIFEST_NAME} is not a valid manifest ({e})"))?;
+        let manifest: Manifest = serde_json::from_slice(data).map_err(|e| format!("{MANIFEST_NAME} is not a valid manifest ({e})"))?;
         if manifest.format_version == 0 {
-            return Err(format!(
-                "{MANIFEST_NAME} has format version 0, which no Lifeboat writes"
-            ));
+            return Err(format!("{MANIFEST_NAME} has format version 0, which no Lifeboat writes"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &manifest.files {
             if super::check_file_name(&f.name).is_err() || f.name == MANIFEST_NAME {
-                return Err(format!(
-                    "{MANIFEST_NAME} lists a file `{}` that is not a plain file name",
-                    f.name.escape_debug()
-                ));
+                return Err(format!("{MANIFEST_NAME} lists a file `{}` that is not a plain file name", f.name.escape_debug()));
             }
             if !seen.insert(f.name.as_str()) {
-                return Err(format!(
-                    "{MANIFEST_NAME} lists the file `{}` twice",
-                    f.name.escape_debug()
-                ));
+                return Err(format!("{MANIFEST_NAME} lists the file `{}` twice", f.name.escape_debug()));
             }
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "{MANIFEST_NAME} gives `{}` a checksum that is not a SHA-256 in hex",
-                    f.name.escape_debug()
-                ));
+                return Err(format!("{MANIFEST_NAME} gives `{}` a checksum that is not a SHA-256 in hex", f.name.escape_debug()));
             }
         }
         Ok(manifest)
@@ -167,19 +150,13 @@ pub fn compare_counts(expected: &Counts, found: &Counts) -> Vec<String> {
         for (item, want) in items {
             match got.get(item) {
                 Some(have) if have == want => {}
-                Some(have) => {
-                    problems.push(format!("{scope}/{item}: expected {want}, found {have}"))
-                }
-                None => problems.push(format!(
-                    "{scope}/{item}: expected {want}, missing after restore"
-                )),
+                Some(have) => problems.push(format!("{scope}/{item}: expected {want}, found {have}")),
+                None => problems.push(format!("{scope}/{item}: expected {want}, missing after restore")),
             }
         }
         for (item, have) in got {
             if !items.contains_key(item) {
-                problems.push(format!(
-                    "{scope}/{item}: {have} found but not in the backup"
-                ));
+                problems.push(format!("{scope}/{item}: {have} found but not in the backup"));
             }
         }
     }
@@ -193,9 +170,7 @@ mod tests {
     fn counts(items: &[(&str, &str, u64)]) -> Counts {
         let mut c = Counts::new();
         for (s, i, n) in items {
-            c.entry(s.to_string())
-                .or_default()
-                .insert(i.to_string(), *n);
+            c.entry(s.to_string()).or_default().insert(i.to_string(), *n);
         }
         c
     }
@@ -207,9 +182,7 @@ mod tests {
 
     #[test]
     fn typed_extras_round_trip_and_foreign_ones_are_refused() {
-        let extra = Extra {
-            databases: BTreeMap::from([("events".into(), "db-events.dump.zst.age".into())]),
-        };
+        let extra = Extra { databases: BTreeMap::from([("events".into(), "db-events.dump.zst.age".into())]) };
         let info = StoreBackup::new("rows", Counts::new(), &extra).tool("pg_dump", "15");
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -229,10 +202,7 @@ mod tests {
             signature: None,
         };
         let json = serde_json::to_string(&manifest).unwrap();
-        assert!(
-            json.contains(r#""extra":{"databases":{"events":"db-events.dump.zst.age"}}"#),
-            "{json}"
-        );
+        assert!(json.contains(r#""extra":{"databases":{"events":"db-events.dump.zst.age"}}"#), "{json}");
         let back: Manifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back.extra::<Extra>().unwrap(), extra);
         #[derive(Debug, Deserialize)]
@@ -297,15 +267,9 @@ mod fuzz {
             prop_assert!(m.format_version >= 1 && m.format_version <= FORMAT_VERSION);
             let mut names = std::collections::BTreeSet::new();
             for f in &m.files {
-                prop_assert!(
-                    crate::layout::check_file_name(&f.name).is_ok() && f.name != MANIFEST_NAME,
-                    "{:?}",
-                    f.name
-                );
+                prop_assert!(crate::layout::check_file_name(&f.name).is_ok() && f.name != MANIFEST_NAME, "{:?}", f.name);
                 prop_assert!(names.insert(f.name.clone()), "{:?} twice", f.name);
-                prop_assert!(
-                    f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit())
-                );
+                prop_assert!(f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
             }
         }
         Ok(())
@@ -322,16 +286,7 @@ mod fuzz {
             Just(serde_json::json!([])),
             Just(serde_json::json!({})),
         ];
-        let fields = [
-            "format_version",
-            "store",
-            "type",
-            "id",
-            "files",
-            "counts",
-            "extra",
-            "tool_versions",
-        ];
+        let fields = ["format_version", "store", "type", "id", "files", "counts", "extra", "tool_versions"];
         let field = (any::<Index>(), value.clone()).prop_map(move |(at, v)| {
             let mut m = valid();
             m[fields[at.index(fields.len())]] = v;
@@ -345,37 +300,28 @@ mod fuzz {
             Just("manifest.json".to_string()),
             Just("roles.sql.zst.age".to_string()),
         ];
-        let entry = (any::<bool>(), names, any::<String>(), any::<u64>()).prop_map(
-            |(first, name, sha, size)| {
-                let mut m = valid();
-                let at = if first { 0 } else { 1 };
-                m["files"][at]["name"] = name.into();
-                if sha.len() % 2 == 0 {
-                    m["files"][at]["sha256"] = sha.into();
-                }
-                m["files"][at]["size"] = size.into();
-                serde_json::to_vec(&m).unwrap()
-            },
-        );
+        let entry = (any::<bool>(), names, any::<String>(), any::<u64>()).prop_map(|(first, name, sha, size)| {
+            let mut m = valid();
+            let at = if first { 0 } else { 1 };
+            m["files"][at]["name"] = name.into();
+            if sha.len() % 2 == 0 {
+                m["files"][at]["sha256"] = sha.into();
+            }
+            m["files"][at]["size"] = size.into();
+            serde_json::to_vec(&m).unwrap()
+        });
         let bytes = serde_json::to_vec(&valid()).unwrap();
         let cut = any::<Index>().prop_map(move |at| bytes[..at.index(bytes.len())].to_vec());
         let bytes = serde_json::to_vec(&valid()).unwrap();
-        let flipped =
-            proptest::collection::vec((any::<Index>(), 1u8..=255), 1..6).prop_map(move |flips| {
-                let mut b = bytes.clone();
-                for (at, mask) in flips {
-                    let i = at.index(b.len());
-                    b[i] ^= mask;
-                }
-                b
-            });
-        prop_oneof![
-            proptest::collection::vec(any::<u8>(), 0..2048),
-            field,
-            entry,
-            cut,
-            flipped
-        ]
+        let flipped = proptest::collection::vec((any::<Index>(), 1u8..=255), 1..6).prop_map(move |flips| {
+            let mut b = bytes.clone();
+            for (at, mask) in flips {
+                let i = at.index(b.len());
+                b[i] ^= mask;
+            }
+            b
+        });
+        prop_oneof![proptest::collection::vec(any::<u8>(), 0..2048), field, entry, cut, flipped]
     }
 
     #[test]

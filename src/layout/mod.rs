@@ -126,11 +126,7 @@ impl Run {
 /// Checks that a name from the backup server (a manifest entry, a listed folder) is one plain
 /// path component, before it is joined to any local or remote path.
 pub fn check_file_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains(['/', '\\', '\0'])
-        || name.len() > 255;
+    let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) || name.len() > 255;
     if bad {
         return Err(Error::Integrity(format!(
             "the backup names a file `{}`, which is not a plain file name: the run is damaged or tampered with; nothing was written for it",
@@ -167,24 +163,10 @@ mod tests {
 
     #[test]
     fn only_plain_file_names_pass() {
-        for ok in [
-            "db-events.dump.zst.age",
-            "roles.sql.zst.age",
-            "a..b",
-            ".hidden",
-        ] {
+        for ok in ["db-events.dump.zst.age", "roles.sql.zst.age", "a..b", ".hidden"] {
             assert!(check_file_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../../etc/cron.d/x",
-            "/etc/passwd",
-            "a/b",
-            "a\\b",
-            "nul\0byte",
-        ] {
+        for bad in ["", ".", "..", "../../etc/cron.d/x", "/etc/passwd", "a/b", "a\\b", "nul\0byte"] {
             let e = check_file_name(bad).unwrap_err();
             assert_eq!(e.exit_code(), 1, "{bad}");
         }
@@ -192,27 +174,10 @@ mod tests {
 
     #[test]
     fn run_ids_order_by_date_then_sequence() {
-        let mut ids: Vec<RunId> = [
-            "2026-11-24_2",
-            "2026-11-25",
-            "2026-11-24",
-            "2026-11-24_10",
-            "2025-12-31",
-        ]
-        .iter()
-        .map(|s| RunId::parse(s).unwrap())
-        .collect();
+        let mut ids: Vec<RunId> =
+            ["2026-11-24_2", "2026-11-25", "2026-11-24", "2026-11-24_10", "2025-12-31"].iter().map(|s| RunId::parse(s).unwrap()).collect();
         ids.sort();
         let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        assert_eq!(
-            names,
-            [
-                "2025-12-31",
-                "2026-11-24",
-                "2026-11-24_2",
-                "2026-11-24_10",
-                "2026-11-25"
-            ]
-        );
+        assert_eq!(names, ["2025-12-31", "2026-11-24", "2026-11-24_2", "2026-11-24_10", "2026-11-25"]);
     }
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
 use super::{Run, RunFolder, RunId, check_file_name, drill, signed};
-use crate::signing::{SIGNATURE_NAME, Trust};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Counters, DecryptKey};
 use crate::progress::Progress;
 use crate::server::{BackupServer, join};
+use crate::signing::{SIGNATURE_NAME, Trust};
 
 use super::signed::MAX_MANIFEST;
 
@@ -51,20 +51,14 @@ impl<'a> RunReader<'a> {
                     continue;
                 }
                 let files = self.server.list(&join(&day.name, &store.name)).await?;
-                let (drills, stored): (Vec<_>, Vec<_>) = files
-                    .iter()
-                    .filter(|f| !f.is_dir)
-                    .partition(|f| drill::is_report(&f.name));
+                let (drills, stored): (Vec<_>, Vec<_>) = files.iter().filter(|f| !f.is_dir).partition(|f| drill::is_report(&f.name));
                 let mut drills: Vec<String> = drills.into_iter().map(|f| f.name.clone()).collect();
                 drills.sort();
                 folders.push(RunFolder {
                     id: id.clone(),
                     folder: store.name,
                     bytes: stored.iter().map(|f| f.size).sum(),
-                    manifest_size: files
-                        .iter()
-                        .find(|f| f.name == MANIFEST_NAME && !f.is_dir)
-                        .map(|f| f.size),
+                    manifest_size: files.iter().find(|f| f.name == MANIFEST_NAME && !f.is_dir).map(|f| f.size),
                     signed: files.iter().any(|f| f.name == SIGNATURE_NAME && !f.is_dir),
                     drills,
                 });
@@ -89,16 +83,9 @@ impl<'a> RunReader<'a> {
     pub async fn open(&self, folder: &RunFolder) -> Run {
         let state = match folder.manifest_size {
             None => RunState::Incomplete,
-            Some(size) => {
-                self.read_manifest(folder, size).await
-            }
+            Some(size) => self.read_manifest(folder, size).await,
         };
-        Run {
-            id: folder.id.clone(),
-            folder: folder.folder.clone(),
-            state,
-            bytes: folder.bytes,
-        }
+        Run { id: folder.id.clone(), folder: folder.folder.clone(), state, bytes: folder.bytes }
     }
 
     async fn read_manifest(&self, folder: &RunFolder, size: u64) -> RunState {
@@ -111,11 +98,7 @@ impl<'a> RunReader<'a> {
 
     /// Walks one store folder's runs from the newest back to the newest complete one, reading
     /// only those manifests. Returns that run (if any) and the newer runs passed over.
-    pub async fn newest_complete(
-        &self,
-        folders: &[RunFolder],
-        store_folder: &str,
-    ) -> (Option<Run>, Vec<Run>) {
+    pub async fn newest_complete(&self, folders: &[RunFolder], store_folder: &str) -> (Option<Run>, Vec<Run>) {
         let mut passed = Vec::new();
         for folder in folders.iter().rev().filter(|f| f.folder == store_folder) {
             let run = self.open(folder).await;
@@ -129,27 +112,16 @@ impl<'a> RunReader<'a> {
 
     /// The run to restore for a store folder: the newest complete one (damaged ones on the way
     /// are named in the log and passed over), or the one named by `from`.
-    pub async fn choose(
-        &self,
-        folders: &[RunFolder],
-        store_folder: &str,
-        from: Option<&str>,
-    ) -> Result<Run> {
+    pub async fn choose(&self, folders: &[RunFolder], store_folder: &str, from: Option<&str>) -> Result<Run> {
         let server = self.server.describe();
         let Some(wanted) = from else {
             let (newest, passed) = self.newest_complete(folders, store_folder).await;
             for run in &passed {
                 if let RunState::Damaged(why) = &run.state {
-                    tracing::warn!(
-                        "{store_folder}: passing over damaged backup {}: {why}",
-                        run.id
-                    );
+                    tracing::warn!("{store_folder}: passing over damaged backup {}: {why}", run.id);
                 }
             }
-            let damaged = passed
-                .iter()
-                .filter(|r| matches!(r.state, RunState::Damaged(_)))
-                .count();
+            let damaged = passed.iter().filter(|r| matches!(r.state, RunState::Damaged(_))).count();
             return newest.ok_or_else(|| {
                 let also = if damaged > 0 { format!(" ({damaged} damaged run(s) found, see `lifeboat list`)") } else { String::new() };
                 Error::NotFound(format!(
@@ -163,11 +135,7 @@ impl<'a> RunReader<'a> {
         let folder = folders
             .iter()
             .find(|f| f.folder == store_folder && f.id == id)
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no backup {wanted} of {store_folder} on {server}; see `lifeboat list`"
-                ))
-            })?;
+            .ok_or_else(|| Error::NotFound(format!("no backup {wanted} of {store_folder} on {server}; see `lifeboat list`")))?;
         let run = self.open(folder).await;
         match &run.state {
             RunState::Complete(_) => Ok(run),
@@ -193,37 +161,25 @@ impl<'a> RunReader<'a> {
         check_file_name(&entry.name)?;
         let remote = join(&run.path(), &entry.name);
         let source = self.server.open(&remote).await?;
-        let (size, sha256) = pipeline::copy_hashed(source, dest, &counters.stored)
-            .await
-            .map_err(|e| self.server.error(format!("{doing} {remote}: {e}")))?;
+        let (size, sha256) =
+            pipeline::copy_hashed(source, dest, &counters.stored).await.map_err(|e| self.server.error(format!("{doing} {remote}: {e}")))?;
         Ok((remote, size, sha256))
     }
 
     /// Downloads one file of `run` into `dir`, checking its size and SHA-256 against the
     /// manifest and that `key` opens it. Returns the local path.
-    pub async fn fetch_verified(
-        &self,
-        run: &Run,
-        entry: &FileEntry,
-        dir: &Path,
-        key: &DecryptKey,
-    ) -> Result<PathBuf> {
+    pub async fn fetch_verified(&self, run: &Run, entry: &FileEntry, dir: &Path, key: &DecryptKey) -> Result<PathBuf> {
         check_file_name(&entry.name)?;
         let local = dir.join(&entry.name);
         let counters = Arc::new(Counters::default());
-        let _progress = Progress::start(
-            format!("{}: downloading {}", run.folder, entry.name),
-            counters.clone(),
-        );
+        let _progress = Progress::start(format!("{}: downloading {}", run.folder, entry.name), counters.clone());
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&local)
             .await
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
-        let (remote, size, sha256) = self
-            .copy_stored(run, entry, &mut file, &counters, "downloading")
-            .await?;
+        let (remote, size, sha256) = self.copy_stored(run, entry, &mut file, &counters, "downloading").await?;
         if size != entry.size || sha256 != entry.sha256 {
             return Err(Error::Integrity(format!(
                 "stored file {remote} does not match its manifest (size {size} vs {}, sha256 {} vs {}): \
@@ -240,20 +196,8 @@ impl<'a> RunReader<'a> {
     /// Checks one stored file at rest (size and SHA-256, no key needed). `Some(problem)` when
     /// it differs from the manifest.
     pub async fn check_at_rest(&self, run: &Run, entry: &FileEntry) -> Result<Option<String>> {
-        let (remote, size, sha) = self
-            .copy_stored(
-                run,
-                entry,
-                &mut tokio::io::sink(),
-                &Counters::default(),
-                "reading",
-            )
-            .await?;
-        Ok((size != entry.size || sha != entry.sha256).then(|| {
-            format!(
-                "{remote}: checksum or size differs from the manifest (size {size} vs {})",
-                entry.size
-            )
-        }))
+        let (remote, size, sha) = self.copy_stored(run, entry, &mut tokio::io::sink(), &Counters::default(), "reading").await?;
+        Ok((size != entry.size || sha != entry.sha256)
+            .then(|| format!("{remote}: checksum or size differs from the manifest (size {size} vs {})", entry.size)))
     }
 }

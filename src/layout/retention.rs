@@ -51,18 +51,14 @@ type Bucket = fn(NaiveDate) -> (i32, u32);
 /// The verdict for each of one store's runs, in the order given.
 pub fn plan(policy: &Retention, runs: &[(RunId, RunKind)], today: NaiveDate) -> Vec<Verdict> {
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); runs.len()];
-    let mut complete: Vec<usize> = (0..runs.len())
-        .filter(|&i| runs[i].1 == RunKind::Complete)
-        .collect();
+    let mut complete: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].1 == RunKind::Complete).collect();
     complete.sort_by(|&a, &b| runs[b].0.cmp(&runs[a].0));
     if let Some(&newest) = complete.first() {
         reasons[newest].push("newest");
     }
     let rules: [(&'static str, u32, Bucket); 3] = [
         ("daily", policy.keep_daily, |d| (d.year(), d.ordinal())),
-        ("weekly", policy.keep_weekly, |d| {
-            (d.iso_week().year(), d.iso_week().week())
-        }),
+        ("weekly", policy.keep_weekly, |d| (d.iso_week().year(), d.iso_week().week())),
         ("monthly", policy.keep_monthly, |d| (d.year(), d.month())),
     ];
     for (name, keep, bucket_of) in rules {
@@ -80,19 +76,13 @@ pub fn plan(policy: &Retention, runs: &[(RunId, RunKind)], today: NaiveDate) -> 
     runs.iter()
         .zip(reasons)
         .map(|((id, kind), why)| match kind {
-            RunKind::Complete if why.is_empty() => {
-                Verdict::Remove("not kept by the retention policy")
-            }
+            RunKind::Complete if why.is_empty() => Verdict::Remove("not kept by the retention policy"),
             RunKind::Complete => Verdict::Keep(why.join(", ")),
-            RunKind::Damaged => {
-                Verdict::Keep("damaged manifest: look at it, then remove it by hand".into())
-            }
+            RunKind::Damaged => Verdict::Keep("damaged manifest: look at it, then remove it by hand".into()),
             RunKind::Incomplete if (today - id.date).num_days() >= 2 => {
                 Verdict::Remove("no manifest (killed or failed) and older than a day")
             }
-            RunKind::Incomplete => {
-                Verdict::Keep("no manifest yet, but less than a day old: it may be running".into())
-            }
+            RunKind::Incomplete => Verdict::Keep("no manifest yet, but less than a day old: it may be running".into()),
         })
         .collect()
 }
@@ -108,30 +98,18 @@ mod tests {
     }
 
     fn policy(keep_daily: u32, keep_weekly: u32, keep_monthly: u32) -> Retention {
-        Retention {
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-        }
+        Retention { keep_daily, keep_weekly, keep_monthly }
     }
 
     fn kept(runs: &[(RunId, RunKind)], policy: &Retention, today: NaiveDate) -> Vec<String> {
         let verdicts = plan(policy, runs, today);
-        runs.iter()
-            .zip(verdicts)
-            .filter(|(_, v)| !v.removes())
-            .map(|(r, _)| r.0.to_string())
-            .collect()
+        runs.iter().zip(verdicts).filter(|(_, v)| !v.removes()).map(|(r, _)| r.0.to_string()).collect()
     }
 
     /// The policy computed another way: group the complete runs by bucket, take the N newest
     /// buckets, keep the newest run of each.
     fn expected(runs: &[(RunId, RunKind)], p: &Retention, today: NaiveDate) -> BTreeSet<RunId> {
-        let complete: Vec<&RunId> = runs
-            .iter()
-            .filter(|r| r.1 == RunKind::Complete)
-            .map(|r| &r.0)
-            .collect();
+        let complete: Vec<&RunId> = runs.iter().filter(|r| r.1 == RunKind::Complete).map(|r| &r.0).collect();
         let mut keep = BTreeSet::new();
         let mut by = |n: u32, key: &dyn Fn(NaiveDate) -> String| {
             let mut buckets: BTreeMap<String, RunId> = BTreeMap::new();
@@ -144,9 +122,7 @@ mod tests {
             keep.extend(buckets.into_values().rev().take(n as usize));
         };
         by(p.keep_daily, &|d| d.format("%Y-%m-%d").to_string());
-        by(p.keep_weekly, &|d| {
-            format!("{}-W{:02}", d.iso_week().year(), d.iso_week().week())
-        });
+        by(p.keep_weekly, &|d| format!("{}-W{:02}", d.iso_week().year(), d.iso_week().week()));
         by(p.keep_monthly, &|d| d.format("%Y-%m").to_string());
         if let Some(newest) = complete.iter().max() {
             keep.insert((*newest).clone());
@@ -187,14 +163,7 @@ mod tests {
                     b.push((id(date, seq), RunKind::Incomplete));
                     seq += 1;
                 }
-                b.push((
-                    id(date, seq),
-                    if n == 300 {
-                        RunKind::Damaged
-                    } else {
-                        RunKind::Complete
-                    },
-                ));
+                b.push((id(date, seq), if n == 300 { RunKind::Damaged } else { RunKind::Complete }));
                 if n % 11 == 0 {
                     b.push((id(date, seq + 1), RunKind::Incomplete));
                 }
@@ -203,10 +172,7 @@ mod tests {
         // The last two days: a killed run of each store (may still be running: kept), and store
         // b's newest run is killed, so its newest complete one is older.
         b.push((id(today, 1), RunKind::Incomplete));
-        a.push((
-            id(today - chrono::Duration::days(1), 4),
-            RunKind::Incomplete,
-        ));
+        a.push((id(today - chrono::Duration::days(1), 4), RunKind::Incomplete));
         (today, a, b)
     }
 
@@ -224,32 +190,23 @@ mod tests {
             policy(1, 1, 1),
         ] {
             for runs in [&a, &b] {
-                let got: BTreeSet<RunId> = kept(runs, &p, today)
-                    .iter()
-                    .map(|s| RunId::parse(s).unwrap())
-                    .collect();
+                let got: BTreeSet<RunId> = kept(runs, &p, today).iter().map(|s| RunId::parse(s).unwrap()).collect();
                 assert_eq!(got, expected(runs, &p, today), "policy {p:?}");
             }
         }
         // keep_daily beyond the number of days keeps one complete run per day that has one: the
         // newest, so the earlier run of a day with two goes.
-        let days: BTreeSet<NaiveDate> = a
-            .iter()
-            .filter(|r| r.1 == RunKind::Complete)
-            .map(|r| r.0.date)
-            .collect();
+        let days: BTreeSet<NaiveDate> = a.iter().filter(|r| r.1 == RunKind::Complete).map(|r| r.0.date).collect();
         let verdicts = plan(&policy(1000, 0, 0), &a, today);
-        let kept_complete: Vec<&RunId> = a
-            .iter()
-            .zip(&verdicts)
-            .filter(|(r, v)| r.1 == RunKind::Complete && !v.removes())
-            .map(|(r, _)| &r.0)
-            .collect();
+        let kept_complete: Vec<&RunId> =
+            a.iter().zip(&verdicts).filter(|(r, v)| r.1 == RunKind::Complete && !v.removes()).map(|(r, _)| &r.0).collect();
         assert_eq!(kept_complete.len(), days.len());
-        assert!(verdicts.iter().zip(&a).any(|(v, r)| r.0.seq == 1
-            && r.1 == RunKind::Complete
-            && v.removes()
-            && r.0.date.to_string() == "2025-01-04"));
+        assert!(
+            verdicts
+                .iter()
+                .zip(&a)
+                .any(|(v, r)| r.0.seq == 1 && r.1 == RunKind::Complete && v.removes() && r.0.date.to_string() == "2025-01-04")
+        );
     }
 
     #[test]
@@ -290,10 +247,7 @@ mod tests {
             (id(d("2026-03-09"), 2), RunKind::Incomplete),
         ];
         let verdicts = plan(&policy(0, 0, 0), &runs, today);
-        assert_eq!(
-            verdicts[0],
-            Verdict::Remove("not kept by the retention policy")
-        );
+        assert_eq!(verdicts[0], Verdict::Remove("not kept by the retention policy"));
         assert_eq!(verdicts[1], Verdict::Keep("newest".into()));
         assert!(verdicts[2].removes(), "two days old without a manifest");
         assert!(!verdicts[3].removes() && !verdicts[4].removes());

@@ -54,17 +54,7 @@ impl<'a> RunWriter<'a> {
             let path = join(&day, folder);
             if server.create_dir(&path).await? {
                 let counters = Arc::new(Counters::default());
-                return Ok(RunWriter {
-                    server,
-                    key,
-                    compression,
-                    store,
-                    id,
-                    path,
-                    started_at,
-                    files: Vec::new(),
-                    counters,
-                });
+                return Ok(RunWriter { server, key, compression, store, id, path, started_at, files: Vec::new(), counters });
             }
         }
         Err(server.error(format!("too many runs of {folder} on {date}")))
@@ -86,40 +76,23 @@ impl<'a> RunWriter<'a> {
 
     /// Streams `source` into a new file `name` of the run (compressed, encrypted, hashed).
     /// It counts only once the manifest lists it.
-    pub async fn put(
-        &mut self,
-        name: &str,
-        source: Box<dyn AsyncRead + Send + Unpin>,
-    ) -> Result<()> {
+    pub async fn put(&mut self, name: &str, source: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
         check_file_name(name)?;
         if name == MANIFEST_NAME || self.files.iter().any(|f| f.name == name) {
-            return Err(Error::store(
-                self.store,
-                format!("the run already has a file named {name} (a bug in the store)"),
-            ));
+            return Err(Error::store(self.store, format!("the run already has a file named {name} (a bug in the store)")));
         }
         let dest = self.server.create(&join(&self.path, name)).await?;
         let file_counters = Arc::new(Counters::default());
         let _progress = Progress::start(format!("{}: {name}", self.store), file_counters.clone());
-        let encoded =
-            match pipeline::encode_stream(source, dest, self.key, self.compression, file_counters)
-                .await
-            {
-                Ok(encoded) => encoded,
-                Err(Error::Io { context, source }) if context == pipeline::UPLOAD_FAILED => {
-                    return Err(self
-                        .server
-                        .upload_failed(&join(&self.path, name), source)
-                        .await);
-                }
-                Err(e) => return Err(e),
-            };
-        self.counters
-            .read
-            .fetch_add(encoded.raw_size, Ordering::Relaxed);
-        self.counters
-            .stored
-            .fetch_add(encoded.size, Ordering::Relaxed);
+        let encoded = match pipeline::encode_stream(source, dest, self.key, self.compression, file_counters).await {
+            Ok(encoded) => encoded,
+            Err(Error::Io { context, source }) if context == pipeline::UPLOAD_FAILED => {
+                return Err(self.server.upload_failed(&join(&self.path, name), source).await);
+            }
+            Err(e) => return Err(e),
+        };
+        self.counters.read.fetch_add(encoded.raw_size, Ordering::Relaxed);
+        self.counters.stored.fetch_add(encoded.size, Ordering::Relaxed);
         tracing::debug!(
             "{}: {name}: {} plain bytes → {} stored in {:.1} s (encode thread busy {:.1} s)",
             self.store,
@@ -128,12 +101,7 @@ impl<'a> RunWriter<'a> {
             encoded.elapsed.as_secs_f64(),
             encoded.encode_time.as_secs_f64()
         );
-        self.files.push(FileEntry {
-            name: name.to_string(),
-            size: encoded.size,
-            sha256: encoded.sha256,
-            raw_size: encoded.raw_size,
-        });
+        self.files.push(FileEntry { name: name.to_string(), size: encoded.size, sha256: encoded.sha256, raw_size: encoded.raw_size });
         Ok(())
     }
 
@@ -167,10 +135,7 @@ impl<'a> RunWriter<'a> {
     /// Best effort; what a server refuses to delete stays incomplete (no manifest) for `prune`.
     pub async fn abort(self) {
         if let Err(e) = self.server.remove_dir_all(&self.path).await {
-            tracing::warn!(
-                "could not remove the failed run {}: {e}; it has no manifest and is never restored",
-                self.path
-            );
+            tracing::warn!("could not remove the failed run {}: {e}; it has no manifest and is never restored", self.path);
         }
         let _ = self.server.remove_empty_dir(&self.id.to_string()).await;
     }

@@ -31,21 +31,8 @@ type Item = io::Result<Bytes>;
 pub fn pipe_with(chunk: usize, depth: usize) -> (PipeWriter, PipeReader) {
     let (tx, rx) = mpsc::channel(depth.max(1));
     let finished = Arc::new(AtomicBool::new(false));
-    let writer = PipeWriter {
-        tx,
-        buf: BytesMut::with_capacity(chunk),
-        chunk,
-        finished: finished.clone(),
-    };
-    (
-        writer,
-        PipeReader {
-            rx,
-            current: Bytes::new(),
-            finished,
-            end: None,
-        },
-    )
+    let writer = PipeWriter { tx, buf: BytesMut::with_capacity(chunk), chunk, finished: finished.clone() };
+    (writer, PipeReader { rx, current: Bytes::new(), finished, end: None })
 }
 
 /// A pipe with the default chunk size and depth.
@@ -54,10 +41,7 @@ pub fn pipe() -> (PipeWriter, PipeReader) {
 }
 
 fn reader_gone() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "the reading side of the stream stopped",
-    )
+    io::Error::new(io::ErrorKind::BrokenPipe, "the reading side of the stream stopped")
 }
 
 /// The writing half. Bytes are gathered into chunks; a full chunk waits for room in the pipe.
@@ -70,8 +54,7 @@ pub struct PipeWriter {
 
 impl PipeWriter {
     fn take_chunk(&mut self) -> Option<Bytes> {
-        (!self.buf.is_empty())
-            .then(|| std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.chunk)).freeze())
+        (!self.buf.is_empty()).then(|| std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.chunk)).freeze())
     }
 
     /// Writes from async code; waits while the pipe is full.
@@ -105,9 +88,7 @@ impl PipeWriter {
     /// Ends the stream cleanly, from a blocking thread.
     pub fn finish(mut self) -> io::Result<()> {
         if let Some(chunk) = self.take_chunk() {
-            self.tx
-                .blocking_send(Ok(chunk))
-                .map_err(|_| reader_gone())?;
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| reader_gone())?;
         }
         self.finished.store(true, Ordering::Release);
         Ok(())
@@ -126,9 +107,7 @@ impl Write for PipeWriter {
         self.buf.extend_from_slice(&data[..take]);
         if self.buf.len() >= self.chunk {
             let chunk = self.take_chunk().expect("full");
-            self.tx
-                .blocking_send(Ok(chunk))
-                .map_err(|_| reader_gone())?;
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| reader_gone())?;
         }
         Ok(take)
     }
@@ -158,12 +137,7 @@ impl PipeReader {
             Some(Ok(chunk)) => self.current = chunk,
             Some(Err(e)) => self.end = Some(Err((e.kind(), e.to_string()))),
             None if self.finished.load(Ordering::Acquire) => self.end = Some(Ok(())),
-            None => {
-                self.end = Some(Err((
-                    io::ErrorKind::UnexpectedEof,
-                    "the stream's producer stopped before the end".into(),
-                )))
-            }
+            None => self.end = Some(Err((io::ErrorKind::UnexpectedEof, "the stream's producer stopped before the end".into()))),
         }
     }
 
@@ -177,11 +151,7 @@ impl PipeReader {
 }
 
 impl AsyncRead for PipeReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let available = ready!(self.as_mut().poll_fill_buf(cx))?;
         let n = available.len().min(out.remaining());
         out.put_slice(&available[..n]);
@@ -333,9 +303,7 @@ mod tests {
             Ok(())
         });
         let mut got = Vec::new();
-        AsyncReadExt::read_to_end(&mut reader, &mut got)
-            .await
-            .unwrap();
+        AsyncReadExt::read_to_end(&mut reader, &mut got).await.unwrap();
         handle.await.unwrap().unwrap();
         assert_eq!(got, expected);
     }
@@ -349,27 +317,17 @@ mod tests {
             drop(w);
         });
         let mut got = Vec::new();
-        let e = AsyncReadExt::read_to_end(&mut r, &mut got)
-            .await
-            .unwrap_err();
+        let e = AsyncReadExt::read_to_end(&mut r, &mut got).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        let again = AsyncReadExt::read_to_end(&mut r, &mut got)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            again.kind(),
-            io::ErrorKind::UnexpectedEof,
-            "a failed stream stays failed"
-        );
+        let again = AsyncReadExt::read_to_end(&mut r, &mut got).await.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::UnexpectedEof, "a failed stream stays failed");
         // Failed with a reason: the reader sees that reason.
         let (reader, handle) = spawn_blocking_writer(|w| {
             w.write_all(b"abc")?;
             Err(io::Error::other("disk on fire"))
         });
         let mut reader = reader;
-        let e = AsyncReadExt::read_to_end(&mut reader, &mut Vec::new())
-            .await
-            .unwrap_err();
+        let e = AsyncReadExt::read_to_end(&mut reader, &mut Vec::new()).await.unwrap_err();
         assert!(e.to_string().contains("disk on fire"), "{e}");
         assert!(handle.await.unwrap().is_err());
     }
@@ -378,10 +336,7 @@ mod tests {
     async fn async_reader_to_blocking_and_back() {
         let data = sample(CHUNK * 2 + 7);
         let counted = Arc::new(AtomicU64::new(0));
-        let (blocking, pump) = to_blocking(
-            Box::new(std::io::Cursor::new(data.clone())),
-            counted.clone(),
-        );
+        let (blocking, pump) = to_blocking(Box::new(std::io::Cursor::new(data.clone())), counted.clone());
         let mut back = blocking_reader_to_async(Box::new(blocking));
         let mut got = Vec::new();
         back.read_to_end(&mut got).await.unwrap();
@@ -394,19 +349,12 @@ mod tests {
     async fn a_failing_source_reaches_the_blocking_reader() {
         struct Failing;
         impl AsyncRead for Failing {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-                _: &mut ReadBuf<'_>,
-            ) -> Poll<io::Result<()>> {
+            fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
                 Poll::Ready(Err(io::Error::other("pg_dump died")))
             }
         }
         let (mut blocking, pump) = to_blocking(Box::new(Failing), Arc::new(AtomicU64::new(0)));
-        let read =
-            tokio::task::spawn_blocking(move || Read::read_to_end(&mut blocking, &mut Vec::new()))
-                .await
-                .unwrap();
+        let read = tokio::task::spawn_blocking(move || Read::read_to_end(&mut blocking, &mut Vec::new())).await.unwrap();
         assert!(read.unwrap_err().to_string().contains("pg_dump died"));
         assert!(pump.await.unwrap().is_err());
     }

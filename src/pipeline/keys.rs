@@ -27,9 +27,7 @@ impl EncryptKey {
             .iter()
             .map(|r| r.parse::<age::x25519::Recipient>())
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| {
-                Error::Usage("encryption.recipients holds an invalid age public key".into())
-            })?;
+            .map_err(|_| Error::Usage("encryption.recipients holds an invalid age public key".into()))?;
         Ok(EncryptKey::Recipients(recipients))
     }
 
@@ -42,13 +40,9 @@ impl EncryptKey {
 
     pub(super) fn encryptor(&self) -> Result<age::Encryptor> {
         match self {
-            EncryptKey::Recipients(rs) => {
-                age::Encryptor::with_recipients(rs.iter().map(|r| r as &dyn age::Recipient))
-                    .map_err(|e| Error::Decrypt(format!("cannot set up encryption: {e}")))
-            }
-            EncryptKey::Passphrase(file) => Ok(age::Encryptor::with_user_passphrase(
-                SecretString::from(file.read()?),
-            )),
+            EncryptKey::Recipients(rs) => age::Encryptor::with_recipients(rs.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| Error::Decrypt(format!("cannot set up encryption: {e}"))),
+            EncryptKey::Passphrase(file) => Ok(age::Encryptor::with_user_passphrase(SecretString::from(file.read()?))),
         }
     }
 }
@@ -63,56 +57,33 @@ impl DecryptKey {
     pub fn from_config(enc: &EncryptionConfig) -> Result<DecryptKey> {
         if let Some(path) = &enc.identity_file {
             let text = SecretFile::new("age identity", path).read()?;
-            let bad = |reason: String| Error::SecretFile {
-                what: "age identity",
-                path: path.clone(),
-                reason,
-            };
+            let bad = |reason: String| Error::SecretFile { what: "age identity", path: path.clone(), reason };
             let mut identities: Vec<Box<dyn age::Identity + Send + Sync>> = Vec::new();
-            for line in text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            {
-                let id = line.parse::<age::x25519::Identity>().map_err(|_| {
-                    bad("it does not hold an age identity (AGE-SECRET-KEY-1...); `lifeboat keygen` makes one".into())
-                })?;
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                let id = line
+                    .parse::<age::x25519::Identity>()
+                    .map_err(|_| bad("it does not hold an age identity (AGE-SECRET-KEY-1...); `lifeboat keygen` makes one".into()))?;
                 identities.push(Box::new(id));
             }
             if identities.is_empty() {
                 return Err(bad("it holds no AGE-SECRET-KEY-1... line".into()));
             }
-            return Ok(DecryptKey {
-                identities,
-                source: format!("identity file {}", path.display()),
-            });
+            return Ok(DecryptKey { identities, source: format!("identity file {}", path.display()) });
         }
         if let Some(path) = &enc.passphrase_file {
             let pass = SecretFile::new("passphrase", path).read()?;
             let mut id = age::scrypt::Identity::new(SecretString::from(pass));
             // Allow the work factor our own encryptor picks on slower machines.
             id.set_max_work_factor(22);
-            return Ok(DecryptKey {
-                identities: vec![Box::new(id)],
-                source: format!("passphrase file {}", path.display()),
-            });
+            return Ok(DecryptKey { identities: vec![Box::new(id)], source: format!("passphrase file {}", path.display()) });
         }
-        Err(Error::Usage(
-            "encryption.identity_file or passphrase_file is needed to decrypt".into(),
-        ))
+        Err(Error::Usage("encryption.identity_file or passphrase_file is needed to decrypt".into()))
     }
 
     /// Opens an age stream, failing clearly when the key does not fit.
-    pub(super) fn decrypt<R: io::BufRead>(
-        &self,
-        input: R,
-        name: &str,
-    ) -> Result<age::stream::StreamReader<R>> {
-        let decryptor = age::Decryptor::new_buffered(input).map_err(|e| {
-            Error::Decrypt(format!(
-                "{name} is not a readable age file ({e}): the stored file is damaged"
-            ))
-        })?;
+    pub(super) fn decrypt<R: io::BufRead>(&self, input: R, name: &str) -> Result<age::stream::StreamReader<R>> {
+        let decryptor = age::Decryptor::new_buffered(input)
+            .map_err(|e| Error::Decrypt(format!("{name} is not a readable age file ({e}): the stored file is damaged")))?;
         decryptor.decrypt(self.identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| {
             Error::Decrypt(format!(
                 "cannot decrypt {name} with the {} ({e}): use the identity matching the backup side's recipients",
@@ -128,9 +99,6 @@ pub fn generate_identity() -> (String, String) {
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
-    let text = format!(
-        "# created: {created}\n# public key: {recipient}\n{}\n",
-        identity.to_string().expose_secret()
-    );
+    let text = format!("# created: {created}\n# public key: {recipient}\n{}\n", identity.to_string().expose_secret());
     (text, recipient)
 }

@@ -23,11 +23,7 @@ pub struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashWriter {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
+        HashWriter { inner, hasher: Sha256::new(), size: 0 }
     }
 
     /// The inner writer, the size, and the SHA-256 (hex) of what passed.
@@ -79,11 +75,7 @@ impl<W: Write> Write for CountWriter<W> {
 
 /// A zstd compressor at `level`, with `threads` workers (more than one: multi-threaded with
 /// bounded jobs).
-pub fn compressor<W: Write>(
-    inner: W,
-    level: i32,
-    threads: u32,
-) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+pub fn compressor<W: Write>(inner: W, level: i32, threads: u32) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
     let mut zstd = zstd::stream::write::Encoder::new(inner, level)?;
     if threads > 1 {
         zstd.multithread(threads)?;
@@ -117,21 +109,13 @@ pub struct NamedErrors<R> {
 
 impl<R> NamedErrors<R> {
     pub fn new(inner: R, name: &str) -> Self {
-        NamedErrors {
-            inner,
-            name: name.to_string(),
-        }
+        NamedErrors { inner, name: name.to_string() }
     }
 }
 
 impl<R: Read> Read for NamedErrors<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("decrypting/decompressing {} failed: {e}", self.name),
-            )
-        })
+        self.inner.read(buf).map_err(|e| io::Error::new(e.kind(), format!("decrypting/decompressing {} failed: {e}", self.name)))
     }
 }
 
@@ -151,10 +135,7 @@ mod tests {
         let (inner, size, sha) = w.finish();
         assert_eq!(inner, b"hello world");
         assert_eq!(size, 11);
-        assert_eq!(
-            sha,
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(sha, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
     }
 
     #[test]
@@ -174,11 +155,7 @@ mod tests {
             let mut source = io::BufReader::with_capacity(64 * 1024, &data[..]);
             copy_buffered(&mut source, &mut z).unwrap();
             let packed = z.finish().unwrap();
-            assert!(
-                packed.len() < data.len() / 10,
-                "{threads}: {}",
-                packed.len()
-            );
+            assert!(packed.len() < data.len() / 10, "{threads}: {}", packed.len());
             assert_eq!(zstd::decode_all(&packed[..]).unwrap(), data);
         }
     }

@@ -66,9 +66,7 @@ pub struct EncodedFile {
 
 fn worker_threads(compression: &Compression) -> u32 {
     match compression.threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
         n => n,
     }
 }
@@ -108,21 +106,13 @@ pub async fn encode_stream(
 
     let (read_res, upload_res, enc_res) = tokio::join!(pump, upload, encoder);
     let enc = enc_res.map_err(|e| Error::io("encoding thread", io::Error::other(e.to_string())))?;
-    let read_res =
-        read_res.map_err(|e| Error::io("reading thread", io::Error::other(e.to_string())))?;
+    let read_res = read_res.map_err(|e| Error::io("reading thread", io::Error::other(e.to_string())))?;
     // Report the first cause: a failed upload makes the encoder fail with BrokenPipe, and a
     // failed read makes the encoder and the upload fail after it.
     let raw_size = read_res.map_err(|e| Error::io("reading the dump stream", e))?;
     upload_res.map_err(|e| Error::io(UPLOAD_FAILED, e))?;
-    let (size, sha256, encode_time) =
-        enc.map_err(|e| Error::io("compressing and encrypting", e))?;
-    Ok(EncodedFile {
-        raw_size,
-        size,
-        sha256,
-        encode_time,
-        elapsed: started.elapsed(),
-    })
+    let (size, sha256, encode_time) = enc.map_err(|e| Error::io("compressing and encrypting", e))?;
+    Ok(EncodedFile { raw_size, size, sha256, encode_time, elapsed: started.elapsed() })
 }
 
 /// The context of an [`Error::Io`] from the upload half of [`encode_stream`]: the caller, which
@@ -164,18 +154,15 @@ pub async fn copy_hashed(
 
 /// Opens a local stored file (age + zstd) as a plain byte stream.
 pub fn open_decoded(path: &Path, key: &DecryptKey, name: &str) -> Result<Box<dyn io::Read + Send>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let reader = key.decrypt(BufReader::with_capacity(256 * 1024, file), name)?;
-    let decoder = zstd::stream::read::Decoder::new(reader)
-        .map_err(|e| Error::io(format!("starting to decompress {name}"), e))?;
+    let decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| Error::io(format!("starting to decompress {name}"), e))?;
     Ok(Box::new(NamedErrors::new(decoder, name)))
 }
 
 /// Checks that `key` can open the stored file, reading only its header.
 pub fn check_decryptable(path: &Path, key: &DecryptKey, name: &str) -> Result<()> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     key.decrypt(BufReader::new(file), name).map(|_| ())
 }
 
@@ -196,16 +183,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id_file = dir.path().join("age.key");
         std::fs::write(&id_file, identity).unwrap();
-        let enc = EncryptKey::from_config(&EncryptionConfig {
-            recipients: vec![recipient],
-            ..Default::default()
-        })
-        .unwrap();
-        let dec = DecryptKey::from_config(&EncryptionConfig {
-            identity_file: Some(id_file),
-            ..Default::default()
-        })
-        .unwrap();
+        let enc = EncryptKey::from_config(&EncryptionConfig { recipients: vec![recipient], ..Default::default() }).unwrap();
+        let dec = DecryptKey::from_config(&EncryptionConfig { identity_file: Some(id_file), ..Default::default() }).unwrap();
         (enc, dec, dir)
     }
 
@@ -222,45 +201,20 @@ mod tests {
         let stored_path = dir.path().join("x.zst.age");
         let dest = tokio::fs::File::create(&stored_path).await.unwrap();
         let counters = Arc::new(Counters::default());
-        let compression = Compression {
-            level: 1,
-            threads: 2,
-        };
-        let out = encode_stream(
-            Box::new(std::io::Cursor::new(data.clone())),
-            Box::new(dest),
-            &enc,
-            &compression,
-            counters.clone(),
-        )
-        .await
-        .unwrap();
+        let compression = Compression { level: 1, threads: 2 };
+        let out = encode_stream(Box::new(std::io::Cursor::new(data.clone())), Box::new(dest), &enc, &compression, counters.clone())
+            .await
+            .unwrap();
         let stored = std::fs::read(&stored_path).unwrap();
-        assert_eq!(
-            (out.raw_size, out.size),
-            (data.len() as u64, stored.len() as u64)
-        );
-        assert_eq!(
-            (counters.read(), counters.stored()),
-            (out.raw_size, out.size)
-        );
+        assert_eq!((out.raw_size, out.size), (data.len() as u64, stored.len() as u64));
+        assert_eq!((counters.read(), counters.stored()), (out.raw_size, out.size));
         assert_eq!(out.sha256, hex::encode(Sha256::digest(&stored)));
         assert!(stored.starts_with(b"age-encryption.org/v1"));
-        assert!(
-            out.size < out.raw_size / 5,
-            "compressed before encryption: {}",
-            out.size
-        );
+        assert!(out.size < out.raw_size / 5, "compressed before encryption: {}", out.size);
         let mut plain = Vec::new();
-        open_decoded(&stored_path, &dec, "x")
-            .unwrap()
-            .read_to_end(&mut plain)
-            .unwrap();
+        open_decoded(&stored_path, &dec, "x").unwrap().read_to_end(&mut plain).unwrap();
         assert_eq!(plain, data);
-        assert_eq!(
-            decode_to_sink(&stored_path, &dec, "x").unwrap(),
-            data.len() as u64
-        );
+        assert_eq!(decode_to_sink(&stored_path, &dec, "x").unwrap(), data.len() as u64);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,29 +223,16 @@ mod tests {
         let (_, other, _other_dir) = keys();
         let path = dir.path().join("x.zst.age");
         let dest = tokio::fs::File::create(&path).await.unwrap();
-        encode_stream(
-            Box::new(std::io::Cursor::new(sample(100_000))),
-            Box::new(dest),
-            &enc,
-            &Compression::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-        let e = check_decryptable(&path, &other, "x.zst.age")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("cannot decrypt x.zst.age") && e.contains("identity"),
-            "{e}"
-        );
+        encode_stream(Box::new(std::io::Cursor::new(sample(100_000))), Box::new(dest), &enc, &Compression::default(), Default::default())
+            .await
+            .unwrap();
+        let e = check_decryptable(&path, &other, "x.zst.age").unwrap_err().to_string();
+        assert!(e.contains("cannot decrypt x.zst.age") && e.contains("identity"), "{e}");
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 100;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        let e = decode_to_sink(&path, &dec, "x.zst.age")
-            .unwrap_err()
-            .to_string();
+        let e = decode_to_sink(&path, &dec, "x.zst.age").unwrap_err().to_string();
         assert!(e.contains("x.zst.age"), "{e}");
     }
 
@@ -301,20 +242,10 @@ mod tests {
         let (enc, _, dir) = keys();
         let source = tokio::io::AsyncReadExt::chain(
             std::io::Cursor::new(sample(300_000)),
-            tokio_util::io::StreamReader::new(futures::stream::iter(vec![Err::<bytes::Bytes, _>(
-                io::Error::other("pg_dump died"),
-            )])),
+            tokio_util::io::StreamReader::new(futures::stream::iter(vec![Err::<bytes::Bytes, _>(io::Error::other("pg_dump died"))])),
         );
         let dest = tokio::fs::File::create(dir.path().join("y")).await.unwrap();
-        let e = encode_stream(
-            Box::new(source),
-            Box::new(dest),
-            &enc,
-            &Compression::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap_err();
+        let e = encode_stream(Box::new(source), Box::new(dest), &enc, &Compression::default(), Default::default()).await.unwrap_err();
         assert!(e.to_string().contains("pg_dump died"), "{e}");
     }
 }

@@ -95,15 +95,9 @@ pub trait BackupServer: Send + Sync {
         // Bounded whatever the listing said: the server may grow the file after it was listed.
         let mut reader = self.open(path).await?.take(max + 1);
         let mut buf = Vec::new();
-        reader
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| self.error(format!("reading {path}: {e}")))?;
+        reader.read_to_end(&mut buf).await.map_err(|e| self.error(format!("reading {path}: {e}")))?;
         if buf.len() as u64 > max {
-            return Err(Error::Integrity(format!(
-                "{path} on {} is larger than {max} bytes: it is damaged",
-                self.describe()
-            )));
+            return Err(Error::Integrity(format!("{path} on {} is larger than {max} bytes: it is damaged", self.describe())));
         }
         Ok(buf)
     }
@@ -112,12 +106,8 @@ pub trait BackupServer: Send + Sync {
     async fn write_new(&self, path: &str, data: &[u8]) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         let mut w = self.create(path).await?;
-        w.write_all(data)
-            .await
-            .map_err(|e| self.error(format!("writing {path}: {e}")))?;
-        w.shutdown()
-            .await
-            .map_err(|e| self.error(format!("writing {path}: {e}")))
+        w.write_all(data).await.map_err(|e| self.error(format!("writing {path}: {e}")))?;
+        w.shutdown().await.map_err(|e| self.error(format!("writing {path}: {e}")))
     }
 
     /// Explains a failed upload of `path` (the connection lost, the disk full, ...).
@@ -126,20 +116,13 @@ pub trait BackupServer: Send + Sync {
     }
 
     fn error(&self, message: String) -> Error {
-        Error::Server {
-            server: self.describe(),
-            message,
-        }
+        Error::Server { server: self.describe(), message }
     }
 }
 
 /// Joins two relative server paths.
 pub fn join(a: &str, b: &str) -> String {
-    if a.is_empty() {
-        b.to_string()
-    } else {
-        format!("{}/{}", a.trim_end_matches('/'), b)
-    }
+    if a.is_empty() { b.to_string() } else { format!("{}/{}", a.trim_end_matches('/'), b) }
 }
 
 /// Connects to the server the configuration names.
@@ -151,7 +134,5 @@ pub async fn connect(config: &ServerConfig) -> Result<Box<dyn BackupServer>> {
     if url.starts_with("ssh://") {
         return Ok(Box::new(ssh::SshServer::connect(config).await?));
     }
-    Err(Error::Usage(format!(
-        "server.url `{url}` must start with ssh:// or file://"
-    )))
+    Err(Error::Usage(format!("server.url `{url}` must start with ssh:// or file://")))
 }

@@ -36,16 +36,12 @@ pub struct SshServer {
 
 /// Why ssh gave up, read from its stderr.
 fn classify(stderr: &str, host: &str, known_hosts: &str) -> String {
-    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-        || stderr.contains("Host key for") && stderr.contains("has changed")
-    {
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || stderr.contains("Host key for") && stderr.contains("has changed") {
         format!(
             "the host key of {host} has CHANGED and does not match {known_hosts}: refusing to connect; \
              check the server (it may be replaced or attacked), then update known_hosts_file"
         )
-    } else if stderr.contains("host key is known")
-        || stderr.contains("Host key verification failed")
-    {
+    } else if stderr.contains("host key is known") || stderr.contains("Host key verification failed") {
         format!(
             "the host key of {host} is not in {known_hosts} (or does not match it): refusing to connect; \
              add it with `ssh-keyscan` after checking its fingerprint out of band"
@@ -59,40 +55,19 @@ fn classify(stderr: &str, host: &str, known_hosts: &str) -> String {
         || stderr.contains("Connection closed")
         || stderr.contains("Network is unreachable")
     {
-        let first = stderr
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        format!(
-            "cannot reach {host} ({first}): check that the server is up and the address is right"
-        )
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        format!("cannot reach {host} ({first}): check that the server is up and the address is right")
     } else {
         let text: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        format!(
-            "ssh to {host} failed: {}",
-            if text.is_empty() {
-                "no message from ssh".to_string()
-            } else {
-                text.join(" / ")
-            }
-        )
+        format!("ssh to {host} failed: {}", if text.is_empty() { "no message from ssh".to_string() } else { text.join(" / ") })
     }
 }
 
 impl SshServer {
     pub async fn connect(config: &ServerConfig) -> Result<SshServer> {
-        let bad_url = |why: &str| {
-            Error::Usage(format!(
-                "server.url `{}`: {why}; expected ssh://user@host:port/path",
-                config.url
-            ))
-        };
+        let bad_url = |why: &str| Error::Usage(format!("server.url `{}`: {why}; expected ssh://user@host:port/path", config.url));
         let url = url::Url::parse(&config.url).map_err(|e| bad_url(&e.to_string()))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| bad_url("no host"))?
-            .to_string();
+        let host = url.host_str().ok_or_else(|| bad_url("no host"))?.to_string();
         let port = url.port().unwrap_or(22);
         let user = url.username().to_string();
         if user.is_empty() {
@@ -107,14 +82,8 @@ impl SshServer {
         }
         let describe = format!("ssh://{user}@{host}:{port}{}", root.display());
         let timeout = config.timeout();
-        let key_file = config
-            .ssh_key_file
-            .clone()
-            .ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
-        let known_hosts = config
-            .known_hosts_file
-            .clone()
-            .ok_or_else(|| Error::Usage("server.known_hosts_file is required".into()))?;
+        let key_file = config.ssh_key_file.clone().ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
+        let known_hosts = config.known_hosts_file.clone().ok_or_else(|| Error::Usage("server.known_hosts_file is required".into()))?;
         if !known_hosts.is_file() {
             return Err(Error::SecretFile {
                 what: "known_hosts",
@@ -124,18 +93,11 @@ impl SshServer {
         }
 
         // ssh refuses keys readable by others, and Kubernetes mounts secrets 0644: use a private copy.
-        let key_dir = tempfile::Builder::new()
-            .prefix("lifeboat-ssh-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a temp folder", e))?;
+        let key_dir = tempfile::Builder::new().prefix("lifeboat-ssh-").tempdir().map_err(|e| Error::io("creating a temp folder", e))?;
         let key_copy = key_dir.path().join("key");
-        let key_bytes = std::fs::read(&key_file).map_err(|e| Error::SecretFile {
-            what: "ssh key",
-            path: key_file.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::write(&key_copy, &key_bytes)
-            .map_err(|e| Error::io("writing the private key copy", e))?;
+        let key_bytes =
+            std::fs::read(&key_file).map_err(|e| Error::SecretFile { what: "ssh key", path: key_file.clone(), reason: e.to_string() })?;
+        std::fs::write(&key_copy, &key_bytes).map_err(|e| Error::io("writing the private key copy", e))?;
         std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("securing the private key copy", e))?;
 
@@ -144,31 +106,16 @@ impl SshServer {
             .arg("none")
             .arg("-i")
             .arg(&key_copy)
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "PasswordAuthentication=no",
-            ])
+            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "PasswordAuthentication=no"])
             // A server that stops answering (a cut link that never closes) ends the session after
             // about `server.timeout`, so a job fails instead of hanging.
             .arg("-o")
             .arg(format!("ConnectTimeout={}", timeout.as_secs()))
             .arg("-o")
-            .arg(format!(
-                "ServerAliveInterval={}",
-                (timeout.as_secs() / 4).max(1)
-            ))
+            .arg(format!("ServerAliveInterval={}", (timeout.as_secs() / 4).max(1)))
             .args(["-o", "ServerAliveCountMax=4"])
             .args(["-o", "Compression=no", "-o", "LogLevel=ERROR"])
             .arg("-p")
@@ -205,11 +152,7 @@ impl SshServer {
 
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let opened = tokio::time::timeout(
-            Duration::from_secs(60),
-            Sftp::new(stdin, stdout, SftpOptions::default()),
-        )
-        .await;
+        let opened = tokio::time::timeout(Duration::from_secs(60), Sftp::new(stdin, stdout, SftpOptions::default())).await;
         let known = known_hosts.display().to_string();
         let sftp = match opened {
             Ok(Ok(sftp)) => sftp,
@@ -224,32 +167,18 @@ impl SshServer {
                     }
                     _ => classify(&text, &format!("{host}:{port}"), &known),
                 };
-                return Err(Error::Server {
-                    server: describe,
-                    message,
-                });
+                return Err(Error::Server { server: describe, message });
             }
         };
 
-        let server = SshServer {
-            sftp,
-            root,
-            describe,
-            child: Mutex::new(child),
-            timeout,
-            _key_dir: key_dir,
-        };
+        let server = SshServer { sftp, root, describe, child: Mutex::new(child), timeout, _key_dir: key_dir };
         server.create_root().await?;
         Ok(server)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
         let rel = rel.trim_start_matches('/');
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(rel)
-        }
+        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
     }
 
     fn fail(&self, what: &str, rel: &str, e: impl std::fmt::Display) -> Error {
@@ -270,10 +199,9 @@ impl SshServer {
                 // "already exists" status): only a folder still missing is a failure.
                 && fs.metadata(&current).await.is_err()
             {
-                return Err(self.error(format!(
-                    "cannot create the backup folder {}: {e}; check permissions on the server",
-                    current.display()
-                )));
+                return Err(
+                    self.error(format!("cannot create the backup folder {}: {e}; check permissions on the server", current.display()))
+                );
             }
         }
         Ok(())
@@ -292,11 +220,7 @@ impl BackupServer for SshServer {
             Ok(()) => Ok(true),
             Err(e) => {
                 // SFTP v3 has no "already exists" status: look before deciding.
-                if fs.metadata(self.path(path)).await.is_ok() {
-                    Ok(false)
-                } else {
-                    Err(self.fail("cannot create folder", path, e))
-                }
+                if fs.metadata(self.path(path)).await.is_ok() { Ok(false) } else { Err(self.fail("cannot create folder", path, e)) }
             }
         }
     }
@@ -314,11 +238,7 @@ impl BackupServer for SshServer {
     }
 
     async fn open(&self, path: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
-        let file = self
-            .sftp
-            .open(self.path(path))
-            .await
-            .map_err(|e| self.fail("cannot open", path, e))?;
+        let file = self.sftp.open(self.path(path)).await.map_err(|e| self.fail("cannot open", path, e))?;
         Ok(Box::new(Box::pin(TokioCompatFile::new(file))))
     }
 
@@ -344,11 +264,7 @@ impl BackupServer for SshServer {
                 continue;
             }
             let meta = entry.metadata();
-            entries.push(DirEntry {
-                name,
-                is_dir: entry.file_type().map(|t| t.is_dir()).unwrap_or(false),
-                size: meta.len().unwrap_or(0),
-            });
+            entries.push(DirEntry { name, is_dir: entry.file_type().map(|t| t.is_dir()).unwrap_or(false), size: meta.len().unwrap_or(0) });
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -383,31 +299,15 @@ impl BackupServer for SshServer {
         if !self.sftp.support_statvfs() {
             return Ok(None);
         }
-        let st = self
-            .sftp
-            .fs()
-            .statvfs(&self.root)
-            .await
-            .map_err(|e| self.fail("cannot read the free space of", "", e))?;
-        Ok(Some(FreeSpace {
-            available_bytes: st.bavail.saturating_mul(st.frsize),
-            total_bytes: st.blocks.saturating_mul(st.frsize),
-        }))
+        let st = self.sftp.fs().statvfs(&self.root).await.map_err(|e| self.fail("cannot read the free space of", "", e))?;
+        Ok(Some(FreeSpace { available_bytes: st.bavail.saturating_mul(st.frsize), total_bytes: st.blocks.saturating_mul(st.frsize) }))
     }
 
     async fn remove_file(&self, path: &str) -> Result<()> {
-        self.sftp
-            .fs()
-            .remove_file(self.path(path))
-            .await
-            .map_err(|e| self.fail("cannot remove", path, e))
+        self.sftp.fs().remove_file(self.path(path)).await.map_err(|e| self.fail("cannot remove", path, e))
     }
 
     async fn remove_empty_dir(&self, path: &str) -> Result<()> {
-        self.sftp
-            .fs()
-            .remove_dir(self.path(path))
-            .await
-            .map_err(|e| self.fail("cannot remove folder", path, e))
+        self.sftp.fs().remove_dir(self.path(path)).await.map_err(|e| self.fail("cannot remove folder", path, e))
     }
 }

@@ -57,30 +57,24 @@ pub fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 /// Hostile variants of `base`, a valid archive: arbitrary bytes, flipped bytes, a cut, or
 /// `alter(bytes, offset, value)` writing a new length at one of the `lengths` offsets.
-pub fn hostile_archives(
-    base: Vec<u8>,
-    lengths: Vec<usize>,
-    alter: fn(&mut [u8], usize, u64),
-) -> BoxedStrategy<Vec<u8>> {
+pub fn hostile_archives(base: Vec<u8>, lengths: Vec<usize>, alter: fn(&mut [u8], usize, u64)) -> BoxedStrategy<Vec<u8>> {
     let arbitrary = proptest::collection::vec(any::<u8>(), 0..4096);
     let original = base.clone();
-    let flipped =
-        proptest::collection::vec((any::<Index>(), 1u8..=255), 1..8).prop_map(move |flips| {
-            let mut bytes = original.clone();
-            for (at, mask) in flips {
-                let i = at.index(bytes.len());
-                bytes[i] ^= mask;
-            }
-            bytes
-        });
+    let flipped = proptest::collection::vec((any::<Index>(), 1u8..=255), 1..8).prop_map(move |flips| {
+        let mut bytes = original.clone();
+        for (at, mask) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= mask;
+        }
+        bytes
+    });
     let original = base.clone();
     let cut = any::<Index>().prop_map(move |cut| original[..cut.index(original.len())].to_vec());
-    let altered =
-        (any::<Index>(), prop_oneof![0u64..4096, any::<u64>()]).prop_map(move |(at, value)| {
-            let mut bytes = base.clone();
-            alter(&mut bytes, lengths[at.index(lengths.len())], value);
-            bytes
-        });
+    let altered = (any::<Index>(), prop_oneof![0u64..4096, any::<u64>()]).prop_map(move |(at, value)| {
+        let mut bytes = base.clone();
+        alter(&mut bytes, lengths[at.index(lengths.len())], value);
+        bytes
+    });
     prop_oneof![arbitrary, flipped, cut, altered].boxed()
 }
 

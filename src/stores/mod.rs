@@ -53,16 +53,7 @@ impl RestoreFiles {
 /// The stored file name for one database's dump: `db-<name>.<suffix>`, with every character
 /// outside `[A-Za-z0-9_.-]` replaced (the real name is kept in the manifest).
 pub fn database_file_name(db: &str, suffix: &str) -> String {
-    let safe: String = db
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
     format!("db-{safe}.{suffix}")
 }
 
@@ -225,12 +216,7 @@ impl<'a> RepoAccess<'a> {
     }
 
     pub fn server(&self) -> Result<&'a dyn BackupServer> {
-        self.server.ok_or_else(|| {
-            Error::store(
-                "lifeboat",
-                "this command did not connect to the backup server (a bug)",
-            )
-        })
+        self.server.ok_or_else(|| Error::store("lifeboat", "this command did not connect to the backup server (a bug)"))
     }
 }
 
@@ -244,45 +230,21 @@ pub trait DifferentialStore: Send + Sync {
         false
     }
     /// Makes a `kind` backup, or the one the schedule asks for on `today` when `kind` is None.
-    async fn backup(
-        &self,
-        kind: Option<BackupKind>,
-        today: chrono::NaiveDate,
-        access: &RepoAccess<'_>,
-    ) -> Result<RepoBackupDone>;
+    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, access: &RepoAccess<'_>) -> Result<RepoBackupDone>;
     /// Checks that the target can be restored over and that the requested backup exists; a store
     /// that can also download and verify the backup does it here, before any target is touched.
-    async fn check_target(
-        &self,
-        request: RepoRestoreRequest<'_>,
-        access: &RepoAccess<'_>,
-    ) -> Result<RepoPrepared>;
+    async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared>;
     /// Replaces the target with the requested backup and checks it.
-    async fn restore(
-        &self,
-        request: RepoRestoreRequest<'_>,
-        access: &RepoAccess<'_>,
-        prepared: RepoPrepared,
-    ) -> Result<RepoRestoreDone>;
+    async fn restore(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>, prepared: RepoPrepared) -> Result<RepoRestoreDone>;
     /// The backups in the repository (complete or not), oldest first.
     async fn backups(&self, access: &RepoAccess<'_>) -> Result<Vec<RepoBackup>>;
     /// Checks the repository, or the backup `from` names (None: no such backup here); `deep`
     /// decrypts too where the store can (needs `access.key`).
-    async fn verify(
-        &self,
-        access: &RepoAccess<'_>,
-        from: Option<&str>,
-        deep: bool,
-    ) -> Result<Option<RepoVerified>>;
+    async fn verify(&self, access: &RepoAccess<'_>, from: Option<&str>, deep: bool) -> Result<Option<RepoVerified>>;
     /// Applies the retention (`lifeboat prune`): the tool's own (pgBackRest `expire`), or else
     /// keeps the backups labelled in `keep` (what `retention:` keeps of [`Self::backups`]) and
     /// removes the rest; with `dry_run`, only says what would go.
-    async fn prune(
-        &self,
-        access: &RepoAccess<'_>,
-        keep: &std::collections::BTreeSet<String>,
-        dry_run: bool,
-    ) -> Result<RepoPruned>;
+    async fn prune(&self, access: &RepoAccess<'_>, keep: &std::collections::BTreeSet<String>, dry_run: bool) -> Result<RepoPruned>;
 }
 
 /// How a datastore is made from its configuration block.
@@ -304,10 +266,7 @@ pub struct ConfiguredStore {
 
 impl std::fmt::Debug for ConfiguredStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfiguredStore")
-            .field("name", &self.name)
-            .field("settings", &self.settings)
-            .finish()
+        f.debug_struct("ConfiguredStore").field("name", &self.name).field("settings", &self.settings).finish()
     }
 }
 
@@ -322,28 +281,15 @@ impl ConfiguredStore {
     }
 }
 
-fn build<S: Datastore>(
-    name: &'static str,
-    settings: &StoreSettings,
-    cfg: &S::Config,
-    ctx: &StoreContext,
-) -> Result<ConfiguredStore> {
+fn build<S: Datastore>(name: &'static str, settings: &StoreSettings, cfg: &S::Config, ctx: &StoreContext) -> Result<ConfiguredStore> {
     if settings.enabled && !S::TYPES.contains(&settings.kind) {
         return Err(Error::Usage(format!(
             "stores.{name}.type {} is not supported by this version; use type: {}",
             settings.kind,
-            S::TYPES
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" or ")
+            S::TYPES.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ")
         )));
     }
-    Ok(ConfiguredStore {
-        name,
-        settings: settings.clone(),
-        store: Box::new(S::new(cfg.clone(), ctx)?),
-    })
+    Ok(ConfiguredStore { name, settings: settings.clone(), store: Box::new(S::new(cfg.clone(), ctx)?) })
 }
 
 /// Declares the datastores: the `stores:` configuration block and how each is built.
@@ -382,30 +328,18 @@ datastores! {
 }
 
 /// The enabled stores of `built`, in backup order, filtered by `only` (`--store`) when not empty.
-pub fn configured<'a>(
-    built: &'a [ConfiguredStore],
-    config_file: &Path,
-    only: &[String],
-) -> Result<Vec<&'a ConfiguredStore>> {
+pub fn configured<'a>(built: &'a [ConfiguredStore], config_file: &Path, only: &[String]) -> Result<Vec<&'a ConfiguredStore>> {
     for name in only {
         if !NAMES.contains(&name.as_str()) {
-            return Err(Error::Usage(format!(
-                "--store {name}: unknown store; choose from {}",
-                NAMES.join(", ")
-            )));
+            return Err(Error::Usage(format!("--store {name}: unknown store; choose from {}", NAMES.join(", "))));
         }
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let stores: Vec<&ConfiguredStore> = built
-        .iter()
-        .filter(|s| s.settings.enabled && wanted(s.name))
-        .collect();
+    let stores: Vec<&ConfiguredStore> = built.iter().filter(|s| s.settings.enabled && wanted(s.name)).collect();
     let file = config_file.display();
     for name in only {
         if !stores.iter().any(|st| st.name == name) {
-            return Err(Error::Usage(format!(
-                "--store {name}: stores.{name} is not configured or not enabled in {file}"
-            )));
+            return Err(Error::Usage(format!("--store {name}: stores.{name} is not configured or not enabled in {file}")));
         }
     }
     if stores.is_empty() {

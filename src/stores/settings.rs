@@ -73,10 +73,7 @@ pub struct ServerAccess {
 impl StoreContext {
     /// A configuration error naming the file (exit code 2).
     pub fn invalid(&self, message: impl Into<String>) -> crate::Error {
-        crate::Error::Config {
-            file: self.config_file.clone(),
-            message: message.into(),
-        }
+        crate::Error::Config { file: self.config_file.clone(), message: message.into() }
     }
 
     /// A private (0700) temporary folder under `work_dir`, removed when dropped.
@@ -87,11 +84,6 @@ impl StoreContext {
             Some(dir) => builder.tempdir_in(dir),
             None => builder.tempdir(),
         }
-        .map_err(|e| {
-            crate::Error::io(
-                "creating a private work folder (set work_dir to a folder with room)",
-                e,
-            )
-        })
+        .map_err(|e| crate::Error::io("creating a private work folder (set work_dir to a folder with room)", e))
     }
 }

@@ -30,12 +30,8 @@ pub enum Transport {
 impl Case {
     pub fn new(name: &str) -> Case {
         ensure_server("postgres");
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("lifeboat-{name}-"))
-            .tempdir()
-            .unwrap();
-        let server_path = PathBuf::from("/var/tmp/lifeboat-test/servers")
-            .join(format!("{name}-{}", std::process::id()));
+        let dir = tempfile::Builder::new().prefix(&format!("lifeboat-{name}-")).tempdir().unwrap();
+        let server_path = PathBuf::from("/var/tmp/lifeboat-test/servers").join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&server_path);
         let (identity, recipient) = lifeboat::pipeline::generate_identity();
         let identity_file = dir.path().join("identity.txt");
@@ -86,10 +82,7 @@ impl Case {
     }
 
     fn work_dir_line(&self) -> String {
-        self.work_dir
-            .as_ref()
-            .map(|w| format!("work_dir: {}\n", w.display()))
-            .unwrap_or_default()
+        self.work_dir.as_ref().map(|w| format!("work_dir: {}\n", w.display())).unwrap_or_default()
     }
 
     /// The `signing:` block of a role's config: the key that signs (backup) or the signers
@@ -152,13 +145,9 @@ impl Case {
 
     /// A run's folder on a `file://` server and its manifest, read directly from disk.
     pub fn manifest_of(&self, run: &serde_json::Value) -> (PathBuf, serde_json::Value) {
-        let dir = self
-            .server_path
-            .join(run["path"].as_str().expect("a listed run has a path"));
-        let manifest = serde_json::from_slice(
-            &std::fs::read(dir.join("manifest.json")).expect("the run has a manifest"),
-        )
-        .expect("valid JSON");
+        let dir = self.server_path.join(run["path"].as_str().expect("a listed run has a path"));
+        let manifest =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("the run has a manifest")).expect("valid JSON");
         (dir, manifest)
     }
 
@@ -166,8 +155,7 @@ impl Case {
     pub fn runs(&self, config: &Path) -> Vec<serde_json::Value> {
         let out = lifeboat(config, &["list", "--json"]);
         assert!(out.status.success(), "list failed: {}", stderr(&out));
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("list --json prints JSON");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json prints JSON");
         v.as_array().unwrap().clone()
     }
 }

@@ -45,9 +45,7 @@ impl DyingRelay {
                 let Some((client, server)) = accept_pair(&listener, target) else {
                     continue;
                 };
-                open.lock()
-                    .unwrap()
-                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                open.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 let pump = |mut from: TcpStream, mut to: TcpStream, counted: bool| {
                     let (sent, down, open) = (sent.clone(), flag.clone(), open.clone());
                     std::thread::spawn(move || {
@@ -56,9 +54,7 @@ impl DyingRelay {
                             if n == 0 || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
-                            if counted
-                                && sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit
-                            {
+                            if counted && sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit {
                                 down.store(true, Ordering::Relaxed);
                                 for s in open.lock().unwrap().iter() {
                                     let _ = s.shutdown(Shutdown::Both);
@@ -69,11 +65,7 @@ impl DyingRelay {
                         let _ = to.shutdown(Shutdown::Write);
                     });
                 };
-                pump(
-                    server.try_clone().unwrap(),
-                    client.try_clone().unwrap(),
-                    true,
-                );
+                pump(server.try_clone().unwrap(), client.try_clone().unwrap(), true);
                 pump(client, server, false);
             }
             flag.store(true, Ordering::Relaxed);
@@ -122,9 +114,7 @@ impl StallingRelay {
                             if n == 0 || stalled.load(Ordering::Relaxed) {
                                 break;
                             }
-                            if counted
-                                && sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit
-                            {
+                            if counted && sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > limit {
                                 stalled.store(true, Ordering::Relaxed);
                                 break;
                             }
@@ -135,20 +125,12 @@ impl StallingRelay {
                         // Nothing is shut down: the peer waits for bytes that never come.
                     });
                 };
-                pump(
-                    client.try_clone().unwrap(),
-                    server.try_clone().unwrap(),
-                    true,
-                );
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap(), true);
                 pump(server, client, false);
             }
             drop(held);
         });
-        StallingRelay {
-            port,
-            stalled,
-            done,
-        }
+        StallingRelay { port, stalled, done }
     }
 
     /// Whether the limit was reached (the link "went silent").
@@ -171,18 +153,11 @@ pub fn stalling_pg_tool(dir: &std::path::Path, tool: &str, limit: u64) -> std::p
     std::fs::create_dir_all(&bin).unwrap();
     for other in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
         if other != tool {
-            let _ = std::os::unix::fs::symlink(
-                format!("/usr/lib/postgresql/15/bin/{other}"),
-                bin.join(other),
-            );
+            let _ = std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{other}"), bin.join(other));
         }
     }
     let real = format!("/usr/lib/postgresql/15/bin/{tool}");
-    let feed = if tool == "pg_restore" {
-        String::new()
-    } else {
-        format!("{real} \"$@\" | head -c {limit}\n")
-    };
+    let feed = if tool == "pg_restore" { String::new() } else { format!("{real} \"$@\" | head -c {limit}\n") };
     let script = format!(
         "#!/bin/bash\nif [ \"$1\" = --version ]; then exec {real} --version; fi\necho $$ > {pid}\n{feed}exec sleep 120\n",
         pid = bin.join(format!("{tool}.pid")).display()
@@ -209,10 +184,7 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -224,48 +196,22 @@ pub struct Tmpfs {
 impl Tmpfs {
     pub fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs {
-            path: path.to_path_buf(),
-        }
+        let out =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "mounting a tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { path: path.to_path_buf() }
     }
 
     /// Fills the file system up to `leave` free bytes with `<path>/filler`.
     pub fn fill(&self, leave: u64) {
-        let out = std::process::Command::new("df")
-            .args(["-B1", "--output=avail"])
-            .arg(&self.path)
-            .output()
-            .unwrap();
-        let avail: u64 = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        std::fs::write(
-            self.path.join("filler"),
-            vec![0u8; avail.saturating_sub(leave) as usize],
-        )
-        .unwrap();
+        let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(&self.path).output().unwrap();
+        let avail: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+        std::fs::write(self.path.join("filler"), vec![0u8; avail.saturating_sub(leave) as usize]).unwrap();
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

@@ -11,30 +11,15 @@ pub const RPC: &str = "127.0.0.1:58088";
 /// Runs one InfluxQL statement through the HTTP API and returns the JSON answer.
 pub fn influx_at(http: &str, db: Option<&str>, q: &str) -> serde_json::Value {
     let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-XPOST",
-        &format!("{http}/query"),
-        "--data-urlencode",
-        &format!("q={q}"),
-        "--data-urlencode",
-        "epoch=ns",
-    ]);
+    cmd.args(["-sS", "-XPOST", &format!("{http}/query"), "--data-urlencode", &format!("q={q}"), "--data-urlencode", "epoch=ns"]);
     if let Some(db) = db {
         cmd.args(["--data-urlencode", &format!("db={db}")]);
     }
     let out = cmd.output().expect("run curl");
-    assert!(
-        out.status.success(),
-        "query failed: {q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{q}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    assert!(
-        v["results"][0]["error"].is_null() && v["error"].is_null(),
-        "{q}: {v}"
-    );
+    assert!(out.status.success(), "query failed: {q}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{q}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v["results"][0]["error"].is_null() && v["error"].is_null(), "{q}: {v}");
     v
 }
 
@@ -58,12 +43,7 @@ pub fn write_at(http: &str, db: &str, rp: Option<&str>, lines: &str) {
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "write to {db} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "write to {db} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 pub fn write(db: &str, rp: Option<&str>, lines: &str) {
@@ -85,18 +65,9 @@ pub fn serial() -> Serial {
     let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     std::fs::create_dir_all(state()).unwrap();
     let path = state().join("influxdb-tests.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    file.lock()
-        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
-    Serial {
-        _file: file,
-        _guard: guard,
-    }
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+    file.lock().unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    Serial { _file: file, _guard: guard }
 }
 
 /// Whether influxd's snapshot service, which `influxd backup` and `influxd restore` talk to on the
@@ -113,10 +84,7 @@ pub fn snapshot_service_answers(rpc: &str) -> std::io::Result<()> {
     if answer.starts_with(b"{\"Paths\"") {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!(
-            "unexpected answer {:?}",
-            String::from_utf8_lossy(&answer[..answer.len().min(80)])
-        )))
+        Err(std::io::Error::other(format!("unexpected answer {:?}", String::from_utf8_lossy(&answer[..answer.len().min(80)]))))
     }
 }
 
@@ -124,10 +92,7 @@ pub fn snapshot_service_answers(rpc: &str) -> std::io::Result<()> {
 pub fn wait_for_rpc(rpc: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while let Err(e) = snapshot_service_answers(rpc) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "influxd's RPC port {rpc} does not serve backups and restores: {e}"
-        );
+        assert!(std::time::Instant::now() < deadline, "influxd's RPC port {rpc} does not serve backups and restores: {e}");
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }

@@ -8,13 +8,7 @@ pub const MONGO_PORT: u16 = 57017;
 
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
 }
 
 pub fn block<F: std::future::IntoFuture>(f: F) -> F::Output {
@@ -26,9 +20,6 @@ pub fn mongo() -> &'static mongodb::Client {
     CLIENT.get_or_init(|| {
         ensure_server("postgres");
         ensure_server("ferretdb");
-        block(mongodb::Client::with_uri_str(format!(
-            "mongodb://127.0.0.1:{MONGO_PORT}/"
-        )))
-        .unwrap()
+        block(mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{MONGO_PORT}/"))).unwrap()
     })
 }

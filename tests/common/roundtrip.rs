@@ -34,16 +34,12 @@ pub fn roundtrip<S: RoundTrip>(case: &Case, store: &S, transport: Transport) {
     let before = store.fingerprint();
     let stores = store.stores_block();
     let backup = case.backup_config_with(&transport, &stores, &format!("{}-backup.yaml", S::STORE));
-    let restore =
-        case.restore_config_with(&transport, &stores, &format!("{}-restore.yaml", S::STORE));
+    let restore = case.restore_config_with(&transport, &stores, &format!("{}-restore.yaml", S::STORE));
 
     let out = lifeboat(&backup, &["backup"]);
     assert_ok(&out);
     let said = stderr(&out);
-    assert!(
-        said.contains(&format!("{}: backup", S::STORE)) && said.contains("stored"),
-        "closing line missing: {said}"
-    );
+    assert!(said.contains(&format!("{}: backup", S::STORE)) && said.contains("stored"), "closing line missing: {said}");
     let runs = case.runs(&backup);
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["complete"], true);
@@ -52,38 +48,21 @@ pub fn roundtrip<S: RoundTrip>(case: &Case, store: &S, transport: Transport) {
 
     // Every stored file is where the manifest says, of the size it says, and an age file.
     let (run_dir, manifest) = case.manifest_of(&runs[0]);
-    let files = manifest["files"]
-        .as_array()
-        .expect("the manifest lists files");
+    let files = manifest["files"].as_array().expect("the manifest lists files");
     assert!(!files.is_empty());
     for f in files {
         let bytes = std::fs::read(run_dir.join(f["name"].as_str().unwrap())).unwrap();
         assert_eq!(bytes.len() as u64, f["size"].as_u64().unwrap(), "{f}");
-        assert!(
-            bytes.starts_with(b"age-encryption.org/v1"),
-            "stored files are age files: {f}"
-        );
+        assert!(bytes.starts_with(b"age-encryption.org/v1"), "stored files are age files: {f}");
     }
     store.check_manifest(&manifest, &run_dir);
 
     store.damage();
-    assert_ne!(
-        store.fingerprint(),
-        before,
-        "the damage must show in the fingerprint"
-    );
+    assert_ne!(store.fingerprint(), before, "the damage must show in the fingerprint");
 
     let out = lifeboat(&restore, &["restore", "--yes"]);
     assert_ok(&out);
-    assert!(
-        stderr(&out).contains(&store.restore_says()),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        store.fingerprint(),
-        before,
-        "the restore brings back what was backed up"
-    );
+    assert!(stderr(&out).contains(&store.restore_says()), "{}", stderr(&out));
+    assert_eq!(store.fingerprint(), before, "the restore brings back what was backed up");
     store.after_restore();
 }

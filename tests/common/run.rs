@@ -45,11 +45,7 @@ pub fn spawn_lifeboat_captured(config: &Path, args: &[&str]) -> std::process::Ch
 
 /// Sends a signal (e.g. `TERM`) to a process.
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
     assert!(status.success(), "kill -{name} {pid}");
 }
 
@@ -61,37 +57,20 @@ pub fn stderr(out: &Output) -> String {
 pub fn error_line(out: &Output) -> String {
     let text = stderr(out);
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one error line, got:\n{text}"
-    );
+    assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{text}");
     lines[0].to_string()
 }
 
 #[track_caller]
 pub fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "lifeboat failed ({:?}):\n{}",
-        out.status.code(),
-        stderr(out)
-    );
+    assert!(out.status.success(), "lifeboat failed ({:?}):\n{}", out.status.code(), stderr(out));
 }
 
 #[track_caller]
 pub fn assert_fails(out: &Output, code: i32, needle: &str) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}, stderr:\n{}",
-        stderr(out)
-    );
+    assert_eq!(out.status.code(), Some(code), "expected exit {code}, stderr:\n{}", stderr(out));
     let line = error_line(out);
-    assert!(
-        line.contains(needle),
-        "error line should mention `{needle}`: {line}"
-    );
+    assert!(line.contains(needle), "error line should mention `{needle}`: {line}");
     line
 }
 
@@ -118,12 +97,7 @@ pub fn poll_until(what: &str, limit: std::time::Duration, done: impl FnMut() -> 
 
 /// [`poll_until`], adding `context()` (the logs of the processes involved) to the failure.
 #[track_caller]
-pub fn poll_until_or(
-    what: &str,
-    limit: std::time::Duration,
-    mut done: impl FnMut() -> bool,
-    context: impl FnOnce() -> String,
-) {
+pub fn poll_until_or(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool, context: impl FnOnce() -> String) {
     let started = std::time::Instant::now();
     while !done() {
         if started.elapsed() >= limit {

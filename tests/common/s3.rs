@@ -26,11 +26,7 @@ pub fn s3_key_file(name: &str) -> PathBuf {
 
 /// A `stores.minio` block for `buckets` on the S3 server at `port`, with `extra` lines.
 pub fn minio_store_block(buckets: &[&str], port: u16, extra: &str) -> String {
-    let list = if buckets.is_empty() {
-        String::new()
-    } else {
-        format!("    buckets: [{}]\n", buckets.join(", "))
-    };
+    let list = if buckets.is_empty() { String::new() } else { format!("    buckets: [{}]\n", buckets.join(", ")) };
     format!(
         "stores:\n  minio:\n    endpoint: {}\n    access_key_file: {}\n    secret_key_file: {}\n{list}{extra}",
         s3_endpoint(port),
@@ -57,41 +53,20 @@ impl S3 {
     }
 
     fn at(port: u16, versioned: bool) -> S3 {
-        let key = |f: &str| {
-            std::fs::read_to_string(s3_key_file(f))
-                .unwrap()
-                .trim()
-                .to_string()
-        };
+        let key = |f: &str| std::fs::read_to_string(s3_key_file(f)).unwrap().trim().to_string();
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(s3_endpoint(port))
             .force_path_style(true)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                key("s3-access-key"),
-                key("s3-secret-key"),
-                None,
-                None,
-                "test",
-            ))
+            .credentials_provider(Credentials::new(key("s3-access-key"), key("s3-secret-key"), None, None, "test"))
             .build();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        S3 {
-            rt,
-            client: Client::from_conf(config),
-            versioned,
-        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        S3 { rt, client: Client::from_conf(config), versioned }
     }
 
     pub fn bucket_exists(&self, bucket: &str) -> bool {
-        self.rt
-            .block_on(self.client.head_bucket().bucket(bucket).send())
-            .is_ok()
+        self.rt.block_on(self.client.head_bucket().bucket(bucket).send()).is_ok()
     }
 
     /// Every key of a bucket, in listing order.
@@ -100,14 +75,7 @@ impl S3 {
             let mut keys = Vec::new();
             let mut token = None;
             loop {
-                let page = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .unwrap();
+                let page = self.client.list_objects_v2().bucket(bucket).set_continuation_token(token).send().await.unwrap();
                 keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
                 match page.next_continuation_token() {
                     Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
@@ -125,78 +93,32 @@ impl S3 {
         self.rt.block_on(async {
             loop {
                 let ids: Vec<(String, Option<String>)> = if self.versioned {
-                    let page = self
-                        .client
-                        .list_object_versions()
-                        .bucket(bucket)
-                        .send()
-                        .await
-                        .unwrap();
-                    let versions = page.versions().iter().map(|v| {
-                        (
-                            v.key().unwrap().to_string(),
-                            v.version_id().map(str::to_string),
-                        )
-                    });
+                    let page = self.client.list_object_versions().bucket(bucket).send().await.unwrap();
+                    let versions = page.versions().iter().map(|v| (v.key().unwrap().to_string(), v.version_id().map(str::to_string)));
                     versions
-                        .chain(page.delete_markers().iter().map(|m| {
-                            (
-                                m.key().unwrap().to_string(),
-                                m.version_id().map(str::to_string),
-                            )
-                        }))
+                        .chain(page.delete_markers().iter().map(|m| (m.key().unwrap().to_string(), m.version_id().map(str::to_string))))
                         .collect()
                 } else {
-                    let page = self
-                        .client
-                        .list_objects_v2()
-                        .bucket(bucket)
-                        .send()
-                        .await
-                        .unwrap();
-                    page.contents()
-                        .iter()
-                        .map(|o| (o.key().unwrap().to_string(), None))
-                        .collect()
+                    let page = self.client.list_objects_v2().bucket(bucket).send().await.unwrap();
+                    page.contents().iter().map(|o| (o.key().unwrap().to_string(), None)).collect()
                 };
                 if ids.is_empty() {
                     break;
                 }
                 for (key, version) in ids {
-                    self.client
-                        .delete_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .set_version_id(version)
-                        .send()
-                        .await
-                        .unwrap();
+                    self.client.delete_object().bucket(bucket).key(key).set_version_id(version).send().await.unwrap();
                 }
             }
-            self.client
-                .delete_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap();
+            self.client.delete_bucket().bucket(bucket).send().await.unwrap();
         });
     }
 
     pub fn fresh_bucket(&self, bucket: &str) {
         self.remove_bucket(bucket);
-        self.rt
-            .block_on(self.client.create_bucket().bucket(bucket).send())
-            .unwrap();
+        self.rt.block_on(self.client.create_bucket().bucket(bucket).send()).unwrap();
     }
 
-    pub fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: &[u8],
-        content_type: Option<&str>,
-        meta: &[(&str, &str)],
-    ) {
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8], content_type: Option<&str>, meta: &[(&str, &str)]) {
         let mut put = self
             .client
             .put_object()
@@ -207,9 +129,7 @@ impl S3 {
         for (k, v) in meta {
             put = put.metadata(*k, *v);
         }
-        self.rt
-            .block_on(put.send())
-            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+        self.rt.block_on(put.send()).unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
     }
 
     /// Replaces an object's user metadata and content type in place (its bytes stay).
@@ -225,45 +145,23 @@ impl S3 {
         for (k, v) in meta {
             copy = copy.metadata(*k, *v);
         }
-        self.rt
-            .block_on(copy.send())
-            .unwrap_or_else(|e| panic!("copy {bucket}/{key}: {e:?}"));
+        self.rt.block_on(copy.send()).unwrap_or_else(|e| panic!("copy {bucket}/{key}: {e:?}"));
     }
 
     pub fn delete(&self, bucket: &str, key: &str) {
-        self.rt
-            .block_on(self.client.delete_object().bucket(bucket).key(key).send())
-            .unwrap();
+        self.rt.block_on(self.client.delete_object().bucket(bucket).key(key).send()).unwrap();
     }
 
     pub fn set_versioning(&self, bucket: &str) {
-        let config = VersioningConfiguration::builder()
-            .status(BucketVersioningStatus::Enabled)
-            .build();
-        self.rt
-            .block_on(
-                self.client
-                    .put_bucket_versioning()
-                    .bucket(bucket)
-                    .versioning_configuration(config)
-                    .send(),
-            )
-            .unwrap();
+        let config = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        self.rt.block_on(self.client.put_bucket_versioning().bucket(bucket).versioning_configuration(config).send()).unwrap();
     }
 
     pub fn set_policy(&self, bucket: &str) {
         let policy = format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":["*"]}},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/public/*"]}}]}}"#
         );
-        self.rt
-            .block_on(
-                self.client
-                    .put_bucket_policy()
-                    .bucket(bucket)
-                    .policy(policy)
-                    .send(),
-            )
-            .unwrap();
+        self.rt.block_on(self.client.put_bucket_policy().bucket(bucket).policy(policy).send()).unwrap();
     }
 
     /// Everything a restore must bring back: per object its key, size, SHA-256, content type,
@@ -276,14 +174,7 @@ impl S3 {
         self.rt.block_on(async {
             let mut lines = Vec::new();
             for key in keys {
-                let mut got = self
-                    .client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .unwrap();
+                let mut got = self.client.get_object().bucket(bucket).key(&key).send().await.unwrap();
                 let mut hash = Sha256::new();
                 let mut size = 0;
                 while let Some(chunk) = got.body.next().await {
@@ -291,12 +182,7 @@ impl S3 {
                     size += chunk.len();
                     hash.update(&chunk);
                 }
-                let meta: BTreeMap<_, _> = got
-                    .metadata()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
+                let meta: BTreeMap<_, _> = got.metadata().cloned().unwrap_or_default().into_iter().collect();
                 lines.push(format!(
                     "{key:?} {size} {} {:?} {:?} {:?} {:?} {meta:?}",
                     hex::encode(hash.finalize()),
@@ -306,27 +192,10 @@ impl S3 {
                     got.content_language()
                 ));
             }
-            let policy = self
-                .client
-                .get_bucket_policy()
-                .bucket(bucket)
-                .send()
-                .await
-                .ok()
-                .and_then(|p| p.policy().map(str::to_string));
-            let versioning = match self
-                .client
-                .get_bucket_versioning()
-                .bucket(bucket)
-                .send()
-                .await
-            {
+            let policy = self.client.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy().map(str::to_string));
+            let versioning = match self.client.get_bucket_versioning().bucket(bucket).send().await {
                 Ok(v) => format!("{:?}", v.status()),
-                Err(e)
-                    if e.as_service_error()
-                        .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
-                        == Some("NotImplemented") =>
-                {
+                Err(e) if e.as_service_error().and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e)) == Some("NotImplemented") => {
                     "not implemented".into()
                 }
                 Err(e) => panic!("versioning of {bucket}: {e:?}"),

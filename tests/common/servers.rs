@@ -13,10 +13,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn state() -> PathBuf {
-    PathBuf::from(
-        std::env::var("LIFEBOAT_TEST_STATE")
-            .unwrap_or_else(|_| "/var/tmp/lifeboat-test/state".into()),
-    )
+    PathBuf::from(std::env::var("LIFEBOAT_TEST_STATE").unwrap_or_else(|_| "/var/tmp/lifeboat-test/state".into()))
 }
 
 /// Starts a server through its script, once per test binary.
@@ -28,12 +25,7 @@ pub fn ensure_server(name: &str) {
         return;
     }
     let script = repo().join("scripts/servers").join(format!("{name}.sh"));
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .env("LIFEBOAT_TEST_STATE", state())
-        .output()
-        .expect("run server script");
+    let out = Command::new("bash").arg(&script).arg("start").env("LIFEBOAT_TEST_STATE", state()).output().expect("run server script");
     assert!(
         out.status.success(),
         "starting {name} failed:\n{}{}",
@@ -67,36 +59,21 @@ pub fn psql(db: &str, sql: &str) -> String {
         ])
         .output()
         .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql failed on {db}: {sql}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "psql failed on {db}: {sql}\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn db_exists(db: &str) -> bool {
-    psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
-    ) == "1"
+    psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")) == "1"
 }
 
 /// Creates database `db` with the kinds of data a registry holds: several schemas, a larger
 /// table, bytea, non-ASCII text, a sequence, a view, and a role with grants.
 pub fn seed_postgres(db: &str, rows: u32) {
-    psql(
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
-    );
+    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
     psql("postgres", &format!("CREATE DATABASE \"{db}\""));
     let role = format!("clerk_{db}");
-    psql(
-        "postgres",
-        &format!(
-            "DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ),
-    );
+    psql("postgres", &format!("DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"));
     psql(
         db,
         &format!(

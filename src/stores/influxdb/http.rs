@@ -20,15 +20,7 @@ fn ident(name: &str) -> String {
 
 /// A name as it appears in a count item: bare when plain, quoted otherwise, so items stay unique.
 fn item_part(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        name.to_string()
-    } else {
-        ident(name)
-    }
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') { name.to_string() } else { ident(name) }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,12 +86,7 @@ impl Tally {
         let values: u64 = s
             .values
             .iter()
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&s.columns)
-                    .filter(|(_, c)| c.as_str() != "time")
-                    .filter_map(|(v, _)| v.as_u64())
-            })
+            .flat_map(|row| row.iter().zip(&s.columns).filter(|(_, c)| c.as_str() != "time").filter_map(|(v, _)| v.as_u64()))
             .sum();
         *self.counts.entry(format!("{key}:values")).or_default() += values;
     }
@@ -120,10 +107,7 @@ impl InfluxDb {
     }
 
     fn unreachable(&self, e: impl std::fmt::Display) -> Error {
-        err(format!(
-            "cannot reach InfluxDB's HTTP API at {} ({e}); check that InfluxDB is up and stores.influxdb.http_url",
-            self.http
-        ))
+        err(format!("cannot reach InfluxDB's HTTP API at {} ({e}); check that InfluxDB is up and stores.influxdb.http_url", self.http))
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder> {
@@ -136,47 +120,26 @@ impl InfluxDb {
 
     /// Pings the HTTP API; returns the server's clock (its `Date` header) and version.
     pub(super) async fn ping(&self) -> Result<(chrono::DateTime<chrono::Utc>, String)> {
-        let resp = self
-            .request(reqwest::Method::GET, "ping")?
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp =
+            self.request(reqwest::Method::GET, "ping")?.timeout(Duration::from_secs(10)).send().await.map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Err(self.unreachable(format!("HTTP {}", resp.status())));
         }
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let version = header("X-Influxdb-Version").unwrap_or_else(|| "unknown".into());
         let now = header("Date")
             .and_then(|d| chrono::DateTime::parse_from_rfc2822(&d).ok())
             .map(|d| d.with_timezone(&chrono::Utc))
-            .ok_or_else(|| {
-                err(format!(
-                    "{} answered /ping without a Date header: is it InfluxDB 1.x?",
-                    self.http
-                ))
-            })?;
+            .ok_or_else(|| err(format!("{} answered /ping without a Date header: is it InfluxDB 1.x?", self.http)))?;
         Ok((now, version))
     }
 
     /// Runs one InfluxQL statement (POST, so DDL works too) and hands each series of the answer
     /// to `each`, reading the chunked response piece by piece.
-    pub(super) async fn query(
-        &self,
-        db: Option<&str>,
-        q: &str,
-        mut each: impl FnMut(Series),
-    ) -> Result<()> {
+    pub(super) async fn query(&self, db: Option<&str>, q: &str, mut each: impl FnMut(Series)) -> Result<()> {
         let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("q", q)
-                .append_pair("chunked", "true")
-                .append_pair("chunk_size", &CHUNK_ROWS.to_string());
+            form.append_pair("q", q).append_pair("chunked", "true").append_pair("chunk_size", &CHUNK_ROWS.to_string());
             if let Some(db) = db {
                 form.append_pair("db", db);
             }
@@ -184,10 +147,7 @@ impl InfluxDb {
         };
         let mut resp = self
             .request(reqwest::Method::POST, "query")?
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body)
             .send()
             .await
@@ -205,8 +165,8 @@ impl InfluxDb {
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
-            let answer: QueryResponse = serde_json::from_slice(line)
-                .map_err(|e| failed(format!("HTTP {status}, unreadable answer ({e})")))?;
+            let answer: QueryResponse =
+                serde_json::from_slice(line).map_err(|e| failed(format!("HTTP {status}, unreadable answer ({e})")))?;
             if let Some(e) = answer.error {
                 return Err(failed(e));
             }
@@ -219,10 +179,7 @@ impl InfluxDb {
             Ok(())
         };
         loop {
-            let chunk = resp
-                .chunk()
-                .await
-                .map_err(|e| failed(format!("reading the answer: {e}")))?;
+            let chunk = resp.chunk().await.map_err(|e| failed(format!("reading the answer: {e}")))?;
             let Some(chunk) = chunk else { break };
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
@@ -240,11 +197,7 @@ impl InfluxDb {
     pub(super) async fn show_databases(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         self.query(None, "SHOW DATABASES", |s| {
-            names.extend(
-                s.values
-                    .iter()
-                    .filter_map(|row| row.first().and_then(|v| v.as_str()).map(str::to_string)),
-            )
+            names.extend(s.values.iter().filter_map(|row| row.first().and_then(|v| v.as_str()).map(str::to_string)))
         })
         .await?;
         Ok(names)
@@ -270,36 +223,21 @@ impl InfluxDb {
 
     pub(super) async fn retention_policies(&self, db: &str) -> Result<Vec<RetentionPolicy>> {
         let mut policies = Vec::new();
-        self.query(
-            None,
-            &format!("SHOW RETENTION POLICIES ON {}", ident(db)),
-            |s| {
-                let col = |name: &str| s.columns.iter().position(|c| c == name);
-                let (n, d, sg, r, def) = (
-                    col("name"),
-                    col("duration"),
-                    col("shardGroupDuration"),
-                    col("replicaN"),
-                    col("default"),
-                );
-                for row in &s.values {
-                    let get = |i: Option<usize>| i.and_then(|i| row.get(i));
-                    let text = |i| {
-                        get(i)
-                            .and_then(|v: &serde_json::Value| v.as_str())
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    policies.push(RetentionPolicy {
-                        name: text(n),
-                        duration: text(d),
-                        shard_group_duration: text(sg),
-                        replication: get(r).and_then(|v| v.as_u64()).unwrap_or(0),
-                        default: get(def).and_then(|v| v.as_bool()).unwrap_or(false),
-                    });
-                }
-            },
-        )
+        self.query(None, &format!("SHOW RETENTION POLICIES ON {}", ident(db)), |s| {
+            let col = |name: &str| s.columns.iter().position(|c| c == name);
+            let (n, d, sg, r, def) = (col("name"), col("duration"), col("shardGroupDuration"), col("replicaN"), col("default"));
+            for row in &s.values {
+                let get = |i: Option<usize>| i.and_then(|i| row.get(i));
+                let text = |i| get(i).and_then(|v: &serde_json::Value| v.as_str()).unwrap_or_default().to_string();
+                policies.push(RetentionPolicy {
+                    name: text(n),
+                    duration: text(d),
+                    shard_group_duration: text(sg),
+                    replication: get(r).and_then(|v| v.as_u64()).unwrap_or(0),
+                    default: get(def).and_then(|v| v.as_bool()).unwrap_or(false),
+                });
+            }
+        })
         .await?;
         policies.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(policies)
@@ -309,14 +247,9 @@ impl InfluxDb {
         let mut queries = Vec::new();
         self.query(None, "SHOW CONTINUOUS QUERIES", |s| {
             if s.name == db {
-                queries.extend(s.values.iter().filter_map(|row| {
-                    match (row.first()?.as_str(), row.get(1)?.as_str()) {
-                        (Some(name), Some(query)) => Some(ContinuousQuery {
-                            name: name.into(),
-                            query: query.into(),
-                        }),
-                        _ => None,
-                    }
+                queries.extend(s.values.iter().filter_map(|row| match (row.first()?.as_str(), row.get(1)?.as_str()) {
+                    (Some(name), Some(query)) => Some(ContinuousQuery { name: name.into(), query: query.into() }),
+                    _ => None,
                 }));
             }
         })
@@ -345,12 +278,7 @@ impl InfluxDb {
     /// connection and exits without waiting for the server to load it; the server disables the
     /// shard while it loads it. So: wait while shards are loading, and until the counts match
     /// the backup or have not changed for a few seconds (then the caller reports the difference).
-    pub(super) async fn settled_census(
-        &self,
-        db: &str,
-        before: &str,
-        expected: &BTreeMap<String, u64>,
-    ) -> Result<Census> {
+    pub(super) async fn settled_census(&self, db: &str, before: &str, expected: &BTreeMap<String, u64>) -> Result<Census> {
         const LOADING_LIMIT: Duration = Duration::from_secs(30 * 60);
         const SETTLED: Duration = Duration::from_secs(5);
         let started = std::time::Instant::now();
@@ -385,31 +313,18 @@ impl InfluxDb {
         let policies = self.retention_policies(db).await?;
         let mut tally = Tally::default();
         for rp in &policies {
-            let q = format!(
-                "SELECT count(*) FROM {}.{}./.*/ WHERE time < '{before}'",
-                ident(db),
-                ident(&rp.name)
-            );
-            self.query(Some(db), &q, |s| tally.add(&rp.name, s))
-                .await
-                .map_err(|e| match e {
-                    Error::Store { message, .. } => {
-                        err(format!("{db}: counting points: {message}"))
-                    }
-                    other => other,
-                })?;
+            let q = format!("SELECT count(*) FROM {}.{}./.*/ WHERE time < '{before}'", ident(db), ident(&rp.name));
+            self.query(Some(db), &q, |s| tally.add(&rp.name, s)).await.map_err(|e| match e {
+                Error::Store { message, .. } => err(format!("{db}: counting points: {message}")),
+                other => other,
+            })?;
         }
         let continuous_queries = self.continuous_queries(db).await?;
-        Ok(Census {
-            policies,
-            continuous_queries,
-            counts: tally.counts,
-        })
+        Ok(Census { policies, continuous_queries, counts: tally.counts })
     }
 
     pub(super) async fn drop_database(&self, db: &str) -> Result<()> {
-        self.query(None, &format!("DROP DATABASE {}", ident(db)), |_| {})
-            .await
+        self.query(None, &format!("DROP DATABASE {}", ident(db)), |_| {}).await
     }
 }
 
@@ -431,7 +346,10 @@ mod tests {
     #[test]
     fn tally_adds_field_values_per_measurement_across_chunks() {
         let mut t = Tally::default();
-        t.add("autogen", series(r#"{"name":"cpu","columns":["time","count_v","count_s"],"values":[["1970-01-01T00:00:00Z",3,null]],"partial":true}"#));
+        t.add(
+            "autogen",
+            series(r#"{"name":"cpu","columns":["time","count_v","count_s"],"values":[["1970-01-01T00:00:00Z",3,null]],"partial":true}"#),
+        );
         t.add("autogen", series(r#"{"name":"cpu","columns":["time","count_v","count_s"],"values":[["1970-01-01T00:00:00Z",2,3]]}"#));
         t.add("autogen", series(r#"{"name":"mem","columns":["time","count_free"],"values":[["1970-01-01T00:00:00Z",4]]}"#));
         t.add("my rp", series(r#"{"name":"cpu","columns":["time","count_v"],"values":[["1970-01-01T00:00:00Z",7]]}"#));

@@ -45,41 +45,23 @@ pub(super) fn check_portable_backup(dir: &Path, db: &str, archive: &str) -> Resu
             "archive {archive} is not an influxd portable backup of database {db} ({why}); nothing was changed; restore another backup with --from ID"
         ))
     };
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    let manifests: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
-        .collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    let manifests: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "manifest")).collect();
     if manifests.len() != 1 {
-        return Err(not_it(format!(
-            "{} .manifest files instead of one",
-            manifests.len()
-        )));
+        return Err(not_it(format!("{} .manifest files instead of one", manifests.len())));
     }
-    let text = std::fs::read(&manifests[0])
-        .map_err(|e| Error::io(format!("reading {}", manifests[0].display()), e))?;
-    let manifest: PortableManifest =
-        serde_json::from_slice(&text).map_err(|e| not_it(format!("unreadable manifest: {e}")))?;
+    let text = std::fs::read(&manifests[0]).map_err(|e| Error::io(format!("reading {}", manifests[0].display()), e))?;
+    let manifest: PortableManifest = serde_json::from_slice(&text).map_err(|e| not_it(format!("unreadable manifest: {e}")))?;
     let files = manifest.files.unwrap_or_default();
     // influxd opens these names inside the folder: each must be one plain file name.
-    let names = manifest
-        .meta
-        .iter()
-        .map(|m| &m.file_name)
-        .chain(files.iter().map(|f| &f.file_name));
+    let names = manifest.meta.iter().map(|m| &m.file_name).chain(files.iter().map(|f| &f.file_name));
     if let Some(bad) = names.into_iter().find(|n| check_file_name(n).is_err()) {
-        return Err(not_it(format!(
-            "its manifest names a file `{}`, which is not a plain file name",
-            bad.escape_debug()
-        )));
+        return Err(not_it(format!("its manifest names a file `{}`, which is not a plain file name", bad.escape_debug())));
     }
     for f in &files {
         if f.database != db {
-            return Err(not_it(format!(
-                "it holds shards of database {}",
-                f.database
-            )));
+            return Err(not_it(format!("it holds shards of database {}", f.database)));
         }
         if !dir.join(&f.file_name).is_file() {
             return Err(not_it(format!("shard file {} is missing", f.file_name)));
@@ -91,16 +73,12 @@ pub(super) fn check_portable_backup(dir: &Path, db: &str, archive: &str) -> Resu
 /// Streams the files of `dir` (flat, as influxd writes them, sorted by name) as a tar built on a
 /// blocking thread. A failure on that thread reaches the reader as an error, never as a clean end.
 pub(super) fn tar_folder(dir: PathBuf) -> (PipeReader, tokio::task::JoinHandle<io::Result<()>>) {
-    spawn_blocking_writer(move |w| {
-        write_tar(&dir, w)
-            .map_err(|e| io::Error::new(e.kind(), format!("archiving the influxd backup: {e}")))
-    })
+    spawn_blocking_writer(move |w| write_tar(&dir, w).map_err(|e| io::Error::new(e.kind(), format!("archiving the influxd backup: {e}"))))
 }
 
 fn write_tar(dir: &Path, out: &mut PipeWriter) -> io::Result<()> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<io::Result<_>>()?;
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<io::Result<_>>()?;
     names.sort();
     let mut tar = tar::Builder::new(out);
     for name in &names {
@@ -133,18 +111,11 @@ impl InfluxDb {
     }
 
     fn tool_missing(e: io::Error) -> Error {
-        err(format!(
-            "cannot run influxd ({e}): install InfluxDB 1.x (the influxd binary) or set stores.influxdb.bin_dir"
-        ))
+        err(format!("cannot run influxd ({e}): install InfluxDB 1.x (the influxd binary) or set stores.influxdb.bin_dir"))
     }
 
     pub(super) async fn tool_version(&self) -> Result<String> {
-        let out = self
-            .tool()
-            .arg("version")
-            .output()
-            .await
-            .map_err(Self::tool_missing)?;
+        let out = self.tool().arg("version").output().await.map_err(Self::tool_missing)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
@@ -158,10 +129,7 @@ impl InfluxDb {
         let connect = tokio::net::TcpStream::connect(self.cfg.host.as_str());
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!(
-                "its RPC port {} refuses connections: {e}",
-                self.cfg.host
-            )),
+            Ok(Err(e)) => Err(format!("its RPC port {} refuses connections: {e}", self.cfg.host)),
             Err(_) => Err(format!("its RPC port {} does not answer", self.cfg.host)),
         }
     }
@@ -213,11 +181,7 @@ impl InfluxDb {
         if out.status.success() {
             return Ok(());
         }
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = tail[tail.len().saturating_sub(2)..].join(" / ");
         if text.contains("DB metadata not changed") {
@@ -245,9 +209,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("20260101T000000Z.manifest"), b"{}").unwrap();
-        let big: Vec<u8> = (0..3 * crate::pipeline::bridge::CHUNK)
-            .map(|i| (i % 251) as u8)
-            .collect();
+        let big: Vec<u8> = (0..3 * crate::pipeline::bridge::CHUNK).map(|i| (i % 251) as u8).collect();
         std::fs::write(dir.path().join("20260101T000000Z.s1.tar.gz"), &big).unwrap();
         let (mut reader, handle) = tar_folder(dir.path().to_path_buf());
         let mut bytes = Vec::new();
@@ -265,21 +227,12 @@ mod tests {
             }
             names.push(name);
         }
-        assert_eq!(
-            names,
-            vec!["20260101T000000Z.manifest", "20260101T000000Z.s1.tar.gz"]
-        );
+        assert_eq!(names, vec!["20260101T000000Z.manifest", "20260101T000000Z.s1.tar.gz"]);
 
         let (mut reader, handle) = tar_folder(dir.path().join("missing"));
         let mut sink = Vec::new();
-        let e = reader
-            .read_to_end(&mut sink)
-            .await
-            .expect_err("a failed archive is never a clean end");
-        assert!(
-            e.to_string().contains("archiving the influxd backup"),
-            "{e}"
-        );
+        let e = reader.read_to_end(&mut sink).await.expect_err("a failed archive is never a clean end");
+        assert!(e.to_string().contains("archiving the influxd backup"), "{e}");
         assert!(handle.await.unwrap().is_err());
     }
 
@@ -292,36 +245,15 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("x.s1.tar.gz"), b"").unwrap();
-        let e = check_portable_backup(dir.path(), "ocrvs", "db-ocrvs.tar.zst.age")
-            .unwrap_err()
-            .to_string();
+        let e = check_portable_backup(dir.path(), "ocrvs", "db-ocrvs.tar.zst.age").unwrap_err().to_string();
         assert!(e.contains("holds shards of database other"), "{e}");
-        std::fs::write(
-            dir.path().join("x.manifest"),
-            r#"{"files":[{"database":"ocrvs","fileName":"../../etc/passwd"}]}"#,
-        )
-        .unwrap();
-        let e = check_portable_backup(dir.path(), "ocrvs", "f")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("names a file `../../etc/passwd`, which is not a plain file name"),
-            "{e}"
-        );
-        std::fs::write(
-            dir.path().join("x.manifest"),
-            r#"{"meta":{"fileName":"/etc/shadow"},"files":null}"#,
-        )
-        .unwrap();
-        let e = check_portable_backup(dir.path(), "ocrvs", "f")
-            .unwrap_err()
-            .to_string();
+        std::fs::write(dir.path().join("x.manifest"), r#"{"files":[{"database":"ocrvs","fileName":"../../etc/passwd"}]}"#).unwrap();
+        let e = check_portable_backup(dir.path(), "ocrvs", "f").unwrap_err().to_string();
+        assert!(e.contains("names a file `../../etc/passwd`, which is not a plain file name"), "{e}");
+        std::fs::write(dir.path().join("x.manifest"), r#"{"meta":{"fileName":"/etc/shadow"},"files":null}"#).unwrap();
+        let e = check_portable_backup(dir.path(), "ocrvs", "f").unwrap_err().to_string();
         assert!(e.contains("`/etc/shadow`"), "{e}");
-        std::fs::write(
-            dir.path().join("x.manifest"),
-            r#"{"meta":{"fileName":"x.meta"},"limited":false,"files":null}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("x.manifest"), r#"{"meta":{"fileName":"x.meta"},"limited":false,"files":null}"#).unwrap();
         assert_eq!(check_portable_backup(dir.path(), "ocrvs", "f").unwrap(), 0);
     }
 }

@@ -136,11 +136,7 @@ struct InfluxExtra {
 
 impl InfluxDb {
     /// Backs up `db` until the counts before and after agree, then streams it to `sink`.
-    async fn backup_database(
-        &self,
-        db: &str,
-        sink: &mut RunWriter<'_>,
-    ) -> Result<(String, Census)> {
+    async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, Census)> {
         for attempt in 1..=ATTEMPTS {
             let (now, _) = self.ping().await?;
             let before = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -148,9 +144,9 @@ impl InfluxDb {
             let dir = self.ctx.private_dir("lifeboat-influxdb-")?;
             self.run_backup(db, dir.path()).await?;
             let second = self.census(db, &before).await.map_err(|e| match e {
-                Error::Store { message, .. } => err(format!(
-                    "{message} (after the backup of {db}); the run was not completed, earlier backups are untouched"
-                )),
+                Error::Store { message, .. } => {
+                    err(format!("{message} (after the backup of {db}); the run was not completed, earlier backups are untouched"))
+                }
                 other => other,
             })?;
             if first != second {
@@ -160,18 +156,11 @@ impl InfluxDb {
                 continue;
             }
             // For a restore by hand: influxd restore leaves continuous queries out.
-            let statements: String = first
-                .continuous_queries
-                .iter()
-                .map(|c| format!("{}\n", c.query.replace('\n', " ")))
-                .collect();
-            std::fs::write(dir.path().join(CQ_FILE), statements)
-                .map_err(|e| Error::io(format!("writing {CQ_FILE}"), e))?;
+            let statements: String = first.continuous_queries.iter().map(|c| format!("{}\n", c.query.replace('\n', " "))).collect();
+            std::fs::write(dir.path().join(CQ_FILE), statements).map_err(|e| Error::io(format!("writing {CQ_FILE}"), e))?;
             let (reader, tar) = tar_folder(dir.path().to_path_buf());
             let put = sink.put(&archive_name(db), Box::new(reader)).await;
-            let tarred = tar
-                .await
-                .map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
+            let tarred = tar.await.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
             put?;
             tarred.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
             drop(dir);
@@ -198,74 +187,42 @@ impl Store for InfluxDb {
             extra.databases.insert(db.clone(), archive_name(db));
             extra.counted_before.insert(db.clone(), before);
             extra.retention_policies.insert(db.clone(), census.policies);
-            extra
-                .continuous_queries
-                .insert(db.clone(), census.continuous_queries);
+            extra.continuous_queries.insert(db.clone(), census.continuous_queries);
         }
-        Ok(StoreBackup::new("field values", counts, &extra)
-            .tool("influxd", tool_version)
-            .tool("influxdb", server_version))
+        Ok(StoreBackup::new("field values", counts, &extra).tool("influxd", tool_version).tool("influxdb", server_version))
     }
 
     async fn check_target(&self) -> Result<()> {
         self.ping().await?;
         self.tool_version().await?;
         // influxd restore talks to the RPC port: make sure it answers before anything is dropped.
-        self.probe().await.map_err(|why| {
-            err(format!(
-                "InfluxDB cannot take a restore: {why}; check stores.influxdb.host"
-            ))
-        })
+        self.probe().await.map_err(|why| err(format!("InfluxDB cannot take a restore: {why}; check stores.influxdb.host")))
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
-        let InfluxExtra {
-            databases,
-            counted_before,
-            retention_policies: policies,
-            continuous_queries: queries,
-        } = manifest.extra()?;
+        let InfluxExtra { databases, counted_before, retention_policies: policies, continuous_queries: queries } = manifest.extra()?;
 
         // Unpack and check every archive before any database is dropped.
         let mut unpacked = Vec::new();
         for (db, file) in &databases {
             self.check_target_database(db)?;
-            if let Some(cq) = queries
-                .get(db)
-                .into_iter()
-                .flatten()
-                .find(|c| !is_one_cq_statement(&c.query))
-            {
+            if let Some(cq) = queries.get(db).into_iter().flatten().find(|c| !is_one_cq_statement(&c.query)) {
                 return Err(err(format!(
                     "the manifest's continuous query {} of {db} is not one CREATE CONTINUOUS QUERY statement: the backup is damaged or tampered with; nothing was changed",
                     cq.name.escape_debug()
                 )));
             }
-            let before = counted_before
-                .get(db)
-                .ok_or_else(|| err(format!("the manifest has no count time for {db}")))?
-                .clone();
-            let want = policies
-                .get(db)
-                .ok_or_else(|| err(format!("the manifest has no retention policies for {db}")))?
-                .clone();
+            let before = counted_before.get(db).ok_or_else(|| err(format!("the manifest has no count time for {db}")))?.clone();
+            let want = policies.get(db).ok_or_else(|| err(format!("the manifest has no retention policies for {db}")))?.clone();
             let cqs = queries.get(db).cloned().unwrap_or_default();
             // Inside the restore's own private folder, beside the downloaded files.
-            let dir = StoreContext {
-                work_dir: Some(files.dir.clone()),
-                ..self.ctx.clone()
-            }
-            .private_dir("influxdb-")?;
-            let raw_size = manifest
-                .file(file)
-                .map(|f| f.raw_size)
-                .ok_or_else(|| err(format!("the manifest lists no file {file} for {db}")))?;
+            let dir = StoreContext { work_dir: Some(files.dir.clone()), ..self.ctx.clone() }.private_dir("influxdb-")?;
+            let raw_size =
+                manifest.file(file).map(|f| f.raw_size).ok_or_else(|| err(format!("the manifest lists no file {file} for {db}")))?;
             let reader = files.open(file)?;
             let target = dir.path().to_path_buf();
             let name = file.clone();
-            tokio::task::spawn_blocking(move || unpack(reader, &target, &name, raw_size))
-                .await
-                .map_err(|e| err(e.to_string()))??;
+            tokio::task::spawn_blocking(move || unpack(reader, &target, &name, raw_size)).await.map_err(|e| err(e.to_string()))??;
             let shards = check_portable_backup(dir.path(), db, file)?;
             unpacked.push((db.clone(), dir, shards, before, want, cqs));
         }
@@ -273,9 +230,7 @@ impl Store for InfluxDb {
         let mut found = Counts::new();
         let differ = |db: &str, what: &str, found: String, want: String| Error::Verification {
             store: STORE.into(),
-            message: format!(
-                "{db}: {what} after the restore [{found}] differ from the backup's [{want}]"
-            ),
+            message: format!("{db}: {what} after the restore [{found}] differ from the backup's [{want}]"),
         };
         for (db, dir, shards, before, want, cqs) in unpacked {
             self.drop_database(&db).await?;
@@ -283,52 +238,28 @@ impl Store for InfluxDb {
             self.run_restore(&db, dir.path(), shards).await?;
             drop(dir);
             let empty = BTreeMap::new();
-            let census = self
-                .settled_census(&db, &before, manifest.counts.get(&db).unwrap_or(&empty))
-                .await?;
+            let census = self.settled_census(&db, &before, manifest.counts.get(&db).unwrap_or(&empty)).await?;
             if census.policies != want {
                 let names = |p: &[RetentionPolicy]| {
                     p.iter()
-                        .map(|r| {
-                            format!(
-                                "{}({}{})",
-                                r.name,
-                                r.duration,
-                                if r.default { ",default" } else { "" }
-                            )
-                        })
+                        .map(|r| format!("{}({}{})", r.name, r.duration, if r.default { ",default" } else { "" }))
                         .collect::<Vec<_>>()
                         .join(" ")
                 };
-                return Err(differ(
-                    &db,
-                    "retention policies",
-                    names(&census.policies),
-                    names(&want),
-                ));
+                return Err(differ(&db, "retention policies", names(&census.policies), names(&want)));
             }
             // Created only once counted: a continuous query may write into the restored data.
             for cq in &cqs {
                 if !census.continuous_queries.iter().any(|c| c.name == cq.name) {
-                    self.query(None, &cq.query, |_| {})
-                        .await
-                        .map_err(|e| match e {
-                            Error::Store { message, .. } => err(format!(
-                                "{db}: recreating continuous query {}: {message}",
-                                cq.name
-                            )),
-                            other => other,
-                        })?;
+                    self.query(None, &cq.query, |_| {}).await.map_err(|e| match e {
+                        Error::Store { message, .. } => err(format!("{db}: recreating continuous query {}: {message}", cq.name)),
+                        other => other,
+                    })?;
                 }
             }
             let now = self.continuous_queries(&db).await?;
             if now != cqs {
-                let names = |q: &[ContinuousQuery]| {
-                    q.iter()
-                        .map(|c| c.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
+                let names = |q: &[ContinuousQuery]| q.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(" ");
                 return Err(differ(&db, "continuous queries", names(&now), names(&cqs)));
             }
             found.insert(db, census.counts);
@@ -342,10 +273,7 @@ impl InfluxDb {
     /// restore side lists them, and never `_internal` otherwise (a backup never holds it then).
     fn check_target_database(&self, db: &str) -> Result<()> {
         let listed = self.cfg.databases.iter().any(|d| d == db);
-        if (!self.cfg.databases.is_empty() && !listed)
-            || (self.cfg.databases.is_empty() && db == "_internal")
-            || db.is_empty()
-        {
+        if (!self.cfg.databases.is_empty() && !listed) || (self.cfg.databases.is_empty() && db == "_internal") || db.is_empty() {
             return Err(err(format!(
                 "the backup holds database `{}`, which stores.influxdb.databases does not list: nothing was changed; add it to the list to restore it",
                 db.escape_debug()
@@ -358,10 +286,7 @@ impl InfluxDb {
 /// Whether a recorded continuous query is one `CREATE CONTINUOUS QUERY` statement and nothing
 /// more: it is run as it stands, and it comes from the backup server.
 fn is_one_cq_statement(query: &str) -> bool {
-    query
-        .get(..24)
-        .is_some_and(|start| start.eq_ignore_ascii_case("CREATE CONTINUOUS QUERY "))
-        && !query.contains([';', '\0'])
+    query.get(..24).is_some_and(|start| start.eq_ignore_ascii_case("CREATE CONTINUOUS QUERY ")) && !query.contains([';', '\0'])
 }
 
 impl Datastore for InfluxDb {
@@ -385,25 +310,14 @@ impl Datastore for InfluxDb {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
             .ok_or_else(|| bad(format!("stores.influxdb.http_url `{http}` is not an http(s) URL; expected e.g. http://127.0.0.1:8086")))?;
         if cfg.username.is_some() != cfg.password_file.is_some() {
-            return Err(bad(
-                "stores.influxdb: set both username and password_file, or neither".into(),
-            ));
+            return Err(bad("stores.influxdb: set both username and password_file, or neither".into()));
         }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| err(format!("cannot set up the HTTP client: {e}")))?;
-        let password = cfg
-            .password_file
-            .as_deref()
-            .map(|p| SecretFile::new("influxdb password", p));
-        Ok(InfluxDb {
-            cfg,
-            http,
-            client,
-            password,
-            ctx: ctx.clone(),
-        })
+        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("influxdb password", p));
+        Ok(InfluxDb { cfg, http, client, password, ctx: ctx.clone() })
     }
 }
 
@@ -422,26 +336,16 @@ mod tests {
         assert!(is_one_cq_statement(
             "CREATE CONTINUOUS QUERY \"daily totals\" ON db BEGIN SELECT sum(count) INTO x FROM y GROUP BY time(1d) END"
         ));
-        assert!(is_one_cq_statement(
-            "create continuous query cq ON db BEGIN SELECT mean(v) INTO x FROM y GROUP BY time(1h) END"
-        ));
+        assert!(is_one_cq_statement("create continuous query cq ON db BEGIN SELECT mean(v) INTO x FROM y GROUP BY time(1h) END"));
         assert!(!is_one_cq_statement("DROP DATABASE other"));
-        assert!(!is_one_cq_statement(
-            "CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT 1 END; DROP DATABASE other"
-        ));
+        assert!(!is_one_cq_statement("CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT 1 END; DROP DATABASE other"));
         assert!(!is_one_cq_statement(""));
     }
 
     #[test]
     fn default_http_url_uses_the_rpc_host() {
-        assert_eq!(
-            default_http_url("influxdb:8088").as_deref(),
-            Some("http://influxdb:8086")
-        );
-        assert_eq!(
-            default_http_url("[::1]:8088").as_deref(),
-            Some("http://[::1]:8086")
-        );
+        assert_eq!(default_http_url("influxdb:8088").as_deref(), Some("http://influxdb:8086"));
+        assert_eq!(default_http_url("[::1]:8088").as_deref(), Some("http://[::1]:8086"));
         assert_eq!(default_http_url("influxdb"), None);
         assert_eq!(default_http_url(":8088"), None);
     }

@@ -15,9 +15,7 @@ use crate::layout::check_file_name;
 
 /// Why an archive is refused, as one line naming `archive`.
 fn refused(archive: &str, what: String) -> Error {
-    err(format!(
-        "archive {archive} {what}: the backup is damaged or tampered with; nothing was changed"
-    ))
+    err(format!("archive {archive} {what}: the backup is damaged or tampered with; nothing was changed"))
 }
 
 /// What an entry type is called in messages.
@@ -34,18 +32,9 @@ fn kind_name(kind: tar::EntryType) -> String {
 
 /// Unpacks the tar stream `reader` of `archive` into `dir`; `raw_size` is the plain size the
 /// manifest records for it. Returns the number of files written.
-pub(super) fn unpack(
-    reader: Box<dyn Read + Send>,
-    dir: &Path,
-    archive: &str,
-    raw_size: u64,
-) -> Result<usize> {
+pub(super) fn unpack(reader: Box<dyn Read + Send>, dir: &Path, archive: &str, raw_size: u64) -> Result<usize> {
     let mut tar = tar::Archive::new(reader);
-    let damaged = |e: io::Error| {
-        err(format!(
-            "reading {archive}: {e}; the backup is damaged; nothing was changed"
-        ))
-    };
+    let damaged = |e: io::Error| err(format!("reading {archive}: {e}; the backup is damaged; nothing was changed"));
     let mut written = 0u64;
     let mut files = 0;
     // Raw entries: long-name and pax entries are refused as they are, never read whole.
@@ -55,48 +44,26 @@ pub(super) fn unpack(
         let label = name.escape_debug().to_string();
         let kind = entry.header().entry_type();
         if kind != tar::EntryType::Regular {
-            return Err(refused(
-                archive,
-                format!(
-                    "holds an entry Lifeboat did not write (`{label}`, {})",
-                    kind_name(kind)
-                ),
-            ));
+            return Err(refused(archive, format!("holds an entry Lifeboat did not write (`{label}`, {})", kind_name(kind))));
         }
         if std::str::from_utf8(&entry.path_bytes()).is_err() || check_file_name(&name).is_err() {
-            return Err(refused(
-                archive,
-                format!("holds entry `{label}`, which is not a plain file name"),
-            ));
+            return Err(refused(archive, format!("holds entry `{label}`, which is not a plain file name")));
         }
         written = written.saturating_add(entry.size());
         if written > raw_size {
-            return Err(refused(
-                archive,
-                format!(
-                    "holds more than the {raw_size} bytes its manifest records (entry `{label}`)"
-                ),
-            ));
+            return Err(refused(archive, format!("holds more than the {raw_size} bytes its manifest records (entry `{label}`)")));
         }
         let path = dir.join(&name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    refused(archive, format!("holds entry `{label}` twice"))
-                } else {
-                    Error::io(format!("writing {}", path.display()), e)
-                }
-            })?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                refused(archive, format!("holds entry `{label}` twice"))
+            } else {
+                Error::io(format!("writing {}", path.display()), e)
+            }
+        })?;
         let copied = io::copy(&mut entry, &mut file).map_err(damaged)?;
         if copied != entry.size() {
-            return Err(damaged(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("entry `{label}` is cut short"),
-            )));
+            return Err(damaged(io::Error::new(io::ErrorKind::UnexpectedEof, format!("entry `{label}` is cut short"))));
         }
         files += 1;
     }
@@ -131,11 +98,7 @@ mod tests {
         h.as_old_mut().name[..name.len()].copy_from_slice(name);
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
         h.set_entry_type(kind);
-        h.set_size(if kind == tar::EntryType::Regular {
-            3
-        } else {
-            0
-        });
+        h.set_size(if kind == tar::EntryType::Regular { 3 } else { 0 });
         h.set_mode(0o644);
         h.set_cksum();
         let mut out = archive(&[("first.manifest", b"{}")]);
@@ -154,95 +117,39 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let work = tmp.path().join("work");
         std::fs::create_dir(&work).unwrap();
-        let result = unpack(
-            Box::new(io::Cursor::new(bytes.to_vec())),
-            &work,
-            "db-x.tar.zst.age",
-            bytes.len() as u64,
-        );
-        let beside: Vec<_> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            beside,
-            vec![std::ffi::OsString::from("work")],
-            "nothing is written outside the folder"
-        );
+        let result = unpack(Box::new(io::Cursor::new(bytes.to_vec())), &work, "db-x.tar.zst.age", bytes.len() as u64);
+        let beside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(beside, vec![std::ffi::OsString::from("work")], "nothing is written outside the folder");
         (result.map_err(|e| e.to_string()), tmp)
     }
 
     #[test]
     fn a_lifeboat_archive_unpacks_flat() {
-        let bytes = archive(&[
-            ("20260101T000000Z.manifest", b"{}"),
-            ("20260101T000000Z.s1.tar.gz", &[9u8; 3000]),
-        ]);
+        let bytes = archive(&[("20260101T000000Z.manifest", b"{}"), ("20260101T000000Z.s1.tar.gz", &[9u8; 3000])]);
         let (result, tmp) = unpack_bytes(&bytes);
         assert_eq!(result.unwrap(), 2);
-        assert_eq!(
-            std::fs::read(tmp.path().join("work/20260101T000000Z.s1.tar.gz")).unwrap(),
-            vec![9u8; 3000]
-        );
+        assert_eq!(std::fs::read(tmp.path().join("work/20260101T000000Z.s1.tar.gz")).unwrap(), vec![9u8; 3000]);
     }
 
     #[test]
     fn entries_that_are_not_plain_regular_files_are_refused_by_name() {
         for (name, kind, link, needle) in [
-            (
-                &b"/tmp/lifeboat-abs"[..],
-                tar::EntryType::Regular,
-                &b""[..],
-                "`/tmp/lifeboat-abs`, which is not a plain file name",
-            ),
-            (
-                b"../../escape",
-                tar::EntryType::Regular,
-                b"",
-                "`../../escape`, which is not a plain file name",
-            ),
-            (
-                b"a/../../escape",
-                tar::EntryType::Regular,
-                b"",
-                "`a/../../escape`",
-            ),
+            (&b"/tmp/lifeboat-abs"[..], tar::EntryType::Regular, &b""[..], "`/tmp/lifeboat-abs`, which is not a plain file name"),
+            (b"../../escape", tar::EntryType::Regular, b"", "`../../escape`, which is not a plain file name"),
+            (b"a/../../escape", tar::EntryType::Regular, b"", "`a/../../escape`"),
             (b"a//b", tar::EntryType::Regular, b"", "`a//b`"),
             (b"./x", tar::EntryType::Regular, b"", "`./x`"),
             (b"..", tar::EntryType::Regular, b"", "`..`"),
-            (
-                b"bad\xffname",
-                tar::EntryType::Regular,
-                b"",
-                "not a plain file name",
-            ),
-            (
-                b"link",
-                tar::EntryType::Symlink,
-                b"/etc/passwd",
-                "`link`, a symbolic link",
-            ),
-            (
-                b"hard",
-                tar::EntryType::Link,
-                b"../outside",
-                "`hard`, a hard link",
-            ),
+            (b"bad\xffname", tar::EntryType::Regular, b"", "not a plain file name"),
+            (b"link", tar::EntryType::Symlink, b"/etc/passwd", "`link`, a symbolic link"),
+            (b"hard", tar::EntryType::Link, b"../outside", "`hard`, a hard link"),
             (b"sub", tar::EntryType::Directory, b"", "`sub`, a directory"),
             (b"dev", tar::EntryType::Char, b"", "`dev`, a device"),
-            (
-                b"././@LongLink",
-                tar::EntryType::GNULongName,
-                b"",
-                "of tar type `L`",
-            ),
+            (b"././@LongLink", tar::EntryType::GNULongName, b"", "of tar type `L`"),
         ] {
             let (result, _tmp) = unpack_bytes(&forged(name, kind, link));
             let e = result.unwrap_err();
-            assert!(
-                e.contains(needle) && e.contains("archive db-x.tar.zst.age") && !e.contains('\n'),
-                "{needle}: {e}"
-            );
+            assert!(e.contains(needle) && e.contains("archive db-x.tar.zst.age") && !e.contains('\n'), "{needle}: {e}");
         }
         let (result, _tmp) = unpack_bytes(&archive(&[("x.manifest", b"1"), ("x.manifest", b"2")]));
         assert!(result.unwrap_err().contains("`x.manifest` twice"));
@@ -252,18 +159,8 @@ mod tests {
     fn entries_larger_than_the_manifest_says_are_refused_before_they_are_written() {
         let bytes = archive(&[("a", &[1u8; 5000])]);
         let tmp = tempfile::tempdir().unwrap();
-        let e = unpack(
-            Box::new(io::Cursor::new(bytes)),
-            tmp.path(),
-            "db-x.tar.zst.age",
-            4000,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("more than the 4000 bytes its manifest records (entry `a`)"),
-            "{e}"
-        );
+        let e = unpack(Box::new(io::Cursor::new(bytes)), tmp.path(), "db-x.tar.zst.age", 4000).unwrap_err().to_string();
+        assert!(e.contains("more than the 4000 bytes its manifest records (entry `a`)"), "{e}");
         assert!(!tmp.path().join("a").exists());
     }
 
@@ -273,9 +170,7 @@ mod tests {
         let mut at = 0;
         while at + 512 <= bytes.len() && bytes[at..at + 512].iter().any(|b| *b != 0) {
             out.push(at);
-            let size = tar::Header::from_byte_slice(&bytes[at..at + 512])
-                .entry_size()
-                .unwrap();
+            let size = tar::Header::from_byte_slice(&bytes[at..at + 512]).entry_size().unwrap();
             at += 512 + (size as usize).div_ceil(512) * 512;
         }
         out

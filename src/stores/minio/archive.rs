@@ -19,13 +19,8 @@ pub(super) const ARCHIVE_FORMAT: u32 = 1;
 pub(super) const PAX_PREFIX: &str = "LIFEBOAT.";
 pub(super) const META_PREFIX: &str = "LIFEBOAT.meta.";
 /// Standard object headers kept besides user metadata (pax keys `LIFEBOAT.<name>`).
-pub(super) const HEADER_FIELDS: [&str; 5] = [
-    "content-type",
-    "cache-control",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-];
+pub(super) const HEADER_FIELDS: [&str; 5] =
+    ["content-type", "cache-control", "content-disposition", "content-encoding", "content-language"];
 /// Decoded bytes per message from the archive reader thread.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -48,10 +43,7 @@ pub(super) struct ObjectMeta {
 }
 
 pub(super) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -72,11 +64,7 @@ impl From<Error> for Stop {
 
 /// A write into the pipe failed: `BrokenPipe` means the pipeline stopped reading.
 fn not_sent(e: io::Error) -> Stop {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        Stop::ConsumerGone
-    } else {
-        Stop::Failed(err(format!("writing {ARCHIVE_FILE}: {e}")))
-    }
+    if e.kind() == io::ErrorKind::BrokenPipe { Stop::ConsumerGone } else { Stop::Failed(err(format!("writing {ARCHIVE_FILE}: {e}"))) }
 }
 
 /// Tar bytes out to the pipeline, through the bridge's pipe.
@@ -130,20 +118,10 @@ impl TarWriter {
         mtime: u64,
     ) -> Result<(), Stop> {
         let pax = pax_block(path, records, size);
-        self.write(
-            &ustar_header(
-                "././@PaxHeader",
-                tar::EntryType::XHeader,
-                pax.len() as u64,
-                mtime,
-            )
-            .as_bytes()[..],
-        )
-        .await?;
+        self.write(&ustar_header("././@PaxHeader", tar::EntryType::XHeader, pax.len() as u64, mtime).as_bytes()[..]).await?;
         self.write(&pax).await?;
         self.pad().await?;
-        self.write(&ustar_header(path, kind, size, mtime).as_bytes()[..])
-            .await
+        self.write(&ustar_header(path, kind, size, mtime).as_bytes()[..]).await
     }
 }
 
@@ -180,11 +158,7 @@ fn ustar_header(path: &str, kind: tar::EntryType, size: u64, mtime: u64) -> tar:
     h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
     h.set_entry_type(kind);
     h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
+    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
     h.set_mtime(mtime);
     h.set_uid(0);
     h.set_gid(0);
@@ -233,10 +207,7 @@ impl Pieces {
             match self.next().await? {
                 Some(Piece::Data(chunk)) => body.extend_from_slice(&chunk),
                 _ => {
-                    return Err(err(format!(
-                        "the archive ends inside object {}/{}: the backup is damaged",
-                        meta.bucket, meta.key
-                    )));
+                    return Err(err(format!("the archive ends inside object {}/{}: the backup is damaged", meta.bucket, meta.key)));
                 }
             }
         }
@@ -249,8 +220,7 @@ impl Pieces {
 pub(super) fn valid_bucket_name(name: &str) -> bool {
     let b = name.as_bytes();
     (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
         && !name.contains("..")
@@ -271,26 +241,17 @@ fn kind_name(kind: tar::EntryType) -> String {
 type Refusal = Option<Error>;
 
 fn refuse(message: String) -> Refusal {
-    Some(err(format!(
-        "{ARCHIVE_FILE} {message}; the backup is damaged or tampered with; nothing more was read"
-    )))
+    Some(err(format!("{ARCHIVE_FILE} {message}; the backup is damaged or tampered with; nothing more was read")))
 }
 
 /// Decodes the archive on the calling (blocking) thread and hands each piece to `send`, which
 /// answers false when it wants no more. Only what Lifeboat writes passes: the header first (its
 /// format version checked before anything else in it), then bucket directories and objects of
 /// the header's buckets, each described by one pax header.
-pub(super) fn read_archive(
-    reader: Box<dyn Read + Send>,
-    send: &mut dyn FnMut(Piece) -> bool,
-) -> Result<(), Refusal> {
+pub(super) fn read_archive(reader: Box<dyn Read + Send>, send: &mut dyn FnMut(Piece) -> bool) -> Result<(), Refusal> {
     let mut send = |piece: Piece| if send(piece) { Ok(()) } else { Err(None) };
     let damaged = |e: io::Error| Some(err(format!("reading {ARCHIVE_FILE}: {e}")));
-    let foreign = |e: io::Error| {
-        Some(err(format!(
-            "{ARCHIVE_FILE} is not a Lifeboat MinIO archive ({e}); nothing was changed"
-        )))
-    };
+    let foreign = |e: io::Error| Some(err(format!("{ARCHIVE_FILE} is not a Lifeboat MinIO archive ({e}); nothing was changed")));
     let mut archive = tar::Archive::new(reader);
     // Raw entries: the tar crate would read pax and long-name entries whole, at any size.
     let entries = archive.entries().map_err(foreign)?.raw(true);
@@ -301,10 +262,7 @@ pub(super) fn read_archive(
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XHeader {
             if pax.is_some() || entry.size() > MAX_PAX {
-                return Err(refuse(format!(
-                    "holds a pax header of {} bytes that Lifeboat did not write",
-                    entry.size()
-                )));
+                return Err(refuse(format!("holds a pax header of {} bytes that Lifeboat did not write", entry.size())));
             }
             let mut data = Vec::with_capacity(entry.size() as usize);
             entry.read_to_end(&mut data).map_err(damaged)?;
@@ -317,15 +275,11 @@ pub(super) fn read_archive(
             None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
         };
         let label = path.escape_debug().to_string();
-        if records
-            .get("size")
-            .is_some_and(|s| s.parse::<u64>().ok() != Some(entry.size()))
-        {
+        if records.get("size").is_some_and(|s| s.parse::<u64>().ok() != Some(entry.size())) {
             return Err(refuse(format!("gives entry `{label}` two different sizes")));
         }
         let Some(known) = &buckets else {
-            if path != HEADER_ENTRY || kind != tar::EntryType::Regular || entry.size() > MAX_HEADER
-            {
+            if path != HEADER_ENTRY || kind != tar::EntryType::Regular || entry.size() > MAX_HEADER {
                 return Err(Some(err(format!(
                     "{ARCHIVE_FILE} does not start with {HEADER_ENTRY}: it is not a Lifeboat MinIO archive; nothing was changed"
                 ))));
@@ -337,59 +291,35 @@ pub(super) fn read_archive(
         };
         let bucket = records.get("LIFEBOAT.bucket");
         if let Some(b) = bucket.filter(|b| !known.contains_key(*b)) {
-            return Err(refuse(format!(
-                "holds bucket `{}` (entry `{label}`), which its header does not list",
-                b.escape_debug()
-            )));
+            return Err(refuse(format!("holds bucket `{}` (entry `{label}`), which its header does not list", b.escape_debug())));
         }
         // The path is what `tar -x` would write: it must name the same bucket and key.
         let key = records.get("LIFEBOAT.key");
         if bucket.is_some_and(|b| path != format!("{b}/{}", key.map_or("", |k| k.as_str()))) {
-            return Err(refuse(format!(
-                "holds entry `{label}`, whose path is not its bucket and key"
-            )));
+            return Err(refuse(format!("holds entry `{label}`, whose path is not its bucket and key")));
         }
         match (bucket, key) {
-            (Some(bucket), None) if kind == tar::EntryType::Directory && entry.size() == 0 => {
-                send(Piece::Bucket(bucket.clone()))?
-            }
-            (Some(_), Some(key))
-                if matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory) =>
-            {
+            (Some(bucket), None) if kind == tar::EntryType::Directory && entry.size() == 0 => send(Piece::Bucket(bucket.clone()))?,
+            (Some(_), Some(key)) if matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory) => {
                 if key.is_empty() || key.len() > MAX_KEY || key.contains('\0') {
-                    return Err(refuse(format!(
-                        "holds object key `{}` (empty, over {MAX_KEY} bytes or with a NUL)",
-                        key.escape_debug()
-                    )));
+                    return Err(refuse(format!("holds object key `{}` (empty, over {MAX_KEY} bytes or with a NUL)", key.escape_debug())));
                 }
-                if entry.size() > MAX_OBJECT
-                    || (kind == tar::EntryType::Directory && entry.size() != 0)
-                {
-                    return Err(refuse(format!(
-                        "gives object `{label}` a size of {} bytes, which S3 cannot hold",
-                        entry.size()
-                    )));
+                if entry.size() > MAX_OBJECT || (kind == tar::EntryType::Directory && entry.size() != 0) {
+                    return Err(refuse(format!("gives object `{label}` a size of {} bytes, which S3 cannot hold", entry.size())));
                 }
                 let meta = object_meta(&records, entry.size());
                 send_object(&mut entry, meta, &mut send)?;
             }
             _ => {
-                return Err(refuse(format!(
-                    "holds an entry Lifeboat did not write (`{label}`, {})",
-                    kind_name(kind)
-                )));
+                return Err(refuse(format!("holds an entry Lifeboat did not write (`{label}`, {})", kind_name(kind))));
             }
         }
     }
     if pax.is_some() {
-        return Err(refuse(
-            "ends with a pax header that describes no entry".into(),
-        ));
+        return Err(refuse("ends with a pax header that describes no entry".into()));
     }
     if buckets.is_none() {
-        return Err(Some(err(format!(
-            "{ARCHIVE_FILE} is empty: it is not a Lifeboat MinIO archive; nothing was changed"
-        ))));
+        return Err(Some(err(format!("{ARCHIVE_FILE} is empty: it is not a Lifeboat MinIO archive; nothing was changed"))));
     }
     Ok(())
 }
@@ -402,14 +332,8 @@ fn read_header<R: Read>(entry: &mut R) -> Result<ArchiveHeader, Refusal> {
         format: u32,
     }
     let mut text = Vec::new();
-    entry
-        .read_to_end(&mut text)
-        .map_err(|e| Some(err(format!("reading {ARCHIVE_FILE}: {e}"))))?;
-    let unreadable = |e: serde_json::Error| {
-        Some(err(format!(
-            "{HEADER_ENTRY} in {ARCHIVE_FILE} is unreadable ({e}); nothing was changed"
-        )))
-    };
+    entry.read_to_end(&mut text).map_err(|e| Some(err(format!("reading {ARCHIVE_FILE}: {e}"))))?;
+    let unreadable = |e: serde_json::Error| Some(err(format!("{HEADER_ENTRY} in {ARCHIVE_FILE} is unreadable ({e}); nothing was changed")));
     let version: Version = serde_json::from_slice(&text).map_err(unreadable)?;
     if version.format != ARCHIVE_FORMAT {
         return Err(Some(err(format!(
@@ -419,30 +343,21 @@ fn read_header<R: Read>(entry: &mut R) -> Result<ArchiveHeader, Refusal> {
     }
     let header: ArchiveHeader = serde_json::from_slice(&text).map_err(unreadable)?;
     if let Some(bad) = header.buckets.keys().find(|b| !valid_bucket_name(b)) {
-        return Err(refuse(format!(
-            "lists bucket `{}`, which is not a valid S3 bucket name",
-            bad.escape_debug()
-        )));
+        return Err(refuse(format!("lists bucket `{}`, which is not a valid S3 bucket name", bad.escape_debug())));
     }
     Ok(header)
 }
 
 /// Sends an object's description, then its body in chunks.
-fn send_object<R: Read>(
-    entry: &mut R,
-    meta: ObjectMeta,
-    send: &mut dyn FnMut(Piece) -> Result<(), Refusal>,
-) -> Result<(), Refusal> {
+fn send_object<R: Read>(entry: &mut R, meta: ObjectMeta, send: &mut dyn FnMut(Piece) -> Result<(), Refusal>) -> Result<(), Refusal> {
     let mut remaining = meta.size;
     let label = format!("{}/{}", meta.bucket, meta.key);
     send(Piece::Object(meta))?;
     while remaining > 0 {
         let mut chunk = vec![0u8; remaining.min(READ_CHUNK as u64) as usize];
-        entry.read_exact(&mut chunk).map_err(|e| {
-            Some(err(format!(
-                "reading object {label} from {ARCHIVE_FILE}: {e}; the backup is damaged"
-            )))
-        })?;
+        entry
+            .read_exact(&mut chunk)
+            .map_err(|e| Some(err(format!("reading object {label} from {ARCHIVE_FILE}: {e}; the backup is damaged"))))?;
         remaining -= chunk.len() as u64;
         send(Piece::Data(Bytes::from(chunk)))?;
     }
@@ -457,9 +372,7 @@ fn pax_records(data: &[u8], size: u64) -> Result<BTreeMap<String, String>, Strin
         let ext = ext.map_err(|_| bad("a malformed record"))?;
         let key = ext.key().map_err(|_| bad("a key that is not UTF-8"))?;
         if key.starts_with(PAX_PREFIX) || key == "path" || key == "size" {
-            let value = ext
-                .value()
-                .map_err(|_| bad(&format!("a value of {key} that is not UTF-8")))?;
+            let value = ext.value().map_err(|_| bad(&format!("a value of {key} that is not UTF-8")))?;
             map.insert(key.to_string(), value.to_string());
         }
     }
@@ -467,19 +380,11 @@ fn pax_records(data: &[u8], size: u64) -> Result<BTreeMap<String, String>, Strin
 }
 
 fn object_meta(pax: &BTreeMap<String, String>, size: u64) -> ObjectMeta {
-    let mut meta = ObjectMeta {
-        bucket: pax["LIFEBOAT.bucket"].clone(),
-        key: pax["LIFEBOAT.key"].clone(),
-        size,
-        ..Default::default()
-    };
+    let mut meta = ObjectMeta { bucket: pax["LIFEBOAT.bucket"].clone(), key: pax["LIFEBOAT.key"].clone(), size, ..Default::default() };
     for (k, v) in pax {
         if let Some(name) = k.strip_prefix(META_PREFIX) {
             meta.metadata.insert(name.to_string(), v.clone());
-        } else if let Some(field) = k
-            .strip_prefix(PAX_PREFIX)
-            .filter(|f| HEADER_FIELDS.contains(f))
-        {
+        } else if let Some(field) = k.strip_prefix(PAX_PREFIX).filter(|f| HEADER_FIELDS.contains(f)) {
             meta.headers.insert(field.to_string(), v.clone());
         }
     }

@@ -20,11 +20,7 @@ fn pax_record_lengths_count_their_own_digits() {
         let mut out = Vec::new();
         pax_record(&mut out, "LIFEBOAT.key", "k".repeat(n).as_bytes());
         let text = String::from_utf8(out.clone()).unwrap();
-        assert_eq!(
-            text.split_once(' ').unwrap().0.parse::<usize>().unwrap(),
-            out.len(),
-            "value length {n}"
-        );
+        assert_eq!(text.split_once(' ').unwrap().0.parse::<usize>().unwrap(), out.len(), "value length {n}");
     }
 }
 
@@ -38,18 +34,9 @@ struct Sample<'a> {
 }
 
 fn object<'a>(bucket: &str, key: &str, body: &'a [u8], extra: &[(&'a str, &str)]) -> Sample<'a> {
-    let mut records = vec![
-        ("LIFEBOAT.bucket", bucket.as_bytes().to_vec()),
-        ("LIFEBOAT.key", key.as_bytes().to_vec()),
-    ];
+    let mut records = vec![("LIFEBOAT.bucket", bucket.as_bytes().to_vec()), ("LIFEBOAT.key", key.as_bytes().to_vec())];
     records.extend(extra.iter().map(|(k, v)| (*k, v.as_bytes().to_vec())));
-    Sample {
-        path: format!("{bucket}/{key}"),
-        records,
-        kind: tar::EntryType::Regular,
-        size: body.len() as u64,
-        body,
-    }
+    Sample { path: format!("{bucket}/{key}"), records, kind: tar::EntryType::Regular, size: body.len() as u64, body }
 }
 
 fn bucket_dir(bucket: &str) -> Sample<'static> {
@@ -63,38 +50,24 @@ fn bucket_dir(bucket: &str) -> Sample<'static> {
 }
 
 fn header_json(format: u32, buckets: &[&str]) -> Vec<u8> {
-    let buckets = buckets
-        .iter()
-        .map(|b| (b.to_string(), BucketSettings::default()))
-        .collect();
+    let buckets = buckets.iter().map(|b| (b.to_string(), BucketSettings::default())).collect();
     serde_json::to_vec(&ArchiveHeader { format, buckets }).unwrap()
 }
 
 /// An archive written by [`TarWriter`], as the backup writes it: the header, then `entries`.
 fn archive_of(header: &[u8], entries: &[Sample<'_>]) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
         let (writer, mut reader) = pipe();
         let mut out = TarWriter::new(writer);
         let write = async move {
             let result = async {
-                out.entry(
-                    HEADER_ENTRY,
-                    &[],
-                    tar::EntryType::Regular,
-                    header.len() as u64,
-                    0,
-                )
-                .await?;
+                out.entry(HEADER_ENTRY, &[], tar::EntryType::Regular, header.len() as u64, 0).await?;
                 out.write(header).await?;
                 out.pad().await?;
                 for e in entries {
-                    let records: Vec<(&str, &[u8])> =
-                        e.records.iter().map(|(k, v)| (*k, &v[..])).collect();
-                    out.entry(&e.path, &records, e.kind, e.size, 1_700_000_000)
-                        .await?;
+                    let records: Vec<(&str, &[u8])> = e.records.iter().map(|(k, v)| (*k, &v[..])).collect();
+                    out.entry(&e.path, &records, e.kind, e.size, 1_700_000_000).await?;
                     out.write(e.body).await?;
                     out.pad().await?;
                 }
@@ -152,15 +125,9 @@ fn entries_lifeboat_never_writes_are_refused_by_name() {
     let mut device = object("bbb", "dev", b"", &[]);
     device.kind = tar::EntryType::Char;
     refused(&ok(device), &["`bbb/dev`", "device"]);
-    refused(
-        &ok(object("other-bucket", "x", b"1", &[])),
-        &["bucket `other-bucket`", "header does not list"],
-    );
+    refused(&ok(object("other-bucket", "x", b"1", &[])), &["bucket `other-bucket`", "header does not list"]);
     refused(&ok(bucket_dir("other-bucket")), &["bucket `other-bucket`"]);
-    refused(
-        &ok(object("bbb", "nul\0key", b"1", &[])),
-        &["object key `nul\\0key`"],
-    );
+    refused(&ok(object("bbb", "nul\0key", b"1", &[])), &["object key `nul\\0key`"]);
     let long = "k".repeat(1025);
     refused(&ok(object("bbb", &long, b"1", &[])), &["over 1024 bytes"]);
     refused(&ok(object("bbb", "", b"1", &[])), &["object key ``"]);
@@ -172,10 +139,7 @@ fn entries_lifeboat_never_writes_are_refused_by_name() {
     for path in ["/tmp/lifeboat-abs", "../../x", "bbb/a/../../../x", "bbb//x"] {
         let mut moved = object("bbb", "x", b"1", &[]);
         moved.path = path.into();
-        refused(
-            &ok(moved),
-            &[&format!("`{path}`, whose path is not its bucket and key")],
-        );
+        refused(&ok(moved), &[&format!("`{path}`, whose path is not its bucket and key")]);
     }
     // No pax header at all: an entry Lifeboat did not write.
     let mut plain = tar::Builder::new(Vec::new());
@@ -183,9 +147,7 @@ fn entries_lifeboat_never_writes_are_refused_by_name() {
     let mut h = tar::Header::new_ustar();
     h.set_size(header.len() as u64);
     h.set_cksum();
-    plain
-        .append_data(&mut h, HEADER_ENTRY, &header[..])
-        .unwrap();
+    plain.append_data(&mut h, HEADER_ENTRY, &header[..]).unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_size(0);
     h.set_entry_type(tar::EntryType::Symlink);
@@ -196,29 +158,11 @@ fn entries_lifeboat_never_writes_are_refused_by_name() {
 
 #[test]
 fn header_of_a_newer_format_or_with_bad_bucket_names_is_refused() {
-    refused(
-        &archive_of(&header_json(2, &["bbb"]), &[]),
-        &["archive format 2", "reads format 1"],
-    );
+    refused(&archive_of(&header_json(2, &["bbb"]), &[]), &["archive format 2", "reads format 1"]);
     // The version is read first: a newer header whose other fields changed is still named by version.
-    refused(
-        &archive_of(br#"{"format": 2, "buckets": ["a", "list"]}"#, &[]),
-        &["archive format 2"],
-    );
-    for bad in [
-        "../x",
-        "Upper",
-        "a",
-        "a..b",
-        "-ab",
-        "a/b",
-        "a\0b",
-        &"b".repeat(64),
-    ] {
-        refused(
-            &archive_of(&header_json(1, &[bad]), &[]),
-            &["not a valid S3 bucket name"],
-        );
+    refused(&archive_of(br#"{"format": 2, "buckets": ["a", "list"]}"#, &[]), &["archive format 2"]);
+    for bad in ["../x", "Upper", "a", "a..b", "-ab", "a/b", "a\0b", &"b".repeat(64)] {
+        refused(&archive_of(&header_json(1, &[bad]), &[]), &["not a valid S3 bucket name"]);
     }
     for good in ["bbb", "lb-minio-docs", "a.b-c", "123", &"b".repeat(63)] {
         assert!(valid_bucket_name(good), "{good}");
@@ -229,18 +173,9 @@ fn header_of_a_newer_format_or_with_bad_bucket_names_is_refused() {
 fn sizes_are_bounded_before_anything_is_allocated() {
     // A pax header far larger than any Lifeboat writes.
     let big = "v".repeat((MAX_PAX + 1) as usize);
-    refused(
-        &archive_of(
-            &header_json(1, &["bbb"]),
-            &[object("bbb", "x", b"", &[("LIFEBOAT.meta.m", &big)])],
-        ),
-        &["pax header of"],
-    );
+    refused(&archive_of(&header_json(1, &["bbb"]), &[object("bbb", "x", b"", &[("LIFEBOAT.meta.m", &big)])]), &["pax header of"]);
     // An object larger than S3 allows, claimed in its ustar size field.
-    let mut bytes = archive_of(
-        &header_json(1, &["bbb"]),
-        &[bucket_dir("bbb"), object("bbb", "huge", b"", &[])],
-    );
+    let mut bytes = archive_of(&header_json(1, &["bbb"]), &[bucket_dir("bbb"), object("bbb", "huge", b"", &[])]);
     let at = header_blocks(&bytes).last().copied().unwrap();
     set_size(&mut bytes[at..at + 512], MAX_OBJECT + 1);
     let (result, largest) = largest_allocation(|| read_all(&bytes));
@@ -259,13 +194,7 @@ fn header_blocks(bytes: &[u8]) -> Vec<usize> {
     let mut at = 0;
     while at + 512 <= bytes.len() && bytes[at..at + 512].iter().any(|b| *b != 0) {
         out.push(at);
-        let size = u64::from_str_radix(
-            std::str::from_utf8(&bytes[at + 124..at + 135])
-                .unwrap()
-                .trim_matches('\0'),
-            8,
-        )
-        .unwrap();
+        let size = u64::from_str_radix(std::str::from_utf8(&bytes[at + 124..at + 135]).unwrap().trim_matches('\0'), 8).unwrap();
         at += 512 + (size as usize).div_ceil(512) * 512;
     }
     out
@@ -286,15 +215,7 @@ fn fuzz_base() -> Vec<u8> {
         &header_json(1, &["bbb", "ccc"]),
         &[
             bucket_dir("bbb"),
-            object(
-                "bbb",
-                "plain.txt",
-                b"hello",
-                &[
-                    ("LIFEBOAT.content-type", "text/plain"),
-                    ("LIFEBOAT.meta.owner", "Zoë"),
-                ],
-            ),
+            object("bbb", "plain.txt", b"hello", &[("LIFEBOAT.content-type", "text/plain"), ("LIFEBOAT.meta.owner", "Zoë")]),
             object("bbb", "folder/", b"", &[]),
             object("bbb", "x", &[7u8; 1500], &[]),
             bucket_dir("ccc"),
@@ -307,23 +228,14 @@ fn fuzz_base() -> Vec<u8> {
 /// beyond what the input holds, Ok only with pieces that passed every check.
 fn check_reader(bytes: &[u8]) -> Result<(), TestCaseError> {
     let (result, largest) = largest_allocation(|| read_all(bytes));
-    prop_assert!(
-        largest <= (2 << 20).max(4 * bytes.len()),
-        "{largest} bytes allocated for a {}-byte archive",
-        bytes.len()
-    );
+    prop_assert!(largest <= (2 << 20).max(4 * bytes.len()), "{largest} bytes allocated for a {}-byte archive", bytes.len());
     if let Ok(pieces) = result {
         for p in pieces {
             match p {
-                Piece::Header(h) => prop_assert!(
-                    h.format == ARCHIVE_FORMAT && h.buckets.keys().all(|b| valid_bucket_name(b))
-                ),
-                Piece::Object(m) => prop_assert!(
-                    valid_bucket_name(&m.bucket)
-                        && !m.key.is_empty()
-                        && m.key.len() <= MAX_KEY
-                        && m.size <= MAX_OBJECT
-                ),
+                Piece::Header(h) => prop_assert!(h.format == ARCHIVE_FORMAT && h.buckets.keys().all(|b| valid_bucket_name(b))),
+                Piece::Object(m) => {
+                    prop_assert!(valid_bucket_name(&m.bucket) && !m.key.is_empty() && m.key.len() <= MAX_KEY && m.size <= MAX_OBJECT)
+                }
                 Piece::Bucket(b) => prop_assert!(valid_bucket_name(&b)),
                 Piece::Data(d) => prop_assert!(d.len() <= READ_CHUNK),
             }
@@ -348,41 +260,22 @@ proptest! {
 fn archive_round_trips_keys_bodies_and_metadata() {
     let long_key = format!("deep/{}/file with space ü.txt", "segment/".repeat(30));
     let archive = sample_archive(vec![
-        object(
-            "bbb",
-            "plain.txt",
-            b"hello",
-            &[
-                ("LIFEBOAT.content-type", "text/plain"),
-                ("LIFEBOAT.meta.owner", "Zoë"),
-            ],
-        ),
+        object("bbb", "plain.txt", b"hello", &[("LIFEBOAT.content-type", "text/plain"), ("LIFEBOAT.meta.owner", "Zoë")]),
         object("bbb", &long_key, b"", &[]),
         object("bbb", "x", &[7u8; 1500], &[]),
     ]);
     assert_eq!(archive.len() % 512, 0);
     let pieces = read_all(&archive).unwrap();
-    assert!(
-        matches!(&pieces[0], Piece::Header(h) if h.format == 1 && h.buckets.contains_key("bbb"))
-    );
+    assert!(matches!(&pieces[0], Piece::Header(h) if h.format == 1 && h.buckets.contains_key("bbb")));
     assert!(matches!(&pieces[1], Piece::Bucket(b) if b == "bbb"));
-    let Piece::Object(m) = &pieces[2] else {
-        panic!("object expected")
-    };
-    assert_eq!(
-        (m.bucket.as_str(), m.key.as_str(), m.size),
-        ("bbb", "plain.txt", 5)
-    );
+    let Piece::Object(m) = &pieces[2] else { panic!("object expected") };
+    assert_eq!((m.bucket.as_str(), m.key.as_str(), m.size), ("bbb", "plain.txt", 5));
     assert_eq!(m.headers["content-type"], "text/plain");
     assert_eq!(m.metadata["owner"], "Zoë");
     assert!(matches!(&pieces[3], Piece::Data(d) if &d[..] == b"hello"));
-    let Piece::Object(m) = &pieces[4] else {
-        panic!("object expected")
-    };
+    let Piece::Object(m) = &pieces[4] else { panic!("object expected") };
     assert_eq!((m.key.as_str(), m.size), (long_key.as_str(), 0));
-    let Piece::Object(m) = &pieces[5] else {
-        panic!("object expected")
-    };
+    let Piece::Object(m) = &pieces[5] else { panic!("object expected") };
     assert_eq!(m.size, 1500);
     assert!(matches!(&pieces[6], Piece::Data(d) if d.len() == 1500 && d.iter().all(|b| *b == 7)));
     assert_eq!(pieces.len(), 7);

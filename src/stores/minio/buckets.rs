@@ -3,8 +3,7 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete,
-    ObjectIdentifier, VersioningConfiguration,
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete, ObjectIdentifier, VersioningConfiguration,
 };
 
 use super::s3::S3Error;
@@ -30,11 +29,7 @@ impl Minio {
                 .send()
                 .await
                 .map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
-            names.extend(
-                out.buckets()
-                    .iter()
-                    .filter_map(|b| b.name().map(str::to_string)),
-            );
+            names.extend(out.buckets().iter().filter_map(|b| b.name().map(str::to_string)));
             match out.continuation_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
                 _ => break,
@@ -50,11 +45,7 @@ impl Minio {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
             Err(e) => {
                 let e = S3Error::from_sdk(e);
-                if e.is(&["NoSuchBucket", "NotFound"]) {
-                    Ok(false)
-                } else {
-                    Err(self.fail(&format!("checking bucket {bucket}"), e))
-                }
+                if e.is(&["NoSuchBucket", "NotFound"]) { Ok(false) } else { Err(self.fail(&format!("checking bucket {bucket}"), e)) }
             }
         }
     }
@@ -82,27 +73,12 @@ impl Minio {
     }
 
     /// Policy and versioning of a bucket; `None` when the bucket is gone.
-    pub(super) async fn bucket_settings(
-        &self,
-        client: &Client,
-        bucket: &str,
-    ) -> Result<Option<BucketSettings>> {
+    pub(super) async fn bucket_settings(&self, client: &Client, bucket: &str) -> Result<Option<BucketSettings>> {
         let policy = match client.get_bucket_policy().bucket(bucket).send().await {
-            Ok(out) => out
-                .policy()
-                .filter(|p| !p.trim().is_empty())
-                .map(str::to_string),
+            Ok(out) => out.policy().filter(|p| !p.trim().is_empty()).map(str::to_string),
             Err(e) => {
-                let unsupported = format!(
-                    "the server does not expose bucket policies; {bucket}'s policy is not recorded"
-                );
-                match self.unread_setting(
-                    bucket,
-                    "policy",
-                    &["NoSuchBucketPolicy"],
-                    &unsupported,
-                    S3Error::from_sdk(e),
-                )? {
+                let unsupported = format!("the server does not expose bucket policies; {bucket}'s policy is not recorded");
+                match self.unread_setting(bucket, "policy", &["NoSuchBucketPolicy"], &unsupported, S3Error::from_sdk(e))? {
                     Unread::BucketGone => return Ok(None),
                     Unread::NoValue => None,
                 }
@@ -111,16 +87,8 @@ impl Minio {
         let versioning = match client.get_bucket_versioning().bucket(bucket).send().await {
             Ok(out) => out.status().map(|s| s.as_str().to_string()),
             Err(e) => {
-                let unsupported = format!(
-                    "the server does not expose versioning; {bucket}'s setting is not recorded"
-                );
-                match self.unread_setting(
-                    bucket,
-                    "versioning",
-                    &[],
-                    &unsupported,
-                    S3Error::from_sdk(e),
-                )? {
+                let unsupported = format!("the server does not expose versioning; {bucket}'s setting is not recorded");
+                match self.unread_setting(bucket, "versioning", &[], &unsupported, S3Error::from_sdk(e))? {
                     Unread::BucketGone => return Ok(None),
                     Unread::NoValue => None,
                 }
@@ -131,14 +99,7 @@ impl Minio {
 
     /// What a failed read of one bucket setting means: `unset` are the codes of a bucket that
     /// has none; a server without the feature is warned about (`unsupported`) and read as none.
-    fn unread_setting(
-        &self,
-        bucket: &str,
-        setting: &str,
-        unset: &[&str],
-        unsupported: &str,
-        e: S3Error,
-    ) -> Result<Unread> {
+    fn unread_setting(&self, bucket: &str, setting: &str, unset: &[&str], unsupported: &str, e: S3Error) -> Result<Unread> {
         if e.is(unset) {
             Ok(Unread::NoValue)
         } else if e.is(&["NoSuchBucket"]) {
@@ -156,37 +117,14 @@ impl Minio {
     async fn remove_bucket(&self, client: &Client, bucket: &str) -> Result<()> {
         let doing = format!("emptying bucket {bucket}");
         loop {
-            let ids = match client
-                .list_object_versions()
-                .bucket(bucket)
-                .send()
-                .await
-                .map_err(S3Error::from_sdk)
-            {
+            let ids = match client.list_object_versions().bucket(bucket).send().await.map_err(S3Error::from_sdk) {
                 Ok(page) => {
-                    let versions = page
-                        .versions()
-                        .iter()
-                        .map(|v| object_id(v.key(), v.version_id()));
-                    versions
-                        .chain(
-                            page.delete_markers()
-                                .iter()
-                                .map(|m| object_id(m.key(), m.version_id())),
-                        )
-                        .collect::<Result<Vec<_>>>()?
+                    let versions = page.versions().iter().map(|v| object_id(v.key(), v.version_id()));
+                    versions.chain(page.delete_markers().iter().map(|m| object_id(m.key(), m.version_id()))).collect::<Result<Vec<_>>>()?
                 }
                 Err(e) if e.is(&["NotImplemented"]) => {
-                    let page = client
-                        .list_objects_v2()
-                        .bucket(bucket)
-                        .send()
-                        .await
-                        .map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
-                    page.contents()
-                        .iter()
-                        .map(|o| object_id(o.key(), None))
-                        .collect::<Result<Vec<_>>>()?
+                    let page = client.list_objects_v2().bucket(bucket).send().await.map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
+                    page.contents().iter().map(|o| object_id(o.key(), None)).collect::<Result<Vec<_>>>()?
                 }
                 Err(e) => return Err(self.fail(&doing, e)),
             };
@@ -194,11 +132,7 @@ impl Minio {
                 break;
             }
             for batch in ids.chunks(1000) {
-                let delete = Delete::builder()
-                    .set_objects(Some(batch.to_vec()))
-                    .quiet(true)
-                    .build()
-                    .map_err(|e| err(e.to_string()))?;
+                let delete = Delete::builder().set_objects(Some(batch.to_vec())).quiet(true).build().map_err(|e| err(e.to_string()))?;
                 let out = client
                     .delete_objects()
                     .bucket(bucket)
@@ -217,13 +151,7 @@ impl Minio {
             }
         }
         loop {
-            let page = match client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .map_err(S3Error::from_sdk)
-            {
+            let page = match client.list_multipart_uploads().bucket(bucket).send().await.map_err(S3Error::from_sdk) {
                 Ok(page) => page,
                 // A server without multipart listing has no unfinished uploads to show.
                 Err(e) if e.is(&["NotImplemented"]) => break,
@@ -253,44 +181,25 @@ impl Minio {
     }
 
     /// Replaces `bucket` by an empty one with the recorded versioning and policy.
-    pub(super) async fn recreate_bucket(
-        &self,
-        client: &Client,
-        bucket: &str,
-        settings: &BucketSettings,
-    ) -> Result<()> {
+    pub(super) async fn recreate_bucket(&self, client: &Client, bucket: &str, settings: &BucketSettings) -> Result<()> {
         if self.bucket_exists(client, bucket).await? {
             self.remove_bucket(client, bucket).await?;
         }
         let mut create = client.create_bucket().bucket(bucket);
         if self.cfg.region != "us-east-1" {
             create = create.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(self.cfg.region.as_str()))
-                    .build(),
+                CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(self.cfg.region.as_str())).build(),
             );
         }
-        create
-            .send()
-            .await
-            .map_err(|e| self.fail(&format!("creating bucket {bucket}"), S3Error::from_sdk(e)))?;
+        create.send().await.map_err(|e| self.fail(&format!("creating bucket {bucket}"), S3Error::from_sdk(e)))?;
         if let Some(status) = &settings.versioning {
             client
                 .put_bucket_versioning()
                 .bucket(bucket)
-                .versioning_configuration(
-                    VersioningConfiguration::builder()
-                        .status(BucketVersioningStatus::from(status.as_str()))
-                        .build(),
-                )
+                .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::from(status.as_str())).build())
                 .send()
                 .await
-                .map_err(|e| {
-                    self.fail(
-                        &format!("setting versioning {status} on bucket {bucket}"),
-                        S3Error::from_sdk(e),
-                    )
-                })?;
+                .map_err(|e| self.fail(&format!("setting versioning {status} on bucket {bucket}"), S3Error::from_sdk(e)))?;
         }
         if let Some(policy) = &settings.policy {
             client
@@ -299,12 +208,7 @@ impl Minio {
                 .policy(policy)
                 .send()
                 .await
-                .map_err(|e| {
-                    self.fail(
-                        &format!("setting the policy of bucket {bucket}"),
-                        S3Error::from_sdk(e),
-                    )
-                })?;
+                .map_err(|e| self.fail(&format!("setting the policy of bucket {bucket}"), S3Error::from_sdk(e)))?;
         }
         Ok(())
     }

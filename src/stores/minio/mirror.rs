@@ -41,11 +41,11 @@ use super::mirror_format::{CATALOGUE_FILE, Catalogue, MAX_CATALOGUE, StoredFile}
 use super::{Minio, err};
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_NAME, Manifest, RunState, signed};
-use crate::signing::{SIGNATURE_NAME, Trust};
 use crate::server::{BackupServer, DirEntry, join};
+use crate::signing::{SIGNATURE_NAME, Trust};
 use crate::stores::{
-    BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared,
-    RepoPruned, RepoRestoreDone, RepoRestoreRequest, RepoVerified,
+    BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone, RepoRestoreRequest,
+    RepoVerified,
 };
 
 /// The mirror's default folder on the backup server (`server_dir` overrides it).
@@ -62,12 +62,7 @@ pub(super) struct MirrorId {
 impl MirrorId {
     pub(super) fn parse(s: &str) -> Option<MirrorId> {
         let (at, seq) = match s.split_once('_') {
-            Some((at, n)) => (
-                at,
-                n.parse::<u32>()
-                    .ok()
-                    .filter(|n| *n >= 2 && !n.to_string().starts_with('0'))?,
-            ),
+            Some((at, n)) => (at, n.parse::<u32>().ok().filter(|n| *n >= 2 && !n.to_string().starts_with('0'))?),
             None => (s, 1),
         };
         let at = NaiveDateTime::parse_from_str(at.strip_suffix('Z')?, "%Y%m%dT%H%M%S").ok()?;
@@ -166,28 +161,15 @@ pub(super) async fn fetch_catalogue(
     id: &MirrorId,
     manifest: &Manifest,
 ) -> std::result::Result<Catalogue, String> {
-    let entry = manifest
-        .file(CATALOGUE_FILE)
-        .ok_or_else(|| format!("the manifest lists no {CATALOGUE_FILE}"))?;
+    let entry = manifest.file(CATALOGUE_FILE).ok_or_else(|| format!("the manifest lists no {CATALOGUE_FILE}"))?;
     if entry.size > MAX_CATALOGUE {
-        return Err(format!(
-            "{CATALOGUE_FILE} is said to be {} bytes, far larger than any real one",
-            entry.size
-        ));
+        return Err(format!("{CATALOGUE_FILE} is said to be {} bytes, far larger than any real one", entry.size));
     }
     let path = join(&run_dir(folder, id), CATALOGUE_FILE);
-    let data = server
-        .read_small(&path, entry.size)
-        .await
-        .map_err(|e| format!("{CATALOGUE_FILE} cannot be read ({e})"))?;
+    let data = server.read_small(&path, entry.size).await.map_err(|e| format!("{CATALOGUE_FILE} cannot be read ({e})"))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
     if data.len() as u64 != entry.size || sha != entry.sha256 {
-        return Err(format!(
-            "{CATALOGUE_FILE} does not match its manifest (size {} vs {}, sha256 {})",
-            data.len(),
-            entry.size,
-            &sha[..12]
-        ));
+        return Err(format!("{CATALOGUE_FILE} does not match its manifest (size {} vs {}, sha256 {})", data.len(), entry.size, &sha[..12]));
     }
     Catalogue::parse(&data, &id.to_string()).map_err(|why| format!("{CATALOGUE_FILE} {why}"))
 }
@@ -199,19 +181,11 @@ pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str, trust: &T
     let mut out = Vec::new();
     for run in scan_runs(server, folder, trust).await? {
         let extra = run.manifest().and_then(|m| m.extra::<MirrorExtra>().ok());
-        let finished = run
-            .manifest()
-            .and_then(|m| DateTime::parse_from_rfc3339(&m.finished_at).ok())
-            .map(|t| t.with_timezone(&Utc));
+        let finished = run.manifest().and_then(|m| DateTime::parse_from_rfc3339(&m.finished_at).ok()).map(|t| t.with_timezone(&Utc));
         let stored_bytes = match &extra {
             Some(extra) => extra.stored_bytes,
             None => {
-                let data: u64 = server
-                    .list(&data_dir(folder, &run.id))
-                    .await?
-                    .iter()
-                    .map(|f| f.size)
-                    .sum();
+                let data: u64 = server.list(&data_dir(folder, &run.id)).await?.iter().map(|f| f.size).sum();
                 data + run.files.iter().map(|f| f.size).sum::<u64>()
             }
         };
@@ -235,10 +209,7 @@ pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str, trust: &T
 
 impl Minio {
     pub(super) fn mirror_folder(&self) -> &str {
-        self.mirror
-            .as_ref()
-            .map(|(folder, _)| folder.as_str())
-            .unwrap_or(MIRROR_FOLDER)
+        self.mirror.as_ref().map(|(folder, _)| folder.as_str()).unwrap_or(MIRROR_FOLDER)
     }
 }
 
@@ -248,44 +219,24 @@ impl DifferentialStore for Minio {
         true
     }
 
-    async fn backup(
-        &self,
-        kind: Option<BackupKind>,
-        _today: chrono::NaiveDate,
-        access: &RepoAccess<'_>,
-    ) -> Result<RepoBackupDone> {
+    async fn backup(&self, kind: Option<BackupKind>, _today: chrono::NaiveDate, access: &RepoAccess<'_>) -> Result<RepoBackupDone> {
         if let Some(kind) = kind {
-            tracing::info!(
-                "minio: --type {kind} is for PostgreSQL; a mirror run always uploads what changed"
-            );
+            tracing::info!("minio: --type {kind} is for PostgreSQL; a mirror run always uploads what changed");
         }
         self.mirror_backup(access).await
     }
 
-    async fn check_target(
-        &self,
-        request: RepoRestoreRequest<'_>,
-        access: &RepoAccess<'_>,
-    ) -> Result<RepoPrepared> {
+    async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared> {
         if let Some(time) = request.target_time {
             return Err(Error::Usage(format!(
                 "--target-time {time} is for PostgreSQL; restore minio with --from ID (see `lifeboat list`)"
             )));
         }
-        Ok(Box::new(
-            self.mirror_prepare(request.from, access, true).await?,
-        ))
+        Ok(Box::new(self.mirror_prepare(request.from, access, true).await?))
     }
 
-    async fn restore(
-        &self,
-        _: RepoRestoreRequest<'_>,
-        access: &RepoAccess<'_>,
-        prepared: RepoPrepared,
-    ) -> Result<RepoRestoreDone> {
-        let prepared = prepared
-            .downcast()
-            .map_err(|_| err("the restore was not prepared by the mirror (a bug)"))?;
+    async fn restore(&self, _: RepoRestoreRequest<'_>, access: &RepoAccess<'_>, prepared: RepoPrepared) -> Result<RepoRestoreDone> {
+        let prepared = prepared.downcast().map_err(|_| err("the restore was not prepared by the mirror (a bug)"))?;
         self.mirror_restore(*prepared, access).await
     }
 
@@ -295,47 +246,20 @@ impl DifferentialStore for Minio {
 
     /// Removes the runs not in `keep` (never the newest complete one, nor a run still young enough
     /// to be running) and every data file no kept run refers to. The caller holds the store's lock.
-    async fn prune(
-        &self,
-        access: &RepoAccess<'_>,
-        keep: &BTreeSet<String>,
-        dry_run: bool,
-    ) -> Result<RepoPruned> {
+    async fn prune(&self, access: &RepoAccess<'_>, keep: &BTreeSet<String>, dry_run: bool) -> Result<RepoPruned> {
         let server = access.server()?;
         let before = list_mirror_runs(server, self.mirror_folder(), access.trust()?).await?;
-        let pruned = super::mirror_prune::prune_mirror(
-            server,
-            self.mirror_folder(),
-            access.trust()?,
-            keep,
-            dry_run,
-            Utc::now(),
-        )
-        .await?;
-        let removed = before
-            .into_iter()
-            .filter(|b| pruned.runs.contains(&b.label))
-            .collect();
-        Ok(RepoPruned {
-            removed,
-            freed_bytes: pruned.bytes,
-        })
+        let pruned = super::mirror_prune::prune_mirror(server, self.mirror_folder(), access.trust()?, keep, dry_run, Utc::now()).await?;
+        let removed = before.into_iter().filter(|b| pruned.runs.contains(&b.label)).collect();
+        Ok(RepoPruned { removed, freed_bytes: pruned.bytes })
     }
 
-    async fn verify(
-        &self,
-        access: &RepoAccess<'_>,
-        from: Option<&str>,
-        deep: bool,
-    ) -> Result<Option<RepoVerified>> {
+    async fn verify(&self, access: &RepoAccess<'_>, from: Option<&str>, deep: bool) -> Result<Option<RepoVerified>> {
         if from.is_some_and(|id| MirrorId::parse(id).is_none()) {
             return Ok(None);
         }
         match deep {
-            false => {
-                super::mirror_prune::verify_at_rest(access.server()?, self.mirror_folder(), access.trust()?, from)
-                    .await
-            }
+            false => super::mirror_prune::verify_at_rest(access.server()?, self.mirror_folder(), access.trust()?, from).await,
             true => self.verify_deep(access, from).await,
         }
     }
@@ -361,25 +285,12 @@ mod tests {
         ] {
             assert_eq!(MirrorId::parse(text).is_some(), ok, "{text}");
         }
-        let mut ids: Vec<MirrorId> = [
-            "20260115T010203Z_10",
-            "20260116T000000Z",
-            "20260115T010203Z",
-            "20260115T010203Z_2",
-        ]
-        .iter()
-        .map(|s| MirrorId::parse(s).unwrap())
-        .collect();
+        let mut ids: Vec<MirrorId> = ["20260115T010203Z_10", "20260116T000000Z", "20260115T010203Z", "20260115T010203Z_2"]
+            .iter()
+            .map(|s| MirrorId::parse(s).unwrap())
+            .collect();
         ids.sort();
         let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            names,
-            [
-                "20260115T010203Z",
-                "20260115T010203Z_2",
-                "20260115T010203Z_10",
-                "20260116T000000Z"
-            ]
-        );
+        assert_eq!(names, ["20260115T010203Z", "20260115T010203Z_2", "20260115T010203Z_10", "20260116T000000Z"]);
     }
 }

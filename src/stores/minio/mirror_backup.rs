@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::mirror::{MirrorExtra, MirrorId, data_dir, fetch_catalogue, run_dir, scan_runs};
 use super::mirror_format::{
-    CATALOGUE_FILE, Catalogue, CatalogueEntry, CatalogueHeader, FORMAT, Fingerprinter, INDEX_FILE,
-    IndexHeader, IndexRecord, StoredFile, check_stored_path, encode_index,
+    CATALOGUE_FILE, Catalogue, CatalogueEntry, CatalogueHeader, FORMAT, Fingerprinter, INDEX_FILE, IndexHeader, IndexRecord, StoredFile,
+    check_stored_path, encode_index,
 };
 use super::s3::{Listed, S3Error, list_detailed};
 use super::{BucketSettings, Minio, described, err};
@@ -68,29 +68,17 @@ impl Minio {
     pub(super) async fn mirror_backup(&self, access: &RepoAccess<'_>) -> Result<RepoBackupDone> {
         let folder = self.mirror_folder();
         let server = access.server()?;
-        let encoder = access
-            .encoder
-            .ok_or_else(|| err("a mirror run needs the backup side's encryption keys (a bug)"))?;
+        let encoder = access.encoder.ok_or_else(|| err("a mirror run needs the backup side's encryption keys (a bug)"))?;
         let signer = access.signer()?;
         let client = self.client()?;
         let buckets = self.buckets_with_settings(&client).await?;
         let fingerprints = Fingerprinter::new(&self.secret_key.read()?);
         let previous = load_previous(server, folder, access.trust()?).await?;
         let id = claim(server, folder).await?;
-        let run = Run {
-            server,
-            encoder,
-            folder,
-            id,
-            counters: Arc::new(Counters::default()),
-        };
+        let run = Run { server, encoder, folder, id, counters: Arc::new(Counters::default()) };
         let started_at = chrono::Utc::now();
         match &previous.id {
-            Some(p) => tracing::info!(
-                "minio: mirror run {} to {}/{folder}, against run {p}",
-                run.id,
-                server.describe()
-            ),
+            Some(p) => tracing::info!("minio: mirror run {} to {}/{folder}, against run {p}", run.id, server.describe()),
             None => tracing::info!(
                 "minio: mirror run {} to {}/{folder}: no earlier complete run, every object is uploaded",
                 run.id,
@@ -109,13 +97,7 @@ impl Minio {
                 listing
                     .map_err(|e| Failure::S3(None, e))
                     .map_ok(|listed| {
-                        let fp = fingerprints.of(
-                            bucket,
-                            &listed.key,
-                            listed.size,
-                            &listed.etag,
-                            &listed.modified,
-                        );
+                        let fp = fingerprints.of(bucket, &listed.key, listed.size, &listed.etag, &listed.modified);
                         let known = previous.files.get(&fp).cloned();
                         next_file += u64::from(known.is_none());
                         self.mirror_object(&client, &run, bucket, listed, fp, known, next_file)
@@ -134,18 +116,12 @@ impl Minio {
                         (entry, size)
                     }
                     Ok(Mirrored::Gone) => continue,
-                    Err(Failure::S3(_, e))
-                        if e.is(&["NoSuchBucket"]) && self.cfg.buckets.is_empty() =>
-                    {
-                        tracing::warn!(
-                            "minio: bucket {bucket} was deleted during the run; it holds {objects} object(s) in this run"
-                        );
+                    Err(Failure::S3(_, e)) if e.is(&["NoSuchBucket"]) && self.cfg.buckets.is_empty() => {
+                        tracing::warn!("minio: bucket {bucket} was deleted during the run; it holds {objects} object(s) in this run");
                         break;
                     }
                     Err(Failure::S3(key, e)) => {
-                        let what = key.map_or(format!("listing bucket {bucket}"), |k| {
-                            format!("reading object {bucket}/{k}")
-                        });
+                        let what = key.map_or(format!("listing bucket {bucket}"), |k| format!("reading object {bucket}/{k}"));
                         return Err(self.fail(&what, e));
                     }
                     Err(Failure::Stored(e)) => return Err(e),
@@ -155,10 +131,7 @@ impl Minio {
                 bytes += size;
             }
             tracing::info!("minio: bucket {bucket}: {objects} object(s)");
-            counts.insert(
-                bucket.clone(),
-                BTreeMap::from([("objects".into(), objects), ("bytes".into(), bytes)]),
-            );
+            counts.insert(bucket.clone(), BTreeMap::from([("objects".into(), objects), ("bytes".into(), bytes)]));
         }
         let uploaded = records.len() as u64;
         let uploaded_bytes = records.iter().map(|r| r.size).sum();
@@ -173,23 +146,14 @@ impl Minio {
             raw_size: stored_catalogue.len() as u64,
         };
         let dir = run_dir(folder, &run.id);
-        server
-            .write_new(&join(&dir, CATALOGUE_FILE), &stored_catalogue)
-            .await?;
+        server.write_new(&join(&dir, CATALOGUE_FILE), &stored_catalogue).await?;
         server.make_durable(&join(&dir, CATALOGUE_FILE)).await?;
 
         let stored_bytes = run.counters.stored() + catalogue_entry.size;
-        let extra = MirrorExtra {
-            format: FORMAT,
-            index,
-            uploaded_objects: uploaded,
-            reused_objects: reused,
-            uploaded_bytes,
-            stored_bytes,
-        };
+        let extra = MirrorExtra { format: FORMAT, index, uploaded_objects: uploaded, reused_objects: reused, uploaded_bytes, stored_bytes };
         let (compression, encryption) = encoder.describe();
-        let info = crate::layout::manifest::StoreBackup::new("objects/bytes", counts, &extra)
-            .tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION);
+        let info =
+            crate::layout::manifest::StoreBackup::new("objects/bytes", counts, &extra).tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             store: "minio".into(),
@@ -208,10 +172,7 @@ impl Minio {
             signature: None,
         };
         crate::layout::signed::commit_manifest(server, &dir, &manifest, signer).await?;
-        tracing::info!(
-            "minio: mirror run {}: {uploaded} object(s) uploaded, {reused} unchanged and not fetched",
-            run.id
-        );
+        tracing::info!("minio: mirror run {}: {uploaded} object(s) uploaded, {reused} unchanged and not fetched", run.id);
         Ok(RepoBackupDone {
             backup: RepoBackup {
                 label: run.id.to_string(),
@@ -242,13 +203,7 @@ impl Minio {
         if let Some(file) = known {
             return Ok(Mirrored::Reused(CatalogueEntry { fp, file }, listed.size));
         }
-        let object = match client
-            .get_object()
-            .bucket(bucket)
-            .key(&listed.key)
-            .send()
-            .await
-        {
+        let object = match client.get_object().bucket(bucket).key(&listed.key).send().await {
             Ok(object) => object,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Ok(Mirrored::Gone);
@@ -259,80 +214,32 @@ impl Minio {
         let (headers, metadata) = described(&object);
         let name = format!("{number}.zst.age");
         let label = format!("{bucket}/{}", listed.key);
-        let stored = run
-            .put(&name, Box::new(object.body.into_async_read()), &label)
-            .await
-            .map_err(Failure::Stored)?;
+        let stored = run.put(&name, Box::new(object.body.into_async_read()), &label).await.map_err(Failure::Stored)?;
         if stored.1 != size {
             return Err(Failure::Stored(err(format!(
                 "object {label}: the S3 server sent {} bytes instead of {size}; the run was not completed, earlier runs are untouched",
                 stored.1
             ))));
         }
-        let record = IndexRecord {
-            fp: fp.clone(),
-            bucket: bucket.to_string(),
-            key: listed.key,
-            size,
-            headers,
-            metadata,
-            file: name,
-        };
-        Ok(Mirrored::Uploaded(
-            CatalogueEntry { fp, file: stored.0 },
-            record,
-        ))
+        let record = IndexRecord { fp: fp.clone(), bucket: bucket.to_string(), key: listed.key, size, headers, metadata, file: name };
+        Ok(Mirrored::Uploaded(CatalogueEntry { fp, file: stored.0 }, record))
     }
 }
 
 impl Run<'_> {
     /// Encodes `source` into the new file `name` of the run's data folder; returns it and its plain size.
-    async fn put(
-        &self,
-        name: &str,
-        source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-        label: &str,
-    ) -> Result<(StoredFile, u64)> {
-        let dest = self
-            .server
-            .create(&join(&data_dir(self.folder, &self.id), name))
-            .await?;
-        let encoded = self
-            .encoder
-            .encode(source, dest, self.counters.clone())
-            .await
-            .map_err(|e| err(format!("mirroring {label}: {e}")))?;
+    async fn put(&self, name: &str, source: Box<dyn tokio::io::AsyncRead + Send + Unpin>, label: &str) -> Result<(StoredFile, u64)> {
+        let dest = self.server.create(&join(&data_dir(self.folder, &self.id), name)).await?;
+        let encoded = self.encoder.encode(source, dest, self.counters.clone()).await.map_err(|e| err(format!("mirroring {label}: {e}")))?;
         let path = format!("data/{}/{name}", self.id);
-        Ok((
-            StoredFile {
-                path,
-                size: encoded.size,
-                sha256: encoded.sha256,
-            },
-            encoded.raw_size,
-        ))
+        Ok((StoredFile { path, size: encoded.size, sha256: encoded.sha256 }, encoded.raw_size))
     }
 
-    async fn put_index(
-        &self,
-        buckets: &BTreeMap<String, BucketSettings>,
-        records: &[IndexRecord],
-    ) -> Result<StoredFile> {
-        let header = IndexHeader {
-            format: FORMAT,
-            run: self.id.to_string(),
-            buckets: buckets.clone(),
-        };
+    async fn put_index(&self, buckets: &BTreeMap<String, BucketSettings>, records: &[IndexRecord]) -> Result<StoredFile> {
+        let header = IndexHeader { format: FORMAT, run: self.id.to_string(), buckets: buckets.clone() };
         let plain = encode_index(&header, records);
         let read_before = self.counters.read.load(Ordering::Relaxed);
-        let file = self
-            .put(
-                INDEX_FILE,
-                Box::new(std::io::Cursor::new(plain)),
-                INDEX_FILE,
-            )
-            .await?
-            .0;
+        let file = self.put(INDEX_FILE, Box::new(std::io::Cursor::new(plain)), INDEX_FILE).await?.0;
         // The index is not object data: keep `read` to the objects' bytes.
         self.counters.read.store(read_before, Ordering::Relaxed);
         Ok(file)
@@ -341,28 +248,16 @@ impl Run<'_> {
     /// Every new file durable before the catalogue that refers to them is written.
     async fn make_durable(&self, records: &[IndexRecord]) -> Result<()> {
         let data = data_dir(self.folder, &self.id);
-        let paths: Vec<String> = records
-            .iter()
-            .map(|r| join(&data, &r.file))
-            .chain([join(&data, INDEX_FILE)])
-            .collect();
+        let paths: Vec<String> = records.iter().map(|r| join(&data, &r.file)).chain([join(&data, INDEX_FILE)]).collect();
         // Collected first: a lazily mapped iterator here trips the compiler's Send check.
         let syncs: Vec<_> = paths.iter().map(|p| self.server.make_durable(p)).collect();
-        futures::stream::iter(syncs)
-            .buffer_unordered(PARALLEL_SYNCS)
-            .try_collect::<Vec<()>>()
-            .await?;
+        futures::stream::iter(syncs).buffer_unordered(PARALLEL_SYNCS).try_collect::<Vec<()>>().await?;
         Ok(())
     }
 }
 
 /// The new run's catalogue: its objects and every index they need (the run's own included).
-fn catalogue(
-    id: &MirrorId,
-    previous: &Previous,
-    own: StoredFile,
-    entries: Vec<CatalogueEntry>,
-) -> Catalogue {
+fn catalogue(id: &MirrorId, previous: &Previous, own: StoredFile, entries: Vec<CatalogueEntry>) -> Catalogue {
     let mut indexes: BTreeMap<MirrorId, StoredFile> = BTreeMap::from([(id.clone(), own)]);
     for entry in &entries {
         if let Ok((data, _)) = check_stored_path(&entry.file.path)
@@ -371,14 +266,7 @@ fn catalogue(
             indexes.entry(data).or_insert_with(|| index.clone());
         }
     }
-    Catalogue {
-        header: CatalogueHeader {
-            format: FORMAT,
-            run: id.to_string(),
-            indexes: indexes.into_values().collect(),
-        },
-        entries,
-    }
+    Catalogue { header: CatalogueHeader { format: FORMAT, run: id.to_string(), indexes: indexes.into_values().collect() }, entries }
 }
 
 /// Claims a new run: `runs/<id>` and `data/<id>`, each made with an atomic mkdir that fails if it exists.
@@ -387,26 +275,14 @@ async fn claim(server: &dyn BackupServer, folder: &str) -> Result<MirrorId> {
     server.create_dir_all(&join(folder, "data")).await?;
     let now = chrono::Utc::now().naive_utc();
     for seq in 1..1000 {
-        let id = MirrorId::parse(&format!(
-            "{}{}",
-            now.format("%Y%m%dT%H%M%SZ"),
-            if seq > 1 {
-                format!("_{seq}")
-            } else {
-                String::new()
-            }
-        ))
-        .expect("a well-formed id");
+        let id = MirrorId::parse(&format!("{}{}", now.format("%Y%m%dT%H%M%SZ"), if seq > 1 { format!("_{seq}") } else { String::new() }))
+            .expect("a well-formed id");
         // A left-over empty run folder (data claim lost) is incomplete and removed by prune.
-        if server.create_dir(&run_dir(folder, &id)).await?
-            && server.create_dir(&data_dir(folder, &id)).await?
-        {
+        if server.create_dir(&run_dir(folder, &id)).await? && server.create_dir(&data_dir(folder, &id)).await? {
             return Ok(id);
         }
     }
-    Err(server.error(format!(
-        "too many mirror runs in {folder} within one second"
-    )))
+    Err(server.error(format!("too many mirror runs in {folder} within one second")))
 }
 
 /// The newest complete run whose catalogue is sound, with the stored files it refers to that are
@@ -436,14 +312,7 @@ async fn load_previous(server: &dyn BackupServer, folder: &str, trust: &crate::s
         };
         if !listed.contains_key(&data) {
             let files = server.list(&data_dir(folder, &data)).await?;
-            listed.insert(
-                data.clone(),
-                files
-                    .into_iter()
-                    .filter(|f| !f.is_dir)
-                    .map(|f| (f.name, f.size))
-                    .collect(),
-            );
+            listed.insert(data.clone(), files.into_iter().filter(|f| !f.is_dir).map(|f| (f.name, f.size)).collect());
         }
         Ok((listed[&data].get(name) == Some(&size)).then_some(data))
     };
@@ -468,9 +337,5 @@ async fn load_previous(server: &dyn BackupServer, folder: &str, trust: &crate::s
             total - files.len()
         );
     }
-    Ok(Previous {
-        id: Some(id),
-        files,
-        indexes,
-    })
+    Ok(Previous { id: Some(id), files, indexes })
 }

@@ -103,34 +103,16 @@ pub(super) struct Fingerprinter {
 impl Fingerprinter {
     pub(super) fn new(secret: &str) -> Fingerprinter {
         let mut key = [0u8; 64];
-        key[..32].copy_from_slice(&Sha256::digest(
-            [b"lifeboat minio mirror 1\0".as_slice(), secret.as_bytes()].concat(),
-        ));
+        key[..32].copy_from_slice(&Sha256::digest([b"lifeboat minio mirror 1\0".as_slice(), secret.as_bytes()].concat()));
         let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
-        Fingerprinter {
-            inner: Sha256::new_with_prefix(pad(0x36)),
-            outer: Sha256::new_with_prefix(pad(0x5c)),
-        }
+        Fingerprinter { inner: Sha256::new_with_prefix(pad(0x36)), outer: Sha256::new_with_prefix(pad(0x5c)) }
     }
 
     /// Any change to the object (new bytes, new headers or metadata: S3 objects are rewritten
     /// whole, which sets a new Last-Modified) gives another fingerprint.
-    pub(super) fn of(
-        &self,
-        bucket: &str,
-        key: &str,
-        size: u64,
-        etag: &str,
-        modified: &str,
-    ) -> String {
+    pub(super) fn of(&self, bucket: &str, key: &str, size: u64, etag: &str, modified: &str) -> String {
         let mut inner = self.inner.clone();
-        for field in [
-            bucket.as_bytes(),
-            key.as_bytes(),
-            &size.to_le_bytes(),
-            etag.as_bytes(),
-            modified.as_bytes(),
-        ] {
+        for field in [bucket.as_bytes(), key.as_bytes(), &size.to_le_bytes(), etag.as_bytes(), modified.as_bytes()] {
             inner.update((field.len() as u64).to_le_bytes());
             inner.update(field);
         }
@@ -141,24 +123,15 @@ impl Fingerprinter {
 }
 
 fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Checks a stored path from the server: `data/<mirror id>/<plain name ending .zst.age>`.
 /// Returns the run id and the file name.
 pub(super) fn check_stored_path(path: &str) -> Result<(MirrorId, &str), String> {
-    let bad = || {
-        format!(
-            "names a stored file `{}` outside the mirror's data folders",
-            path.escape_debug()
-        )
-    };
+    let bad = || format!("names a stored file `{}` outside the mirror's data folders", path.escape_debug());
     let mut parts = path.split('/');
-    let (Some("data"), Some(id), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("data"), Some(id), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
     };
     let id = MirrorId::parse(id).ok_or_else(bad)?;
@@ -171,10 +144,7 @@ pub(super) fn check_stored_path(path: &str) -> Result<(MirrorId, &str), String> 
 fn check_file(f: &StoredFile) -> Result<(), String> {
     check_stored_path(&f.path)?;
     if !is_sha256(&f.sha256) {
-        return Err(format!(
-            "gives `{}` a checksum that is not a SHA-256 in hex",
-            f.path.escape_debug()
-        ));
+        return Err(format!("gives `{}` a checksum that is not a SHA-256 in hex", f.path.escape_debug()));
     }
     Ok(())
 }
@@ -214,42 +184,27 @@ fn read_lines<H: Header, T: DeserializeOwned>(
     let mut line = Vec::new();
     for number in 1.. {
         line.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| format!("cannot be read ({e})"))?;
+        let n = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut line).map_err(|e| format!("cannot be read ({e})"))?;
         if n == 0 {
             break;
         }
         if n as u64 > MAX_LINE {
-            return Err(format!(
-                "has a line ({number}) longer than {MAX_LINE} bytes"
-            ));
+            return Err(format!("has a line ({number}) longer than {MAX_LINE} bytes"));
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         if header.is_none() {
-            let Version { format } = serde_json::from_slice(text)
-                .map_err(|e| format!("does not start with a mirror header ({e})"))?;
+            let Version { format } = serde_json::from_slice(text).map_err(|e| format!("does not start with a mirror header ({e})"))?;
             if format != FORMAT {
-                return Err(format!(
-                    "has mirror format {format}; this Lifeboat reads format {FORMAT}: use the Lifeboat that wrote it"
-                ));
+                return Err(format!("has mirror format {format}; this Lifeboat reads format {FORMAT}: use the Lifeboat that wrote it"));
             }
-            let parsed = serde_json::from_slice::<H>(text)
-                .map_err(|e| format!("has an unreadable header ({e})"))?;
+            let parsed = serde_json::from_slice::<H>(text).map_err(|e| format!("has an unreadable header ({e})"))?;
             if parsed.run() != run {
-                return Err(format!(
-                    "belongs to run {}, not {run}",
-                    parsed.run().escape_debug()
-                ));
+                return Err(format!("belongs to run {}, not {run}", parsed.run().escape_debug()));
             }
             header = Some(parsed);
             continue;
         }
-        item(
-            serde_json::from_slice::<T>(text)
-                .map_err(|e| format!("has an unreadable line {number} ({e})"))?,
-        )?;
+        item(serde_json::from_slice::<T>(text).map_err(|e| format!("has an unreadable line {number} ({e})"))?)?;
     }
     if reader.into_inner().limit() == 0 {
         return Err(format!("is larger than {max} bytes"));
@@ -271,25 +226,17 @@ impl Catalogue {
 
     /// Parses a catalogue read from the server for run `run`. `Err` says what is wrong with it.
     pub(super) fn parse(stored: &[u8], run: &str) -> Result<Catalogue, String> {
-        let decoder = zstd::stream::read::Decoder::new(stored)
-            .map_err(|e| format!("cannot be decompressed ({e})"))?;
+        let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| format!("cannot be decompressed ({e})"))?;
         let (mut fps, mut paths) = (HashSet::new(), HashSet::new());
         let mut entries = Vec::new();
-        let header: CatalogueHeader =
-            read_lines(decoder, MAX_PLAIN, run, |entry: CatalogueEntry| {
-                check_file(&entry.file)?;
-                if !is_sha256(&entry.fp)
-                    || !fps.insert(entry.fp.clone())
-                    || !paths.insert(entry.file.path.clone())
-                {
-                    return Err(format!(
-                        "lists object {} (or its file) twice or with a malformed fingerprint",
-                        entry.fp.escape_debug()
-                    ));
-                }
-                entries.push(entry);
-                Ok(())
-            })?;
+        let header: CatalogueHeader = read_lines(decoder, MAX_PLAIN, run, |entry: CatalogueEntry| {
+            check_file(&entry.file)?;
+            if !is_sha256(&entry.fp) || !fps.insert(entry.fp.clone()) || !paths.insert(entry.file.path.clone()) {
+                return Err(format!("lists object {} (or its file) twice or with a malformed fingerprint", entry.fp.escape_debug()));
+            }
+            entries.push(entry);
+            Ok(())
+        })?;
         for index in &header.indexes {
             check_file(index)?;
             if !index.path.ends_with(&format!("/{INDEX_FILE}")) || paths.contains(&index.path) {
@@ -312,55 +259,27 @@ pub(super) fn encode_index(header: &IndexHeader, records: &[IndexRecord]) -> Vec
 }
 
 /// Parses the decoded index of data run `run`, checking every bucket name, key, size and file name.
-pub(super) fn parse_index(
-    plain: impl Read,
-    run: &str,
-) -> Result<(IndexHeader, Vec<IndexRecord>), String> {
+pub(super) fn parse_index(plain: impl Read, run: &str) -> Result<(IndexHeader, Vec<IndexRecord>), String> {
     let mut records = Vec::new();
     let mut fps = HashSet::new();
     let header: IndexHeader = read_lines(plain, MAX_PLAIN, run, |r: IndexRecord| {
         if !valid_bucket_name(&r.bucket) {
-            return Err(format!(
-                "names bucket `{}`, which is not a valid S3 bucket name",
-                r.bucket.escape_debug()
-            ));
+            return Err(format!("names bucket `{}`, which is not a valid S3 bucket name", r.bucket.escape_debug()));
         }
-        if r.key.is_empty() || r.key.len() > MAX_KEY || r.key.contains('\0') || r.size > MAX_OBJECT
-        {
-            return Err(format!(
-                "holds object `{}` with a key or size S3 cannot hold",
-                r.key.escape_debug()
-            ));
+        if r.key.is_empty() || r.key.len() > MAX_KEY || r.key.contains('\0') || r.size > MAX_OBJECT {
+            return Err(format!("holds object `{}` with a key or size S3 cannot hold", r.key.escape_debug()));
         }
-        if let Some(h) = r
-            .headers
-            .keys()
-            .find(|h| !HEADER_FIELDS.contains(&h.as_str()))
-        {
-            return Err(format!(
-                "gives object `{}` a header `{}` Lifeboat does not write",
-                r.key.escape_debug(),
-                h.escape_debug()
-            ));
+        if let Some(h) = r.headers.keys().find(|h| !HEADER_FIELDS.contains(&h.as_str())) {
+            return Err(format!("gives object `{}` a header `{}` Lifeboat does not write", r.key.escape_debug(), h.escape_debug()));
         }
-        if crate::layout::check_file_name(&r.file).is_err()
-            || r.file == INDEX_FILE
-            || !is_sha256(&r.fp)
-            || !fps.insert(r.fp.clone())
-        {
-            return Err(format!(
-                "describes object `{}` with a bad file name or a repeated fingerprint",
-                r.key.escape_debug()
-            ));
+        if crate::layout::check_file_name(&r.file).is_err() || r.file == INDEX_FILE || !is_sha256(&r.fp) || !fps.insert(r.fp.clone()) {
+            return Err(format!("describes object `{}` with a bad file name or a repeated fingerprint", r.key.escape_debug()));
         }
         records.push(r);
         Ok(())
     })?;
     if let Some(bad) = header.buckets.keys().find(|b| !valid_bucket_name(b)) {
-        return Err(format!(
-            "lists bucket `{}`, which is not a valid S3 bucket name",
-            bad.escape_debug()
-        ));
+        return Err(format!("lists bucket `{}`, which is not a valid S3 bucket name", bad.escape_debug()));
     }
     Ok((header, records))
 }
@@ -378,31 +297,14 @@ mod tests {
     }
 
     fn catalogue() -> Catalogue {
-        let file = |n: u32| StoredFile {
-            path: format!("data/{ID}/{n}.zst.age"),
-            size: 100 + n as u64,
-            sha256: sha('a'),
-        };
+        let file = |n: u32| StoredFile { path: format!("data/{ID}/{n}.zst.age"), size: 100 + n as u64, sha256: sha('a') };
         Catalogue {
             header: CatalogueHeader {
                 format: FORMAT,
                 run: ID.into(),
-                indexes: vec![StoredFile {
-                    path: format!("data/{ID}/{INDEX_FILE}"),
-                    size: 9,
-                    sha256: sha('b'),
-                }],
+                indexes: vec![StoredFile { path: format!("data/{ID}/{INDEX_FILE}"), size: 9, sha256: sha('b') }],
             },
-            entries: vec![
-                CatalogueEntry {
-                    fp: sha('1'),
-                    file: file(1),
-                },
-                CatalogueEntry {
-                    fp: sha('2'),
-                    file: file(2),
-                },
-            ],
+            entries: vec![CatalogueEntry { fp: sha('1'), file: file(1) }, CatalogueEntry { fp: sha('2'), file: file(2) }],
         }
     }
 
@@ -413,44 +315,19 @@ mod tests {
         let back = Catalogue::parse(&stored, ID).unwrap();
         assert_eq!(back.entries.len(), 2);
         assert_eq!(back.entries[1].file, c.entries[1].file);
-        assert!(
-            Catalogue::parse(&stored, "20260115T010203Z_2")
-                .unwrap_err()
-                .contains("belongs to run")
-        );
+        assert!(Catalogue::parse(&stored, "20260115T010203Z_2").unwrap_err().contains("belongs to run"));
     }
 
     #[test]
     fn hostile_catalogues_are_refused() {
         let cases: Vec<Damage<Catalogue>> = vec![
-            (
-                Box::new(|c| c.entries[0].file.path = "data/../../etc/passwd".into()),
-                "outside",
-            ),
-            (
-                Box::new(|c| c.entries[0].file.path = format!("data/{ID}/../x.zst.age")),
-                "outside",
-            ),
-            (
-                Box::new(|c| c.entries[0].file.path = "runs/x/1.zst.age".into()),
-                "outside",
-            ),
-            (
-                Box::new(|c| c.entries[0].file.sha256 = "zz".into()),
-                "checksum",
-            ),
-            (
-                Box::new(|c| c.entries[1].fp = c.entries[0].fp.clone()),
-                "twice",
-            ),
-            (
-                Box::new(|c| c.entries[1].file.path = c.entries[0].file.path.clone()),
-                "twice",
-            ),
-            (
-                Box::new(|c| c.header.indexes[0].path = c.entries[0].file.path.clone()),
-                "as an index",
-            ),
+            (Box::new(|c| c.entries[0].file.path = "data/../../etc/passwd".into()), "outside"),
+            (Box::new(|c| c.entries[0].file.path = format!("data/{ID}/../x.zst.age")), "outside"),
+            (Box::new(|c| c.entries[0].file.path = "runs/x/1.zst.age".into()), "outside"),
+            (Box::new(|c| c.entries[0].file.sha256 = "zz".into()), "checksum"),
+            (Box::new(|c| c.entries[1].fp = c.entries[0].fp.clone()), "twice"),
+            (Box::new(|c| c.entries[1].file.path = c.entries[0].file.path.clone()), "twice"),
+            (Box::new(|c| c.header.indexes[0].path = c.entries[0].file.path.clone()), "as an index"),
             (Box::new(|c| c.header.format = 2), "format 2"),
         ];
         for (damage, needle) in cases {
@@ -461,20 +338,12 @@ mod tests {
         }
         assert!(Catalogue::parse(b"not zstd", ID).is_err());
         let long = zstd::encode_all(vec![b'x'; (MAX_LINE + 10) as usize].as_slice(), 1).unwrap();
-        assert!(
-            Catalogue::parse(&long, ID)
-                .unwrap_err()
-                .contains("longer than")
-        );
+        assert!(Catalogue::parse(&long, ID).unwrap_err().contains("longer than"));
     }
 
     #[test]
     fn hostile_indexes_are_refused() {
-        let header = IndexHeader {
-            format: FORMAT,
-            run: ID.into(),
-            buckets: BTreeMap::from([("docs".into(), BucketSettings::default())]),
-        };
+        let header = IndexHeader { format: FORMAT, run: ID.into(), buckets: BTreeMap::from([("docs".into(), BucketSettings::default())]) };
         let good = IndexRecord {
             fp: sha('1'),
             bucket: "docs".into(),
@@ -484,11 +353,7 @@ mod tests {
             metadata: BTreeMap::from([("registrar".into(), "Ngozi".into())]),
             file: "1.zst.age".into(),
         };
-        let (h, r) = parse_index(
-            encode_index(&header, std::slice::from_ref(&good)).as_slice(),
-            ID,
-        )
-        .unwrap();
+        let (h, r) = parse_index(encode_index(&header, std::slice::from_ref(&good)).as_slice(), ID).unwrap();
         assert_eq!((h.buckets.len(), r), (1, vec![good.clone()]));
         let cases: Vec<Damage<IndexRecord>> = vec![
             (Box::new(|r| r.bucket = "../etc".into()), "bucket"),
@@ -499,8 +364,7 @@ mod tests {
             (Box::new(|r| r.file = INDEX_FILE.into()), "file name"),
             (
                 Box::new(|r| {
-                    r.headers
-                        .insert("x-amz-website-redirect".into(), "http://evil".into());
+                    r.headers.insert("x-amz-website-redirect".into(), "http://evil".into());
                 }),
                 "header",
             ),
@@ -511,16 +375,8 @@ mod tests {
             let e = parse_index(encode_index(&header, &[r]).as_slice(), ID).unwrap_err();
             assert!(e.contains(needle), "{needle}: {e}");
         }
-        assert!(
-            parse_index(encode_index(&header, &[good.clone(), good]).as_slice(), ID)
-                .unwrap_err()
-                .contains("repeated")
-        );
-        assert!(
-            parse_index(encode_index(&header, &[]).as_slice(), "20260115T010203Z_2")
-                .unwrap_err()
-                .contains("belongs to run")
-        );
+        assert!(parse_index(encode_index(&header, &[good.clone(), good]).as_slice(), ID).unwrap_err().contains("repeated"));
+        assert!(parse_index(encode_index(&header, &[]).as_slice(), "20260115T010203Z_2").unwrap_err().contains("belongs to run"));
     }
 
     #[test]
@@ -528,10 +384,7 @@ mod tests {
         let f = Fingerprinter::new("secret");
         let base = f.of("docs", "a.pdf", 3, "\"e\"", "1.000000000");
         assert!(is_sha256(&base));
-        assert_eq!(
-            base,
-            Fingerprinter::new("secret").of("docs", "a.pdf", 3, "\"e\"", "1.000000000")
-        );
+        assert_eq!(base, Fingerprinter::new("secret").of("docs", "a.pdf", 3, "\"e\"", "1.000000000"));
         for other in [
             Fingerprinter::new("other").of("docs", "a.pdf", 3, "\"e\"", "1.000000000"),
             f.of("docs", "a.pdf", 4, "\"e\"", "1.000000000"),

@@ -11,9 +11,9 @@ use super::mirror::{MirrorId, MirrorRun, data_dir, fetch_catalogue, run_dir, sca
 use super::mirror_format::{Catalogue, StoredFile};
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_NAME, RunState};
-use crate::signing::Trust;
 use crate::pipeline::{self, Counters};
 use crate::server::{BackupServer, join};
+use crate::signing::Trust;
 use crate::stores::RepoVerified;
 
 /// A run without a manifest younger than this may still be running: it and its data are left alone.
@@ -51,19 +51,9 @@ pub async fn prune_mirror(
     now: DateTime<Utc>,
 ) -> Result<MirrorPruned> {
     let runs = scan_runs(server, folder, trust).await?;
-    let newest_complete = runs
-        .iter()
-        .rev()
-        .find(|r| r.manifest().is_some())
-        .map(|r| r.id.clone());
-    let young = |run: &MirrorRun| {
-        matches!(run.state, RunState::Incomplete) && now - run.id.started() < IN_PROGRESS
-    };
-    let kept = |run: &MirrorRun| {
-        keep.contains(&run.id.to_string())
-            || Some(&run.id) == newest_complete.as_ref()
-            || young(run)
-    };
+    let newest_complete = runs.iter().rev().find(|r| r.manifest().is_some()).map(|r| r.id.clone());
+    let young = |run: &MirrorRun| matches!(run.state, RunState::Incomplete) && now - run.id.started() < IN_PROGRESS;
+    let kept = |run: &MirrorRun| keep.contains(&run.id.to_string()) || Some(&run.id) == newest_complete.as_ref() || young(run);
 
     let mut referenced: HashSet<String> = HashSet::new();
     for run in runs.iter().filter(|r| kept(r)) {
@@ -80,11 +70,7 @@ pub async fn prune_mirror(
     }
     // Data folders whose unreferenced files must stay: those of kept runs that are not complete
     // (running, or kept on purpose), and of very recent ids without a run folder (a claim under way).
-    let protected: HashSet<MirrorId> = runs
-        .iter()
-        .filter(|r| kept(r) && r.manifest().is_none())
-        .map(|r| r.id.clone())
-        .collect();
+    let protected: HashSet<MirrorId> = runs.iter().filter(|r| kept(r) && r.manifest().is_none()).map(|r| r.id.clone()).collect();
     let with_folder: HashSet<&MirrorId> = runs.iter().map(|r| &r.id).collect();
 
     let mut pruned = MirrorPruned::default();
@@ -109,18 +95,13 @@ pub async fn prune_mirror(
         let Some(id) = entry.is_dir.then(|| MirrorId::parse(&entry.name)).flatten() else {
             continue;
         };
-        if protected.contains(&id)
-            || (!with_folder.contains(&id) && now - id.started() < IN_PROGRESS)
-        {
+        if protected.contains(&id) || (!with_folder.contains(&id) && now - id.started() < IN_PROGRESS) {
             continue;
         }
         let dir = data_dir(folder, &id);
         let files = server.list(&dir).await?;
         let mut left = files.len();
-        for f in files
-            .iter()
-            .filter(|f| !f.is_dir && !referenced.contains(&format!("data/{id}/{}", f.name)))
-        {
+        for f in files.iter().filter(|f| !f.is_dir && !referenced.contains(&format!("data/{id}/{}", f.name))) {
             pruned.files.push(join(&dir, &f.name));
             pruned.bytes += f.size;
             left -= 1;
@@ -137,11 +118,7 @@ pub async fn prune_mirror(
 
 /// Every stored file a catalogue refers to: its indexes and its objects' files.
 fn stored_files(catalogue: &Catalogue) -> impl Iterator<Item = &StoredFile> {
-    catalogue
-        .header
-        .indexes
-        .iter()
-        .chain(catalogue.entries.iter().map(|e| &e.file))
+    catalogue.header.indexes.iter().chain(catalogue.entries.iter().map(|e| &e.file))
 }
 
 /// `verify` without the key: the run `from` names (None when there is none), or the newest run
@@ -156,22 +133,13 @@ pub(super) async fn verify_at_rest(
     let runs = scan_runs(server, folder, trust).await?;
     let run = match from {
         Some(id) => runs.iter().find(|r| r.id.to_string() == id),
-        None => runs
-            .iter()
-            .rev()
-            .find(|r| !matches!(r.state, RunState::Incomplete)),
+        None => runs.iter().rev().find(|r| !matches!(r.state, RunState::Incomplete)),
     };
     let Some(run) = run else { return Ok(None) };
     let id = run.id.to_string();
     let checked = |files, bytes, problems: Vec<String>| {
         let how = format!("{files} stored files checked against the catalogue");
-        Ok(Some(RepoVerified {
-            id: id.clone(),
-            files,
-            bytes,
-            problems,
-            how,
-        }))
+        Ok(Some(RepoVerified { id: id.clone(), files, bytes, problems, how }))
     };
     let manifest = match &run.state {
         RunState::Complete(m) => m,
@@ -185,27 +153,13 @@ pub(super) async fn verify_at_rest(
         Err(why) => return checked(0, 0, vec![why]),
     };
     let files: Vec<&StoredFile> = stored_files(&catalogue).collect();
-    let checks: Vec<_> = files
-        .iter()
-        .map(|f| check_stored(server, folder, f))
-        .collect();
-    let problems: Vec<Option<String>> = futures::stream::iter(checks)
-        .buffered(PARALLEL_READS)
-        .collect()
-        .await;
-    checked(
-        files.len(),
-        files.iter().map(|f| f.size).sum(),
-        problems.into_iter().flatten().collect(),
-    )
+    let checks: Vec<_> = files.iter().map(|f| check_stored(server, folder, f)).collect();
+    let problems: Vec<Option<String>> = futures::stream::iter(checks).buffered(PARALLEL_READS).collect().await;
+    checked(files.len(), files.iter().map(|f| f.size).sum(), problems.into_iter().flatten().collect())
 }
 
 /// Reads one stored file whole: `Some(problem)` when it is missing or differs from the catalogue.
-async fn check_stored(
-    server: &dyn BackupServer,
-    folder: &str,
-    file: &StoredFile,
-) -> Option<String> {
+async fn check_stored(server: &dyn BackupServer, folder: &str, file: &StoredFile) -> Option<String> {
     let path = join(folder, &file.path);
     let source = match server.open(&path).await {
         Ok(s) => s,
@@ -213,10 +167,7 @@ async fn check_stored(
     };
     match pipeline::copy_hashed(source, &mut tokio::io::sink(), &Counters::default().stored).await {
         Ok((size, sha)) if size == file.size && sha == file.sha256 => None,
-        Ok((size, _)) => Some(format!(
-            "{path}: checksum or size differs from the catalogue (size {size} vs {})",
-            file.size
-        )),
+        Ok((size, _)) => Some(format!("{path}: checksum or size differs from the catalogue (size {size} vs {})", file.size)),
         Err(e) => Some(format!("{path}: cannot be read ({e})")),
     }
 }

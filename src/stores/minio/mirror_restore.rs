@@ -52,54 +52,24 @@ fn damaged(id: &MirrorId, why: impl std::fmt::Display) -> Error {
 impl Minio {
     /// Chooses the run (`from`, or the newest complete), downloads and checks everything it refers
     /// to. With `for_restore`, also checks that the S3 target answers and may receive its buckets.
-    pub(super) async fn mirror_prepare(
-        &self,
-        from: Option<&str>,
-        access: &RepoAccess<'_>,
-        for_restore: bool,
-    ) -> Result<Prepared> {
-        let (folder, context) = self
-            .mirror
-            .as_ref()
-            .ok_or_else(|| err("not a mirror store (a bug)"))?;
+    pub(super) async fn mirror_prepare(&self, from: Option<&str>, access: &RepoAccess<'_>, for_restore: bool) -> Result<Prepared> {
+        let (folder, context) = self.mirror.as_ref().ok_or_else(|| err("not a mirror store (a bug)"))?;
         let server = access.server()?;
-        let key = access.key.clone().ok_or_else(|| {
-            Error::Usage(
-                "restoring the MinIO mirror needs encryption.identity_file or passphrase_file"
-                    .into(),
-            )
-        })?;
+        let key = access
+            .key
+            .clone()
+            .ok_or_else(|| Error::Usage("restoring the MinIO mirror needs encryption.identity_file or passphrase_file".into()))?;
         if for_restore {
             let client = self.client()?;
-            client
-                .list_buckets()
-                .send()
-                .await
-                .map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
+            client.list_buckets().send().await.map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
         }
         let (id, manifest) = choose(server, folder, access.trust()?, from).await?;
-        let catalogue = fetch_catalogue(server, folder, &id, &manifest)
-            .await
-            .map_err(|why| damaged(&id, why))?;
-        tracing::info!(
-            "minio: downloading and verifying mirror run {id} ({} objects) from {}",
-            catalogue.entries.len(),
-            server.describe()
-        );
+        let catalogue = fetch_catalogue(server, folder, &id, &manifest).await.map_err(|why| damaged(&id, why))?;
+        tracing::info!("minio: downloading and verifying mirror run {id} ({} objects) from {}", catalogue.entries.len(), server.describe());
         let work = context.private_dir("lifeboat-restore-")?;
         let counters = Arc::new(Counters::default());
-        let _progress = Progress::start(
-            format!("minio: downloading mirror run {id}"),
-            counters.clone(),
-        );
-        let fetcher = Fetcher {
-            server,
-            folder,
-            work: work.path(),
-            key: &key,
-            counters: &counters,
-            id: &id,
-        };
+        let _progress = Progress::start(format!("minio: downloading mirror run {id}"), counters.clone());
+        let fetcher = Fetcher { server, folder, work: work.path(), key: &key, counters: &counters, id: &id };
 
         // The indexes first: they say which object each stored file holds.
         let mut records: HashMap<MirrorId, HashMap<String, IndexRecord>> = HashMap::new();
@@ -118,57 +88,26 @@ impl Minio {
             }
             records.insert(data, list.into_iter().map(|r| (r.fp.clone(), r)).collect());
         }
-        let buckets = buckets
-            .ok_or_else(|| damaged(&id, "its catalogue does not list the run's own index"))?;
+        let buckets = buckets.ok_or_else(|| damaged(&id, "its catalogue does not list the run's own index"))?;
         self.check_targets(&buckets)?;
 
         // Join: every catalogue entry is an object one of those indexes describes, in a listed bucket.
         let mut plan = Vec::with_capacity(catalogue.entries.len());
-        let mut counts: Counts = buckets
-            .keys()
-            .map(|b| {
-                (
-                    b.clone(),
-                    BTreeMap::from([("objects".into(), 0), ("bytes".into(), 0)]),
-                )
-            })
-            .collect();
+        let mut counts: Counts =
+            buckets.keys().map(|b| (b.clone(), BTreeMap::from([("objects".into(), 0), ("bytes".into(), 0)]))).collect();
         for entry in &catalogue.entries {
-            let (data, name) =
-                check_stored_path(&entry.file.path).map_err(|why| damaged(&id, why))?;
-            let record = records
-                .get(&data)
-                .and_then(|r| r.get(&entry.fp))
-                .filter(|r| r.file == name);
-            let record = record.ok_or_else(|| {
-                damaged(
-                    &id,
-                    format!(
-                        "no index describes the object stored in {}",
-                        entry.file.path
-                    ),
-                )
-            })?;
-            let scope = counts.get_mut(&record.bucket).ok_or_else(|| {
-                damaged(
-                    &id,
-                    format!(
-                        "an object is in bucket {}, which the run does not list",
-                        record.bucket
-                    ),
-                )
-            })?;
+            let (data, name) = check_stored_path(&entry.file.path).map_err(|why| damaged(&id, why))?;
+            let record = records.get(&data).and_then(|r| r.get(&entry.fp)).filter(|r| r.file == name);
+            let record = record.ok_or_else(|| damaged(&id, format!("no index describes the object stored in {}", entry.file.path)))?;
+            let scope = counts
+                .get_mut(&record.bucket)
+                .ok_or_else(|| damaged(&id, format!("an object is in bucket {}, which the run does not list", record.bucket)))?;
             *scope.get_mut("objects").expect("set above") += 1;
             *scope.get_mut("bytes").expect("set above") += record.size;
             plan.push((record.clone(), entry.file.clone()));
         }
         if let Some(problem) = compare_counts(&manifest.counts, &counts).first() {
-            return Err(damaged(
-                &id,
-                format!(
-                    "its catalogue and indexes do not add up to its manifest's counts ({problem})"
-                ),
-            ));
+            return Err(damaged(&id, format!("its catalogue and indexes do not add up to its manifest's counts ({problem})")));
         }
 
         // Every stored file, checked and decoded once before anything is changed.
@@ -182,34 +121,15 @@ impl Minio {
                 }
             })
             .collect();
-        let objects: Vec<(IndexRecord, PathBuf)> = futures::stream::iter(fetches)
-            .buffer_unordered(PARALLEL_DOWNLOADS)
-            .try_collect()
-            .await?;
-        let stored_bytes = manifest
-            .extra::<MirrorExtra>()
-            .map(|e| e.stored_bytes)
-            .unwrap_or_default();
-        Ok(Prepared {
-            id,
-            buckets,
-            objects,
-            counts,
-            stored_bytes,
-            _work: work,
-        })
+        let objects: Vec<(IndexRecord, PathBuf)> =
+            futures::stream::iter(fetches).buffer_unordered(PARALLEL_DOWNLOADS).try_collect().await?;
+        let stored_bytes = manifest.extra::<MirrorExtra>().map(|e| e.stored_bytes).unwrap_or_default();
+        Ok(Prepared { id, buckets, objects, counts, stored_bytes, _work: work })
     }
 
     /// Rebuilds every bucket of the prepared run and compares what it finds with the run's counts.
-    pub(super) async fn mirror_restore(
-        &self,
-        prepared: Prepared,
-        access: &RepoAccess<'_>,
-    ) -> Result<RepoRestoreDone> {
-        let key = access
-            .key
-            .clone()
-            .ok_or_else(|| err("restoring needs the key (a bug)"))?;
+    pub(super) async fn mirror_restore(&self, prepared: Prepared, access: &RepoAccess<'_>) -> Result<RepoRestoreDone> {
+        let key = access.key.clone().ok_or_else(|| err("restoring needs the key (a bug)"))?;
         let client = self.client()?;
         tracing::info!(
             "minio: restoring mirror run {}: {} bucket(s), {} object(s)",
@@ -233,17 +153,12 @@ impl Minio {
                         headers: record.headers.clone(),
                         metadata: record.metadata.clone(),
                     };
-                    let mut body = Decoded {
-                        reader: pipeline::open_decoded(local, key, &record.file)?,
-                    };
+                    let mut body = Decoded { reader: pipeline::open_decoded(local, key, &record.file)? };
                     self.upload_object(client, &meta, &mut body).await
                 }
             })
             .collect();
-        futures::stream::iter(uploads)
-            .buffer_unordered(PARALLEL_UPLOADS)
-            .try_collect::<Vec<()>>()
-            .await?;
+        futures::stream::iter(uploads).buffer_unordered(PARALLEL_UPLOADS).try_collect::<Vec<()>>().await?;
         let mut found = Counts::new();
         for bucket in prepared.buckets.keys() {
             found.insert(bucket.clone(), self.count_bucket(&client, bucket).await?);
@@ -260,52 +175,30 @@ impl Minio {
             });
         }
         let objects = prepared.objects.len();
-        tracing::info!(
-            "minio: verified objects and bytes of {} bucket(s): all match mirror run {}",
-            prepared.buckets.len(),
-            prepared.id
-        );
+        tracing::info!("minio: verified objects and bytes of {} bucket(s): all match mirror run {}", prepared.buckets.len(), prepared.id);
         Ok(RepoRestoreDone {
             label: prepared.id.to_string(),
-            recovered: format!(
-                "{objects} object(s) in {} bucket(s), objects and bytes per bucket verified",
-                prepared.buckets.len()
-            ),
+            recovered: format!("{objects} object(s) in {} bucket(s), objects and bytes per bucket verified", prepared.buckets.len()),
             stored_bytes: prepared.stored_bytes,
         })
     }
 
     /// `verify --deep`: everything a restore checks before touching a bucket, nothing restored.
-    pub(super) async fn verify_deep(
-        &self,
-        access: &RepoAccess<'_>,
-        from: Option<&str>,
-    ) -> Result<Option<RepoVerified>> {
+    pub(super) async fn verify_deep(&self, access: &RepoAccess<'_>, from: Option<&str>) -> Result<Option<RepoVerified>> {
         let runs = scan_runs(access.server()?, self.mirror_folder(), access.trust()?).await?;
         let Some(run) = (match from {
             Some(id) => runs.iter().find(|r| r.id.to_string() == id),
-            None => runs
-                .iter()
-                .rev()
-                .find(|r| !matches!(r.state, RunState::Incomplete)),
+            None => runs.iter().rev().find(|r| !matches!(r.state, RunState::Incomplete)),
         }) else {
             return Ok(None);
         };
         let id = run.id.to_string();
         let (files, bytes, problems) = match self.mirror_prepare(Some(&id), access, false).await {
             Ok(p) => (p.objects.len(), p.stored_bytes, Vec::new()),
-            Err(e @ (Error::Integrity(_) | Error::Decrypt(_) | Error::NotFound(_))) => {
-                (0, 0, vec![e.to_string()])
-            }
+            Err(e @ (Error::Integrity(_) | Error::Decrypt(_) | Error::NotFound(_))) => (0, 0, vec![e.to_string()]),
             Err(e) => return Err(e),
         };
-        Ok(Some(RepoVerified {
-            id,
-            files,
-            bytes,
-            problems,
-            how: format!("{files} objects downloaded, decrypted and decompressed"),
-        }))
+        Ok(Some(RepoVerified { id, files, bytes, problems, how: format!("{files} objects downloaded, decrypted and decompressed") }))
     }
 }
 
@@ -362,8 +255,7 @@ impl Fetcher<'_> {
     async fn fetch(&self, file: &StoredFile, plain: Option<u64>) -> Result<PathBuf> {
         let (data, name) = check_stored_path(&file.path).map_err(|why| damaged(self.id, why))?;
         let dir = self.work.join(data.to_string());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let local = dir.join(name);
         let mut out = tokio::fs::OpenOptions::new()
             .write(true)
@@ -372,23 +264,14 @@ impl Fetcher<'_> {
             .await
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
         let remote = join(self.folder, &file.path);
-        let source = self
-            .server
-            .open(&remote)
-            .await
-            .map_err(|e| damaged(self.id, format!("{} cannot be read ({e})", file.path)))?;
+        let source = self.server.open(&remote).await.map_err(|e| damaged(self.id, format!("{} cannot be read ({e})", file.path)))?;
         let (size, sha256) = pipeline::copy_hashed(source, &mut out, &self.counters.stored)
             .await
             .map_err(|e| self.server.error(format!("downloading {remote}: {e}")))?;
         if size != file.size || sha256 != file.sha256 {
             return Err(damaged(
                 self.id,
-                format!(
-                    "stored file {} does not match the catalogue (size {size} vs {}, sha256 {})",
-                    file.path,
-                    file.size,
-                    &sha256[..12]
-                ),
+                format!("stored file {} does not match the catalogue (size {size} vs {}, sha256 {})", file.path, file.size, &sha256[..12]),
             ));
         }
         let (path, key, label) = (local.clone(), self.key.clone(), file.path.clone());
@@ -401,13 +284,7 @@ impl Fetcher<'_> {
         if let (Some(got), Some(want)) = (decoded, plain)
             && got != want
         {
-            return Err(damaged(
-                self.id,
-                format!(
-                    "{} decodes to {got} bytes, but its index says {want}",
-                    file.path
-                ),
-            ));
+            return Err(damaged(self.id, format!("{} decodes to {got} bytes, but its index says {want}", file.path)));
         }
         Ok(local)
     }
@@ -423,12 +300,7 @@ impl BodySource for Decoded {
     async fn take_bytes(&mut self, meta: &ObjectMeta, len: u64) -> Result<Bytes> {
         let mut body = vec![0u8; len as usize];
         tokio::task::block_in_place(|| std::io::Read::read_exact(&mut self.reader, &mut body))
-            .map_err(|e| {
-                err(format!(
-                    "reading {}/{} from its stored file: {e}",
-                    meta.bucket, meta.key
-                ))
-            })?;
+            .map_err(|e| err(format!("reading {}/{} from its stored file: {e}", meta.bucket, meta.key)))?;
         Ok(Bytes::from(body))
     }
 }

@@ -67,8 +67,8 @@ use tokio::sync::mpsc;
 
 pub use archive::HEADER_ENTRY;
 use archive::{
-    ARCHIVE_FORMAT, ArchiveHeader, HEADER_FIELDS, META_PREFIX, ObjectMeta, PAX_PREFIX, Piece,
-    Pieces, Stop, TarWriter, now_secs, read_archive, valid_bucket_name,
+    ARCHIVE_FORMAT, ArchiveHeader, HEADER_FIELDS, META_PREFIX, ObjectMeta, PAX_PREFIX, Piece, Pieces, Stop, TarWriter, now_secs,
+    read_archive, valid_bucket_name,
 };
 pub use mirror::{MIRROR_FOLDER, list_mirror_runs};
 pub use mirror_prune::{MirrorPruned, prune_mirror};
@@ -144,19 +144,9 @@ impl Minio {
         buckets: &BTreeMap<String, BucketSettings>,
         out: &mut TarWriter,
     ) -> Result<Counts, Stop> {
-        let header = ArchiveHeader {
-            format: ARCHIVE_FORMAT,
-            buckets: buckets.clone(),
-        };
+        let header = ArchiveHeader { format: ARCHIVE_FORMAT, buckets: buckets.clone() };
         let json = serde_json::to_vec_pretty(&header).expect("archive header serialises");
-        out.entry(
-            HEADER_ENTRY,
-            &[],
-            tar::EntryType::Regular,
-            json.len() as u64,
-            now_secs(),
-        )
-        .await?;
+        out.entry(HEADER_ENTRY, &[], tar::EntryType::Regular, json.len() as u64, now_secs()).await?;
         out.write(&json).await?;
         out.pad().await?;
 
@@ -164,22 +154,13 @@ impl Minio {
         for bucket in buckets.keys() {
             let (mut objects, mut bytes) = (0u64, 0u64);
             tracing::info!("minio: archiving bucket {bucket}");
-            out.entry(
-                &format!("{bucket}/"),
-                &[("LIFEBOAT.bucket", bucket.as_bytes())],
-                tar::EntryType::Directory,
-                0,
-                now_secs(),
-            )
-            .await?;
+            out.entry(&format!("{bucket}/"), &[("LIFEBOAT.bucket", bucket.as_bytes())], tar::EntryType::Directory, 0, now_secs()).await?;
             let mut fetched = std::pin::pin!(fetch_objects(client.clone(), bucket.clone()));
             while let Some(item) = fetched.next().await {
                 let (key, object) = match item {
                     Ok(Fetched::Object(key, object)) => (key, object),
                     Ok(Fetched::Gone(key)) => {
-                        tracing::debug!(
-                            "minio: {bucket}/{key} was deleted after the listing; skipped"
-                        );
+                        tracing::debug!("minio: {bucket}/{key} was deleted after the listing; skipped");
                         continue;
                     }
                     Err((_, e)) if e.is(&["NoSuchBucket"]) && self.cfg.buckets.is_empty() => {
@@ -211,51 +192,26 @@ impl Minio {
         Ok(counts)
     }
 
-    async fn write_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        mut object: GetObjectOutput,
-        out: &mut TarWriter,
-    ) -> Result<u64, Stop> {
-        let size = u64::try_from(object.content_length().unwrap_or(-1)).map_err(|_| {
-            Stop::Failed(err(format!(
-                "the S3 server sent no size for {bucket}/{key}; cannot archive it"
-            )))
-        })?;
+    async fn write_object(&self, bucket: &str, key: &str, mut object: GetObjectOutput, out: &mut TarWriter) -> Result<u64, Stop> {
+        let size = u64::try_from(object.content_length().unwrap_or(-1))
+            .map_err(|_| Stop::Failed(err(format!("the S3 server sent no size for {bucket}/{key}; cannot archive it"))))?;
         let (headers, metadata) = described(&object);
         let headers: Vec<(String, String)> = headers
             .into_iter()
             .map(|(k, v)| (format!("{PAX_PREFIX}{k}"), v))
-            .chain(
-                metadata
-                    .into_iter()
-                    .map(|(k, v)| (format!("{META_PREFIX}{k}"), v)),
-            )
+            .chain(metadata.into_iter().map(|(k, v)| (format!("{META_PREFIX}{k}"), v)))
             .collect();
-        let mtime = object
-            .last_modified()
-            .map(|t| t.secs().max(0) as u64)
-            .unwrap_or_else(now_secs);
-        let mut records: Vec<(&str, &[u8])> = vec![
-            ("LIFEBOAT.bucket", bucket.as_bytes()),
-            ("LIFEBOAT.key", key.as_bytes()),
-        ];
+        let mtime = object.last_modified().map(|t| t.secs().max(0) as u64).unwrap_or_else(now_secs);
+        let mut records: Vec<(&str, &[u8])> = vec![("LIFEBOAT.bucket", bucket.as_bytes()), ("LIFEBOAT.key", key.as_bytes())];
         records.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
         let path = format!("{bucket}/{key}");
         // A zero-byte key ending in `/` is a "folder" marker: a directory for tar.
-        let kind = if size == 0 && key.ends_with('/') {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        };
+        let kind = if size == 0 && key.ends_with('/') { tar::EntryType::Directory } else { tar::EntryType::Regular };
         out.entry(&path, &records, kind, size, mtime).await?;
 
         let mut written = 0u64;
         while let Some(chunk) = object.body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Stop::Failed(self.fail(&format!("reading object {bucket}/{key}"), body_error(e)))
-            })?;
+            let chunk = chunk.map_err(|e| Stop::Failed(self.fail(&format!("reading object {bucket}/{key}"), body_error(e))))?;
             written += chunk.len() as u64;
             if written > size {
                 break;
@@ -274,22 +230,10 @@ impl Minio {
 
 /// An object's standard headers (the [`HEADER_FIELDS`] that are set) and user metadata, sorted.
 fn described(object: &GetObjectOutput) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let fields = [
-        object.content_type(),
-        object.cache_control(),
-        object.content_disposition(),
-        object.content_encoding(),
-        object.content_language(),
-    ];
-    let headers = HEADER_FIELDS
-        .iter()
-        .zip(fields)
-        .filter_map(|(name, value)| Some((name.to_string(), value?.to_string())))
-        .collect();
-    let metadata = object
-        .metadata()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let fields =
+        [object.content_type(), object.cache_control(), object.content_disposition(), object.content_encoding(), object.content_language()];
+    let headers = HEADER_FIELDS.iter().zip(fields).filter_map(|(name, value)| Some((name.to_string(), value?.to_string()))).collect();
+    let metadata = object.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     (headers, metadata)
 }
 
@@ -299,47 +243,26 @@ impl Datastore for Minio {
 
     fn new(cfg: MinioConfig, ctx: &StoreContext) -> Result<Minio> {
         let bad = |message: String| ctx.invalid(message);
-        let url = url::Url::parse(&cfg.endpoint).map_err(|e| {
-            bad(format!(
-                "stores.minio.endpoint `{}` is not a URL ({e}); expected e.g. http://minio:9000",
-                cfg.endpoint
-            ))
-        })?;
+        let url = url::Url::parse(&cfg.endpoint)
+            .map_err(|e| bad(format!("stores.minio.endpoint `{}` is not a URL ({e}); expected e.g. http://minio:9000", cfg.endpoint)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(bad(format!(
-                "stores.minio.endpoint `{}` must be an http:// or https:// URL with a host",
-                cfg.endpoint
-            )));
+            return Err(bad(format!("stores.minio.endpoint `{}` must be an http:// or https:// URL with a host", cfg.endpoint)));
         }
         if cfg.region.trim().is_empty() {
-            return Err(bad(
-                "stores.minio.region is empty; leave it out for us-east-1".into(),
-            ));
+            return Err(bad("stores.minio.region is empty; leave it out for us-east-1".into()));
         }
         let access_key = SecretFile::new("MinIO access key", &cfg.access_key_file);
         let secret_key = SecretFile::new("MinIO secret key", &cfg.secret_key_file);
         let mirror = match cfg.settings.kind {
             StoreType::Differential => {
-                let folder = cfg
-                    .settings
-                    .server_dir
-                    .clone()
-                    .unwrap_or_else(|| MIRROR_FOLDER.into());
-                crate::layout::check_file_name(&folder).map_err(|_| {
-                    bad(format!(
-                        "stores.minio.server_dir `{folder}` must be one plain folder name"
-                    ))
-                })?;
+                let folder = cfg.settings.server_dir.clone().unwrap_or_else(|| MIRROR_FOLDER.into());
+                crate::layout::check_file_name(&folder)
+                    .map_err(|_| bad(format!("stores.minio.server_dir `{folder}` must be one plain folder name")))?;
                 Some((folder, ctx.clone()))
             }
             StoreType::Dump => None,
         };
-        Ok(Minio {
-            cfg,
-            access_key,
-            secret_key,
-            mirror,
-        })
+        Ok(Minio { cfg, access_key, secret_key, mirror })
     }
 }
 
@@ -347,17 +270,11 @@ impl Datastore for Minio {
 impl Store for Minio {
     /// Objects and bytes do not add up to one total: say how many counts were compared.
     fn describe_counts(&self, manifest: &Manifest) -> String {
-        format!(
-            "{} counts ({})",
-            manifest.counts.values().map(|m| m.len()).sum::<usize>(),
-            manifest.count_unit
-        )
+        format!("{} counts ({})", manifest.counts.values().map(|m| m.len()).sum::<usize>(), manifest.count_unit)
     }
 
     fn differential(&self) -> Option<&dyn super::DifferentialStore> {
-        self.mirror
-            .as_ref()
-            .map(|_| self as &dyn super::DifferentialStore)
+        self.mirror.as_ref().map(|_| self as &dyn super::DifferentialStore)
     }
 
     async fn backup(&self, sink: &mut RunWriter<'_>) -> Result<StoreBackup> {
@@ -374,37 +291,25 @@ impl Store for Minio {
             Ok(counts) => counts,
             Err(Stop::Failed(e)) => return Err(e),
             Err(Stop::ConsumerGone) => {
-                return Err(put
-                    .err()
-                    .unwrap_or_else(|| err("the backup pipeline stopped reading the archive")));
+                return Err(put.err().unwrap_or_else(|| err("the backup pipeline stopped reading the archive")));
             }
         };
         put?;
 
-        let extra = MinioExtra {
-            archive: ARCHIVE_FILE.into(),
-            buckets,
-        };
-        Ok(StoreBackup::new("objects/bytes", counts, &extra)
-            .tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION))
+        let extra = MinioExtra { archive: ARCHIVE_FILE.into(), buckets };
+        Ok(StoreBackup::new("objects/bytes", counts, &extra).tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION))
     }
 
     async fn check_target(&self) -> Result<()> {
         let client = self.client()?;
-        client
-            .list_buckets()
-            .send()
-            .await
-            .map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
+        client.list_buckets().send().await.map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
         Ok(())
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
         let MinioExtra { buckets, .. } = manifest.extra()?;
         if manifest.file(ARCHIVE_FILE).is_none() {
-            return Err(err(format!(
-                "the manifest lists no {ARCHIVE_FILE}: this is not a minio dump backup; nothing was changed"
-            )));
+            return Err(err(format!("the manifest lists no {ARCHIVE_FILE}: this is not a minio dump backup; nothing was changed")));
         }
         self.check_targets(&buckets)?;
         // The whole archive is read and checked once before any bucket is touched: a bad entry
@@ -421,17 +326,13 @@ impl Store for Minio {
         let reader = files.open(ARCHIVE_FILE)?;
         let (tx, rx) = mpsc::channel::<Result<Piece>>(8);
         let decoder = tokio::task::spawn_blocking(move || {
-            if let Err(Some(e)) =
-                read_archive(reader, &mut |piece| tx.blocking_send(Ok(piece)).is_ok())
-            {
+            if let Err(Some(e)) = read_archive(reader, &mut |piece| tx.blocking_send(Ok(piece)).is_ok()) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
         let mut pieces = Pieces { rx };
         if !matches!(pieces.next().await?, Some(Piece::Header(_))) {
-            return Err(err(format!(
-                "{ARCHIVE_FILE} changed while it was read: nothing was changed; run the restore again"
-            )));
+            return Err(err(format!("{ARCHIVE_FILE} changed while it was read: nothing was changed; run the restore again")));
         }
 
         for (bucket, settings) in &buckets {
@@ -453,9 +354,7 @@ impl Store for Minio {
                             join_upload(&mut uploads, self).await?;
                         }
                         let client = client.clone();
-                        uploads.spawn(async move {
-                            put_small(&client, &meta, body).await.map_err(|e| (meta, e))
-                        });
+                        uploads.spawn(async move { put_small(&client, &meta, body).await.map_err(|e| (meta, e)) });
                     } else {
                         self.upload_object(&client, &meta, &mut pieces).await?;
                     }
@@ -467,18 +366,14 @@ impl Store for Minio {
                     )));
                 }
                 Piece::Header(_) | Piece::Data(_) => {
-                    return Err(err(format!(
-                        "{ARCHIVE_FILE} is out of order: the backup is damaged"
-                    )));
+                    return Err(err(format!("{ARCHIVE_FILE} is out of order: the backup is damaged")));
                 }
             }
         }
         while !uploads.is_empty() {
             join_upload(&mut uploads, self).await?;
         }
-        decoder
-            .await
-            .map_err(|e| err(format!("archive reader: {e}")))?;
+        decoder.await.map_err(|e| err(format!("archive reader: {e}")))?;
         tracing::info!("minio: uploaded {uploaded} object(s); counting");
 
         let mut found = Counts::new();
@@ -492,23 +387,16 @@ impl Store for Minio {
 impl Minio {
     /// The buckets to back up with their settings; one deleted meanwhile is skipped when backing
     /// up all buckets, and fails the run when the configuration names it.
-    async fn buckets_with_settings(
-        &self,
-        client: &Client,
-    ) -> Result<BTreeMap<String, BucketSettings>> {
+    async fn buckets_with_settings(&self, client: &Client) -> Result<BTreeMap<String, BucketSettings>> {
         let mut buckets = BTreeMap::new();
         for name in self.buckets_to_back_up(client).await? {
             match self.bucket_settings(client, &name).await? {
                 Some(settings) => {
                     buckets.insert(name, settings);
                 }
-                None if self.cfg.buckets.is_empty() => tracing::warn!(
-                    "minio: bucket {name} was deleted before it could be read; skipped"
-                ),
+                None if self.cfg.buckets.is_empty() => tracing::warn!("minio: bucket {name} was deleted before it could be read; skipped"),
                 None => {
-                    return Err(err(format!(
-                        "bucket `{name}` named in stores.minio.buckets was deleted during the backup"
-                    )));
+                    return Err(err(format!("bucket `{name}` named in stores.minio.buckets was deleted during the backup")));
                 }
             }
         }
@@ -548,9 +436,7 @@ async fn check_archive(reader: Box<dyn std::io::Read + Send>) -> Result<ArchiveH
         match (read, header) {
             (Ok(()), Some(header)) => Ok(header),
             (Err(Some(e)), _) => Err(e),
-            _ => Err(err(format!(
-                "{ARCHIVE_FILE} is not a Lifeboat MinIO archive; nothing was changed"
-            ))),
+            _ => Err(err(format!("{ARCHIVE_FILE} is not a Lifeboat MinIO archive; nothing was changed"))),
         }
     })
     .await
@@ -559,15 +445,10 @@ async fn check_archive(reader: Box<dyn std::io::Read + Send>) -> Result<ArchiveH
 
 type UploadResult = std::result::Result<(), (ObjectMeta, S3Error)>;
 
-async fn join_upload(
-    uploads: &mut tokio::task::JoinSet<UploadResult>,
-    store: &Minio,
-) -> Result<()> {
+async fn join_upload(uploads: &mut tokio::task::JoinSet<UploadResult>, store: &Minio) -> Result<()> {
     match uploads.join_next().await {
         Some(Ok(Ok(()))) | None => Ok(()),
-        Some(Ok(Err((meta, e)))) => {
-            Err(store.fail(&format!("uploading {}/{}", meta.bucket, meta.key), e))
-        }
+        Some(Ok(Err((meta, e)))) => Err(store.fail(&format!("uploading {}/{}", meta.bucket, meta.key), e)),
         Some(Err(e)) => Err(err(format!("upload task: {e}"))),
     }
 }

@@ -67,11 +67,7 @@ impl S3Error {
             // The innermost cause is the informative one ("Connection refused (os error 111)").
             _ => innermost(&e),
         };
-        S3Error {
-            code,
-            detail: detail.replace('\n', " "),
-            unreachable,
-        }
+        S3Error { code, detail: detail.replace('\n', " "), unreachable }
     }
 
     pub(super) fn is(&self, codes: &[&str]) -> bool {
@@ -89,22 +85,12 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Streaming body errors (connection dropped mid-object).
 pub(super) fn body_error(e: impl std::error::Error + 'static) -> S3Error {
-    S3Error {
-        code: None,
-        detail: innermost(&e).replace('\n', " "),
-        unreachable: true,
-    }
+    S3Error { code: None, detail: innermost(&e).replace('\n', " "), unreachable: true }
 }
 
 impl Minio {
     pub(super) fn client(&self) -> Result<Client> {
-        let credentials = Credentials::new(
-            self.access_key.read()?,
-            self.secret_key.read()?,
-            None,
-            None,
-            "lifeboat",
-        );
+        let credentials = Credentials::new(self.access_key.read()?, self.secret_key.read()?, None, None, "lifeboat");
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(self.cfg.endpoint.trim_end_matches('/'))
@@ -133,58 +119,30 @@ impl Minio {
                 "cannot reach the S3 server at {endpoint} while {doing} ({}): check that MinIO is up and stores.minio.endpoint",
                 e.detail
             ))
-        } else if e.is(&[
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "InvalidToken",
-            "ExpiredToken",
-        ]) {
+        } else if e.is(&["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]) {
             err(format!(
                 "the S3 server at {endpoint} refused the credentials while {doing} ({}): check stores.minio.access_key_file and secret_key_file",
                 e.detail
             ))
         } else if e.is(&["AccessDenied"]) {
-            err(format!(
-                "access denied while {doing} ({}): give this key the S3 permissions a full backup/restore needs",
-                e.detail
-            ))
+            err(format!("access denied while {doing} ({}): give this key the S3 permissions a full backup/restore needs", e.detail))
         } else {
             err(format!("{doing} failed on {endpoint}: {}", e.detail))
         }
     }
 
     /// Uploads one object whose bytes follow in `pieces`.
-    pub(super) async fn upload_object(
-        &self,
-        client: &Client,
-        meta: &ObjectMeta,
-        pieces: &mut (dyn BodySource + Send),
-    ) -> Result<()> {
+    pub(super) async fn upload_object(&self, client: &Client, meta: &ObjectMeta, pieces: &mut (dyn BodySource + Send)) -> Result<()> {
         let part_size = PART_SIZE.max(meta.size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
         if meta.size <= part_size {
             let body = pieces.take_bytes(meta, meta.size).await?;
-            return put_small(client, meta, body)
-                .await
-                .map_err(|e| self.fail(&format!("uploading {}/{}", meta.bucket, meta.key), e));
+            return put_small(client, meta, body).await.map_err(|e| self.fail(&format!("uploading {}/{}", meta.bucket, meta.key), e));
         }
-        let doing = format!(
-            "uploading {}/{} ({} bytes, multipart)",
-            meta.bucket, meta.key, meta.size
-        );
-        let mut create = client
-            .create_multipart_upload()
-            .bucket(&meta.bucket)
-            .key(&meta.key)
-            .set_metadata(user_metadata(meta));
+        let doing = format!("uploading {}/{} ({} bytes, multipart)", meta.bucket, meta.key, meta.size);
+        let mut create = client.create_multipart_upload().bucket(&meta.bucket).key(&meta.key).set_metadata(user_metadata(meta));
         create = apply_headers!(create, meta);
-        let upload = create
-            .send()
-            .await
-            .map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
-        let upload_id = upload
-            .upload_id()
-            .ok_or_else(|| err(format!("{doing}: the server returned no upload id")))?
-            .to_string();
+        let upload = create.send().await.map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
+        let upload_id = upload.upload_id().ok_or_else(|| err(format!("{doing}: the server returned no upload id")))?.to_string();
         let result = async {
             let mut parts = Vec::new();
             let mut remaining = meta.size;
@@ -203,12 +161,7 @@ impl Minio {
                     .send()
                     .await
                     .map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .part_number(number)
-                        .build(),
-                );
+                parts.push(CompletedPart::builder().set_e_tag(out.e_tag().map(str::to_string)).part_number(number).build());
                 remaining -= len;
                 number += 1;
             }
@@ -217,11 +170,7 @@ impl Minio {
                 .bucket(&meta.bucket)
                 .key(&meta.key)
                 .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
                 .map_err(|e| self.fail(&doing, S3Error::from_sdk(e)))?;
@@ -230,35 +179,21 @@ impl Minio {
         .await;
         if result.is_err() {
             // Best effort: an unfinished upload is also cleared by the next restore.
-            let _ = client
-                .abort_multipart_upload()
-                .bucket(&meta.bucket)
-                .key(&meta.key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            let _ = client.abort_multipart_upload().bucket(&meta.bucket).key(&meta.key).upload_id(&upload_id).send().await;
         }
         result
     }
 
     /// Objects and bytes per bucket, as the server lists them now.
-    pub(super) async fn count_bucket(
-        &self,
-        client: &Client,
-        bucket: &str,
-    ) -> Result<BTreeMap<String, u64>> {
+    pub(super) async fn count_bucket(&self, client: &Client, bucket: &str) -> Result<BTreeMap<String, u64>> {
         let (mut objects, mut bytes) = (0u64, 0u64);
         let mut keys = std::pin::pin!(list_objects(client.clone(), bucket.to_string()));
         while let Some(item) = keys.next().await {
-            let (_, size) = item
-                .map_err(|e| self.fail(&format!("counting the objects of bucket {bucket}"), e))?;
+            let (_, size) = item.map_err(|e| self.fail(&format!("counting the objects of bucket {bucket}"), e))?;
             objects += 1;
             bytes += size;
         }
-        Ok(BTreeMap::from([
-            ("objects".to_string(), objects),
-            ("bytes".to_string(), bytes),
-        ]))
+        Ok(BTreeMap::from([("objects".to_string(), objects), ("bytes".to_string(), bytes)]))
     }
 }
 
@@ -277,23 +212,10 @@ impl BodySource for Pieces {
 }
 
 fn user_metadata(meta: &ObjectMeta) -> Option<HashMap<String, String>> {
-    if meta.metadata.is_empty() {
-        None
-    } else {
-        Some(
-            meta.metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
-    }
+    if meta.metadata.is_empty() { None } else { Some(meta.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()) }
 }
 
-pub(super) async fn put_small(
-    client: &Client,
-    meta: &ObjectMeta,
-    body: Bytes,
-) -> Result<(), S3Error> {
+pub(super) async fn put_small(client: &Client, meta: &ObjectMeta, body: Bytes) -> Result<(), S3Error> {
     let mut put = client
         .put_object()
         .bucket(&meta.bucket)
@@ -317,46 +239,24 @@ pub(super) struct Listed {
 }
 
 /// Every object of a bucket as (key, size), page by page.
-fn list_objects(
-    client: Client,
-    bucket: String,
-) -> impl Stream<Item = Result<(String, u64), S3Error>> {
+fn list_objects(client: Client, bucket: String) -> impl Stream<Item = Result<(String, u64), S3Error>> {
     list_detailed(client, bucket).map_ok(|l| (l.key, l.size))
 }
 
 /// Every object of a bucket with its ETag and Last-Modified, page by page.
-pub(super) fn list_detailed(
-    client: Client,
-    bucket: String,
-) -> impl Stream<Item = Result<Listed, S3Error>> {
+pub(super) fn list_detailed(client: Client, bucket: String) -> impl Stream<Item = Result<Listed, S3Error>> {
     futures::stream::try_unfold(Some(None::<String>), move |state| {
         let (client, bucket) = (client.clone(), bucket.clone());
         async move {
             let Some(token) = state else { return Ok(None) };
-            let page = client
-                .list_objects_v2()
-                .bucket(&bucket)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(S3Error::from_sdk)?;
+            let page = client.list_objects_v2().bucket(&bucket).set_continuation_token(token).send().await.map_err(S3Error::from_sdk)?;
             let items: Vec<Result<Listed, S3Error>> = page
                 .contents()
                 .iter()
                 .filter_map(|o| {
-                    let modified = o
-                        .last_modified()
-                        .map(|t| format!("{}.{:09}", t.secs(), t.subsec_nanos()))
-                        .unwrap_or_default();
+                    let modified = o.last_modified().map(|t| format!("{}.{:09}", t.secs(), t.subsec_nanos())).unwrap_or_default();
                     let size = o.size().unwrap_or(0).max(0) as u64;
-                    o.key().map(|k| {
-                        Ok(Listed {
-                            key: k.to_string(),
-                            size,
-                            etag: o.e_tag().unwrap_or_default().to_string(),
-                            modified,
-                        })
-                    })
+                    o.key().map(|k| Ok(Listed { key: k.to_string(), size, etag: o.e_tag().unwrap_or_default().to_string(), modified }))
                 })
                 .collect();
             let next = match (page.is_truncated(), page.next_continuation_token()) {
@@ -377,10 +277,7 @@ pub(super) enum Fetched {
 
 /// GET responses for every listed object, in listing order, [`PREFETCH`] requests ahead.
 /// Errors carry the key they concern (none for listing errors).
-pub(super) fn fetch_objects(
-    client: Client,
-    bucket: String,
-) -> impl Stream<Item = Result<Fetched, (Option<String>, S3Error)>> {
+pub(super) fn fetch_objects(client: Client, bucket: String) -> impl Stream<Item = Result<Fetched, (Option<String>, S3Error)>> {
     list_objects(client.clone(), bucket.clone())
         .map(move |listed| {
             let (client, bucket) = (client.clone(), bucket.clone());
@@ -388,9 +285,7 @@ pub(super) fn fetch_objects(
                 let (key, _) = listed.map_err(|e| (None, e))?;
                 match client.get_object().bucket(&bucket).key(&key).send().await {
                     Ok(object) => Ok(Fetched::Object(key, Box::new(object))),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                        Ok(Fetched::Gone(key))
-                    }
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(Fetched::Gone(key)),
                     Err(e) => Err((Some(key), S3Error::from_sdk(e))),
                 }
             }

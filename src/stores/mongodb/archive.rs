@@ -23,9 +23,7 @@ const MAX_DATABASE: usize = 64;
 
 /// Whether `db` is a database name MongoDB accepts (the characters it forbids, its length).
 pub fn valid_database_name(db: &str) -> bool {
-    !db.is_empty()
-        && db.len() <= MAX_DATABASE
-        && !db.contains(['/', '\\', '.', ' ', '"', '$', '\0'])
+    !db.is_empty() && db.len() <= MAX_DATABASE && !db.contains(['/', '\\', '.', ' ', '"', '$', '\0'])
 }
 
 /// Why `db.collection` is not a namespace a Lifeboat archive holds, if it is not: the names
@@ -59,11 +57,7 @@ fn crc_table() -> &'static [u64; 256] {
         for (i, slot) in table.iter_mut().enumerate() {
             let mut crc = i as u64;
             for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ POLY
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 == 1 { (crc >> 1) ^ POLY } else { crc >> 1 };
             }
             *slot = crc;
         }
@@ -95,11 +89,7 @@ impl Crc64 {
 pub fn server_version(version: &str) -> String {
     let core = version.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
-    if parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-    {
+    if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
         core.to_string()
     } else {
         "0.0.0".into()
@@ -130,14 +120,8 @@ impl CollectionMeta {
     }
 
     fn from_prelude_doc(d: &RawDocument) -> Result<CollectionMeta, String> {
-        let db = d
-            .get_str("db")
-            .map_err(|_| "collection metadata without `db`")?
-            .to_string();
-        let collection = d
-            .get_str("collection")
-            .map_err(|_| "collection metadata without `collection`")?
-            .to_string();
+        let db = d.get_str("db").map_err(|_| "collection metadata without `db`")?.to_string();
+        let collection = d.get_str("collection").map_err(|_| "collection metadata without `collection`")?.to_string();
         let metadata = d.get_str("metadata").unwrap_or("");
         let mut meta = CollectionMeta {
             db,
@@ -147,44 +131,29 @@ impl CollectionMeta {
             indexes: Vec::new(),
         };
         if let Some(why) = namespace_problem(&meta.db, &meta.collection) {
-            return Err(format!(
-                "the archive lists `{}.{}`, which is {why}",
-                meta.db.escape_debug(),
-                meta.collection.escape_debug()
-            ));
+            return Err(format!("the archive lists `{}.{}`, which is {why}", meta.db.escape_debug(), meta.collection.escape_debug()));
         }
         if !metadata.is_empty() {
-            let json: serde_json::Value = serde_json::from_str(metadata)
-                .map_err(|e| format!("metadata of {} is not JSON: {e}", meta.collection))?;
+            let json: serde_json::Value =
+                serde_json::from_str(metadata).map_err(|e| format!("metadata of {} is not JSON: {e}", meta.collection))?;
             let parsed = match Bson::try_from(json) {
                 Ok(Bson::Document(parsed)) => parsed,
                 _ => {
-                    return Err(format!(
-                        "metadata of {} is not Extended JSON",
-                        meta.collection
-                    ));
+                    return Err(format!("metadata of {} is not Extended JSON", meta.collection));
                 }
             };
             if let Ok(options) = parsed.get_document("options") {
                 meta.options = options.clone();
             }
             if let Ok(indexes) = parsed.get_array("indexes") {
-                meta.indexes = indexes
-                    .iter()
-                    .filter_map(|i| i.as_document().cloned())
-                    .collect();
+                meta.indexes = indexes.iter().filter_map(|i| i.as_document().cloned()).collect();
             }
             if let Ok(kind) = parsed.get_str("type") {
                 meta.kind = kind.to_string();
             }
         }
         if meta.kind != "collection" && meta.kind != "view" {
-            return Err(format!(
-                "{}.{} is a `{}`, which Lifeboat never writes",
-                meta.db,
-                meta.collection,
-                meta.kind.escape_debug()
-            ));
+            return Err(format!("{}.{} is a `{}`, which Lifeboat never writes", meta.db, meta.collection, meta.kind.escape_debug()));
         }
         Ok(meta)
     }
@@ -192,17 +161,12 @@ impl CollectionMeta {
 
 fn to_bytes(d: &Document) -> Vec<u8> {
     let mut out = Vec::new();
-    d.to_writer(&mut out)
-        .expect("in-memory BSON encoding does not fail");
+    d.to_writer(&mut out).expect("in-memory BSON encoding does not fail");
     out
 }
 
 /// Magic number, header, one metadata document per collection, terminator.
-pub fn prelude(
-    server_version: &str,
-    tool_version: &str,
-    collections: &[CollectionMeta],
-) -> Vec<u8> {
+pub fn prelude(server_version: &str, tool_version: &str, collections: &[CollectionMeta]) -> Vec<u8> {
     let mut out = MAGIC.to_le_bytes().to_vec();
     out.extend(to_bytes(&doc! {
         "concurrent_collections": 1i32,
@@ -239,7 +203,10 @@ pub enum Event {
         docs: Vec<RawDocumentBuf>,
     },
     /// A collection's closing block, its CRC checked; `count` documents were read for it.
-    End { collection: String, count: u64 },
+    End {
+        collection: String,
+        count: u64,
+    },
 }
 
 enum Item {
@@ -270,17 +237,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads and checks the magic number, header and collection metadata.
     pub async fn open(mut input: R) -> io::Result<Reader<R>> {
         let mut magic = [0u8; 4];
-        input.read_exact(&mut magic).await.map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                bad("the file is empty: not a mongodump archive")
-            } else {
-                e
-            }
-        })?;
+        input
+            .read_exact(&mut magic)
+            .await
+            .map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { bad("the file is empty: not a mongodump archive") } else { e })?;
         if u32::from_le_bytes(magic) != MAGIC {
-            return Err(bad(
-                "the file does not start with the mongodump archive magic number: not a MongoDB archive",
-            ));
+            return Err(bad("the file does not start with the mongodump archive magic number: not a MongoDB archive"));
         }
         let mut reader = Reader {
             input,
@@ -317,18 +279,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     let meta = CollectionMeta::from_prelude_doc(&parse(bytes)?).map_err(bad)?;
                     let key = (meta.db.clone(), meta.collection.clone());
                     if reader.state.insert(key, (Crc64::new(), 0, false)).is_some() {
-                        return Err(bad(format!(
-                            "the archive lists {}.{} twice: it is damaged",
-                            meta.db, meta.collection
-                        )));
+                        return Err(bad(format!("the archive lists {}.{} twice: it is damaged", meta.db, meta.collection)));
                     }
                     reader.collections.push(meta);
                 }
                 Item::Terminator => break,
                 Item::End => {
-                    return Err(bad(
-                        "the archive ends inside its prelude: the file is truncated",
-                    ));
+                    return Err(bad("the archive ends inside its prelude: the file is truncated"));
                 }
             }
         }
@@ -341,13 +298,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         while got < 4 {
             let n = self.input.read(&mut len[got..]).await?;
             if n == 0 {
-                return if got == 0 {
-                    Ok(Item::End)
-                } else {
-                    Err(bad(
-                        "the archive ends inside a length: the file is truncated",
-                    ))
-                };
+                return if got == 0 { Ok(Item::End) } else { Err(bad("the archive ends inside a length: the file is truncated")) };
             }
             got += n;
         }
@@ -356,9 +307,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
         let size = i32::from_le_bytes(len);
         if size < 5 || size as usize > MAX_BSON {
-            return Err(bad(format!(
-                "{size} is neither a BSON document length nor a terminator: the archive is damaged"
-            )));
+            return Err(bad(format!("{size} is neither a BSON document length nor a terminator: the archive is damaged")));
         }
         // Grown as the bytes arrive: a length alone never makes the reader allocate 16 MiB.
         let size = size as usize;
@@ -367,32 +316,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         while bytes.len() < size {
             let start = bytes.len();
             bytes.resize(size.min((start / READ_STEP + 1) * READ_STEP), 0);
-            self.input
-                .read_exact(&mut bytes[start..])
-                .await
-                .map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        bad("the archive ends inside a document: the file is truncated")
-                    } else {
-                        e
-                    }
-                })?;
+            self.input.read_exact(&mut bytes[start..]).await.map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof { bad("the archive ends inside a document: the file is truncated") } else { e }
+            })?;
         }
         if bytes[bytes.len() - 1] != 0 {
-            return Err(bad(
-                "a BSON document does not end with a zero byte: the archive is damaged",
-            ));
+            return Err(bad("a BSON document does not end with a zero byte: the archive is damaged"));
         }
         Ok(Item::Doc(bytes))
     }
 
     /// The next event, or `None` at the end of a complete archive. Documents come in batches
     /// of at most `max_docs` documents or about `max_bytes` bytes.
-    pub async fn next_event(
-        &mut self,
-        max_docs: usize,
-        max_bytes: usize,
-    ) -> io::Result<Option<Event>> {
+    pub async fn next_event(&mut self, max_docs: usize, max_bytes: usize) -> io::Result<Option<Event>> {
         loop {
             if let Some((db, collection)) = self.current.clone() {
                 let mut docs = Vec::new();
@@ -400,25 +336,21 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 while docs.len() < max_docs && bytes < max_bytes {
                     match self.item().await? {
                         Item::Doc(raw) => {
-                            let entry = self
-                                .state
-                                .get_mut(&(db.clone(), collection.clone()))
-                                .expect("opened blocks are known");
+                            let entry = self.state.get_mut(&(db.clone(), collection.clone())).expect("opened blocks are known");
                             entry.0.update(&raw);
                             entry.1 += 1;
                             bytes += raw.len();
-                            docs.push(RawDocumentBuf::from_bytes(raw).map_err(|e| {
-                                bad(format!("a document of {collection} is not valid BSON: {e}"))
-                            })?);
+                            docs.push(
+                                RawDocumentBuf::from_bytes(raw)
+                                    .map_err(|e| bad(format!("a document of {collection} is not valid BSON: {e}")))?,
+                            );
                         }
                         Item::Terminator => {
                             self.current = None;
                             break;
                         }
                         Item::End => {
-                            return Err(bad(format!(
-                                "the archive ends inside the documents of {collection}: the file is truncated"
-                            )));
+                            return Err(bad(format!("the archive ends inside the documents of {collection}: the file is truncated")));
                         }
                     }
                 }
@@ -437,46 +369,29 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 }
                 Item::End => {
                     self.finished = true;
-                    let mut open: Vec<String> = self
-                        .state
-                        .iter()
-                        .filter(|(_, s)| !s.2)
-                        .map(|((d, c), _)| format!("{d}.{c}"))
-                        .collect();
+                    let mut open: Vec<String> = self.state.iter().filter(|(_, s)| !s.2).map(|((d, c), _)| format!("{d}.{c}")).collect();
                     open.sort();
                     if !open.is_empty() {
-                        return Err(bad(format!(
-                            "the archive ends before {} was complete: the file is truncated",
-                            open.join(", ")
-                        )));
+                        return Err(bad(format!("the archive ends before {} was complete: the file is truncated", open.join(", "))));
                     }
                     return Ok(None);
                 }
             };
             let db = header.get_str("db").unwrap_or("").to_string();
-            let collection = header
-                .get_str("collection")
-                .map_err(|_| bad("a block header has no collection"))?
-                .to_string();
+            let collection = header.get_str("collection").map_err(|_| bad("a block header has no collection"))?.to_string();
             let key = (db.clone(), collection.clone());
             let Some(entry) = self.state.get_mut(&key) else {
-                return Err(bad(format!(
-                    "the archive holds data for {db}.{collection}, which its prelude does not list"
-                )));
+                return Err(bad(format!("the archive holds data for {db}.{collection}, which its prelude does not list")));
             };
             if entry.2 {
-                return Err(bad(format!(
-                    "{db}.{collection} continues after its end marker: the archive is damaged"
-                )));
+                return Err(bad(format!("{db}.{collection} continues after its end marker: the archive is damaged")));
             }
             if header.get_bool("EOF").unwrap_or(false) {
                 let stored = match header.get("CRC") {
                     Ok(Some(RawBsonRef::Int64(v))) => v,
                     Ok(Some(RawBsonRef::Int32(v))) => v as i64,
                     _ => {
-                        return Err(bad(format!(
-                            "the end marker of {db}.{collection} has no CRC"
-                        )));
+                        return Err(bad(format!("the end marker of {db}.{collection} has no CRC")));
                     }
                 };
                 if stored != entry.0.value() {
@@ -490,14 +405,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 match self.item().await? {
                     Item::Terminator => {}
                     Item::End => {
-                        return Err(bad(format!(
-                            "the archive ends inside the end marker of {db}.{collection}: the file is truncated"
-                        )));
+                        return Err(bad(format!("the archive ends inside the end marker of {db}.{collection}: the file is truncated")));
                     }
                     Item::Doc(_) => {
-                        return Err(bad(format!(
-                            "the end marker of {db}.{collection} is not followed by a terminator"
-                        )));
+                        return Err(bad(format!("the end marker of {db}.{collection} is not followed by a terminator")));
                     }
                 }
                 return Ok(Some(Event::End { collection, count }));
@@ -510,8 +421,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 /// A header document, read lazily: only its top-level fields are looked at, so a deeply nested
 /// document can never exhaust the stack.
 fn parse(bytes: Vec<u8>) -> io::Result<RawDocumentBuf> {
-    RawDocumentBuf::from_bytes(bytes)
-        .map_err(|e| bad(format!("an archive header is not valid BSON: {e}")))
+    RawDocumentBuf::from_bytes(bytes).map_err(|e| bad(format!("an archive header is not valid BSON: {e}")))
 }
 
 #[cfg(test)]

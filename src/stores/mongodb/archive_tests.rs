@@ -49,11 +49,7 @@ fn meta(collection: &str, kind: &str) -> CollectionMeta {
 
 /// An archive as Lifeboat writes it: `people` with documents, `empty` without, a view.
 fn sample(docs: &[Document]) -> Vec<u8> {
-    let metas = vec![
-        meta("empty", "collection"),
-        meta("people", "collection"),
-        meta("v", "view"),
-    ];
+    let metas = vec![meta("empty", "collection"), meta("people", "collection"), meta("v", "view")];
     let mut out = prelude("7.0.0", "test", &metas);
     for m in &metas {
         let mut crc = Crc64::new();
@@ -95,20 +91,9 @@ async fn archive_round_trips_metadata_and_documents_in_batches() {
         })
         .collect();
     let bytes = sample(&docs);
-    assert_eq!(
-        &bytes[..4],
-        &[0x6d, 0xe2, 0x99, 0x81],
-        "magic number, little-endian"
-    );
+    assert_eq!(&bytes[..4], &[0x6d, 0xe2, 0x99, 0x81], "magic number, little-endian");
     let (metas, events) = read_all(&bytes).await.unwrap();
-    assert_eq!(
-        metas,
-        vec![
-            meta("empty", "collection"),
-            meta("people", "collection"),
-            meta("v", "view")
-        ]
-    );
+    assert_eq!(metas, vec![meta("empty", "collection"), meta("people", "collection"), meta("v", "view")]);
     let mut got = Vec::new();
     let mut ends = Vec::new();
     for e in events {
@@ -121,15 +106,8 @@ async fn archive_round_trips_metadata_and_documents_in_batches() {
             Event::End { collection, count } => ends.push((collection, count)),
         }
     }
-    assert_eq!(
-        got,
-        docs.iter().map(|d| raw(d.clone())).collect::<Vec<_>>(),
-        "documents come back byte for byte"
-    );
-    assert_eq!(
-        ends,
-        vec![("empty".into(), 0), ("people".into(), 5), ("v".into(), 0)]
-    );
+    assert_eq!(got, docs.iter().map(|d| raw(d.clone())).collect::<Vec<_>>(), "documents come back byte for byte");
+    assert_eq!(ends, vec![("empty".into(), 0), ("people".into(), 5), ("v".into(), 0)]);
 }
 
 #[test]
@@ -139,10 +117,7 @@ fn metadata_is_canonical_extended_json() {
     assert_eq!(v["collectionName"], "people");
     assert_eq!(v["type"], "collection");
     assert_eq!(v["indexes"][1]["unique"], true);
-    assert_eq!(
-        v["indexes"][1]["key"]["nid"],
-        serde_json::json!({ "$numberInt": "1" })
-    );
+    assert_eq!(v["indexes"][1]["key"]["nid"], serde_json::json!({ "$numberInt": "1" }));
 }
 
 #[tokio::test]
@@ -155,10 +130,7 @@ async fn damaged_archives_are_refused() {
     let pos = flipped.windows(6).rposition(|w| w == b"abcdef").unwrap();
     flipped[pos] ^= 0x01;
     let e = read_all(&flipped).await.unwrap_err();
-    assert!(
-        e.to_string().contains("CRC mismatch for hearth.people"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("CRC mismatch for hearth.people"), "{e}");
 
     // Cut anywhere after the prelude: the reader reports truncation, never a clean end.
     for cut in [good.len() - 1, good.len() - 4, good.len() / 2 + 3] {
@@ -173,10 +145,7 @@ async fn damaged_archives_are_refused() {
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 }
 
 /// An archive whose prelude lists `metas` (each with no documents).
@@ -193,53 +162,21 @@ fn listing(metas: &[CollectionMeta]) -> Vec<u8> {
 
 #[track_caller]
 fn refused(bytes: &[u8], needle: &str) {
-    let e = block_on(read_all(bytes))
-        .expect_err("the archive is refused")
-        .to_string();
-    assert!(
-        e.contains(needle) && !e.contains('\n'),
-        "`{needle}` missing from: {e}"
-    );
+    let e = block_on(read_all(bytes)).expect_err("the archive is refused").to_string();
+    assert!(e.contains(needle) && !e.contains('\n'), "`{needle}` missing from: {e}");
 }
 
 #[test]
 fn namespaces_lifeboat_never_writes_are_refused_by_name() {
-    let named = |db: &str, collection: &str, kind: &str| CollectionMeta {
-        db: db.into(),
-        ..meta(collection, kind)
-    };
-    refused(
-        &listing(&[named("hearth", "system.users", "collection")]),
-        "`hearth.system.users`, which is a system collection",
-    );
-    refused(
-        &listing(&[named("hearth", "a$b", "collection")]),
-        "`hearth.a$b`, which is not a valid collection name",
-    );
-    refused(
-        &listing(&[named("hearth", "", "collection")]),
-        "`hearth.`, which is not a valid collection name",
-    );
-    refused(
-        &listing(&[named("hearth", "nul\0", "collection")]),
-        "`hearth.nul\\0`",
-    );
-    refused(
-        &listing(&[named("../etc", "x", "collection")]),
-        "`../etc.x`, which is not a valid database name",
-    );
-    refused(
-        &listing(&[named("hearth", &"c".repeat(250), "collection")]),
-        "longer than MongoDB allows",
-    );
-    refused(
-        &listing(&[named("hearth", "ts", "timeseries")]),
-        "hearth.ts is a `timeseries`",
-    );
-    refused(
-        &listing(&[meta("people", "collection"), meta("people", "collection")]),
-        "lists hearth.people twice",
-    );
+    let named = |db: &str, collection: &str, kind: &str| CollectionMeta { db: db.into(), ..meta(collection, kind) };
+    refused(&listing(&[named("hearth", "system.users", "collection")]), "`hearth.system.users`, which is a system collection");
+    refused(&listing(&[named("hearth", "a$b", "collection")]), "`hearth.a$b`, which is not a valid collection name");
+    refused(&listing(&[named("hearth", "", "collection")]), "`hearth.`, which is not a valid collection name");
+    refused(&listing(&[named("hearth", "nul\0", "collection")]), "`hearth.nul\\0`");
+    refused(&listing(&[named("../etc", "x", "collection")]), "`../etc.x`, which is not a valid database name");
+    refused(&listing(&[named("hearth", &"c".repeat(250), "collection")]), "longer than MongoDB allows");
+    refused(&listing(&[named("hearth", "ts", "timeseries")]), "hearth.ts is a `timeseries`");
+    refused(&listing(&[meta("people", "collection"), meta("people", "collection")]), "lists hearth.people twice");
     // A block for a namespace its prelude does not list (another database's, say).
     let mut other = listing(&[meta("people", "collection")]);
     let at = other.len() - TERMINATOR.len() - namespace_header("hearth", "people", true, 0).len();
@@ -247,10 +184,7 @@ fn namespaces_lifeboat_never_writes_are_refused_by_name() {
     injected.extend(raw(doc! { "_id": 1 }));
     injected.extend(TERMINATOR);
     other.splice(at..at, injected);
-    refused(
-        &other,
-        "data for admin.people, which its prelude does not list",
-    );
+    refused(&other, "data for admin.people, which its prelude does not list");
 }
 
 #[test]
@@ -287,12 +221,7 @@ fn lengths_are_bounded_and_nesting_never_exhausts_the_stack() {
     let mut bytes = MAGIC.to_le_bytes().to_vec();
     bytes.extend(0x7fff_ffffi32.to_le_bytes());
     let (result, largest) = largest_allocation(|| block_on(read_all(&bytes)));
-    assert!(
-        result
-            .unwrap_err()
-            .to_string()
-            .contains("neither a BSON document length")
-    );
+    assert!(result.unwrap_err().to_string().contains("neither a BSON document length"));
     assert!(largest < 1 << 20, "{largest}");
     // 16 MiB claimed, 100 bytes there: allocation follows the bytes that arrive.
     let mut bytes = MAGIC.to_le_bytes().to_vec();
@@ -321,37 +250,22 @@ fn item_offsets(bytes: &[u8]) -> Vec<usize> {
     while at + 4 <= bytes.len() {
         out.push(at);
         let len = &bytes[at..at + 4];
-        at += if len == TERMINATOR {
-            4
-        } else {
-            i32::from_le_bytes(len.try_into().unwrap()) as usize
-        };
+        at += if len == TERMINATOR { 4 } else { i32::from_le_bytes(len.try_into().unwrap()) as usize };
     }
     out
 }
 
 fn fuzz_base() -> Vec<u8> {
-    sample(
-        &(0..4)
-            .map(|i| doc! { "_id": i, "x": "abcdef", "n": { "a": [1, 2] } })
-            .collect::<Vec<_>>(),
-    )
+    sample(&(0..4).map(|i| doc! { "_id": i, "x": "abcdef", "n": { "a": [1, 2] } }).collect::<Vec<_>>())
 }
 
 /// The property: no panic, no allocation much beyond the input, Ok only with what passed every check.
 fn check_reader(bytes: &[u8]) -> Result<(), TestCaseError> {
     let (result, largest) = largest_allocation(|| block_on(read_all(bytes)));
-    prop_assert!(
-        largest <= (2 << 20).max(4 * bytes.len()),
-        "{largest} bytes allocated for a {}-byte archive",
-        bytes.len()
-    );
+    prop_assert!(largest <= (2 << 20).max(4 * bytes.len()), "{largest} bytes allocated for a {}-byte archive", bytes.len());
     if let Ok((metas, events)) = result {
         for m in &metas {
-            prop_assert!(
-                namespace_problem(&m.db, &m.collection).is_none()
-                    && (m.kind == "collection" || m.kind == "view")
-            );
+            prop_assert!(namespace_problem(&m.db, &m.collection).is_none() && (m.kind == "collection" || m.kind == "view"));
         }
         for e in events {
             let (Event::Documents { collection, .. } | Event::End { collection, .. }) = e;

@@ -31,10 +31,7 @@ pub(super) fn brief(e: &mongodb::error::Error) -> String {
         ErrorKind::Io(io) => format!("connection to the server lost or refused ({io})"),
         // The message describes the whole topology; the first server's error is what matters.
         ErrorKind::ServerSelection { message, .. } => match message.split_once("Error: Kind: ") {
-            Some((_, cause)) => format!(
-                "no server answered ({})",
-                cause.split(", labels").next().unwrap_or(cause)
-            ),
+            Some((_, cause)) => format!("no server answered ({})", cause.split(", labels").next().unwrap_or(cause)),
             None => format!("no server answered ({message})"),
         },
         ErrorKind::InsertMany(m) => match (&m.write_errors, &m.write_concern_error) {
@@ -47,31 +44,21 @@ pub(super) fn brief(e: &mongodb::error::Error) -> String {
         _ => e.to_string(),
     };
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 300 {
-        format!("{}…", one_line.chars().take(300).collect::<String>())
-    } else {
-        one_line
-    }
+    if one_line.chars().count() > 300 { format!("{}…", one_line.chars().take(300).collect::<String>()) } else { one_line }
 }
 
 /// The hosts part of a MongoDB URL, without user name or options, for messages.
 pub(super) fn url_hosts(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority)
-        .to_string()
+    authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority).to_string()
 }
 
 /// True when the URL carries `user:password@`.
 pub(super) fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 impl MongoDb {
@@ -81,17 +68,12 @@ impl MongoDb {
 
     /// Connects and checks that the server answers.
     pub(super) async fn client(&self) -> Result<Client> {
-        let mut options = ClientOptions::parse(&self.cfg.url)
-            .await
-            .map_err(|e| err(format!("stores.mongodb.url cannot be used: {}", brief(&e))))?;
+        let mut options =
+            ClientOptions::parse(&self.cfg.url).await.map_err(|e| err(format!("stores.mongodb.url cannot be used: {}", brief(&e))))?;
         options.app_name = Some("lifeboat".into());
         // Fail within seconds when the server is down, unless the URL says otherwise.
-        options
-            .server_selection_timeout
-            .get_or_insert(Duration::from_secs(10));
-        options
-            .connect_timeout
-            .get_or_insert(Duration::from_secs(10));
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+        options.connect_timeout.get_or_insert(Duration::from_secs(10));
         if let Some(secret) = &self.password {
             let credential = options.credential.get_or_insert_with(Credential::default);
             if credential.username.is_none() {
@@ -101,33 +83,20 @@ impl MongoDb {
             }
             credential.password = Some(secret.read()?);
         }
-        let client = Client::with_options(options)
-            .map_err(|e| err(format!("stores.mongodb.url cannot be used: {}", brief(&e))))?;
+        let client = Client::with_options(options).map_err(|e| err(format!("stores.mongodb.url cannot be used: {}", brief(&e))))?;
         client.database("admin").run_command(doc! { "ping": 1 }).await.map_err(|e| {
-            err(format!(
-                "cannot connect to MongoDB at {}: {}; check that the server is up and stores.mongodb.url",
-                self.hosts(),
-                brief(&e)
-            ))
+            err(format!("cannot connect to MongoDB at {}: {}; check that the server is up and stores.mongodb.url", self.hosts(), brief(&e)))
         })?;
         Ok(client)
     }
 
     /// The databases to back up: the configured ones (each must exist) or all but the system ones.
     pub(super) async fn databases(&self, client: &Client) -> Result<Vec<String>> {
-        let mut existing = client.list_database_names().await.map_err(|e| {
-            err(format!(
-                "cannot list databases on {}: {}",
-                self.hosts(),
-                brief(&e)
-            ))
-        })?;
+        let mut existing =
+            client.list_database_names().await.map_err(|e| err(format!("cannot list databases on {}: {}", self.hosts(), brief(&e))))?;
         existing.sort();
         if self.cfg.databases.is_empty() {
-            return Ok(existing
-                .into_iter()
-                .filter(|d| !SYSTEM_DATABASES.contains(&d.as_str()))
-                .collect());
+            return Ok(existing.into_iter().filter(|d| !SYSTEM_DATABASES.contains(&d.as_str())).collect());
         }
         for db in &self.cfg.databases {
             if !existing.contains(db) {
@@ -144,12 +113,7 @@ impl MongoDb {
     /// Lists a database's collections with their options and indexes.
     pub(super) async fn plan(&self, client: &Client, name: &str) -> Result<DatabasePlan> {
         let db = client.database(name);
-        let listing_failed = |e: mongodb::error::Error| {
-            err(format!(
-                "cannot list the collections of {name}: {}",
-                brief(&e)
-            ))
-        };
+        let listing_failed = |e: mongodb::error::Error| err(format!("cannot list the collections of {name}: {}", brief(&e)));
         let specs: Vec<Document> = db
             .run_cursor_command(doc! { "listCollections": 1 })
             .await
@@ -159,11 +123,7 @@ impl MongoDb {
             .map_err(listing_failed)?;
         let mut collections = Vec::new();
         for spec in specs {
-            let collection = spec.get_str("name").map_err(|_| {
-                err(format!(
-                    "{name}: listCollections returned an entry without a name"
-                ))
-            })?;
+            let collection = spec.get_str("name").map_err(|_| err(format!("{name}: listCollections returned an entry without a name")))?;
             if collection.starts_with("system.") {
                 continue;
             }
@@ -171,20 +131,10 @@ impl MongoDb {
             let options = spec.get_document("options").cloned().unwrap_or_default();
             let indexes = match kind {
                 "collection" => {
-                    let index_failed = |e: mongodb::error::Error| {
-                        err(format!(
-                            "cannot list the indexes of {name}.{collection}: {}",
-                            brief(&e)
-                        ))
-                    };
-                    match db
-                        .run_cursor_command(doc! { "listIndexes": collection })
-                        .await
-                    {
-                        Ok(cursor) => cursor
-                            .try_collect::<Vec<Document>>()
-                            .await
-                            .map_err(index_failed)?,
+                    let index_failed =
+                        |e: mongodb::error::Error| err(format!("cannot list the indexes of {name}.{collection}: {}", brief(&e)));
+                    match db.run_cursor_command(doc! { "listIndexes": collection }).await {
+                        Ok(cursor) => cursor.try_collect::<Vec<Document>>().await.map_err(index_failed)?,
                         // Dropped since it was listed: there is nothing to back up.
                         Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
                             continue;
@@ -209,10 +159,7 @@ impl MongoDb {
             });
         }
         collections.sort_by(|a, b| a.collection.cmp(&b.collection));
-        Ok(DatabasePlan {
-            name: name.to_string(),
-            collections,
-        })
+        Ok(DatabasePlan { name: name.to_string(), collections })
     }
 
     pub(super) async fn server_version(client: &Client) -> Result<String> {
@@ -225,17 +172,9 @@ impl MongoDb {
     }
 
     /// Documents per collection (views left out), as the target holds them now.
-    pub(super) async fn count_documents(
-        client: &Client,
-        name: &str,
-    ) -> Result<BTreeMap<String, u64>> {
+    pub(super) async fn count_documents(client: &Client, name: &str) -> Result<BTreeMap<String, u64>> {
         let db = client.database(name);
-        let failed = |e: mongodb::error::Error| {
-            err(format!(
-                "cannot count the documents of {name}: {}",
-                brief(&e)
-            ))
-        };
+        let failed = |e: mongodb::error::Error| err(format!("cannot count the documents of {name}: {}", brief(&e)));
         let specs: Vec<Document> = db
             .run_cursor_command(doc! { "listCollections": 1, "filter": { "type": "collection" } })
             .await
@@ -251,11 +190,7 @@ impl MongoDb {
             if collection.starts_with("system.") {
                 continue;
             }
-            let n = db
-                .collection::<Document>(collection)
-                .count_documents(doc! {})
-                .await
-                .map_err(failed)?;
+            let n = db.collection::<Document>(collection).count_documents(doc! {}).await.map_err(failed)?;
             counts.insert(collection.to_string(), n);
         }
         Ok(counts)
@@ -268,14 +203,9 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            url_hosts("mongodb://app@db1:27017,db2:27017/admin?replicaSet=rs0"),
-            "db1:27017,db2:27017"
-        );
+        assert_eq!(url_hosts("mongodb://app@db1:27017,db2:27017/admin?replicaSet=rs0"), "db1:27017,db2:27017");
         assert!(url_has_password("mongodb://app:secret@db1:27017/"));
-        assert!(!url_has_password(
-            "mongodb://app@db1:27017/?authSource=admin"
-        ));
+        assert!(!url_has_password("mongodb://app@db1:27017/?authSource=admin"));
         assert!(!url_has_password("mongodb://db1:27017"));
     }
 }

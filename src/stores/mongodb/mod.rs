@@ -107,20 +107,13 @@ async fn write_archive(
     out: &mut PipeWriter,
 ) -> std::result::Result<BTreeMap<String, u64>, Stop> {
     let tool = format!("lifeboat {}", env!("CARGO_PKG_VERSION"));
-    out.write_async(&archive::prelude(&server_version, &tool, &plan.collections))
-        .await?;
+    out.write_async(&archive::prelude(&server_version, &tool, &plan.collections)).await?;
     let db = client.database(&plan.name);
     let mut counts = BTreeMap::new();
     for meta in &plan.collections {
         let mut crc = Crc64::new();
         let mut written = 0u64;
-        out.write_async(&archive::namespace_header(
-            &plan.name,
-            &meta.collection,
-            false,
-            0,
-        ))
-        .await?;
+        out.write_async(&archive::namespace_header(&plan.name, &meta.collection, false, 0)).await?;
         // A view holds no data of its own; mongorestore creates it when it meets its empty block.
         if meta.kind == "collection" {
             let failed = |e: mongodb::error::Error| {
@@ -131,11 +124,7 @@ async fn write_archive(
                     brief(&e)
                 )))
             };
-            let mut cursor = db
-                .collection::<RawDocumentBuf>(&meta.collection)
-                .find(doc! {})
-                .await
-                .map_err(failed)?;
+            let mut cursor = db.collection::<RawDocumentBuf>(&meta.collection).find(doc! {}).await.map_err(failed)?;
             while cursor.advance().await.map_err(failed)? {
                 let bytes = cursor.current().as_bytes();
                 crc.update(bytes);
@@ -145,19 +134,9 @@ async fn write_archive(
             counts.insert(meta.collection.clone(), written);
         }
         out.write_async(&archive::TERMINATOR).await?;
-        out.write_async(&archive::namespace_header(
-            &plan.name,
-            &meta.collection,
-            true,
-            crc.value(),
-        ))
-        .await?;
+        out.write_async(&archive::namespace_header(&plan.name, &meta.collection, true, crc.value())).await?;
         out.write_async(&archive::TERMINATOR).await?;
-        tracing::debug!(
-            "mongodb: {}.{}: {written} documents",
-            plan.name,
-            meta.collection
-        );
+        tracing::debug!("mongodb: {}.{}: {written} documents", plan.name, meta.collection);
     }
     Ok(counts)
 }
@@ -173,8 +152,7 @@ impl MongoDb {
         let (mut writer, reader) = pipe();
         let name = plan.name.clone();
         let mut producer = {
-            let (client, server_version) =
-                (client.clone(), archive::server_version(server_version));
+            let (client, server_version) = (client.clone(), archive::server_version(server_version));
             tokio::spawn(async move {
                 match write_archive(client, plan, server_version, &mut writer).await {
                     Ok(counts) => {
@@ -183,9 +161,7 @@ impl MongoDb {
                     }
                     Err(Stop::Failed(e)) => {
                         // The pipeline must see a failure, never a clean (truncated) end.
-                        writer
-                            .fail_async(std::io::Error::other(e.to_string()))
-                            .await;
+                        writer.fail_async(std::io::Error::other(e.to_string())).await;
                         Err(Stop::Failed(e))
                     }
                     Err(Stop::Closed) => Err(Stop::Closed),
@@ -193,10 +169,7 @@ impl MongoDb {
             })
         };
         match sink.put(&archive_file_name(&name), Box::new(reader)).await {
-            Ok(()) => match producer
-                .await
-                .map_err(|e| err(format!("the dump of {name} stopped: {e}")))?
-            {
+            Ok(()) => match producer.await.map_err(|e| err(format!("the dump of {name} stopped: {e}")))? {
                 Ok(counts) => Ok(counts),
                 Err(Stop::Failed(e)) => Err(e),
                 Err(Stop::Closed) => Err(err(format!("the dump of {name} was cut short"))),
@@ -230,31 +203,16 @@ impl Store for MongoDb {
             plans.push(self.plan(&client, db).await?);
         }
         let mut counts = Counts::new();
-        let mut extra = MongoExtra {
-            databases: BTreeMap::new(),
-            format: "mongodump-archive".into(),
-        };
+        let mut extra = MongoExtra { databases: BTreeMap::new(), format: "mongodump-archive".into() };
         for plan in plans {
             let name = plan.name.clone();
-            tracing::info!(
-                "mongodb: dumping database {name} ({} collection(s))",
-                plan.collections.len()
-            );
-            counts.insert(
-                name.clone(),
-                self.dump_database(&client, plan, &server_version, sink)
-                    .await?,
-            );
-            extra
-                .databases
-                .insert(name.clone(), archive_file_name(&name));
+            tracing::info!("mongodb: dumping database {name} ({} collection(s))", plan.collections.len());
+            counts.insert(name.clone(), self.dump_database(&client, plan, &server_version, sink).await?);
+            extra.databases.insert(name.clone(), archive_file_name(&name));
         }
         Ok(StoreBackup::new("documents", counts, &extra)
             .tool("mongodb", server_version)
-            .tool(
-                "archive",
-                format!("mongodump archive format {}", archive::FORMAT_VERSION),
-            ))
+            .tool("archive", format!("mongodump archive format {}", archive::FORMAT_VERSION)))
     }
 
     async fn check_target(&self) -> Result<()> {
@@ -292,21 +250,14 @@ impl Datastore for MongoDb {
             )));
         }
         if url_has_password(&cfg.url) {
-            return Err(invalid(
-                "stores.mongodb.url contains a password: remove it and put it in stores.mongodb.password_file".into(),
-            ));
+            return Err(invalid("stores.mongodb.url contains a password: remove it and put it in stores.mongodb.password_file".into()));
         }
         for db in &cfg.databases {
             if db.is_empty() || db.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
-                return Err(invalid(format!(
-                    "stores.mongodb.databases: `{db}` is not a valid MongoDB database name"
-                )));
+                return Err(invalid(format!("stores.mongodb.databases: `{db}` is not a valid MongoDB database name")));
             }
         }
-        let password = cfg
-            .password_file
-            .as_deref()
-            .map(|p| SecretFile::new("mongodb password", p));
+        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("mongodb password", p));
         Ok(MongoDb { cfg, password })
     }
 }
@@ -317,10 +268,7 @@ mod tests {
 
     #[test]
     fn archive_file_names() {
-        assert_eq!(
-            archive_file_name("user-mgnt"),
-            "db-user-mgnt.archive.zst.age"
-        );
+        assert_eq!(archive_file_name("user-mgnt"), "db-user-mgnt.archive.zst.age");
         assert_eq!(archive_file_name("a b"), "db-a_b.archive.zst.age");
     }
 }

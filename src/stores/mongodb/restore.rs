@@ -20,15 +20,9 @@ type ArchiveReader = archive::Reader<Box<dyn AsyncRead + Send + Unpin>>;
 
 /// Opens a database's archive and checks that it holds that database; `context` ends each error
 /// message. The archive is decrypted and decompressed on a blocking thread, parsed here.
-pub(super) async fn open_archive(
-    files: &RestoreFiles,
-    file: &str,
-    name: &str,
-    context: &str,
-) -> Result<ArchiveReader> {
-    let reader = archive::Reader::open(blocking_reader_to_async(files.open(file)?))
-        .await
-        .map_err(|e| err(format!("{file}: {e}{context}")))?;
+pub(super) async fn open_archive(files: &RestoreFiles, file: &str, name: &str, context: &str) -> Result<ArchiveReader> {
+    let reader =
+        archive::Reader::open(blocking_reader_to_async(files.open(file)?)).await.map_err(|e| err(format!("{file}: {e}{context}")))?;
     if let Some(other) = reader.collections.iter().find(|c| c.db != name) {
         return Err(err(format!(
             "{file} holds {}.{}, which is not in database {name}: the backup is damaged or tampered with{context}",
@@ -44,23 +38,14 @@ pub(super) async fn open_archive(
 pub(super) async fn check_archive(files: &RestoreFiles, file: &str, name: &str) -> Result<()> {
     let context = "; nothing was restored";
     let mut reader = open_archive(files, file, name, context).await?;
-    while reader
-        .next_event(BATCH_DOCS, BATCH_BYTES)
-        .await
-        .map_err(|e| err(format!("{file}: {e}{context}")))?
-        .is_some()
-    {}
+    while reader.next_event(BATCH_DOCS, BATCH_BYTES).await.map_err(|e| err(format!("{file}: {e}{context}")))?.is_some() {}
     Ok(())
 }
 
 /// A database the restore may drop and replace: a valid name; one of `databases` when the
 /// restore side lists them, and never a system database otherwise (a backup never holds one then).
 pub(super) fn check_target_database(name: &str, databases: &[String]) -> Result<()> {
-    let allowed = if databases.is_empty() {
-        !SYSTEM_DATABASES.contains(&name)
-    } else {
-        databases.iter().any(|d| d == name)
-    };
+    let allowed = if databases.is_empty() { !SYSTEM_DATABASES.contains(&name) } else { databases.iter().any(|d| d == name) };
     if !archive::valid_database_name(name) || !allowed {
         return Err(err(format!(
             "the backup holds database `{}`, which stores.mongodb.databases does not list: nothing was restored; add it to the list to restore it",
@@ -70,51 +55,24 @@ pub(super) fn check_target_database(name: &str, databases: &[String]) -> Result<
     Ok(())
 }
 
-pub(super) async fn restore_database(
-    client: &Client,
-    name: &str,
-    file: &str,
-    files: &RestoreFiles,
-) -> Result<()> {
-    let broken = |e: std::io::Error| {
-        err(format!(
-            "{file}: {e}; database {name} is only partly restored: restore an older backup with --from ID"
-        ))
-    };
+pub(super) async fn restore_database(client: &Client, name: &str, file: &str, files: &RestoreFiles) -> Result<()> {
+    let broken =
+        |e: std::io::Error| err(format!("{file}: {e}; database {name} is only partly restored: restore an older backup with --from ID"));
     let mut reader = open_archive(files, file, name, "").await?;
     let collections = reader.collections.clone();
 
     let db = client.database(name);
-    db.drop()
-        .await
-        .map_err(|e| err(format!("cannot drop database {name}: {}", brief(&e))))?;
-    tracing::info!(
-        "mongodb: dropped {name}; restoring {} collection(s)",
-        collections.len()
-    );
-    let partly = |what: String| {
-        err(format!(
-            "{what}; database {name} is only partly restored: run the restore again (it starts over)"
-        ))
-    };
+    db.drop().await.map_err(|e| err(format!("cannot drop database {name}: {}", brief(&e))))?;
+    tracing::info!("mongodb: dropped {name}; restoring {} collection(s)", collections.len());
+    let partly = |what: String| err(format!("{what}; database {name} is only partly restored: run the restore again (it starts over)"));
     for c in collections.iter().filter(|c| c.kind == "collection") {
         let mut create = doc! { "create": c.collection.clone() };
         create.extend(c.options.clone());
-        db.run_command(create).await.map_err(|e| {
-            partly(format!(
-                "cannot create collection {name}.{}: {}",
-                c.collection,
-                brief(&e)
-            ))
-        })?;
+        db.run_command(create).await.map_err(|e| partly(format!("cannot create collection {name}.{}: {}", c.collection, brief(&e))))?;
     }
 
     let mut inserted: HashMap<String, u64> = HashMap::new();
-    while let Some(event) = reader
-        .next_event(BATCH_DOCS, BATCH_BYTES)
-        .await
-        .map_err(broken)?
-    {
+    while let Some(event) = reader.next_event(BATCH_DOCS, BATCH_BYTES).await.map_err(broken)? {
         match event {
             Event::Documents { collection, docs } => {
                 let n = docs.len() as u64;
@@ -125,12 +83,7 @@ pub(super) async fn restore_database(
                     // not make the restore differ from the backup.
                     .bypass_document_validation(true)
                     .await
-                    .map_err(|e| {
-                        partly(format!(
-                            "inserting into {name}.{collection} failed: {}",
-                            brief(&e)
-                        ))
-                    })?;
+                    .map_err(|e| partly(format!("inserting into {name}.{collection} failed: {}", brief(&e))))?;
                 *inserted.entry(collection).or_default() += n;
             }
             Event::End { collection, count } => {
@@ -157,25 +110,13 @@ pub(super) async fn restore_database(
         }
         db.run_command(doc! { "createIndexes": c.collection.clone(), "indexes": indexes })
             .await
-            .map_err(|e| {
-                partly(format!(
-                    "cannot create the indexes of {name}.{}: {}",
-                    c.collection,
-                    brief(&e)
-                ))
-            })?;
+            .map_err(|e| partly(format!("cannot create the indexes of {name}.{}: {}", c.collection, brief(&e))))?;
     }
     // Views last: they may read from the collections above.
     for c in collections.iter().filter(|c| c.kind == "view") {
         let mut create = doc! { "create": c.collection.clone() };
         create.extend(c.options.clone());
-        db.run_command(create).await.map_err(|e| {
-            partly(format!(
-                "cannot create view {name}.{}: {}",
-                c.collection,
-                brief(&e)
-            ))
-        })?;
+        db.run_command(create).await.map_err(|e| partly(format!("cannot create view {name}.{}: {}", c.collection, brief(&e))))?;
     }
     Ok(())
 }

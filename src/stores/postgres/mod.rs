@@ -27,9 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
 use super::stderr_tail::StderrTail;
-use super::{
-    Datastore, DifferentialStore, RestoreFiles, Store, StoreContext, StoreSettings, StoreType,
-};
+use super::{Datastore, DifferentialStore, RestoreFiles, Store, StoreContext, StoreSettings, StoreType};
 use crate::error::{Error, Result};
 use crate::external;
 use crate::layout::RunWriter;
@@ -92,20 +90,13 @@ fn err(message: impl Into<String>) -> Error {
 
 /// Connects to database `db` of the server `url` names.
 async fn connect(url: &url::Url, password: Option<&SecretFile>, db: &str) -> Result<Client> {
-    let mut config: tokio_postgres::Config = url
-        .as_str()
-        .parse()
-        .map_err(|e| err(format!("stores.postgres.url cannot be used ({e})")))?;
+    let mut config: tokio_postgres::Config = url.as_str().parse().map_err(|e| err(format!("stores.postgres.url cannot be used ({e})")))?;
     config.dbname(db);
     config.application_name("lifeboat");
     if let Some(secret) = password {
         config.password(secret.read()?);
     }
-    let host = format!(
-        "{}:{}",
-        url.host_str().unwrap_or("localhost"),
-        url.port().unwrap_or(5432)
-    );
+    let host = format!("{}:{}", url.host_str().unwrap_or("localhost"), url.port().unwrap_or(5432));
     let (client, connection) = config
         .connect(NoTls)
         .await
@@ -121,11 +112,7 @@ async fn connect(url: &url::Url, password: Option<&SecretFile>, db: &str) -> Res
 /// The database named in the url, `postgres` when none.
 fn maintenance_db(url: &url::Url) -> String {
     let db = url.path().trim_start_matches('/');
-    if db.is_empty() {
-        "postgres".into()
-    } else {
-        db.to_string()
-    }
+    if db.is_empty() { "postgres".into() } else { db.to_string() }
 }
 
 impl Datastore for Postgres {
@@ -142,30 +129,20 @@ impl Datastore for Postgres {
         if cfg.restore_jobs == 0 {
             return Err(ctx.invalid("stores.postgres.restore_jobs must be at least 1"));
         }
-        let password = cfg
-            .password_file
-            .as_deref()
-            .map(|p| SecretFile::new("postgres password", p));
-        let tools = Tools {
-            bin_dir: cfg.bin_dir.clone(),
-            password: password.clone(),
-        };
+        let password = cfg.password_file.as_deref().map(|p| SecretFile::new("postgres password", p));
+        let tools = Tools { bin_dir: cfg.bin_dir.clone(), password: password.clone() };
         let differential = match cfg.settings.kind {
             StoreType::Differential => Some(Differential::new(&cfg, &url, password.clone(), ctx)?),
             StoreType::Dump => {
                 if let Some(key) = cfg.differential.set_keys().first() {
-                    return Err(ctx.invalid(format!("stores.postgres.{key} is only for type: differential; remove it or set type: differential")));
+                    return Err(
+                        ctx.invalid(format!("stores.postgres.{key} is only for type: differential; remove it or set type: differential"))
+                    );
                 }
                 None
             }
         };
-        Ok(Postgres {
-            cfg,
-            url,
-            password,
-            tools,
-            differential,
-        })
+        Ok(Postgres { cfg, url, password, tools, differential })
     }
 }
 
@@ -207,13 +184,7 @@ impl Postgres {
     }
 
     /// Runs a dump tool and streams its stdout into the run as `file`.
-    async fn put_tool_output(
-        &self,
-        run: &mut RunWriter<'_>,
-        file: &str,
-        mut cmd: tokio::process::Command,
-        what: &str,
-    ) -> Result<()> {
+    async fn put_tool_output(&self, run: &mut RunWriter<'_>, file: &str, mut cmd: tokio::process::Command, what: &str) -> Result<()> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -227,10 +198,7 @@ impl Postgres {
         if put.is_err() {
             let _ = child.kill().await;
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| err(format!("waiting for {what}: {e}")))?;
+        let status = child.wait().await.map_err(|e| err(format!("waiting for {what}: {e}")))?;
         put?;
         if !status.success() {
             return Err(err(format!(
@@ -242,11 +210,7 @@ impl Postgres {
     }
 
     /// Dumps one database inside an exported snapshot and returns its row counts.
-    async fn dump_database(
-        &self,
-        db: &str,
-        run: &mut RunWriter<'_>,
-    ) -> Result<BTreeMap<String, u64>> {
+    async fn dump_database(&self, db: &str, run: &mut RunWriter<'_>) -> Result<BTreeMap<String, u64>> {
         let client = self.connect(db).await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -259,16 +223,8 @@ impl Postgres {
             .get(0);
         let counts = count_rows(&client, db).await?;
         let mut cmd = self.tools.command(external::PG_DUMP.name)?;
-        cmd.args([
-            "--format=custom",
-            "--compress=0",
-            "--snapshot",
-            &snapshot,
-            "--dbname",
-            &self.url_for(db),
-        ]);
-        self.put_tool_output(run, &dump_file_name(db), cmd, &format!("pg_dump of {db}"))
-            .await?;
+        cmd.args(["--format=custom", "--compress=0", "--snapshot", &snapshot, "--dbname", &self.url_for(db)]);
+        self.put_tool_output(run, &dump_file_name(db), cmd, &format!("pg_dump of {db}")).await?;
         // The snapshot may be released only now that pg_dump has finished with it.
         let _ = client.batch_execute("COMMIT").await;
         Ok(counts)
@@ -276,14 +232,8 @@ impl Postgres {
 
     async fn dump_roles(&self, run: &mut RunWriter<'_>) -> Result<()> {
         let mut cmd = self.tools.command(external::PG_DUMPALL.name)?;
-        cmd.args([
-            "--roles-only",
-            "--no-role-passwords",
-            "--dbname",
-            &self.url_for(&self.maintenance_db()),
-        ]);
-        self.put_tool_output(run, ROLES_FILE, cmd, "pg_dumpall --roles-only")
-            .await
+        cmd.args(["--roles-only", "--no-role-passwords", "--dbname", &self.url_for(&self.maintenance_db())]);
+        self.put_tool_output(run, ROLES_FILE, cmd, "pg_dumpall --roles-only").await
     }
 
     async fn restore_database(&self, db: &str, file: &str, files: &RestoreFiles) -> Result<()> {
@@ -306,38 +256,26 @@ impl Postgres {
         tracing::info!("postgres: dropped {db}; restoring it with pg_restore");
 
         // --create recreates the database with its original encoding, locale, owner and settings.
-        let mut args: Vec<String> = vec![
-            "--create".into(),
-            "--exit-on-error".into(),
-            "--dbname".into(),
-            self.url_for(&maintenance),
-        ];
+        let mut args: Vec<String> = vec!["--create".into(), "--exit-on-error".into(), "--dbname".into(), self.url_for(&maintenance)];
         if self.cfg.restore_jobs > 1 {
             // Parallel pg_restore needs a seekable file: decode into the private restore folder.
             let plain = files.path(&format!("{file}.plain"))?;
             let mut reader = files.open(file)?;
             let plain_path = plain.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut out = std::fs::File::create(&plain_path)
-                    .map_err(|e| Error::io("writing the decoded dump", e))?;
-                std::io::copy(&mut reader, &mut out)
-                    .map_err(|e| err(format!("decoding {}: {e}", plain_path.display())))?;
+                let mut out = std::fs::File::create(&plain_path).map_err(|e| Error::io("writing the decoded dump", e))?;
+                std::io::copy(&mut reader, &mut out).map_err(|e| err(format!("decoding {}: {e}", plain_path.display())))?;
                 Ok(())
             })
             .await
             .map_err(|e| err(e.to_string()))??;
             args.push(format!("--jobs={}", self.cfg.restore_jobs));
             args.push(plain.display().to_string());
-            let result = self
-                .tools
-                .run_with_input(external::PG_RESTORE.name, &args, Box::new(std::io::empty()))
-                .await;
+            let result = self.tools.run_with_input(external::PG_RESTORE.name, &args, Box::new(std::io::empty())).await;
             let _ = std::fs::remove_file(&plain);
             result
         } else {
-            self.tools
-                .run_with_input(external::PG_RESTORE.name, &args, files.open(file)?)
-                .await
+            self.tools.run_with_input(external::PG_RESTORE.name, &args, files.open(file)?).await
         }
     }
 }
@@ -345,43 +283,30 @@ impl Postgres {
 #[async_trait]
 impl Store for Postgres {
     fn differential(&self) -> Option<&dyn DifferentialStore> {
-        self.differential
-            .as_ref()
-            .map(|d| d as &dyn DifferentialStore)
+        self.differential.as_ref().map(|d| d as &dyn DifferentialStore)
     }
 
     async fn backup(&self, run: &mut RunWriter<'_>) -> Result<StoreBackup> {
         let admin = self.connect(&self.maintenance_db()).await?;
         let databases = self.databases(&admin).await?;
-        let server_version: String = admin
-            .query_one("SHOW server_version", &[])
-            .await
-            .map_err(|e| err(format!("cannot read the server version: {e}")))?
-            .get(0);
+        let server_version: String =
+            admin.query_one("SHOW server_version", &[]).await.map_err(|e| err(format!("cannot read the server version: {e}")))?.get(0);
         let pg_dump = self.tools.version(external::PG_DUMP.name).await?;
 
         self.dump_roles(run).await?;
         let mut counts = Counts::new();
-        let mut extra = PostgresExtra {
-            databases: BTreeMap::new(),
-            roles_file: ROLES_FILE.into(),
-        };
+        let mut extra = PostgresExtra { databases: BTreeMap::new(), roles_file: ROLES_FILE.into() };
         for db in &databases {
             tracing::info!("postgres: dumping database {db}");
             counts.insert(db.clone(), self.dump_database(db, run).await?);
             extra.databases.insert(db.clone(), dump_file_name(db));
         }
-        Ok(StoreBackup::new("rows", counts, &extra)
-            .tool("pg_dump", pg_dump)
-            .tool("postgresql", server_version))
+        Ok(StoreBackup::new("rows", counts, &extra).tool("pg_dump", pg_dump).tool("postgresql", server_version))
     }
 
     async fn check_target(&self) -> Result<()> {
         let admin = self.connect(&self.maintenance_db()).await?;
-        admin
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| err(format!("target not usable: {e}")))?;
+        admin.simple_query("SELECT 1").await.map_err(|e| err(format!("target not usable: {e}")))?;
         self.tools.version(external::PG_RESTORE.name).await?;
         self.tools.version(external::PSQL.name).await?;
         Ok(())
@@ -392,20 +317,11 @@ impl Store for Postgres {
 
         // Roles first, so that restored objects keep their owners and grants.
         let mut roles_sql = String::new();
-        files
-            .open(&extra.roles_file)?
-            .read_to_string(&mut roles_sql)
-            .map_err(|e| err(format!("reading {}: {e}", extra.roles_file)))?;
+        files.open(&extra.roles_file)?.read_to_string(&mut roles_sql).map_err(|e| err(format!("reading {}: {e}", extra.roles_file)))?;
         let roles = idempotent_roles(&roles_sql);
         let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"].map(String::from);
         let args = [&args[..], &[self.url_for(&self.maintenance_db())]].concat();
-        self.tools
-            .run_with_input(
-                external::PSQL.name,
-                &args,
-                Box::new(std::io::Cursor::new(roles.into_bytes())),
-            )
-            .await?;
+        self.tools.run_with_input(external::PSQL.name, &args, Box::new(std::io::Cursor::new(roles.into_bytes()))).await?;
 
         let mut found = Counts::new();
         for (db, file) in &extra.databases {

@@ -24,12 +24,7 @@ pub const KNOWN_HOSTS: &str = "known_hosts";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repository {
     /// On an SFTP server: the repository is the folder `path` there.
-    Sftp {
-        host: String,
-        port: u16,
-        user: String,
-        path: String,
-    },
+    Sftp { host: String, port: u16, user: String, path: String },
     /// In a local folder (a `file://` server).
     Posix { path: String },
 }
@@ -43,12 +38,7 @@ impl Repository {
 
     pub fn describe(&self) -> String {
         match self {
-            Repository::Sftp {
-                host,
-                port,
-                user,
-                path,
-            } => format!("sftp://{user}@{host}:{port}{path}"),
+            Repository::Sftp { host, port, user, path } => format!("sftp://{user}@{host}:{port}{path}"),
             Repository::Posix { path } => format!("file://{path}"),
         }
     }
@@ -75,9 +65,7 @@ pub fn render(r: &Rendering) -> String {
     let dir = r.dir.display();
     let mut global = vec![format!("repo1-path={}", r.repository.path())];
     match r.repository {
-        Repository::Sftp {
-            host, port, user, ..
-        } => global.extend([
+        Repository::Sftp { host, port, user, .. } => global.extend([
             "repo1-type=sftp".to_string(),
             format!("repo1-sftp-host={host}"),
             format!("repo1-sftp-host-port={port}"),
@@ -138,10 +126,7 @@ impl Owner {
                 data_directory.display()
             ))
         })?;
-        let owner = Owner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        };
+        let owner = Owner { uid: meta.uid(), gid: meta.gid() };
         let me = current_uid();
         if me != 0 && me != owner.uid {
             return Err(err(format!(
@@ -174,38 +159,18 @@ fn current_uid() -> u32 {
 /// Writes `files` into `dir` (0700), each 0600 and owned by `owner`, replacing each atomically so
 /// that a running `archive_command` never reads half a file.
 pub fn write_private(dir: &Path, owner: Owner, files: &[(&str, Vec<u8>)]) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| {
-        Error::io(
-            format!(
-                "writing {what} in {} (stores.postgres.pgbackrest_dir)",
-                dir.display()
-            ),
-            e,
-        )
-    };
+    let io = |what: &str, e: std::io::Error| Error::io(format!("writing {what} in {} (stores.postgres.pgbackrest_dir)", dir.display()), e);
     std::fs::create_dir_all(dir).map_err(|e| io("the folder", e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io("the folder's mode", e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io("the folder's mode", e))?;
     let chown = |path: &Path| -> std::io::Result<()> {
-        if owner.switch_needed() {
-            std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
-        } else {
-            Ok(())
-        }
+        if owner.switch_needed() { std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid)) } else { Ok(()) }
     };
     chown(dir).map_err(|e| io("the folder's owner", e))?;
     for (name, bytes) in files {
         let partial = dir.join(format!(".{name}.partial"));
         let _ = std::fs::remove_file(&partial);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(|e| io(name, e))?;
-        file.write_all(bytes)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| io(name, e))?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).map_err(|e| io(name, e))?;
+        file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| io(name, e))?;
         chown(&partial).map_err(|e| io(name, e))?;
         std::fs::rename(&partial, dir.join(name)).map_err(|e| io(name, e))?;
     }
@@ -247,11 +212,7 @@ impl PgBackRest {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         self.owner.apply(&mut cmd);
-        let command = args
-            .iter()
-            .find(|a| !a.starts_with("--"))
-            .copied()
-            .unwrap_or("");
+        let command = args.iter().find(|a| !a.starts_with("--")).copied().unwrap_or("");
         tracing::debug!("postgres: running pgbackrest {}", args.join(" "));
         let out = cmd.output().await.map_err(|e| {
             err(format!(
@@ -278,11 +239,7 @@ impl PgBackRest {
 pub fn explain(command: &str, output: &str, hints: &Hints) -> String {
     let message = error_text(output);
     if message.contains("known hosts failure") || message.contains("KNOWNHOST") {
-        let file = hints
-            .known_hosts_file
-            .as_ref()
-            .map(|f| f.display().to_string())
-            .unwrap_or_default();
+        let file = hints.known_hosts_file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
         return format!(
             "pgbackrest {command}: the backup server's host key does not match server.known_hosts_file {file} ({}); check the server, then update known_hosts_file",
             hints.repository
@@ -295,9 +252,7 @@ pub fn explain(command: &str, output: &str, hints: &Hints) -> String {
             hints.passphrase_file.display()
         );
     }
-    if message.contains("public key authentication failed")
-        || message.contains("unable to authenticate")
-    {
+    if message.contains("public key authentication failed") || message.contains("unable to authenticate") {
         return format!(
             "pgbackrest {command}: the backup server refused server.ssh_key_file ({message}); check the key and the server's authorized_keys"
         );
@@ -309,38 +264,18 @@ pub fn explain(command: &str, output: &str, hints: &Hints) -> String {
 /// never reaches a terminal or a log).
 pub fn error_text(output: &str) -> String {
     let printable = |s: &str| -> String {
-        let kept: String = s
-            .chars()
-            .filter(|c| !c.is_control() && *c != char::REPLACEMENT_CHARACTER)
-            .collect();
+        let kept: String = s.chars().filter(|c| !c.is_control() && *c != char::REPLACEMENT_CHARACTER).collect();
         kept.split_whitespace().collect::<Vec<_>>().join(" ")
     };
     let lines: Vec<&str> = output.lines().collect();
     let Some(start) = lines.iter().position(|l| l.contains("ERROR: [")) else {
-        let plain: Vec<String> = lines
-            .iter()
-            .map(|l| printable(l))
-            .filter(|l| !l.is_empty())
-            .collect();
-        return if plain.is_empty() {
-            "no message".into()
-        } else {
-            plain[plain.len().saturating_sub(2)..].join(" / ")
-        };
+        let plain: Vec<String> = lines.iter().map(|l| printable(l)).filter(|l| !l.is_empty()).collect();
+        return if plain.is_empty() { "no message".into() } else { plain[plain.len().saturating_sub(2)..].join(" / ") };
     };
     // The error, and its indented continuation lines (hints, causes).
-    let first = lines[start]
-        .split_once("ERROR: ")
-        .map(|(_, rest)| rest)
-        .unwrap_or(lines[start]);
+    let first = lines[start].split_once("ERROR: ").map(|(_, rest)| rest).unwrap_or(lines[start]);
     let mut parts = vec![printable(first)];
-    parts.extend(
-        lines[start + 1..]
-            .iter()
-            .take_while(|l| l.starts_with(' '))
-            .map(|l| printable(l))
-            .take(3),
-    );
+    parts.extend(lines[start + 1..].iter().take_while(|l| l.starts_with(' ')).map(|l| printable(l)).take(3));
     let mut text = parts.join(" / ");
     if text.len() > 600 {
         let mut end = 600;
@@ -405,24 +340,16 @@ pub(super) mod tests {
             "pg1-port=5432",
             "pg1-socket-path=/run/postgresql",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "`{line}` missing from:\n{text}"
-            );
+            assert!(text.lines().any(|l| l == line), "`{line}` missing from:\n{text}");
         }
         assert!(!text.contains("accept-new") && !text.contains("check-type=none"));
     }
 
     #[test]
     fn posix_rendering_has_no_sftp_keys() {
-        let repo = Repository::Posix {
-            path: "/mnt/backups/postgres".into(),
-        };
+        let repo = Repository::Posix { path: "/mnt/backups/postgres".into() };
         let text = render(&rendering(&repo, None));
-        assert!(
-            text.contains("repo1-type=posix\n")
-                && text.contains("repo1-path=/mnt/backups/postgres\n")
-        );
+        assert!(text.contains("repo1-type=posix\n") && text.contains("repo1-path=/mnt/backups/postgres\n"));
         assert!(!text.contains("sftp") && !text.contains("pg1-socket-path"));
     }
 
@@ -438,20 +365,10 @@ pub(super) mod tests {
     fn failures_are_explained_in_one_clean_line() {
         let host = "2026-11-24 19:02:46.885 P00  ERROR: [101]: known hosts failure: '127.0.0.1' mismatch in known hosts files: LIBSSH2_KNOWNHOST_CHECK_MISMATCH [1]: check type [strict]\n";
         let line = explain("backup", host, &hints());
-        assert!(
-            line.contains("host key")
-                && line.contains("/ssh/known_hosts")
-                && line.contains("update known_hosts_file"),
-            "{line}"
-        );
+        assert!(line.contains("host key") && line.contains("/ssh/known_hosts") && line.contains("update known_hosts_file"), "{line}");
         let garbage = "P00  ERROR: [029]: unable to load info file 'a/archive.info':\n      FormatError: key/value found outside of section at line 1: \u{fffd}\u{1}x\u{7}\n      HINT: has a stanza-create been performed?\n";
         let line = explain("stanza-create", garbage, &hints());
-        assert!(
-            line.contains("passphrase_file /keys/pg")
-                && !line.contains('\u{fffd}')
-                && !line.contains('\n'),
-            "{line}"
-        );
+        assert!(line.contains("passphrase_file /keys/pg") && !line.contains('\u{fffd}') && !line.contains('\n'), "{line}");
         let other = "P00  ERROR: [056]: unable to find primary cluster - cannot proceed\n                                    HINT: are all available clusters in recovery?\n";
         assert_eq!(
             explain("backup", other, &hints()),

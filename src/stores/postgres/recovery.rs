@@ -25,13 +25,12 @@ pub fn parse_target_time(text: &str) -> Result<(String, i64)> {
     let parsed = chrono::DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%#z")
         .or_else(|_| chrono::DateTime::parse_from_rfc3339(&trimmed.replacen(' ', "T", 1)))
         .map_err(|_| {
-            Error::Usage(format!("--target-time `{text}`: expected a time with its UTC offset, e.g. '2025-06-01 14:30:00+00' or 2025-06-01T14:30:00Z"))
+            Error::Usage(format!(
+                "--target-time `{text}`: expected a time with its UTC offset, e.g. '2025-06-01 14:30:00+00' or 2025-06-01T14:30:00Z"
+            ))
         })?;
     let utc = parsed.with_timezone(&chrono::Utc);
-    Ok((
-        utc.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
-        utc.timestamp(),
-    ))
+    Ok((utc.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(), utc.timestamp()))
 }
 
 /// Fails when a PostgreSQL runs on `data_directory` (or left its pid file behind).
@@ -41,15 +40,9 @@ pub fn refuse_running(data_directory: &Path) -> Result<()> {
         return Ok(());
     };
     let dir = data_directory.display();
-    let pid: i32 = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+    let pid: i32 = text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
     // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+    let alive = pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
     if alive {
         return Err(err(format!(
             "PostgreSQL (pid {pid}) is running on data directory {dir}: stop it first (pg_ctl -D {dir} stop); nothing was changed"
@@ -81,15 +74,10 @@ fn log_tail(path: &Path) -> String {
 
 impl Differential {
     /// Checks the target and the repository; returns the tool and the target time for pgBackRest.
-    pub(super) async fn prepare_restore(
-        &self,
-        request: RepoRestoreRequest<'_>,
-    ) -> Result<(PgBackRest, Option<String>)> {
+    pub(super) async fn prepare_restore(&self, request: RepoRestoreRequest<'_>) -> Result<(PgBackRest, Option<String>)> {
         let target = request.target_time.map(parse_target_time).transpose()?;
         refuse_running(&self.data_directory)?;
-        let tool = self
-            .tool(&self.data_directory, self.socket_directory.as_deref())
-            .await?;
+        let tool = self.tool(&self.data_directory, self.socket_directory.as_deref()).await?;
         let info = self.readable_info(&tool).await?;
         let repo = &tool.hints.repository;
         let Some(oldest) = info.backups.first() else {
@@ -101,13 +89,7 @@ impl Differential {
         if let Some(label) = request.from
             && !info.backups.iter().any(|b| b.label == label)
         {
-            let labels: Vec<&str> = info
-                .backups
-                .iter()
-                .rev()
-                .take(5)
-                .map(|b| b.label.as_str())
-                .collect();
+            let labels: Vec<&str> = info.backups.iter().rev().take(5).map(|b| b.label.as_str()).collect();
             return Err(Error::NotFound(format!(
                 "no pgBackRest backup {label} in {repo} (newest: {}); see `lifeboat list`",
                 labels.join(", ")
@@ -124,28 +106,17 @@ impl Differential {
         Ok((tool, target.map(|(text, _)| text)))
     }
 
-    pub(super) async fn restore_cluster(
-        &self,
-        request: RepoRestoreRequest<'_>,
-    ) -> Result<RepoRestoreDone> {
+    pub(super) async fn restore_cluster(&self, request: RepoRestoreRequest<'_>) -> Result<RepoRestoreDone> {
         let started = Instant::now();
         let (tool, target) = self.prepare_restore(request).await?;
         let set = request.from.map(|label| format!("--set={label}"));
         let target_arg = target.as_ref().map(|t| format!("--target={t}"));
-        let mut args = vec![
-            "restore",
-            "--delta",
-            "--archive-mode=off",
-            "--log-level-console=info",
-        ];
+        let mut args = vec!["restore", "--delta", "--archive-mode=off", "--log-level-console=info"];
         args.extend(set.as_deref());
         let goal = match (&target_arg, &set) {
             (Some(t), _) => {
                 args.extend(["--type=time", t, "--target-action=promote"]);
-                format!(
-                    "recovery target {} reached",
-                    target.as_deref().unwrap_or_default()
-                )
+                format!("recovery target {} reached", target.as_deref().unwrap_or_default())
             }
             // Exactly the chosen backup: recovery stops as soon as it is consistent.
             (None, Some(_)) => {
@@ -155,23 +126,14 @@ impl Differential {
             // The newest state: the newest backup, then every archived WAL segment.
             (None, None) => "all archived WAL replayed".to_string(),
         };
-        tracing::info!(
-            "postgres: pgbackrest restore into {} ({goal})",
-            self.data_directory.display()
-        );
+        tracing::info!("postgres: pgbackrest restore into {} ({goal})", self.data_directory.display());
         let output = tool.run(&args).await?;
-        let label =
-            restored_set(&output).unwrap_or_else(|| request.from.unwrap_or("newest").to_string());
+        let label = restored_set(&output).unwrap_or_else(|| request.from.unwrap_or("newest").to_string());
         let log = tool.dir.join("postgresql-restore.log");
         self.start(&tool, &log).await?;
         let (lsn, last_transaction, databases) = self.wait_until_promoted(&log).await?;
         let info = self.readable_info(&tool).await?;
-        let stored_bytes = info
-            .backups
-            .iter()
-            .find(|b| b.label == label)
-            .map(|b| b.info.repository.size)
-            .unwrap_or(0);
+        let stored_bytes = info.backups.iter().find(|b| b.label == label).map(|b| b.info.repository.size).unwrap_or(0);
         let recovered = format!(
             "{goal}: WAL replayed to {lsn}, {}, {databases} database(s) answer, in {:.1} s",
             if last_transaction.is_empty() {
@@ -181,11 +143,7 @@ impl Differential {
             },
             started.elapsed().as_secs_f64()
         );
-        Ok(RepoRestoreDone {
-            label,
-            recovered,
-            stored_bytes,
-        })
+        Ok(RepoRestoreDone { label, recovered, stored_bytes })
     }
 
     /// `pg_ctl start` as the data directory's owner, on the configured port (and socket folder).
@@ -196,12 +154,7 @@ impl Differential {
         }
         let mut cmd = self.tools.command(external::PG_CTL.name)?;
         tool.owner.apply(&mut cmd);
-        cmd.arg("start")
-            .arg("-D")
-            .arg(&self.data_directory)
-            .arg("-l")
-            .arg(log)
-            .args(["-w", "-t", "3600", "-o", &options]);
+        cmd.arg("start").arg("-D").arg(&self.data_directory).arg("-l").arg(log).args(["-w", "-t", "3600", "-o", &options]);
         let out = cmd
             .current_dir(&tool.dir)
             .stdin(Stdio::null())
@@ -257,18 +210,9 @@ mod tests {
 
     #[test]
     fn target_times_need_an_offset_and_become_utc() {
-        assert_eq!(
-            parse_target_time("2025-06-01 14:30:00.25+01").unwrap().0,
-            "2025-06-01 13:30:00.250000+00"
-        );
-        assert_eq!(
-            parse_target_time("2025-06-01T14:30:00Z").unwrap(),
-            ("2025-06-01 14:30:00.000000+00".into(), 1748788200)
-        );
-        assert_eq!(
-            parse_target_time("2025-06-01 14:30:00+00:00").unwrap().1,
-            1748788200
-        );
+        assert_eq!(parse_target_time("2025-06-01 14:30:00.25+01").unwrap().0, "2025-06-01 13:30:00.250000+00");
+        assert_eq!(parse_target_time("2025-06-01T14:30:00Z").unwrap(), ("2025-06-01 14:30:00.000000+00".into(), 1748788200));
+        assert_eq!(parse_target_time("2025-06-01 14:30:00+00:00").unwrap().1, 1748788200);
         for bad in ["2025-06-01 14:30:00", "yesterday", ""] {
             assert_eq!(parse_target_time(bad).unwrap_err().exit_code(), 2, "{bad}");
         }
@@ -277,10 +221,7 @@ mod tests {
     #[test]
     fn the_restored_set_is_read_from_pgbackrest_output() {
         let out = "P00   INFO: repo1: restore backup set 20261124-190231F_20261124-190239D, recovery will start at 2026-11-24 19:02:39\n";
-        assert_eq!(
-            restored_set(out).as_deref(),
-            Some("20261124-190231F_20261124-190239D")
-        );
+        assert_eq!(restored_set(out).as_deref(), Some("20261124-190231F_20261124-190239D"));
         assert_eq!(restored_set("nothing"), None);
     }
 
@@ -288,23 +229,9 @@ mod tests {
     fn a_running_or_stale_postgres_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(refuse_running(dir.path()).is_ok());
-        std::fs::write(
-            dir.path().join("postmaster.pid"),
-            format!("{}\n/data\n", std::process::id()),
-        )
-        .unwrap();
-        assert!(
-            refuse_running(dir.path())
-                .unwrap_err()
-                .to_string()
-                .contains("is running")
-        );
+        std::fs::write(dir.path().join("postmaster.pid"), format!("{}\n/data\n", std::process::id())).unwrap();
+        assert!(refuse_running(dir.path()).unwrap_err().to_string().contains("is running"));
         std::fs::write(dir.path().join("postmaster.pid"), "999999999\n").unwrap();
-        assert!(
-            refuse_running(dir.path())
-                .unwrap_err()
-                .to_string()
-                .contains("not seen running here (pid 999999999)")
-        );
+        assert!(refuse_running(dir.path()).unwrap_err().to_string().contains("not seen running here (pid 999999999)"));
     }
 }

@@ -78,42 +78,21 @@ struct RawRepo {
 pub fn parse_info(text: &str, stanza: &str) -> Result<StanzaInfo> {
     // A repository read with the wrong passphrase yields info files of random bytes, which
     // pgBackRest quotes into its JSON raw: control characters (dropped here) or even quotes.
-    let cleaned: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let cleaned: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let stanzas: Vec<RawStanza> = match serde_json::from_str(&cleaned) {
         Ok(stanzas) => stanzas,
         Err(_) if cleaned.contains("FormatError") || cleaned.contains("CryptoError") => {
-            return Ok(StanzaInfo {
-                code: 99,
-                message: "FormatError".into(),
-                backups: Vec::new(),
-            });
+            return Ok(StanzaInfo { code: 99, message: "FormatError".into(), backups: Vec::new() });
         }
         Err(e) => {
-            return Err(err(format!(
-                "pgbackrest info printed JSON Lifeboat cannot read ({e}); is pgBackRest 2.46 or newer?"
-            )));
+            return Err(err(format!("pgbackrest info printed JSON Lifeboat cannot read ({e}); is pgBackRest 2.46 or newer?")));
         }
     };
     let Some(found) = stanzas.into_iter().find(|s| s.name == stanza) else {
-        return Ok(StanzaInfo {
-            code: 1,
-            message: "missing stanza path".into(),
-            backups: Vec::new(),
-        });
+        return Ok(StanzaInfo { code: 1, message: "missing stanza path".into(), backups: Vec::new() });
     };
-    let message = found
-        .repo
-        .first()
-        .map(|r| r.status.message.clone())
-        .unwrap_or(found.status.message);
-    Ok(StanzaInfo {
-        code: found.status.code,
-        message,
-        backups: found.backup,
-    })
+    let message = found.repo.first().map(|r| r.status.message.clone()).unwrap_or(found.status.message);
+    Ok(StanzaInfo { code: found.status.code, message, backups: found.backup })
 }
 
 /// The problems `pgbackrest verify --output=text --verbose` reports; empty when it says `status: ok`.
@@ -124,29 +103,20 @@ pub fn verify_problems(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let mut problems = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        if line.contains("status: invalid")
-            || (line.starts_with("archiveId:") && !line.ends_with(&valid_wal_suffix(line)))
-        {
+        if line.contains("status: invalid") || (line.starts_with("archiveId:") && !line.ends_with(&valid_wal_suffix(line))) {
             let detail = lines.get(i + 1).copied().unwrap_or("");
             problems.push(format!("{line} ({detail})"));
         }
     }
     if problems.is_empty() {
-        problems.push(format!(
-            "pgbackrest verify did not report status ok: {}",
-            error_text(text)
-        ));
+        problems.push(format!("pgbackrest verify did not report status ok: {}", error_text(text)));
     }
     problems
 }
 
 /// For `archiveId: 15-1, total WAL checked: 5, total valid WAL: 5`: the ending that means all valid.
 fn valid_wal_suffix(line: &str) -> String {
-    let checked = line
-        .split("total WAL checked: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("?");
+    let checked = line.split("total WAL checked: ").nth(1).and_then(|s| s.split(',').next()).unwrap_or("?");
     format!("total valid WAL: {checked}")
 }
 
@@ -161,14 +131,7 @@ mod tests {
             "info":{"delta":22992880,"size":22992880,"repository":{"delta":2833968,"size":2833968}},"error":false}],
             "name":"main","repo":[{"key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"message":"ok"}}]"#;
         let info = parse_info(text, "main").unwrap();
-        assert_eq!(
-            (
-                info.code,
-                info.backups.len(),
-                info.backups[0].info.repository.delta
-            ),
-            (0, 1, 2833968)
-        );
+        assert_eq!((info.code, info.backups.len(), info.backups[0].info.repository.delta), (0, 1, 2833968));
         let missing = r#"[{"archive":[],"backup":[],"name":"main","repo":[{"status":{"code":1,"message":"missing stanza path"}}],"status":{"code":1,"message":"missing stanza path"}}]"#;
         assert!(parse_info(missing, "main").unwrap().missing());
         assert!(parse_info("[]", "main").unwrap().missing());
@@ -176,10 +139,7 @@ mod tests {
         let garbage = "[{\"name\":\"main\",\"status\":{\"code\":99,\"message\":\"other\"},\"repo\":[{\"status\":{\"code\":99,\"message\":\"[FormatError] at line 1: \u{1}\"\"x\"}}]}]";
         let info = parse_info(garbage, "main").unwrap();
         assert_eq!(info.code, 99);
-        assert!(
-            explain("info", &format!("ERROR: {}", info.message), &hints())
-                .contains("passphrase_file")
-        );
+        assert!(explain("info", &format!("ERROR: {}", info.message), &hints()).contains("passphrase_file"));
     }
 
     #[test]
@@ -189,9 +149,7 @@ mod tests {
         let bad = "stanza: main\nstatus: error\n  backup: 20261124-190231F, status: invalid, total files checked: 966, total valid files: 965\n    checksum invalid: 1\n";
         assert_eq!(
             verify_problems(bad),
-            [
-                "backup: 20261124-190231F, status: invalid, total files checked: 966, total valid files: 965 (checksum invalid: 1)"
-            ]
+            ["backup: 20261124-190231F, status: invalid, total files checked: 966, total valid files: 965 (checksum invalid: 1)"]
         );
         let wal = "stanza: main\nstatus: error\n  archiveId: 15-1, total WAL checked: 5, total valid WAL: 4\n    checksum invalid: 1\n";
         assert_eq!(verify_problems(wal).len(), 1);

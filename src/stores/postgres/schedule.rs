@@ -11,31 +11,17 @@ use crate::stores::{BackupKind, Schedule};
 pub const DEFAULT_FULL: &str = "0 1 * * 0";
 
 /// The kind to make, and why (for the log).
-pub fn choose(
-    requested: Option<BackupKind>,
-    has_full: bool,
-    schedule: Option<&Schedule>,
-    today: NaiveDate,
-) -> (BackupKind, String) {
+pub fn choose(requested: Option<BackupKind>, has_full: bool, schedule: Option<&Schedule>, today: NaiveDate) -> (BackupKind, String) {
     match (requested, has_full) {
         (Some(BackupKind::Full), _) => (BackupKind::Full, "--type full".into()),
         (Some(BackupKind::Diff), true) => (BackupKind::Diff, "--type diff".into()),
-        (_, false) => (
-            BackupKind::Full,
-            "the repository has no full backup yet".into(),
-        ),
+        (_, false) => (BackupKind::Full, "the repository has no full backup yet".into()),
         (None, true) => {
             let full = full_cron(schedule);
             if day_matches(full, today).unwrap_or(false) {
-                (
-                    BackupKind::Full,
-                    format!("today matches the full schedule `{full}`"),
-                )
+                (BackupKind::Full, format!("today matches the full schedule `{full}`"))
             } else {
-                (
-                    BackupKind::Diff,
-                    format!("today does not match the full schedule `{full}`"),
-                )
+                (BackupKind::Diff, format!("today does not match the full schedule `{full}`"))
             }
         }
     }
@@ -44,17 +30,12 @@ pub fn choose(
 /// The cron expression of full backups: `schedule.full`, or the default.
 pub fn full_cron(schedule: Option<&Schedule>) -> &str {
     match schedule {
-        Some(Schedule::PerKind(kinds)) => kinds
-            .get("full")
-            .map(String::as_str)
-            .unwrap_or(DEFAULT_FULL),
+        Some(Schedule::PerKind(kinds)) => kinds.get("full").map(String::as_str).unwrap_or(DEFAULT_FULL),
         _ => DEFAULT_FULL,
     }
 }
 
-const MONTHS: &[&str] = &[
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const MONTHS: &[&str] = &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Whether `day` is one the five-field cron expression runs on; None when it is not valid cron.
@@ -70,8 +51,7 @@ pub fn day_matches(cron: &str, day: NaiveDate) -> Option<bool> {
     let dom_ok = field_matches(dom, day.day(), 1, 31, &[])?;
     let weekday = day.weekday().num_days_from_sunday();
     // 7 is Sunday too.
-    let dow_ok = field_matches(dow, weekday, 0, 7, DAYS)?
-        || (weekday == 0 && field_matches(dow, 7, 0, 7, DAYS)?);
+    let dow_ok = field_matches(dow, weekday, 0, 7, DAYS)? || (weekday == 0 && field_matches(dow, 7, 0, 7, DAYS)?);
     let days_ok = match (dom == "*", dow == "*") {
         (false, false) => dom_ok || dow_ok,
         _ => dom_ok && dow_ok,
@@ -132,19 +112,9 @@ mod tests {
             ("0 1 * jan,jun *", "2025-06-02", true),
             ("0 1 * 1-5 *", "2025-06-02", false),
         ] {
-            assert_eq!(
-                day_matches(cron, date(day)),
-                Some(expected),
-                "{cron} on {day}"
-            );
+            assert_eq!(day_matches(cron, date(day)), Some(expected), "{cron} on {day}");
         }
-        for bad in [
-            "0 1 * *",
-            "0 1 * * 8",
-            "0 1 * * x",
-            "60 1 * * 0",
-            "0 1 */0 * *",
-        ] {
+        for bad in ["0 1 * *", "0 1 * * 8", "0 1 * * x", "60 1 * * 0", "0 1 */0 * *"] {
             assert_eq!(day_matches(bad, date("2025-06-01")), None, "{bad}");
         }
     }
@@ -154,28 +124,13 @@ mod tests {
         let sunday = date("2025-06-01");
         let monday = date("2025-06-02");
         let kinds = |full: &str| Schedule::PerKind([("full".to_string(), full.to_string())].into());
-        assert_eq!(
-            choose(Some(BackupKind::Full), true, None, monday).0,
-            BackupKind::Full
-        );
-        assert_eq!(
-            choose(Some(BackupKind::Diff), true, None, sunday).0,
-            BackupKind::Diff
-        );
-        assert_eq!(
-            choose(Some(BackupKind::Diff), false, None, monday).0,
-            BackupKind::Full
-        );
+        assert_eq!(choose(Some(BackupKind::Full), true, None, monday).0, BackupKind::Full);
+        assert_eq!(choose(Some(BackupKind::Diff), true, None, sunday).0, BackupKind::Diff);
+        assert_eq!(choose(Some(BackupKind::Diff), false, None, monday).0, BackupKind::Full);
         assert_eq!(choose(None, false, None, monday).0, BackupKind::Full);
         assert_eq!(choose(None, true, None, sunday).0, BackupKind::Full);
         assert_eq!(choose(None, true, None, monday).0, BackupKind::Diff);
-        assert_eq!(
-            choose(None, true, Some(&kinds("0 1 * * 1")), monday).0,
-            BackupKind::Full
-        );
-        assert_eq!(
-            choose(None, true, Some(&kinds("0 1 * * 1")), sunday).0,
-            BackupKind::Diff
-        );
+        assert_eq!(choose(None, true, Some(&kinds("0 1 * * 1")), monday).0, BackupKind::Full);
+        assert_eq!(choose(None, true, Some(&kinds("0 1 * * 1")), sunday).0, BackupKind::Diff);
     }
 }

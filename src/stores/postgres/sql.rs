@@ -22,10 +22,7 @@ ORDER BY 1";
 
 /// Rows per table of the database `client` is connected to (inside its current transaction).
 pub async fn count_rows(client: &Client, db: &str) -> Result<BTreeMap<String, u64>> {
-    let tables = client
-        .query(TABLES_SQL, &[])
-        .await
-        .map_err(|e| err(format!("{db}: cannot list tables: {e}")))?;
+    let tables = client.query(TABLES_SQL, &[]).await.map_err(|e| err(format!("{db}: cannot list tables: {e}")))?;
     let mut counts = BTreeMap::new();
     for row in tables {
         let table: String = row.get(0);
@@ -50,9 +47,7 @@ pub fn idempotent_roles(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 1024);
     for line in sql.lines() {
         if line.starts_with("CREATE ROLE ") && line.ends_with(';') {
-            out.push_str(&format!(
-                "DO $lifeboat$ BEGIN {line} EXCEPTION WHEN duplicate_object THEN NULL; END $lifeboat$;\n"
-            ));
+            out.push_str(&format!("DO $lifeboat$ BEGIN {line} EXCEPTION WHEN duplicate_object THEN NULL; END $lifeboat$;\n"));
         } else {
             out.push_str(line);
             out.push('\n');

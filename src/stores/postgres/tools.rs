@@ -43,12 +43,7 @@ impl Tools {
     }
 
     /// Runs a client tool with `input` (decoded backup bytes) on its stdin.
-    pub async fn run_with_input(
-        &self,
-        name: &str,
-        args: &[String],
-        input: Box<dyn std::io::Read + Send>,
-    ) -> Result<()> {
+    pub async fn run_with_input(&self, name: &str, args: &[String], input: Box<dyn std::io::Read + Send>) -> Result<()> {
         let mut child = self
             .command(name)?
             .args(args)
@@ -56,11 +51,7 @@ impl Tools {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                err(format!(
-                    "cannot run {name} ({e}): install the PostgreSQL client tools"
-                ))
-            })?;
+            .map_err(|e| err(format!("cannot run {name} ({e}): install the PostgreSQL client tools")))?;
         let stderr = StderrTail::watch(child.stderr.take().expect("piped"), |_| {});
         let mut stdin = child.stdin.take().expect("piped");
         let mut source = blocking_reader_to_async(input);
@@ -70,10 +61,7 @@ impl Tools {
         }
         .await;
         drop(stdin);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| err(format!("waiting for {name}: {e}")))?;
+        let status = child.wait().await.map_err(|e| err(format!("waiting for {name}: {e}")))?;
         if let Err(e) = copied {
             // A decode error is the cause; a broken pipe means the tool stopped first.
             if e.kind() != std::io::ErrorKind::BrokenPipe {

@@ -169,23 +169,7 @@ fn a_restore_daemon_restores_a_store_on_its_schedule() {
     let child = spawn_daemon(&config);
     // Mid-restore the database may be gone: a failed query is simply "not yet".
     let count = || {
-        let port = PG_PORT.to_string();
-        let args = [
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &case.db,
-            "-c",
-            "SELECT count(*) FROM registry.event",
-        ];
-        let out = Command::new("psql").args(args).output().unwrap();
+        let out = psql_at(PG_PORT, &case.db).args(["-c", "SELECT count(*) FROM registry.event"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     // The drill report is the restore's last write: after it, the daemon is idle again.

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -23,27 +23,7 @@ struct TableLock {
 
 impl TableLock {
     fn take(db: &str) -> TableLock {
-        let mut child = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &PG_PORT.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run psql");
+        let mut child = psql_at(PG_PORT, db).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run psql");
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "BEGIN; LOCK TABLE registry.person IN ACCESS EXCLUSIVE MODE; SELECT 'locked';").unwrap();
         let mut line = String::new();

@@ -28,33 +28,6 @@ fn take_source() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-/// Runs SQL on the PostgreSQL at `port` and returns its unaligned output.
-fn sql(port: u16, db: &str, query: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            query,
-        ])
-        .output()
-        .expect("run psql");
-    assert!(out.status.success(), "psql failed on port {port}, {db}: {query}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Waits for `done` (polling), failing with `what` after `limit`.
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -67,9 +40,9 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// Ends the current WAL segment and waits until the source has archived it, so that every
 /// commit so far is in the repository.
 fn archive_current_wal() {
-    let segment = sql(SOURCE_PORT, "postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let segment = sql_at(SOURCE_PORT, "postgres", "SELECT pg_walfile_name(pg_switch_wal())");
     wait_for(&format!("WAL segment {segment} to be archived"), Duration::from_secs(120), || {
-        sql(SOURCE_PORT, "postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment
+        sql_at(SOURCE_PORT, "postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment
     });
 }
 
@@ -162,7 +135,7 @@ impl World {
         let d = target.data.display();
         as_postgres(format!("{PG_BIN}/pg_ctl -D {d} -l {}/postgresql.log -w -t 120 -o \"-p {port} -k {d}\" start", hand.display()));
         wait_for("the by-hand restore to finish recovery", Duration::from_secs(120), || {
-            sql(port, "postgres", "SELECT pg_is_in_recovery()") == "f"
+            sql_at(port, "postgres", "SELECT pg_is_in_recovery()") == "f"
         });
         target
     }
@@ -212,7 +185,7 @@ impl Drop for Restored {
 
 /// `count|min|max` of the test table on a restored cluster.
 fn rows(port: u16, db: &str) -> String {
-    sql(port, db, "SELECT count(*) || '|' || min(id) || '|' || max(id) FROM registry")
+    sql_at(port, db, "SELECT count(*) || '|' || min(id) || '|' || max(id) FROM registry")
 }
 
 #[test]
@@ -220,9 +193,9 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     let _source = take_source();
     let world = World::new("roundtrip");
     let db = "t_pgbr_roundtrip";
-    sql(SOURCE_PORT, "postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    sql(SOURCE_PORT, "postgres", &format!("CREATE DATABASE {db}"));
-    sql(
+    sql_at(SOURCE_PORT, "postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    sql_at(SOURCE_PORT, "postgres", &format!("CREATE DATABASE {db}"));
+    sql_at(
         SOURCE_PORT,
         db,
         "CREATE TABLE registry (id int PRIMARY KEY, phase text NOT NULL); INSERT INTO registry SELECT i, 'full' FROM generate_series(1, 100) i",
@@ -231,7 +204,7 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
 
     let out = lifeboat(&backup, &["backup", "--store", "postgres", "--type", "full"]);
     assert_ok(&out);
-    sql(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'diff' FROM generate_series(101, 150) i");
+    sql_at(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'diff' FROM generate_series(101, 150) i");
     // No --type: the repository has a full backup, and today is a differential day unless the
     // default schedule's Sunday; --type diff makes the test independent of the weekday.
     let out = lifeboat(&backup, &["backup", "--type", "diff"]);
@@ -242,9 +215,9 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     assert!(diff.starts_with(&format!("{full}_")) && diff.ends_with('D'), "a differential names its full: {diff}");
     assert!(stderr(&out).contains(&format!("backup {diff} done")), "{}", stderr(&out));
 
-    sql(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'after diff' FROM generate_series(151, 175) i");
-    let noted = sql(SOURCE_PORT, "postgres", "SELECT clock_timestamp()");
-    sql(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'after the noted time' FROM generate_series(176, 200) i");
+    sql_at(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'after diff' FROM generate_series(151, 175) i");
+    let noted = sql_at(SOURCE_PORT, "postgres", "SELECT clock_timestamp()");
+    sql_at(SOURCE_PORT, db, "INSERT INTO registry SELECT i, 'after the noted time' FROM generate_series(176, 200) i");
     archive_current_wal();
 
     // The differential itself: exactly the rows it was taken with.
@@ -252,8 +225,8 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     let out = lifeboat(&config, &["restore", "--store", "postgres", "--from", diff, "--yes"]);
     assert_ok(&out);
     assert_eq!(rows(55434, db), "150|1|150");
-    assert_eq!(sql(55434, db, "SELECT string_agg(DISTINCT phase, ',' ORDER BY phase) FROM registry"), "diff,full");
-    assert_eq!(sql(55434, "postgres", "SELECT pg_is_in_recovery()"), "f", "the restored cluster is promoted");
+    assert_eq!(sql_at(55434, db, "SELECT string_agg(DISTINCT phase, ',' ORDER BY phase) FROM registry"), "diff,full");
+    assert_eq!(sql_at(55434, "postgres", "SELECT pg_is_in_recovery()"), "f", "the restored cluster is promoted");
     assert!(stderr(&out).contains(&format!("restore {diff} done")) && stderr(&out).contains("WAL replayed to"), "{}", stderr(&out));
     // It runs now: a second restore onto it is refused, and it is left as it was.
     let again = lifeboat(&config, &["restore", "--store", "postgres", "--yes"]);

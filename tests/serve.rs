@@ -408,14 +408,6 @@ const PGBR_SOURCE_PORT: u16 = 55433;
 const PGBR_RESTORE_PORT: u16 = 55439;
 const STANZA: &str = "lifeboat_test";
 
-/// Runs SQL on the PostgreSQL at `port`.
-fn sql_at(port: u16, db: &str, query: &str) -> String {
-    let out = run(Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
-        .args(["-p", &port.to_string(), "-d", db, "-c", query]));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A cluster Lifeboat restored and started; stopped by its pid (fast shutdown) when dropped.
 struct Restored(PathBuf);
 

@@ -35,32 +35,27 @@ pub fn ensure_server(name: &str) {
     started.push(name.to_string());
 }
 
+/// psql against database `db` of the PostgreSQL at `port`: quiet, unaligned, tuples only,
+/// stopping at the first error. Add `-c SQL` (or feed stdin) and run it.
+pub fn psql_at(port: u16, db: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]);
+    cmd.args(["-p", &port.to_string(), "-d", db]);
+    cmd
+}
+
+/// Runs SQL on the PostgreSQL at `port` and returns its trimmed unaligned output; a failure
+/// fails the test.
+pub fn sql_at(port: u16, db: &str, sql: &str) -> String {
+    let out = psql_at(port, db).args(["-c", sql]).output().expect("run psql");
+    assert!(out.status.success(), "psql failed on port {port}, {db}: {sql}\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Runs SQL through psql on the test server and returns its unaligned output.
 pub fn psql(db: &str, sql: &str) -> String {
     ensure_server("postgres");
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("run psql");
-    assert!(out.status.success(), "psql failed on {db}: {sql}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    sql_at(PG_PORT, db, sql)
 }
 
 pub fn db_exists(db: &str) -> bool {

@@ -34,6 +34,8 @@ SSH_CMD = (f"ssh -p {SSH_PORT} -i {SSH_KEY} -o UserKnownHostsFile={KNOWN_HOSTS} 
 LIFEBOAT = env("LIFEBOAT_BIN", os.path.expanduser("~/.cache/lifeboat-target/release/lifeboat"))
 
 REPORT = []  # lines of the final report
+TARGETS = []  # one dict per target line, written by save_report to --json FILE
+ARGS = None  # the parsed command line (parse_args)
 
 
 def parse_args(doc, options, flags):
@@ -44,7 +46,11 @@ def parse_args(doc, options, flags):
         ap.add_argument(name, **kw)
     for name, help_ in flags:
         ap.add_argument(name, action="store_true", help=help_)
-    return ap.parse_args()
+    ap.add_argument("--json", metavar="FILE",
+                    help="also write the targets as JSON to FILE: one object per row, with its value, limit and verdict")
+    global ARGS
+    ARGS = ap.parse_args()
+    return ARGS
 
 
 def say(*a):
@@ -433,8 +439,13 @@ def row(name, r, cols, stored=None, note="", width=44):
         f" {('' if stored is None else mb(stored)):>10}{flag}{('  ' + note) if note else ''}")
 
 
-def target(name, value, limit, fmt, why, width=48, limit_width=7):
-    """One line of the targets: value against limit (an upper bound), PASS/FAIL, or n/a (why)."""
+def target(name, value, limit, fmt, why, width=48, limit_width=7, against=None, measured=None):
+    """One line of the targets: value against limit (an upper bound), PASS/FAIL, or n/a (why).
+    Also kept for --json: `against` says what a ratio compares with, `measured` holds the raw
+    figures it was computed from (seconds, bytes)."""
+    TARGETS.append(dict(target=name, value=None if value is None else round(value, 4), limit=limit,
+                        verdict="n/a" if value is None else ("PASS" if value <= limit else "FAIL"),
+                        against=against, measured=measured or {}, why=None if value is not None else why))
     if value is None:
         out(f"  {name:<{width}} {'n/a':>9}   limit {fmt.format(limit):>{limit_width}}   n/a ({why})")
         return
@@ -463,6 +474,13 @@ def save_report(folder, name, started, results, last_line):
         fh.write(text + "\n")
     with open(os.path.join(folder, f"results-{name}-{stamp}.json"), "w") as fh:
         json.dump(results, fh, indent=1, default=str)
+    if ARGS is not None and ARGS.json:
+        doc = dict(benchmark=name, started=started.isoformat(timespec="seconds"), host=os.uname().nodename,
+                   cores=os.cpu_count(), load_average_end=os.getloadavg()[0], lifeboat=LIFEBOAT, rows=TARGETS)
+        with open(ARGS.json, "w") as fh:
+            json.dump(doc, fh, indent=1, default=str)
+            fh.write("\n")
+        say(f"targets written as JSON to {ARGS.json}")
 
 
 # ---------------------------------------------------------------------------------------------

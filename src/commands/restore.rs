@@ -122,7 +122,10 @@ async fn restore_stores(
             tracing::info!("{}: downloading and verifying backup {} from {}", store.name, run.id, server.describe());
             let work = context.private_dir("lifeboat-restore-")?;
             for entry in &manifest.files {
-                reader.fetch_verified(&run, entry, work.path(), &key).await?;
+                match store.store.wants_plain_file(&manifest, entry, work.path()) {
+                    true => reader.fetch_verified_decoded(&run, entry, work.path(), key.clone()).await?,
+                    false => reader.fetch_verified(&run, entry, work.path(), &key).await?,
+                };
             }
             jobs.push(Job::Run { store, run, manifest: Box::new(manifest), work });
         }

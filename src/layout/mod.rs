@@ -27,7 +27,7 @@ use chrono::NaiveDate;
 use crate::error::{Error, Result};
 use crate::server::join;
 pub use manifest::{MANIFEST_NAME, Manifest};
-pub use reader::{RunReader, RunState};
+pub use reader::{RunReader, RunState, plain_name};
 pub use writer::RunWriter;
 
 /// A run folder's name: a date and, from the second run of that day on, a sequence number.

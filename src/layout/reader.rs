@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
 use super::{Run, RunFolder, RunId, check_file_name, drill, signed};
 use crate::error::{Error, Result};
+use crate::pipeline::bridge::{PipeWriter, pipe_with};
 use crate::pipeline::{self, Counters, DecryptKey};
 use crate::progress::Progress;
 use crate::server::{BackupServer, join};
@@ -155,20 +156,63 @@ impl<'a> RunReader<'a> {
         run: &Run,
         entry: &FileEntry,
         dest: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        tap: Option<&mut PipeWriter>,
         counters: &Counters,
         doing: &str,
     ) -> Result<(String, u64, String)> {
         check_file_name(&entry.name)?;
         let remote = join(&run.path(), &entry.name);
         let source = self.server.open(&remote).await?;
-        let (size, sha256) =
-            pipeline::copy_hashed(source, dest, &counters.stored).await.map_err(|e| self.server.error(format!("{doing} {remote}: {e}")))?;
+        let (size, sha256) = pipeline::copy_hashed_tapped(source, dest, tap, &counters.stored)
+            .await
+            .map_err(|e| self.server.error(format!("{doing} {remote}: {e}")))?;
         Ok((remote, size, sha256))
     }
 
     /// Downloads one file of `run` into `dir`, checking its size and SHA-256 against the
     /// manifest and that `key` opens it. Returns the local path.
     pub async fn fetch_verified(&self, run: &Run, entry: &FileEntry, dir: &Path, key: &DecryptKey) -> Result<PathBuf> {
+        let local = self.download(run, entry, dir, None).await?;
+        pipeline::check_decryptable(&local, key, &entry.name)?;
+        Ok(local)
+    }
+
+    /// As [`Self::fetch_verified`], and decodes the file while it downloads, into
+    /// [`plain_name`] beside it, for a store that needs the plain bytes as a file (a parallel
+    /// pg_restore). The decoding overlaps the download instead of following it. The plain file
+    /// counts only once the download matched the manifest and decoded to exactly its `raw_size`.
+    pub async fn fetch_verified_decoded(&self, run: &Run, entry: &FileEntry, dir: &Path, key: Arc<DecryptKey>) -> Result<PathBuf> {
+        check_file_name(&entry.name)?;
+        let plain = dir.join(plain_name(&entry.name));
+        let (mut tap, tapped) = pipe_with(1 << 20, 8);
+        let (name, raw_size, path) = (entry.name.clone(), entry.raw_size, plain.clone());
+        let decoder = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut out = std::fs::File::create_new(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            let mut reader = pipeline::decode_stream(tapped, &key, &name)?;
+            // Never more than the manifest says: the decoded size is part of what it records.
+            std::io::copy(&mut std::io::Read::take(&mut reader, raw_size + 1), &mut out)
+                .map_err(|e| Error::Integrity(format!("{name}: {e}")))
+        });
+        let downloaded = self.download(run, entry, dir, Some(&mut tap)).await;
+        match downloaded {
+            Ok(_) => tap.finish_async().await.unwrap_or(()),
+            Err(_) => tap.fail_async(std::io::Error::other("the download failed")).await,
+        }
+        let decoded = decoder.await.map_err(|e| Error::io("decoding thread", std::io::Error::other(e.to_string())))?;
+        let local = downloaded?;
+        let written = decoded?;
+        if written != raw_size {
+            return Err(Error::Integrity(format!(
+                "{} decodes to {written} bytes where its manifest says {raw_size}: the backup is damaged; nothing was restored; restore an older backup with --from ID",
+                entry.name
+            )));
+        }
+        Ok(local)
+    }
+
+    /// Downloads one file into `dir` (never over an existing file), handing its bytes to `tap`
+    /// too, and checks its size and SHA-256 against the manifest.
+    async fn download(&self, run: &Run, entry: &FileEntry, dir: &Path, tap: Option<&mut PipeWriter>) -> Result<PathBuf> {
         check_file_name(&entry.name)?;
         let local = dir.join(&entry.name);
         let counters = Arc::new(Counters::default());
@@ -179,7 +223,7 @@ impl<'a> RunReader<'a> {
             .open(&local)
             .await
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
-        let (remote, size, sha256) = self.copy_stored(run, entry, &mut file, &counters, "downloading").await?;
+        let (remote, size, sha256) = self.copy_stored(run, entry, &mut file, tap, &counters, "downloading").await?;
         if size != entry.size || sha256 != entry.sha256 {
             return Err(Error::Integrity(format!(
                 "stored file {remote} does not match its manifest (size {size} vs {}, sha256 {} vs {}): \
@@ -189,15 +233,19 @@ impl<'a> RunReader<'a> {
                 &entry.sha256[..entry.sha256.len().min(12)]
             )));
         }
-        pipeline::check_decryptable(&local, key, &entry.name)?;
         Ok(local)
     }
 
     /// Checks one stored file at rest (size and SHA-256, no key needed). `Some(problem)` when
     /// it differs from the manifest.
     pub async fn check_at_rest(&self, run: &Run, entry: &FileEntry) -> Result<Option<String>> {
-        let (remote, size, sha) = self.copy_stored(run, entry, &mut tokio::io::sink(), &Counters::default(), "reading").await?;
+        let (remote, size, sha) = self.copy_stored(run, entry, &mut tokio::io::sink(), None, &Counters::default(), "reading").await?;
         Ok((size != entry.size || sha != entry.sha256)
             .then(|| format!("{remote}: checksum or size differs from the manifest (size {size} vs {})", entry.size)))
     }
+}
+
+/// The name of a stored file's decoded copy beside it ([`RunReader::fetch_verified_decoded`]).
+pub fn plain_name(name: &str) -> String {
+    format!("{name}.plain")
 }

@@ -131,8 +131,19 @@ pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
 
 /// Copies `source` to `dest` while computing its SHA-256 and size; `stored` counts progress.
 pub async fn copy_hashed(
+    source: Box<dyn AsyncRead + Send + Unpin>,
+    dest: &mut (dyn AsyncWrite + Send + Unpin),
+    stored: &AtomicU64,
+) -> io::Result<(u64, String)> {
+    copy_hashed_tapped(source, dest, None, stored).await
+}
+
+/// As [`copy_hashed`], also handing every byte to `tap` while it reads them. A tap whose reader
+/// stopped is let go: the copy and its hash go on, and the tap's reader reports its own failure.
+pub async fn copy_hashed_tapped(
     mut source: Box<dyn AsyncRead + Send + Unpin>,
     dest: &mut (dyn AsyncWrite + Send + Unpin),
+    mut tap: Option<&mut bridge::PipeWriter>,
     stored: &AtomicU64,
 ) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
@@ -145,6 +156,11 @@ pub async fn copy_hashed(
         }
         hasher.update(&buf[..n]);
         dest.write_all(&buf[..n]).await?;
+        if let Some(t) = tap.as_mut()
+            && t.write_async(&buf[..n]).await.is_err()
+        {
+            tap = None;
+        }
         size += n as u64;
         stored.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -155,7 +171,12 @@ pub async fn copy_hashed(
 /// Opens a local stored file (age + zstd) as a plain byte stream.
 pub fn open_decoded(path: &Path, key: &DecryptKey, name: &str) -> Result<Box<dyn io::Read + Send>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let reader = key.decrypt(BufReader::with_capacity(256 * 1024, file), name)?;
+    decode_stream(BufReader::with_capacity(256 * 1024, file), key, name)
+}
+
+/// Decrypts and decompresses a stored stream (age + zstd) as it is read.
+pub fn decode_stream(input: impl io::BufRead + Send + 'static, key: &DecryptKey, name: &str) -> Result<Box<dyn io::Read + Send>> {
+    let reader = key.decrypt(input, name)?;
     let decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| Error::io(format!("starting to decompress {name}"), e))?;
     Ok(Box::new(NamedErrors::new(decoder, name)))
 }

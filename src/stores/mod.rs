@@ -42,6 +42,13 @@ impl RestoreFiles {
         pipeline::open_decoded(&self.path(name)?, &self.key, name)
     }
 
+    /// The decoded copy of a stored file, when the download made one ([`Store::wants_plain_file`]);
+    /// it was checked against the manifest with the file.
+    pub fn plain(&self, name: &str) -> Result<Option<PathBuf>> {
+        let path = self.path(&crate::layout::plain_name(name))?;
+        Ok(path.is_file().then_some(path))
+    }
+
     /// The local path of a stored file. The name must be one plain file name: names come from
     /// a manifest on the backup server, which is not trusted.
     pub fn path(&self, name: &str) -> Result<PathBuf> {
@@ -69,6 +76,12 @@ pub trait Store: Send + Sync {
 
     /// Replaces the target's data with the verified files, then returns the counts found in it.
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts>;
+
+    /// True when the restore wants `entry` decoded into a file too ([`RestoreFiles::plain`]),
+    /// made while it downloads into `work_dir`; by default stores read it decoded as a stream.
+    fn wants_plain_file(&self, _manifest: &Manifest, _entry: &crate::layout::manifest::FileEntry, _work_dir: &Path) -> bool {
+        false
+    }
 
     /// One line describing restored counts (e.g. `1200 rows`), for the closing log line.
     fn describe_counts(&self, manifest: &Manifest) -> String {

@@ -110,6 +110,50 @@ async fn archive_round_trips_metadata_and_documents_in_batches() {
     assert_eq!(ends, vec![("empty".into(), 0), ("people".into(), 5), ("v".into(), 0)]);
 }
 
+/// Lifeboat reads several collections at once, so their blocks interleave: each collection's
+/// documents come back in its own order, counted, with its CRC over all of its blocks.
+#[tokio::test]
+async fn interleaved_blocks_of_several_collections_read_back_per_collection() {
+    let metas = vec![meta("a", "collection"), meta("b", "collection")];
+    let mut out = prelude("7.0.0", "test", &metas);
+    let (mut crc_a, mut crc_b) = (Crc64::new(), Crc64::new());
+    for round in 0..3 {
+        for (name, crc) in [("a", &mut crc_a), ("b", &mut crc_b)] {
+            out.extend(namespace_header("hearth", name, false, 0));
+            for i in 0..2 {
+                let bytes = raw(doc! { "_id": format!("{name}{round}{i}") });
+                crc.update(&bytes);
+                out.extend(bytes);
+            }
+            out.extend(TERMINATOR);
+        }
+    }
+    for (name, crc) in [("b", &crc_b), ("a", &crc_a)] {
+        out.extend(namespace_header("hearth", name, true, crc.value()));
+        out.extend(TERMINATOR);
+    }
+    let (_, events) = read_all(&out).await.unwrap();
+    let mut ids: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut ends = Vec::new();
+    for e in events {
+        match e {
+            Event::Documents { collection, docs } => {
+                ids.entry(collection).or_default().extend(docs.iter().map(|d| d.get_str("_id").unwrap().to_string()))
+            }
+            Event::End { collection, count } => ends.push((collection, count)),
+        }
+    }
+    assert_eq!(ids["a"], ["a00", "a01", "a10", "a11", "a20", "a21"]);
+    assert_eq!(ids["b"], ["b00", "b01", "b10", "b11", "b20", "b21"]);
+    assert_eq!(ends, vec![("b".into(), 6), ("a".into(), 6)]);
+
+    // A wrong CRC on one of the interleaved collections is still caught.
+    let mut bad = out.clone();
+    let at = bad.len() - 4 - 8;
+    bad[at] ^= 1;
+    assert!(read_all(&bad).await.is_err(), "the CRC of the last closing block was changed");
+}
+
 #[test]
 fn metadata_is_canonical_extended_json() {
     let json = meta("people", "collection").metadata_json();

@@ -25,6 +25,7 @@
 
 mod archive;
 mod client;
+mod dump;
 mod restore;
 
 use std::collections::BTreeMap;
@@ -33,18 +34,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mongodb::Client;
-use mongodb::bson::{RawDocumentBuf, doc};
+
 use serde::{Deserialize, Serialize};
 
 use super::{RestoreFiles, Store};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::layout::manifest::{Counts, Manifest, StoreBackup};
-use crate::pipeline::bridge::{PipeWriter, pipe};
+use crate::pipeline::bridge::pipe;
 use crate::secret::SecretFile;
 use crate::stores::{Datastore, StoreContext, StoreSettings, StoreType};
-use archive::Crc64;
-use client::{DatabasePlan, brief, url_has_password, url_hosts};
+use dump::{Stop, write_archive};
+use client::{DatabasePlan, url_has_password, url_hosts};
 
 const STORE: &str = "mongodb";
 
@@ -86,61 +87,6 @@ fn archive_file_name(db: &str) -> String {
 }
 
 /// Why the archive writer stopped early.
-enum Stop {
-    /// The pipeline stopped reading (its own error is the cause).
-    Closed,
-    Failed(Error),
-}
-
-/// The pipe's only write error is BrokenPipe: the reading side (the pipeline) stopped.
-impl From<std::io::Error> for Stop {
-    fn from(_: std::io::Error) -> Stop {
-        Stop::Closed
-    }
-}
-
-/// Streams one database as an archive into `out`; returns the documents written per collection.
-async fn write_archive(
-    client: Client,
-    plan: DatabasePlan,
-    server_version: String,
-    out: &mut PipeWriter,
-) -> std::result::Result<BTreeMap<String, u64>, Stop> {
-    let tool = format!("lifeboat {}", env!("CARGO_PKG_VERSION"));
-    out.write_async(&archive::prelude(&server_version, &tool, &plan.collections)).await?;
-    let db = client.database(&plan.name);
-    let mut counts = BTreeMap::new();
-    for meta in &plan.collections {
-        let mut crc = Crc64::new();
-        let mut written = 0u64;
-        out.write_async(&archive::namespace_header(&plan.name, &meta.collection, false, 0)).await?;
-        // A view holds no data of its own; mongorestore creates it when it meets its empty block.
-        if meta.kind == "collection" {
-            let failed = |e: mongodb::error::Error| {
-                Stop::Failed(err(format!(
-                    "reading {}.{} failed: {}; the run was not completed, earlier backups are untouched",
-                    plan.name,
-                    meta.collection,
-                    brief(&e)
-                )))
-            };
-            let mut cursor = db.collection::<RawDocumentBuf>(&meta.collection).find(doc! {}).await.map_err(failed)?;
-            while cursor.advance().await.map_err(failed)? {
-                let bytes = cursor.current().as_bytes();
-                crc.update(bytes);
-                out.write_async(bytes).await?;
-                written += 1;
-            }
-            counts.insert(meta.collection.clone(), written);
-        }
-        out.write_async(&archive::TERMINATOR).await?;
-        out.write_async(&archive::namespace_header(&plan.name, &meta.collection, true, crc.value())).await?;
-        out.write_async(&archive::TERMINATOR).await?;
-        tracing::debug!("mongodb: {}.{}: {written} documents", plan.name, meta.collection);
-    }
-    Ok(counts)
-}
-
 impl MongoDb {
     async fn dump_database(
         &self,

@@ -1,20 +1,22 @@
 //! Restoring one database from its archive: drop, create collections, insert, build indexes.
 
-use std::collections::HashMap;
-
+use futures::StreamExt;
 use mongodb::Client;
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use tokio::io::AsyncRead;
 
 use super::archive::{self, Event};
 use super::client::SYSTEM_DATABASES;
-use super::{RestoreFiles, brief, err};
+use super::client::brief;
+use super::{RestoreFiles, err};
 use crate::error::Result;
 use crate::pipeline::bridge::blocking_reader_to_async;
 
 /// Restore inserts: at most this many documents, or this many bytes, per batch.
 const BATCH_DOCS: usize = 1000;
 const BATCH_BYTES: usize = 4 << 20;
+/// Insert batches in flight at once; with the batch limits above, at most 16 MiB of documents.
+const INSERT_WORKERS: usize = 4;
 
 type ArchiveReader = archive::Reader<Box<dyn AsyncRead + Send + Unpin>>;
 
@@ -71,27 +73,42 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
         db.run_command(create).await.map_err(|e| partly(format!("cannot create collection {name}.{}: {}", c.collection, brief(&e))))?;
     }
 
-    let mut inserted: HashMap<String, u64> = HashMap::new();
+    // Batches are inserted several at a time (as mongorestore's parallel collections and insert
+    // workers do): the server is busy finding room and indexing `_id`, and one batch waiting for
+    // its answer would leave it idle. Order between batches does not matter: the only index
+    // while inserting is `_id`, and the other indexes are built after the data.
+    let mut inserting = futures::stream::FuturesUnordered::new();
     while let Some(event) = reader.next_event(BATCH_DOCS, BATCH_BYTES).await.map_err(broken)? {
         match event {
             Event::Documents { collection, docs } => {
-                let n = docs.len() as u64;
-                db.collection::<RawDocumentBuf>(&collection)
-                    .insert_many(docs)
-                    .ordered(true)
-                    // The documents were valid when written; a validator added since must
-                    // not make the restore differ from the backup.
-                    .bypass_document_validation(true)
-                    .await
-                    .map_err(|e| partly(format!("inserting into {name}.{collection} failed: {}", brief(&e))))?;
-                *inserted.entry(collection).or_default() += n;
+                if inserting.len() >= INSERT_WORKERS {
+                    inserting.next().await.expect("not empty")?;
+                }
+                let target = db.collection::<RawDocumentBuf>(&collection);
+                let partly = &partly;
+                inserting.push(async move {
+                    target
+                        .insert_many(docs)
+                        .ordered(true)
+                        // The documents were valid when written; a validator added since must
+                        // not make the restore differ from the backup.
+                        .bypass_document_validation(true)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| partly(format!("inserting into {name}.{collection} failed: {}", brief(&e))))
+                });
             }
             Event::End { collection, count } => {
-                tracing::debug!("mongodb: {name}.{collection}: {count} documents restored");
+                tracing::debug!("mongodb: {name}.{collection}: {count} documents read");
             }
         }
     }
+    while let Some(done) = inserting.next().await {
+        done?;
+    }
 
+    // Indexes of different collections are built at once: each build is one server-side job.
+    let mut builds = Vec::new();
     for c in collections.iter().filter(|c| c.kind == "collection") {
         let indexes: Vec<Bson> = c
             .indexes
@@ -105,12 +122,17 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
                 Bson::Document(index)
             })
             .collect();
-        if indexes.is_empty() {
-            continue;
+        if !indexes.is_empty() {
+            let (db, collection) = (db.clone(), c.collection.clone());
+            builds.push(async move {
+                let built = db.run_command(doc! { "createIndexes": collection.clone(), "indexes": indexes }).await;
+                built.map(|_| ()).map_err(|e| (collection, e))
+            });
         }
-        db.run_command(doc! { "createIndexes": c.collection.clone(), "indexes": indexes })
-            .await
-            .map_err(|e| partly(format!("cannot create the indexes of {name}.{}: {}", c.collection, brief(&e))))?;
+    }
+    let results: Vec<_> = futures::stream::iter(builds).buffer_unordered(INSERT_WORKERS).collect().await;
+    if let Some((collection, e)) = results.into_iter().find_map(|r| r.err()) {
+        return Err(partly(format!("cannot create the indexes of {name}.{collection}: {}", brief(&e))));
     }
     // Views last: they may read from the collections above.
     for c in collections.iter().filter(|c| c.kind == "view") {

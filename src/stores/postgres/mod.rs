@@ -10,6 +10,7 @@
 //! spend its single core on gzip.
 
 mod differential;
+mod dump_restore;
 mod pgbackrest;
 mod recovery;
 mod repo_info;
@@ -31,13 +32,14 @@ use super::{Datastore, DifferentialStore, RestoreFiles, Store, StoreContext, Sto
 use crate::error::{Error, Result};
 use crate::external;
 use crate::layout::RunWriter;
-use crate::layout::manifest::{Counts, Manifest, StoreBackup};
+use crate::layout::manifest::{Counts, FileEntry, Manifest, StoreBackup};
 use crate::secret::SecretFile;
 use sql::{count_rows, dump_file_name, idempotent_roles};
 use tools::Tools;
 
 use differential::Differential;
 pub use differential::DifferentialConfig;
+pub use dump_restore::RestoreJobs;
 
 const STORE: &str = "postgres";
 const ROLES_FILE: &str = "roles.sql.zst.age";
@@ -55,16 +57,13 @@ pub struct PostgresConfig {
     pub databases: Vec<String>,
     /// Folder holding pg_dump, pg_dumpall, pg_restore and psql (default: found on PATH).
     pub bin_dir: Option<PathBuf>,
-    /// Parallel pg_restore jobs; above 1 the dump is first decrypted to a private temp file.
-    #[serde(default = "one_job")]
-    pub restore_jobs: u32,
+    /// pg_restore jobs: a number, or `auto` (one per core for large dumps; dump_restore.rs).
+    /// Above 1 the dump is first decoded to a private file in the restore's work folder.
+    #[serde(default)]
+    pub restore_jobs: RestoreJobs,
     /// The keys of `type: differential` (pgBackRest).
     #[serde(flatten)]
     pub differential: DifferentialConfig,
-}
-
-fn one_job() -> u32 {
-    1
 }
 
 /// What a PostgreSQL dump's manifest records besides counts.
@@ -126,7 +125,7 @@ impl Datastore for Postgres {
         if url.password().is_some() {
             return Err(ctx.invalid("stores.postgres.url contains a password: remove it and put it in stores.postgres.password_file"));
         }
-        if cfg.restore_jobs == 0 {
+        if cfg.restore_jobs == RestoreJobs::Jobs(0) {
             return Err(ctx.invalid("stores.postgres.restore_jobs must be at least 1"));
         }
         let password = cfg.password_file.as_deref().map(|p| SecretFile::new("postgres password", p));
@@ -235,49 +234,6 @@ impl Postgres {
         cmd.args(["--roles-only", "--no-role-passwords", "--dbname", &self.url_for(&self.maintenance_db())]);
         self.put_tool_output(run, ROLES_FILE, cmd, "pg_dumpall --roles-only").await
     }
-
-    async fn restore_database(&self, db: &str, file: &str, files: &RestoreFiles) -> Result<()> {
-        let maintenance = self.maintenance_db();
-        if db == maintenance {
-            return Err(err(format!(
-                "cannot restore database {db}: it is the maintenance database of stores.postgres.url; point the url at another database (e.g. /postgres or /template1)"
-            )));
-        }
-        let admin = self.connect(&maintenance).await?;
-        admin
-            .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db])
-            .await
-            .map_err(|e| err(format!("cannot end connections to {db}: {e}")))?;
-        let quoted = format!("\"{}\"", db.replace('"', "\"\""));
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-            .await
-            .map_err(|e| err(format!("cannot drop database {db}: {e}")))?;
-        tracing::info!("postgres: dropped {db}; restoring it with pg_restore");
-
-        // --create recreates the database with its original encoding, locale, owner and settings.
-        let mut args: Vec<String> = vec!["--create".into(), "--exit-on-error".into(), "--dbname".into(), self.url_for(&maintenance)];
-        if self.cfg.restore_jobs > 1 {
-            // Parallel pg_restore needs a seekable file: decode into the private restore folder.
-            let plain = files.path(&format!("{file}.plain"))?;
-            let mut reader = files.open(file)?;
-            let plain_path = plain.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut out = std::fs::File::create(&plain_path).map_err(|e| Error::io("writing the decoded dump", e))?;
-                std::io::copy(&mut reader, &mut out).map_err(|e| err(format!("decoding {}: {e}", plain_path.display())))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| err(e.to_string()))??;
-            args.push(format!("--jobs={}", self.cfg.restore_jobs));
-            args.push(plain.display().to_string());
-            let result = self.tools.run_with_input(external::PG_RESTORE.name, &args, Box::new(std::io::empty())).await;
-            let _ = std::fs::remove_file(&plain);
-            result
-        } else {
-            self.tools.run_with_input(external::PG_RESTORE.name, &args, files.open(file)?).await
-        }
-    }
 }
 
 #[async_trait]
@@ -312,6 +268,11 @@ impl Store for Postgres {
         Ok(())
     }
 
+    fn wants_plain_file(&self, manifest: &Manifest, entry: &FileEntry, work_dir: &std::path::Path) -> bool {
+        let is_dump = manifest.extra::<PostgresExtra>().is_ok_and(|extra| extra.databases.values().any(|f| f == &entry.name));
+        is_dump && self.jobs_for(&entry.name, entry.raw_size, work_dir, true) > 1
+    }
+
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
         let extra: PostgresExtra = manifest.extra()?;
 
@@ -325,7 +286,11 @@ impl Store for Postgres {
 
         let mut found = Counts::new();
         for (db, file) in &extra.databases {
-            self.restore_database(db, file, files).await?;
+            let raw_size = manifest.files.iter().find(|f| &f.name == file).map(|f| f.raw_size).ok_or_else(|| {
+                Error::Integrity(format!("the manifest names {file} for database {db} but lists no such file: the backup is damaged"))
+            })?;
+            let feed = self.prepare_feed(db, file, raw_size, files).await?;
+            self.restore_database(db, file, feed, files).await?;
             let client = self.connect(db).await?;
             found.insert(db.clone(), count_rows(&client, db).await?);
         }

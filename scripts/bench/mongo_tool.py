@@ -4,6 +4,7 @@
     mongo_tool.py gen   URL DB SCALE    drop DB, fill it with registry-like FHIR documents
     mongo_tool.py counts URL DB         print {"collection": documents, ...} and index counts as JSON
     mongo_tool.py dump  URL DB OUTDIR   the mongodump equivalent used by the reference pipeline
+    mongo_tool.py restore URL DB INDIR TARGET   the mongorestore equivalent: INDIR/DB into database TARGET
 
 gen: at scale 1, 40,000 registrations in database DB, as OpenCRVS' `hearth` holds them: for each,
 one Composition (~1.9 KB BSON), two Patients, one Encounter, four Observations, one Task with its
@@ -17,6 +18,11 @@ github.com/mongodb/mongo-tools, Debian 12 does not package it), so this writes w
 writes: OUTDIR/DB/<collection>.bson (the raw BSON documents, back to back, read as
 RawBSONDocument so nothing is decoded) and OUTDIR/DB/<collection>.metadata.json (options and
 indexes), which `mongorestore --dir OUTDIR` reads.
+
+restore: `mongorestore` is not installable either; this does what it does by default from a local
+dump: drop the target, four collections at once (--numParallelCollections 4), one insertion
+worker per collection inserting unordered batches of 1,000 documents as raw BSON (no decoding),
+each collection's indexes built after its data.
 """
 
 import datetime
@@ -241,5 +247,44 @@ def dump(url, dbname, outdir):
     print(json.dumps(total))
 
 
+def restore(url, dbname, indir, target):
+    from concurrent.futures import ThreadPoolExecutor
+    from bson import decode_file_iter
+    from bson.codec_options import CodecOptions
+    from bson.json_util import loads as ejson_loads
+    client = MongoClient(url, document_class=RawBSONDocument)
+    client.drop_database(target)
+    db = client[target]
+    d = os.path.join(indir, dbname)
+    names = sorted(f[:-len(".bson")] for f in os.listdir(d) if f.endswith(".bson"))
+    raw = CodecOptions(document_class=RawBSONDocument)
+
+    def load(name):
+        meta = ejson_loads(open(os.path.join(d, f"{name}.metadata.json")).read())
+        db.create_collection(name, **meta.get("options", {}))
+        n, batch = 0, []
+        with open(os.path.join(d, f"{name}.bson"), "rb") as f:
+            for doc in decode_file_iter(f, codec_options=raw):
+                batch.append(doc)
+                if len(batch) == 1000:
+                    db[name].insert_many(batch, ordered=False)
+                    n, batch = n + len(batch), []
+        if batch:
+            db[name].insert_many(batch, ordered=False)
+            n += len(batch)
+        indexes = [dict(i) for i in meta.get("indexes", []) if i.get("name") != "_id_"]
+        for i in indexes:
+            i.pop("v", None)
+            i.pop("ns", None)
+        if indexes:
+            db.command({"createIndexes": name, "indexes": indexes})
+        return name, n
+
+    with ThreadPoolExecutor(4) as pool:
+        total = dict(pool.map(load, names))
+    print(json.dumps(total))
+
+
 if __name__ == "__main__":
-    run_tool(__doc__, {"gen": lambda url, db, scale: gen(url, db, float(scale)), "counts": counts, "dump": dump})
+    run_tool(__doc__, {"gen": lambda url, db, scale: gen(url, db, float(scale)), "counts": counts, "dump": dump,
+                       "restore": restore})

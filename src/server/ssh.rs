@@ -118,6 +118,7 @@ impl SshServer {
             .arg(format!("ServerAliveInterval={}", (timeout.as_secs() / 4).max(1)))
             .args(["-o", "ServerAliveCountMax=4"])
             .args(["-o", "Compression=no", "-o", "LogLevel=ERROR"])
+            .args(["-o", cipher_preference()])
             .arg("-p")
             .arg(port.to_string())
             .arg("-l")
@@ -310,4 +311,19 @@ impl BackupServer for SshServer {
     async fn remove_empty_dir(&self, path: &str) -> Result<()> {
         self.sftp.fs().remove_dir(self.path(path)).await.map_err(|e| self.fail("cannot remove folder", path, e))
     }
+}
+
+/// The ssh client's cipher order. Every byte of a backup crosses the ssh session, so its cipher
+/// costs CPU on both ends: where the CPU has AES instructions, AES-GCM takes about a third of
+/// what OpenSSH's default first choice, chacha20-poly1305, takes (`scripts/bench/postgres`: ssh
+/// and sshd together 4.1 s → 2.6 s CPU for a 673 MB backup, 0.6 s less wall time). `^` only moves
+/// them to the front: the server may still choose any cipher of the default list.
+fn cipher_preference() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    let aes = std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let aes = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes = false;
+    if aes { "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com" } else { "Ciphers=^chacha20-poly1305@openssh.com" }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{InfluxDb, err};
@@ -73,8 +74,8 @@ pub(super) struct Series {
     values: Vec<Vec<serde_json::Value>>,
 }
 
-/// Adds up a `SELECT count(*) FROM rp./.*/` answer: one series per measurement, maybe split
-/// across chunks.
+/// Adds up `SELECT count(*) FROM rp.measurement` answers: one series per measurement, maybe
+/// split across chunks.
 #[derive(Default)]
 struct Tally {
     counts: BTreeMap<String, u64>,
@@ -91,6 +92,9 @@ impl Tally {
         *self.counts.entry(format!("{key}:values")).or_default() += values;
     }
 }
+
+/// Count queries run at once: influxd spreads one query over its cores only in part.
+const CENSUS_QUERIES: usize = 2;
 
 /// The errors queries get from a shard while a restore loads data into it.
 fn shard_loading(e: &Error) -> bool {
@@ -309,15 +313,49 @@ impl InfluxDb {
         }
     }
 
+    async fn count_part(&self, db: &str, rp: String, q: String) -> Result<Tally> {
+        let mut part = Tally::default();
+        self.query(Some(db), &q, |s| part.add(&rp, s)).await.map(|()| part)
+    }
+
+    /// The measurements of `db` (in any retention policy).
+    async fn measurements(&self, db: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        self.query(Some(db), &format!("SHOW MEASUREMENTS ON {}", ident(db)), |s| {
+            names.extend(s.values.iter().filter_map(|row| row.first().and_then(|v| v.as_str()).map(str::to_string)))
+        })
+        .await?;
+        Ok(names)
+    }
+
+    /// One `count(*)` per retention policy and measurement, [`CENSUS_QUERIES`] at a time: on
+    /// `scripts/bench/stores`' 3 M points this takes 9 s where one `FROM rp./.*/` query took 19 s
+    /// (that form counts every field of every measurement in each measurement).
     async fn census_once(&self, db: &str, before: &str) -> Result<Census> {
         let policies = self.retention_policies(db).await?;
-        let mut tally = Tally::default();
+        let measurements = self.measurements(db).await?;
+        let mut queries = Vec::new();
         for rp in &policies {
-            let q = format!("SELECT count(*) FROM {}.{}./.*/ WHERE time < '{before}'", ident(db), ident(&rp.name));
-            self.query(Some(db), &q, |s| tally.add(&rp.name, s)).await.map_err(|e| match e {
+            for m in &measurements {
+                queries.push((rp.name.clone(), format!("SELECT count(*) FROM {}.{}.{} WHERE time < '{before}'", ident(db), ident(&rp.name), ident(m))));
+            }
+        }
+        let mut queries = queries.into_iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut tally = Tally::default();
+        loop {
+            while running.len() < CENSUS_QUERIES {
+                let Some((rp, q)) = queries.next() else { break };
+                running.push(self.count_part(db, rp, q));
+            }
+            let Some(part) = running.next().await else { break };
+            let part = part.map_err(|e| match e {
                 Error::Store { message, .. } => err(format!("{db}: counting points: {message}")),
                 other => other,
             })?;
+            for (key, n) in part.counts {
+                *tally.counts.entry(key).or_default() += n;
+            }
         }
         let continuous_queries = self.continuous_queries(db).await?;
         Ok(Census { policies, continuous_queries, counts: tally.counts })

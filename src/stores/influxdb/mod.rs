@@ -109,9 +109,13 @@ fn err(message: impl Into<String>) -> Error {
     Error::store(STORE, message)
 }
 
-/// A file name for a database's archive (the real name is kept in the manifest).
-fn archive_name(db: &str) -> String {
-    super::database_file_name(db, "tar.zst.age")
+/// A file name for a database's archive (the real name is kept in the manifest); a backup
+/// taken again because the counts moved gets a name of its own.
+fn archive_name(db: &str, attempt: usize) -> String {
+    match attempt {
+        1 => super::database_file_name(db, "tar.zst.age"),
+        n => super::database_file_name(db, &format!("attempt-{n}.tar.zst.age")),
+    }
 }
 
 /// The default HTTP API address: the RPC host on port 8086.
@@ -135,36 +139,41 @@ struct InfluxExtra {
 }
 
 impl InfluxDb {
-    /// Backs up `db` until the counts before and after agree, then streams it to `sink`.
-    async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, Census)> {
+    /// Backs up `db` until the counts before and after agree; returns the archive's name, the
+    /// time the counts stop at, and the census. The second count runs while the archive
+    /// uploads: it needs only the influxd backup finished, and the upload does not change it.
+    async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, String, Census)> {
         for attempt in 1..=ATTEMPTS {
             let (now, _) = self.ping().await?;
             let before = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let first = self.census(db, &before).await?;
             let dir = self.ctx.private_dir("lifeboat-influxdb-")?;
             self.run_backup(db, dir.path()).await?;
-            let second = self.census(db, &before).await.map_err(|e| match e {
+            // For a restore by hand: influxd restore leaves continuous queries out.
+            let statements: String = first.continuous_queries.iter().map(|c| format!("{}\n", c.query.replace('\n', " "))).collect();
+            std::fs::write(dir.path().join(CQ_FILE), statements).map_err(|e| Error::io(format!("writing {CQ_FILE}"), e))?;
+            let name = archive_name(db, attempt);
+            let (reader, tar) = tar_folder(dir.path().to_path_buf());
+            let (put, second) = tokio::join!(sink.put(&name, Box::new(reader)), self.census(db, &before));
+            let tarred = tar.await.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
+            put?;
+            tarred.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
+            drop(dir);
+            let second = second.map_err(|e| match e {
                 Error::Store { message, .. } => {
                     err(format!("{message} (after the backup of {db}); the run was not completed, earlier backups are untouched"))
                 }
                 other => other,
             })?;
             if first != second {
+                // The archive just uploaded stays in the run, unused: an append-only server
+                // cannot remove it, and the next attempt writes under another name.
                 tracing::warn!(
                     "influxdb: data of {db} older than {before} changed during the backup (attempt {attempt} of {ATTEMPTS}); backing it up again"
                 );
                 continue;
             }
-            // For a restore by hand: influxd restore leaves continuous queries out.
-            let statements: String = first.continuous_queries.iter().map(|c| format!("{}\n", c.query.replace('\n', " "))).collect();
-            std::fs::write(dir.path().join(CQ_FILE), statements).map_err(|e| Error::io(format!("writing {CQ_FILE}"), e))?;
-            let (reader, tar) = tar_folder(dir.path().to_path_buf());
-            let put = sink.put(&archive_name(db), Box::new(reader)).await;
-            let tarred = tar.await.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
-            put?;
-            tarred.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
-            drop(dir);
-            return Ok((before, first));
+            return Ok((name, before, first));
         }
         Err(err(format!(
             "points of {db} older than the backup's start kept changing during {ATTEMPTS} attempts (writes with old timestamps, deletes or expiring shards), so no count could describe the backup; run it again when writers are quiet; earlier backups are untouched"
@@ -182,9 +191,9 @@ impl Store for InfluxDb {
         let mut extra = InfluxExtra::default();
         for db in &databases {
             tracing::info!("influxdb: backing up database {db}");
-            let (before, census) = self.backup_database(db, sink).await?;
+            let (archive, before, census) = self.backup_database(db, sink).await?;
             counts.insert(db.clone(), census.counts);
-            extra.databases.insert(db.clone(), archive_name(db));
+            extra.databases.insert(db.clone(), archive);
             extra.counted_before.insert(db.clone(), before);
             extra.retention_policies.insert(db.clone(), census.policies);
             extra.continuous_queries.insert(db.clone(), census.continuous_queries);
@@ -327,8 +336,9 @@ mod tests {
 
     #[test]
     fn archive_names_are_plain_file_names() {
-        assert_eq!(archive_name("ocrvs"), "db-ocrvs.tar.zst.age");
-        assert_eq!(archive_name("a/b c"), "db-a_b_c.tar.zst.age");
+        assert_eq!(archive_name("ocrvs", 1), "db-ocrvs.tar.zst.age");
+        assert_eq!(archive_name("a/b c", 1), "db-a_b_c.tar.zst.age");
+        assert_eq!(archive_name("ocrvs", 2), "db-ocrvs.attempt-2.tar.zst.age");
     }
 
     #[test]

@@ -491,6 +491,87 @@ fn by_hand_recipe_gives_a_mongodump_archive() {
     }
 }
 
+/// The block headers of a plain mongodump archive, in order: (collection, EOF).
+fn archive_blocks(plain: &[u8]) -> Vec<(String, bool)> {
+    let mut at = 4; // magic number
+    let mut in_prelude = true;
+    let mut expect_header = false;
+    let mut blocks = Vec::new();
+    while at + 4 <= plain.len() {
+        let len = u32::from_le_bytes(plain[at..at + 4].try_into().unwrap());
+        if len == u32::MAX {
+            at += 4;
+            in_prelude = false;
+            expect_header = true;
+            continue;
+        }
+        let doc = bson::RawDocument::from_bytes(&plain[at..at + len as usize]).unwrap();
+        at += len as usize;
+        if in_prelude {
+            continue;
+        }
+        if expect_header {
+            blocks.push((doc.get_str("collection").unwrap().to_string(), doc.get_bool("EOF").unwrap()));
+            expect_header = false;
+        }
+    }
+    blocks
+}
+
+/// Collections are read several at once: blocks of different collections interleave in the
+/// archive, each collection still in order with its CRC (checked by MongoDB's Go libraries), and
+/// the restore, which inserts several batches at once, brings every document back.
+#[test]
+fn collections_read_at_once_interleave_and_round_trip() {
+    let case = mongo_case("interleave");
+    let db = mongo().database(&case.db);
+    block(db.drop()).unwrap();
+    // Three collections of about 4 MB each, in several cursor batches (2,000 documents) and
+    // several 1 MiB blocks apiece: while one reader waits for its next batch, the others' go out.
+    for name in ["births", "deaths", "marriages"] {
+        let docs: Vec<Document> = (0..6000u64)
+            .map(|i| doc! { "_id": format!("{name}-{i:05}"), "i": i as i64, "text": "x".repeat(600 + (i % 97) as usize) })
+            .collect();
+        for chunk in docs.chunks(1000) {
+            block(db.collection::<Document>(name).insert_many(chunk.to_vec())).unwrap();
+        }
+    }
+    command(&case.db, doc! { "createIndexes": "births", "indexes": [ { "key": { "i": 1 }, "name": "i_1", "unique": true } ] });
+    let before = fingerprint(&case.db);
+    let stores = mongo_block(&case.db, "");
+    let backup = case.backup_config_with(&Transport::Ssh, &stores, "mongo-backup.yaml");
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let runs = case.runs(&backup);
+    let (dir, manifest) = case.manifest_of(&runs[0]);
+    for name in ["births", "deaths", "marriages"] {
+        assert_eq!(manifest["counts"][&case.db][name], 6000, "{name}");
+    }
+    let file = dir.join(format!("db-{}.archive.zst.age", case.db));
+    let plain = case.dir.path().join("plain.archive");
+    let script =
+        format!("set -euo pipefail; age -d -i {} {} | zstd -d > {}", case.identity_file.display(), file.display(), plain.display());
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "age | zstd failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(go_archive_checker()).stdin(std::fs::File::open(&plain).unwrap()).output().unwrap();
+    assert!(out.status.success(), "MongoDB's Go libraries refuse the interleaved archive: {}", String::from_utf8_lossy(&out.stderr));
+
+    let blocks = archive_blocks(&std::fs::read(&plain).unwrap());
+    let data: Vec<&str> = blocks.iter().filter(|(_, eof)| !eof).map(|(c, _)| c.as_str()).collect();
+    assert!(data.iter().filter(|c| **c == "births").count() >= 3, "births in several blocks: {data:?}");
+    let interleaved = ["births", "deaths", "marriages"].iter().any(|name| {
+        let at: Vec<usize> = data.iter().enumerate().filter(|(_, c)| *c == name).map(|(i, _)| i).collect();
+        at.last().unwrap() - at.first().unwrap() + 1 > at.len()
+    });
+    assert!(interleaved, "blocks of the collections interleave, not one collection after another: {data:?}");
+
+    block(db.drop()).unwrap();
+    let restore = case.restore_config_with(&Transport::Ssh, &stores, "mongo-restore.yaml");
+    let out = lifeboat(&restore, &["restore", "--yes"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("verified 18000 documents"), "{}", stderr(&out));
+    assert_eq!(fingerprint(&case.db), before);
+}
+
 fn find_tool(name: &str) -> Option<PathBuf> {
     let tools = PathBuf::from(std::env::var("HOME").ok()?).join(".cache/lifeboat-tools/bin").join(name);
     if tools.exists() {

@@ -181,6 +181,36 @@ fn parallel_restore_jobs_roundtrip_with_passphrase() {
     assert_ok(&lifeboat(&restore, &["verify", "--deep"]));
 }
 
+/// A parallel restore decodes the dump while it downloads. The decoded size is part of what the
+/// signed manifest records: a dump that decodes to more bytes than it says is refused before the
+/// database is dropped, and the decoded copy is not left behind.
+#[test]
+fn parallel_restore_refuses_a_dump_that_decodes_to_more_than_its_manifest_says() {
+    let mut case = Case::new("parallel_size");
+    let work = case.with_work_dir();
+    seed_postgres(&case.db, 300);
+    let backup = case.backup_config(&Transport::File);
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let stored = common::forge::Stored::find(&case, &backup, "postgres", |n| n.ends_with(".dump.zst.age"));
+    let plain = common::forge::decrypt_stored(&case, &stored.run_dir.join(&stored.name));
+    stored.replace(&case, &plain);
+    let manifest_path = stored.run_dir.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let entry = manifest["files"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == stored.name.as_str()).unwrap();
+    entry["raw_size"] = (plain.len() - 1).into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    case.sign_manifest(&stored.run_dir);
+
+    psql(&case.db, "INSERT INTO audit.log (message) VALUES ('must survive')");
+    let marker = fingerprint(&case.db);
+    let restore = case.restore_config_with(&Transport::File, &case.postgres_block("    restore_jobs: 2\n"), "r-parallel.yaml");
+    let out = lifeboat(&restore, &["restore", "--yes"]);
+    assert_fails(&out, 1, &format!("{} decodes to", stored.name));
+    assert!(stderr(&out).contains("nothing was restored"), "{}", stderr(&out));
+    assert_eq!(fingerprint(&case.db), marker, "the target was not touched");
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "the download folder, decoded copy included, is gone");
+}
+
 // ---- bad input: one clear line, the right exit code, nothing lost ----
 
 #[test]

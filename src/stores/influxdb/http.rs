@@ -337,7 +337,10 @@ impl InfluxDb {
         let mut queries = Vec::new();
         for rp in &policies {
             for m in &measurements {
-                queries.push((rp.name.clone(), format!("SELECT count(*) FROM {}.{}.{} WHERE time < '{before}'", ident(db), ident(&rp.name), ident(m))));
+                queries.push((
+                    rp.name.clone(),
+                    format!("SELECT count(*) FROM {}.{}.{} WHERE time < '{before}'", ident(db), ident(&rp.name), ident(m)),
+                ));
             }
         }
         let mut queries = queries.into_iter();

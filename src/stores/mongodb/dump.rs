@@ -67,7 +67,9 @@ pub(super) async fn write_archive(
         async move {
             let db = client.database(&plan.name);
             futures::stream::iter(plan.collections.iter().enumerate().map(Ok::<_, Stop>))
-                .try_for_each_concurrent(PARALLEL_COLLECTIONS, |(index, meta)| read_collection(&db, &plan.name, index, meta, sender.clone()))
+                .try_for_each_concurrent(PARALLEL_COLLECTIONS, |(index, meta)| {
+                    read_collection(&db, &plan.name, index, meta, sender.clone())
+                })
                 .await
         }
     };
@@ -133,8 +135,7 @@ async fn read_collection(
                 brief(&e)
             )))
         };
-        let mut cursor =
-            db.collection::<RawDocumentBuf>(&meta.collection).find(doc! {}).batch_size(CURSOR_BATCH).await.map_err(failed)?;
+        let mut cursor = db.collection::<RawDocumentBuf>(&meta.collection).find(doc! {}).batch_size(CURSOR_BATCH).await.map_err(failed)?;
         let mut block = Vec::with_capacity(BLOCK_BYTES + 64 * 1024);
         while cursor.advance().await.map_err(failed)? {
             let bytes = cursor.current().as_bytes();

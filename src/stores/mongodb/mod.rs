@@ -44,8 +44,8 @@ use crate::layout::manifest::{Counts, Manifest, StoreBackup};
 use crate::pipeline::bridge::pipe;
 use crate::secret::SecretFile;
 use crate::stores::{Datastore, StoreContext, StoreSettings, StoreType};
-use dump::{Stop, write_archive};
 use client::{DatabasePlan, url_has_password, url_hosts};
+use dump::{Stop, write_archive};
 
 const STORE: &str = "mongodb";
 

@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
 
 use super::{Postgres, err};
 use crate::error::{Error, Result};
@@ -61,7 +61,10 @@ impl RestoreJobs {
 pub enum Feed {
     Stream,
     /// Decoded into `plain` (removed when this is dropped), restored by `jobs` jobs.
-    Parallel { plain: PlainFile, jobs: u32 },
+    Parallel {
+        plain: PlainFile,
+        jobs: u32,
+    },
 }
 
 /// A decoded dump in the private restore folder, removed when dropped.

@@ -55,6 +55,15 @@ async fn contract(transport: &str) {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     write(s, "day/store/big.bin", &big).await;
     assert_eq!(read(s, "day/store/big.bin").await, big);
+    // Reads go out several at a time in fixed chunks (240 KiB over SFTP): every size around
+    // the chunk's edges, and an empty file, reads back exactly, ending where the file ends.
+    let chunk = 240 * 1024;
+    s.create_dir_all("edges").await.unwrap();
+    for size in [0, 1, chunk - 1, chunk, chunk + 1, 9 * chunk - 1, 9 * chunk, 9 * chunk + 7] {
+        let name = format!("edges/{size}.bin");
+        write(s, &name, &big[..size]).await;
+        assert_eq!(read(s, &name).await, &big[..size], "a file of {size} bytes");
+    }
     s.make_durable("day/store/big.bin").await.unwrap();
     let listed = s.list("day/store").await.unwrap();
     let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size })).collect();

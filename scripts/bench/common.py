@@ -300,6 +300,10 @@ def measure(label, cmd, log, stdout=None, counters=None, disk=None):
     if isinstance(cmd, str):
         cmd = ["bash", "-o", "pipefail", "-e", "-c", cmd]
     counters = counters or {}
+    # Earlier steps' files (dumps, tarballs, uploads) are still being written back to disk; let
+    # that finish first, or its I/O and kernel threads land in this step's wall time.
+    os.sync()
+    time.sleep(1)
     logf = open(log, "w")
     out = open(stdout, "wb") if stdout else logf
     before = {k: f() for k, f in counters.items()}

@@ -27,10 +27,10 @@ pub(super) const PARALLEL_COLLECTIONS: usize = 4;
 /// Documents are handed to the writer in blocks of about this many bytes.
 const BLOCK_BYTES: usize = 1 << 20;
 /// Blocks waiting for the writer.
-const CHANNEL_DEPTH: usize = 8;
+const CHANNEL_DEPTH: usize = 4;
 /// Documents per cursor batch: fewer round trips than the server's default of 101 for the first
 /// batch, while a batch stays far below the 16 MiB reply limit for registry-sized documents.
-const CURSOR_BATCH: u32 = 2000;
+const CURSOR_BATCH: u32 = 1000;
 
 /// Why writing an archive stopped.
 pub(super) enum Stop {

@@ -89,7 +89,9 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
                 inserting.push(async move {
                     target
                         .insert_many(docs)
-                        .ordered(true)
+                        // Unordered, as mongorestore inserts by default: the server may write
+                        // the batch in one go. Any document refused still fails the restore.
+                        .ordered(false)
                         // The documents were valid when written; a validator added since must
                         // not make the restore differ from the backup.
                         .bypass_document_validation(true)

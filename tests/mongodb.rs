@@ -437,6 +437,20 @@ fn go_archive_checker() -> PathBuf {
     .clone()
 }
 
+/// The run's archive decoded by the documented recipe (`age -d | zstd -d`) and read by MongoDB's
+/// Go libraries: (stored file, plain archive, the checker's report).
+fn decode_and_check_archive(case: &Case, dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
+    let file = dir.join(format!("db-{}.archive.zst.age", case.db));
+    let plain = case.dir.path().join("plain.archive");
+    let script =
+        format!("set -euo pipefail; age -d -i {} {} | zstd -d > {}", case.identity_file.display(), file.display(), plain.display());
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "age | zstd failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(go_archive_checker()).stdin(std::fs::File::open(&plain).unwrap()).output().unwrap();
+    assert!(out.status.success(), "MongoDB's Go libraries refuse the archive: {}", String::from_utf8_lossy(&out.stderr));
+    (file, plain, serde_json::from_slice(&out.stdout).unwrap())
+}
+
 /// The documented recipe: `age -d | zstd -d` gives a plain mongodump archive that MongoDB's
 /// own libraries read (and `mongorestore --archive` restores, where it is installed).
 #[test]
@@ -448,16 +462,7 @@ fn by_hand_recipe_gives_a_mongodump_archive() {
     assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]));
     let runs = case.runs(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"));
     let (dir, manifest) = case.manifest_of(&runs[0]);
-    let file = dir.join(format!("db-{}.archive.zst.age", case.db));
-    let plain = case.dir.path().join("plain.archive");
-    let script =
-        format!("set -euo pipefail; age -d -i {} {} | zstd -d > {}", case.identity_file.display(), file.display(), plain.display());
-    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
-    assert!(out.status.success(), "age | zstd failed: {}", String::from_utf8_lossy(&out.stderr));
-
-    let out = Command::new(go_archive_checker()).stdin(std::fs::File::open(&plain).unwrap()).output().unwrap();
-    assert!(out.status.success(), "MongoDB's Go libraries refuse the archive: {}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (file, _, report) = decode_and_check_archive(&case, &dir);
     assert_eq!(report["header"]["FormatVersion"], "0.1");
     assert_eq!(report["header"]["ServerVersion"], "7.0.42");
     let collections = report["collections"].as_object().unwrap();
@@ -546,14 +551,7 @@ fn collections_read_at_once_interleave_and_round_trip() {
     for name in ["births", "deaths", "marriages"] {
         assert_eq!(manifest["counts"][&case.db][name], 6000, "{name}");
     }
-    let file = dir.join(format!("db-{}.archive.zst.age", case.db));
-    let plain = case.dir.path().join("plain.archive");
-    let script =
-        format!("set -euo pipefail; age -d -i {} {} | zstd -d > {}", case.identity_file.display(), file.display(), plain.display());
-    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
-    assert!(out.status.success(), "age | zstd failed: {}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(go_archive_checker()).stdin(std::fs::File::open(&plain).unwrap()).output().unwrap();
-    assert!(out.status.success(), "MongoDB's Go libraries refuse the interleaved archive: {}", String::from_utf8_lossy(&out.stderr));
+    let (_, plain, _) = decode_and_check_archive(&case, &dir);
 
     let blocks = archive_blocks(&std::fs::read(&plain).unwrap());
     let data: Vec<&str> = blocks.iter().filter(|(_, eof)| !eof).map(|(c, _)| c.as_str()).collect();

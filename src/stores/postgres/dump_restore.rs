@@ -4,9 +4,10 @@
 //! Parallel jobs pay when the dump is large: pg_restore then loads one table while it builds
 //! another's indexes, on as many server cores as there are jobs (on `scripts/bench/postgres`'s
 //! 1.5 GB database, two jobs take 19 s where one takes 29 s). They need a seekable file, so the
-//! dump is decoded first, before the database is dropped: a full disk or a bad file fails the
-//! restore while the database is still intact. Small dumps, and a work folder without room for
-//! the decoded dump, are streamed with one job.
+//! dump is decoded into the restore's private folder while it downloads
+//! ([`crate::layout::RunReader::fetch_verified_decoded`]), before anything is dropped: a full disk
+//! or a bad file fails the restore while the database is still intact. Small dumps, and a work
+//! folder without room for the decoded dump, are streamed with one job.
 
 use std::path::{Path, PathBuf};
 

@@ -199,17 +199,20 @@ impl Default for Locking {
     }
 }
 
+/// A config value written as a number or as a word (`90` or `10m`; `2` or `auto`), for keys
+/// that take either.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumberOrText<N> {
+    Number(N),
+    Text(String),
+}
+
 /// A duration in the configuration: seconds as a number, or text like `90s`, `10m`, `12h`, `2d`.
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Seconds(u64),
-        Text(String),
-    }
-    match Text::deserialize(d)? {
-        Text::Seconds(n) => Ok(Duration::from_secs(n)),
-        Text::Text(t) => {
+    match NumberOrText::<u64>::deserialize(d)? {
+        NumberOrText::Number(n) => Ok(Duration::from_secs(n)),
+        NumberOrText::Text(t) => {
             parse_duration(&t).map_err(|_| serde::de::Error::custom(format!("`{t}` is not a duration: use e.g. 30s, 10m, 12h or 2d")))
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{InfluxDb, err};
@@ -343,23 +343,21 @@ impl InfluxDb {
                 ));
             }
         }
-        let mut queries = queries.into_iter();
-        let mut running = futures::stream::FuturesUnordered::new();
-        let mut tally = Tally::default();
-        loop {
-            while running.len() < CENSUS_QUERIES {
-                let Some((rp, q)) = queries.next() else { break };
-                running.push(self.count_part(db, rp, q));
-            }
-            let Some(part) = running.next().await else { break };
-            let part = part.map_err(|e| match e {
+        // The first failed query ends the census; the others in flight are dropped.
+        let tally = futures::stream::iter(queries)
+            .map(|(rp, q)| self.count_part(db, rp, q))
+            .buffer_unordered(CENSUS_QUERIES)
+            .try_fold(Tally::default(), |mut tally, part| async move {
+                for (key, n) in part.counts {
+                    *tally.counts.entry(key).or_default() += n;
+                }
+                Ok(tally)
+            })
+            .await
+            .map_err(|e| match e {
                 Error::Store { message, .. } => err(format!("{db}: counting points: {message}")),
                 other => other,
             })?;
-            for (key, n) in part.counts {
-                *tally.counts.entry(key).or_default() += n;
-            }
-        }
         let continuous_queries = self.continuous_queries(db).await?;
         Ok(Census { policies, continuous_queries, counts: tally.counts })
     }

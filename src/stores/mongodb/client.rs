@@ -191,7 +191,7 @@ impl MongoDb {
         }
         // Several collections at once: a server that counts by reading every document (FerretDB
         // takes 20 s for 160,000) keeps all its cores busy.
-        let counted: Vec<_> = futures::stream::iter(names.into_iter().map(|collection| {
+        futures::stream::iter(names.into_iter().map(|collection| {
             let db = db.clone();
             async move {
                 let n = db.collection::<Document>(&collection).count_documents(doc! {}).await;
@@ -199,14 +199,9 @@ impl MongoDb {
             }
         }))
         .buffer_unordered(super::dump::PARALLEL_COLLECTIONS)
-        .collect()
-        .await;
-        let mut counts = BTreeMap::new();
-        for result in counted {
-            let (collection, n) = result.map_err(failed)?;
-            counts.insert(collection, n);
-        }
-        Ok(counts)
+        .try_collect()
+        .await
+        .map_err(failed)
     }
 }
 

@@ -62,16 +62,13 @@ pub(super) async fn write_archive(
     let tool = format!("lifeboat {}", env!("CARGO_PKG_VERSION"));
     out.write_async(&archive::prelude(&server_version, &tool, &plan.collections)).await?;
     let (sender, mut blocks) = mpsc::channel::<Block>(CHANNEL_DEPTH);
-    let readers = {
-        let (client, plan) = (client.clone(), plan.clone());
-        async move {
-            let db = client.database(&plan.name);
-            futures::stream::iter(plan.collections.iter().enumerate().map(Ok::<_, Stop>))
-                .try_for_each_concurrent(PARALLEL_COLLECTIONS, |(index, meta)| {
-                    read_collection(&db, &plan.name, index, meta, sender.clone())
-                })
-                .await
-        }
+    let db = client.database(&plan.name);
+    let readers = async {
+        // Owned here, so that it is dropped when the readers end and the writer sees the end.
+        let sender = sender;
+        futures::stream::iter(plan.collections.iter().enumerate().map(Ok::<_, Stop>))
+            .try_for_each_concurrent(PARALLEL_COLLECTIONS, |(index, meta)| read_collection(&db, &plan.name, index, meta, sender.clone()))
+            .await
     };
     let writer = async {
         let mut counts = BTreeMap::new();
@@ -104,11 +101,7 @@ pub(super) async fn write_archive(
     // every reader's next send fails.
     let (read, counts) = tokio::join!(readers, writer);
     read?;
-    let counts = counts?;
-    if counts.len() != plan.collections.iter().filter(|c| c.kind == "collection").count() {
-        return Err(Stop::Closed);
-    }
-    Ok(counts)
+    counts
 }
 
 async fn write_block(out: &mut PipeWriter, db: &str, meta: &CollectionMeta, documents: &[u8]) -> std::io::Result<()> {

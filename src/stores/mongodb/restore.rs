@@ -1,6 +1,6 @@
 //! Restoring one database from its archive: drop, create collections, insert, build indexes.
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::Client;
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use tokio::io::AsyncRead;
@@ -132,10 +132,11 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
             });
         }
     }
-    let results: Vec<_> = futures::stream::iter(builds).buffer_unordered(INSERT_WORKERS).collect().await;
-    if let Some((collection, e)) = results.into_iter().find_map(|r| r.err()) {
-        return Err(partly(format!("cannot create the indexes of {name}.{collection}: {}", brief(&e))));
-    }
+    futures::stream::iter(builds)
+        .buffer_unordered(INSERT_WORKERS)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(|(collection, e)| partly(format!("cannot create the indexes of {name}.{collection}: {}", brief(&e))))?;
     // Views last: they may read from the collections above.
     for c in collections.iter().filter(|c| c.kind == "view") {
         let mut create = doc! { "create": c.collection.clone() };

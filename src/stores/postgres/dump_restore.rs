@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 
 use super::{Postgres, err};
-use crate::error::{Error, Result};
+use crate::config::NumberOrText;
+use crate::error::Result;
 use crate::external;
 use crate::stores::RestoreFiles;
 
@@ -33,16 +34,10 @@ pub const AUTO_PARALLEL_FROM: u64 = 64 << 20;
 
 impl<'de> Deserialize<'de> for RestoreJobs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u32),
-            Word(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(RestoreJobs::Jobs(n)),
-            Raw::Word(w) if w == "auto" => Ok(RestoreJobs::Auto),
-            Raw::Word(w) => Err(D::Error::custom(format!("`{w}` is neither a number of jobs nor `auto`"))),
+        match NumberOrText::<u32>::deserialize(d)? {
+            NumberOrText::Number(n) => Ok(RestoreJobs::Jobs(n)),
+            NumberOrText::Text(w) if w == "auto" => Ok(RestoreJobs::Auto),
+            NumberOrText::Text(w) => Err(D::Error::custom(format!("`{w}` is neither a number of jobs nor `auto`"))),
         }
     }
 }
@@ -88,56 +83,37 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 
 impl Postgres {
     /// The pg_restore jobs for a dump of `raw_size` decoded bytes restored through `work_dir`:
-    /// one when the folder has no room for the decoded dump (said once, as a warning).
-    pub(super) fn jobs_for(&self, file: &str, raw_size: u64, work_dir: &Path, warn: bool) -> u32 {
+    /// one, with a warning, when the folder has no room for the decoded dump. Decided once,
+    /// before the download, which then makes the decoded copy (`wants_plain_file`).
+    pub(super) fn jobs_for(&self, file: &str, raw_size: u64, work_dir: &Path) -> u32 {
         let jobs = self.cfg.restore_jobs.for_dump(raw_size);
         // Room for the decoded dump, with some to spare for everything else on that disk.
         let needed = raw_size + raw_size / 10 + (64 << 20);
         match free_bytes(work_dir) {
             Some(free) if jobs > 1 && free < needed => {
-                if warn {
-                    tracing::warn!(
-                        "postgres: {file}: streaming into one pg_restore job: a parallel restore decodes the dump first and needs {} MiB free in {}, which has {} MiB (set work_dir to a folder with room)",
-                        needed >> 20,
-                        work_dir.display(),
-                        free >> 20
-                    );
-                }
+                tracing::warn!(
+                    "postgres: {file}: streaming into one pg_restore job: a parallel restore decodes the dump first and needs {} MiB free in {}, which has {} MiB (set work_dir to a folder with room)",
+                    needed >> 20,
+                    work_dir.display(),
+                    free >> 20
+                );
                 1
             }
             _ => jobs,
         }
     }
 
-    /// Decides how `file` (`raw_size` decoded bytes, from the verified manifest) is fed to
-    /// pg_restore. A parallel restore uses the copy decoded during the download, or decodes it
-    /// now. Touches nothing on the server.
-    pub(super) async fn prepare_feed(&self, db: &str, file: &str, raw_size: u64, files: &RestoreFiles) -> Result<Feed> {
-        let jobs = self.jobs_for(file, raw_size, &files.dir, false);
-        if jobs <= 1 {
+    /// How `file` (`raw_size` decoded bytes, from the verified manifest) is fed to pg_restore:
+    /// in parallel from the copy decoded during the download, when the download made one (it was
+    /// checked against the manifest there), streamed otherwise. Touches nothing on the server.
+    pub(super) fn feed(&self, db: &str, file: &str, raw_size: u64, files: &RestoreFiles) -> Result<Feed> {
+        let Some(path) = files.plain(file)? else {
             return Ok(Feed::Stream);
-        }
-        if let Some(path) = files.plain(file)? {
-            tracing::info!("postgres: {db}: restoring with {jobs} parallel pg_restore jobs from the dump decoded during the download");
-            return Ok(Feed::Parallel { plain: PlainFile(path), jobs });
-        }
-        let plain = PlainFile(files.path(&crate::layout::plain_name(file))?);
-        tracing::info!("postgres: {db}: decoding the dump ({} MiB) for {jobs} parallel pg_restore jobs", raw_size >> 20);
-        let (mut reader, path) = (files.open(file)?, plain.0.clone());
-        let written = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let mut out = std::fs::File::create_new(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            // Never more than the manifest says: the decoded size is part of what was verified.
-            let copied = std::io::copy(&mut std::io::Read::take(&mut reader, raw_size + 1), &mut out);
-            copied.map_err(|e| err(format!("decoding {} into {}: {e}; nothing was restored", path.display(), path.display())))
-        })
-        .await
-        .map_err(|e| err(format!("decoding thread: {e}")))??;
-        if written != raw_size {
-            return Err(Error::Integrity(format!(
-                "{file} decodes to {written} bytes where its manifest says {raw_size}: the backup is damaged; nothing was restored; restore an older backup with --from ID"
-            )));
-        }
-        Ok(Feed::Parallel { plain, jobs })
+        };
+        // The download made the copy only because this came to more than one job.
+        let jobs = self.cfg.restore_jobs.for_dump(raw_size).max(2);
+        tracing::info!("postgres: {db}: restoring with {jobs} parallel pg_restore jobs from the dump decoded during the download");
+        Ok(Feed::Parallel { plain: PlainFile(path), jobs })
     }
 
     /// Drops `db` and restores it from `feed`. Everything that can fail without the server's

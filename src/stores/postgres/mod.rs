@@ -270,7 +270,7 @@ impl Store for Postgres {
 
     fn wants_plain_file(&self, manifest: &Manifest, entry: &FileEntry, work_dir: &std::path::Path) -> bool {
         let is_dump = manifest.extra::<PostgresExtra>().is_ok_and(|extra| extra.databases.values().any(|f| f == &entry.name));
-        is_dump && self.jobs_for(&entry.name, entry.raw_size, work_dir, true) > 1
+        is_dump && self.jobs_for(&entry.name, entry.raw_size, work_dir) > 1
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
@@ -289,7 +289,7 @@ impl Store for Postgres {
             let raw_size = manifest.files.iter().find(|f| &f.name == file).map(|f| f.raw_size).ok_or_else(|| {
                 Error::Integrity(format!("the manifest names {file} for database {db} but lists no such file: the backup is damaged"))
             })?;
-            let feed = self.prepare_feed(db, file, raw_size, files).await?;
+            let feed = self.feed(db, file, raw_size, files)?;
             self.restore_database(db, file, feed, files).await?;
             let client = self.connect(db).await?;
             found.insert(db.clone(), count_rows(&client, db).await?);

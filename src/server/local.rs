@@ -72,7 +72,13 @@ impl BackupServer for LocalServer {
         };
         let mut out = Vec::new();
         while let Some(entry) = dir.next_entry().await.map_err(|e| self.fail("cannot list", &p, e))? {
-            let meta = entry.metadata().await.map_err(|e| self.fail("cannot stat", &entry.path(), e))?;
+            let meta = match entry.metadata().await {
+                Ok(meta) => meta,
+                // Removed between the listing and the stat (a failed run's folder being cleaned
+                // up by another job): it is gone, as a listing a moment later would show.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.fail("cannot stat", &entry.path(), e)),
+            };
             out.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), is_dir: meta.is_dir(), size: meta.len() });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

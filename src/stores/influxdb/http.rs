@@ -20,7 +20,7 @@ fn ident(name: &str) -> String {
 }
 
 /// A name as it appears in a count item: bare when plain, quoted otherwise, so items stay unique.
-fn item_part(name: &str) -> String {
+pub(super) fn item_part(name: &str) -> String {
     if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') { name.to_string() } else { ident(name) }
 }
 
@@ -262,20 +262,9 @@ impl InfluxDb {
         Ok(queries)
     }
 
-    /// Retention policies, continuous queries, and series and field values with `time < before`
-    /// per measurement. A shard being restored into fails queries for a moment (a restore on the
-    /// same server, at backup time): wait for it.
-    pub(super) async fn census(&self, db: &str, before: &str) -> Result<Census> {
-        let mut waited = Duration::ZERO;
-        loop {
-            match self.census_once(db, before).await {
-                Err(e) if shard_loading(&e) && waited < Duration::from_secs(60) => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    waited += Duration::from_millis(250);
-                }
-                other => return other,
-            }
-        }
+    /// The retention policies and continuous queries of `db`.
+    pub(super) async fn schema(&self, db: &str) -> Result<(Vec<RetentionPolicy>, Vec<ContinuousQuery>)> {
+        Ok((self.retention_policies(db).await?, self.continuous_queries(db).await?))
     }
 
     /// The census of a database just restored. `influxd restore` sends each shard over its own
@@ -359,7 +348,10 @@ impl InfluxDb {
                 other => other,
             })?;
         let continuous_queries = self.continuous_queries(db).await?;
-        Ok(Census { policies, continuous_queries, counts: tally.counts })
+        // As the backup's counts: a measurement with nothing before T has no entry.
+        let mut counts = tally.counts;
+        counts.retain(|_, n| *n > 0);
+        Ok(Census { policies, continuous_queries, counts })
     }
 
     pub(super) async fn drop_database(&self, db: &str) -> Result<()> {

@@ -19,10 +19,10 @@ use crate::stores::stderr_tail::StderrTail;
 
 /// The contents of the `<timestamp>.manifest` file of a portable backup (the fields used here).
 #[derive(Debug, Deserialize)]
-struct PortableManifest {
+pub(super) struct PortableManifest {
     meta: Option<PortableMeta>,
     /// `null` for a database without shards.
-    files: Option<Vec<PortableFile>>,
+    pub files: Option<Vec<PortableFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,11 +31,26 @@ struct PortableMeta {
     file_name: String,
 }
 
+/// One shard's `.tar.gz`.
 #[derive(Debug, Deserialize)]
-struct PortableFile {
+pub(super) struct PortableFile {
     database: String,
+    #[serde(default)]
+    pub policy: String,
     #[serde(rename = "fileName")]
-    file_name: String,
+    pub file_name: String,
+}
+
+/// Reads the one `.manifest` file of the portable backup in `dir`; the error says why not.
+pub(super) fn portable_manifest(dir: &Path) -> std::result::Result<PortableManifest, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read the folder: {e}"))?;
+    let manifests: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "manifest")).collect();
+    if manifests.len() != 1 {
+        return Err(format!("{} .manifest files instead of one", manifests.len()));
+    }
+    let text = std::fs::read(&manifests[0]).map_err(|e| format!("cannot read {}: {e}", manifests[0].display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest: {e}"))
 }
 
 /// Checks that `dir` holds an influxd portable backup of `db` and returns how many shard files it has.
@@ -45,14 +60,7 @@ pub(super) fn check_portable_backup(dir: &Path, db: &str, archive: &str) -> Resu
             "archive {archive} is not an influxd portable backup of database {db} ({why}); nothing was changed; restore another backup with --from ID"
         ))
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    let manifests: Vec<PathBuf> =
-        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "manifest")).collect();
-    if manifests.len() != 1 {
-        return Err(not_it(format!("{} .manifest files instead of one", manifests.len())));
-    }
-    let text = std::fs::read(&manifests[0]).map_err(|e| Error::io(format!("reading {}", manifests[0].display()), e))?;
-    let manifest: PortableManifest = serde_json::from_slice(&text).map_err(|e| not_it(format!("unreadable manifest: {e}")))?;
+    let manifest = portable_manifest(dir).map_err(not_it)?;
     let files = manifest.files.unwrap_or_default();
     // influxd opens these names inside the folder: each must be one plain file name.
     let names = manifest.meta.iter().map(|m| &m.file_name).chain(files.iter().map(|f| &f.file_name));

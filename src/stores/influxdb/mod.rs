@@ -7,27 +7,27 @@
 //! one database's backup is on local disk at a time; its shards are already gzip-compressed by
 //! influxd.
 //!
-//! Counts that describe exactly what the backup holds. `influxd backup -start/-end` cannot be used
-//! to bound the backup: checked against influxd 1.6.7, a portable backup with `-end T` still
-//! holds every point of a shard's TSM files, even points after T (even with `-end` before all the
-//! points), so the bound is not applied to points. Lifeboat therefore backs up everything and
-//! bounds the *counts* instead: it takes T from the server's clock (the HTTP `Date` header), counts
-//! series and field values with `time < T` per retention policy and measurement, runs the backup,
-//! and counts again with the same T. Ordinary writes carry timestamps of "now", which are ≥ T, so
-//! they never disturb the counts. If the two counts (or the retention policies) differ, something
-//! with an older timestamp was written or deleted during the backup (a backfill, a DELETE, a shard
-//! expiring): the backup is taken again, up to three times, and the run fails clearly if it never
-//! settles. When both counts agree, every shard snapshot taken between them held exactly those
-//! points before T, so the counts describe the backup. The restore counts with the same T, so
-//! writes on the target after the restore do not disturb it either. Points at or after T that
-//! reached the backup are restored but not counted.
+//! Counts that describe exactly what the backup holds, read from the backup itself
+//! (`counts.rs`, `tsm.rs`): while the archive uploads, each shard's TSM files are read and every
+//! key's distinct timestamps before T are counted, leaving out what the files' tombstones delete.
+//! T is the server's clock (the HTTP `Date` header) when the backup starts, so the points of
+//! ordinary writes during the backup (timestamps of "now", at or after T) are never counted, and
+//! a restore counts with the same T, so writes on the target after the restore do not disturb it
+//! either. Points at or after T that reached the backup are restored but not counted. Writes or
+//! deletes of older points during the backup cannot make the counts wrong: they describe the
+//! shard snapshots the backup took, whatever the server holds meanwhile. (`influxd backup
+//! -start/-end` cannot bound the backup instead: checked against influxd 1.6.7, a portable backup
+//! with `-end T` still holds every point of a shard's TSM files.) Until this, Lifeboat counted
+//! with InfluxQL before and after the backup and compared: as slow as the backup itself, twice.
+//! Retention policies and continuous queries are still read over HTTP before and after; when they
+//! changed during the backup it is taken again, up to three times.
 //!
 //! What is counted: per `<rp>.<measurement>`, `:values` (field values before T: a point with three
-//! fields counts three). InfluxQL cannot count points (distinct timestamps) across fields; counting
-//! values is stricter anyway. Series are not counted: `count(*) ... GROUP BY *` answers per series
-//! and cost 86 s and 6.5 GB of influxd memory for 3 M points in 30 k series (scripts/bench-stores),
-//! while one row per measurement takes seconds; `SHOW SERIES EXACT CARDINALITY` cannot be bounded
-//! by time and still counts series whose points were deleted, so it cannot be compared.
+//! fields counts three), which is what `SELECT count(*) FROM <rp>.<measurement> WHERE time < T`
+//! answers, as the restore checks it. Series are not counted: `count(*) ... GROUP BY *` answers
+//! per series and cost 86 s and 6.5 GB of influxd memory for 3 M points in 30 k series
+//! (scripts/bench-stores); `SHOW SERIES EXACT CARDINALITY` cannot be bounded by time and still
+//! counts series whose points were deleted, so it cannot be compared.
 //!
 //! A restore unpacks and checks every database's archive (into the restore's private work folder)
 //! before it drops any database, then drops and restores them one by one. The archives come from
@@ -52,8 +52,10 @@
 //! changed" although it did create the database and its retention policies (accepted only in that
 //! case, and only when the database then exists with the policies of the backup).
 
+mod counts;
 mod http;
 mod influxd;
+mod tsm;
 mod unpack;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use self::counts::count_portable_backup;
 use self::http::{Census, ContinuousQuery, RetentionPolicy};
 use self::influxd::{check_portable_backup, tar_folder};
 use self::unpack::unpack;
@@ -74,7 +77,7 @@ use crate::secret::SecretFile;
 use crate::stores::{Datastore, StoreContext, StoreSettings, StoreType};
 
 const STORE: &str = "influxdb";
-/// Backups taken when points older than the backup's start keep changing while it runs.
+/// Backups taken when retention policies or continuous queries keep changing while it runs.
 const ATTEMPTS: usize = 3;
 /// In each archive beside influxd's files: the database's continuous queries, one statement a line.
 const CQ_FILE: &str = "continuous_queries.influxql";
@@ -136,47 +139,72 @@ struct InfluxExtra {
     counted_before: BTreeMap<String, String>,
     retention_policies: BTreeMap<String, Vec<RetentionPolicy>>,
     continuous_queries: BTreeMap<String, Vec<ContinuousQuery>>,
+    /// Per database, field values deleted before the backup that its TSM files still hold, and
+    /// that `influxd restore` brings back (`counts.rs`). Absent when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    deleted_values_in_files: BTreeMap<String, u64>,
 }
 
 impl InfluxDb {
-    /// Backs up `db` until the counts before and after agree; returns the archive's name, the
-    /// time the counts stop at, and the census. The second count runs while the archive
-    /// uploads: it needs only the influxd backup finished, and the upload does not change it.
-    async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, String, Census)> {
+    /// Backs up `db`; returns the archive's name, the time the counts stop at, the census, and
+    /// how many deleted field values the files still hold.
+    /// The counts come from the backup's own TSM files while the archive uploads
+    /// (`counts.rs`); the retention policies and continuous queries are read before and after
+    /// the backup, and it is taken again when they changed meanwhile.
+    async fn backup_database(&self, db: &str, sink: &mut RunWriter<'_>) -> Result<(String, String, Census, u64)> {
         for attempt in 1..=ATTEMPTS {
             let (now, _) = self.ping().await?;
             let before = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let first = self.census(db, &before).await?;
+            let before_ns = chrono::DateTime::parse_from_rfc3339(&before)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .ok_or_else(|| err(format!("the server's clock ({before}) is outside the range InfluxDB can store")))?;
+            let (policies, continuous_queries) = self.schema(db).await?;
             let dir = self.ctx.private_dir("lifeboat-influxdb-")?;
+            let scratch = self.ctx.private_dir("lifeboat-influxdb-count-")?;
             self.run_backup(db, dir.path()).await?;
             // For a restore by hand: influxd restore leaves continuous queries out.
-            let statements: String = first.continuous_queries.iter().map(|c| format!("{}\n", c.query.replace('\n', " "))).collect();
+            let statements: String = continuous_queries.iter().map(|c| format!("{}\n", c.query.replace('\n', " "))).collect();
             std::fs::write(dir.path().join(CQ_FILE), statements).map_err(|e| Error::io(format!("writing {CQ_FILE}"), e))?;
             let name = archive_name(db, attempt);
             let (reader, tar) = tar_folder(dir.path().to_path_buf());
-            let (put, second) = tokio::join!(sink.put(&name, Box::new(reader)), self.census(db, &before));
+            let counting = {
+                let (dir, scratch) = (dir.path().to_path_buf(), scratch.path().to_path_buf());
+                tokio::task::spawn_blocking(move || count_portable_backup(&dir, &scratch, before_ns))
+            };
+            let (put, counted, after) = tokio::join!(sink.put(&name, Box::new(reader)), counting, self.schema(db));
             let tarred = tar.await.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
             put?;
             tarred.map_err(|e| err(format!("archiving the influxd backup of {db}: {e}")))?;
-            drop(dir);
-            let second = second.map_err(|e| match e {
+            drop((dir, scratch));
+            let counted = counted
+                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| err(format!("{db}: {e}; the run was not completed, earlier backups are untouched")))?;
+            let after = after.map_err(|e| match e {
                 Error::Store { message, .. } => {
                     err(format!("{message} (after the backup of {db}); the run was not completed, earlier backups are untouched"))
                 }
                 other => other,
             })?;
-            if first != second {
+            if after != (policies.clone(), continuous_queries.clone()) {
                 // The archive just uploaded stays in the run, unused: an append-only server
                 // cannot remove it, and the next attempt writes under another name.
                 tracing::warn!(
-                    "influxdb: data of {db} older than {before} changed during the backup (attempt {attempt} of {ATTEMPTS}); backing it up again"
+                    "influxdb: the retention policies or continuous queries of {db} changed during the backup (attempt {attempt} of {ATTEMPTS}); backing it up again"
                 );
                 continue;
             }
-            return Ok((name, before, first));
+            if counted.deleted_in_files > 0 {
+                tracing::warn!(
+                    "influxdb: {} field value(s) of {db} deleted before this backup are still in influxd's files (not compacted yet); influxd restore leaves the deletions out, so a restore of this backup brings them back and reports the difference; influxd compacts them away within hours (compact-full-write-cold-duration), take a backup after that",
+                    counted.deleted_in_files
+                );
+            }
+            let census = Census { policies, continuous_queries, counts: counted.counts };
+            return Ok((name, before, census, counted.deleted_in_files));
         }
         Err(err(format!(
-            "points of {db} older than the backup's start kept changing during {ATTEMPTS} attempts (writes with old timestamps, deletes or expiring shards), so no count could describe the backup; run it again when writers are quiet; earlier backups are untouched"
+            "the retention policies or continuous queries of {db} kept changing during {ATTEMPTS} attempts, so no backup could record them; run it again when nobody changes them; earlier backups are untouched"
         )))
     }
 }
@@ -191,7 +219,10 @@ impl Store for InfluxDb {
         let mut extra = InfluxExtra::default();
         for db in &databases {
             tracing::info!("influxdb: backing up database {db}");
-            let (archive, before, census) = self.backup_database(db, sink).await?;
+            let (archive, before, census, deleted) = self.backup_database(db, sink).await?;
+            if deleted > 0 {
+                extra.deleted_values_in_files.insert(db.clone(), deleted);
+            }
             counts.insert(db.clone(), census.counts);
             extra.databases.insert(db.clone(), archive);
             extra.counted_before.insert(db.clone(), before);
@@ -209,7 +240,8 @@ impl Store for InfluxDb {
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
-        let InfluxExtra { databases, counted_before, retention_policies: policies, continuous_queries: queries } = manifest.extra()?;
+        let InfluxExtra { databases, counted_before, retention_policies: policies, continuous_queries: queries, deleted_values_in_files } =
+            manifest.extra()?;
 
         // Unpack and check every archive before any database is dropped.
         let mut unpacked = Vec::new();
@@ -247,7 +279,16 @@ impl Store for InfluxDb {
             self.run_restore(&db, dir.path(), shards).await?;
             drop(dir);
             let empty = BTreeMap::new();
-            let census = self.settled_census(&db, &before, manifest.counts.get(&db).unwrap_or(&empty)).await?;
+            let expected = manifest.counts.get(&db).unwrap_or(&empty);
+            let census = self.settled_census(&db, &before, expected).await?;
+            if let Some(n) = deleted_values_in_files.get(&db).filter(|_| &census.counts != expected) {
+                return Err(Error::Verification {
+                    store: STORE.into(),
+                    message: format!(
+                        "{db}: the restored database does not hold what was counted at backup time: the backup's files still held {n} field value(s) deleted before the backup, and influxd restore brings them back (it leaves the deletions out); delete them again, or restore a backup taken after influxd compacted them away"
+                    ),
+                });
+            }
             if census.policies != want {
                 let names = |p: &[RetentionPolicy]| {
                     p.iter()

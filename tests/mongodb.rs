@@ -795,3 +795,56 @@ fn interrupted_restore_can_be_run_again() {
     assert_ok(&out);
     assert_eq!(fingerprint(&case.db), before);
 }
+
+/// `archive` with `index` added to the indexes that its prelude lists for `collection`.
+fn with_index(archive: &[u8], collection: &str, index: Document) -> Vec<u8> {
+    let length = |b: &[u8]| i32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+    let header = 4 + length(&archive[4..]);
+    let mut out = archive[..header].to_vec();
+    let mut rest = &archive[header..];
+    while rest[..4] != [0xff; 4] {
+        let mut meta = Document::from_reader(&rest[..length(rest)]).unwrap();
+        rest = &rest[length(rest)..];
+        if meta.get_str("collection") == Ok(collection) {
+            let mut json: serde_json::Value = serde_json::from_str(meta.get_str("metadata").unwrap()).unwrap();
+            json["indexes"].as_array_mut().unwrap().push(Bson::Document(index.clone()).into_canonical_extjson());
+            meta.insert("metadata", json.to_string());
+        }
+        meta.to_writer(&mut out).unwrap();
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// A collection's indexes are built (and the collection counted) while the archive's other
+/// collections are still being inserted; an index that cannot be built over the data (here a
+/// unique index over duplicate values, added to the archive by a forger holding the signing key)
+/// fails the restore with one line naming the collection, and a restore of the good archive then
+/// brings everything back.
+#[test]
+fn an_index_that_cannot_be_built_fails_the_restore_naming_its_collection() {
+    let case = mongo_case("index_fails");
+    seed_mongo(&case.db, 400);
+    let before = fingerprint(&case.db);
+    let stores = mongo_block(&case.db, "");
+    let backup = case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml");
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let restore = case.restore_config_with(&Transport::File, &stores, "mongo-restore.yaml");
+    let stored = common::forge::Stored::find(&case, &backup, "mongodb", |n| n.ends_with(".archive.zst.age"));
+    let original = stored.plain(&case);
+    // Every event is a birth or a death: a unique index over `kind` cannot be built.
+    stored.replace(&case, &with_index(&original, "events", doc! { "key": { "kind": 1 }, "name": "kind_unique", "unique": true }));
+    let out = lifeboat(&restore, &["restore", "--yes"]);
+    let line = assert_fails(&out, 1, &format!("cannot create the indexes of {}.events", case.db));
+    assert!(line.contains(&format!("database {} is only partly restored", case.db)), "{line}");
+    assert_ne!(fingerprint(&case.db), before, "the index was left out");
+
+    stored.replace(&case, &original);
+    let out = lifeboat(&restore, &["restore", "--yes"]);
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    for collection in ["people", "events", "empty", "log"] {
+        assert!(log.contains(&format!("{}.{collection}: indexes built in", case.db)), "{collection} finished on its own:\n{log}");
+    }
+    assert_eq!(fingerprint(&case.db), before);
+}

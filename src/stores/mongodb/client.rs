@@ -1,10 +1,9 @@
-//! Talking to MongoDB: connecting, listing databases and collections, planning a dump, counting
-//! documents, and keeping the driver's errors to one short line.
+//! Talking to MongoDB: connecting, listing databases and collections, planning a dump, and keeping
+//! the driver's errors to one short line.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, Credential};
@@ -171,10 +170,10 @@ impl MongoDb {
         Ok(info.get_str("version").unwrap_or("unknown").to_string())
     }
 
-    /// Documents per collection (views left out), as the target holds them now.
-    pub(super) async fn count_documents(client: &Client, name: &str) -> Result<BTreeMap<String, u64>> {
+    /// The collections of a database (views and `system.*` left out), as the target holds them now.
+    pub(super) async fn collection_names(client: &Client, name: &str) -> Result<Vec<String>> {
         let db = client.database(name);
-        let failed = |e: mongodb::error::Error| err(format!("cannot count the documents of {name}: {}", brief(&e)));
+        let failed = |e: mongodb::error::Error| err(format!("cannot list the collections of {name}: {}", brief(&e)));
         let specs: Vec<Document> = db
             .run_cursor_command(doc! { "listCollections": 1, "filter": { "type": "collection" } })
             .await
@@ -182,26 +181,12 @@ impl MongoDb {
             .try_collect()
             .await
             .map_err(failed)?;
-        let mut names = Vec::new();
-        for spec in specs {
-            match spec.get_str("name") {
-                Ok(collection) if !collection.starts_with("system.") => names.push(collection.to_string()),
-                _ => {}
-            }
-        }
-        // Several collections at once: a server that counts by reading every document (FerretDB
-        // takes 20 s for 160,000) keeps all its cores busy.
-        futures::stream::iter(names.into_iter().map(|collection| {
-            let db = db.clone();
-            async move {
-                let n = db.collection::<Document>(&collection).count_documents(doc! {}).await;
-                n.map(|n| (collection, n))
-            }
-        }))
-        .buffer_unordered(super::dump::PARALLEL_COLLECTIONS)
-        .try_collect()
-        .await
-        .map_err(failed)
+        Ok(specs
+            .iter()
+            .filter_map(|spec| spec.get_str("name").ok())
+            .filter(|collection| !collection.starts_with("system."))
+            .map(str::to_string)
+            .collect())
     }
 }
 

@@ -176,8 +176,7 @@ impl Store for MongoDb {
         let mut found = Counts::new();
         for (name, file) in &extra.databases {
             tracing::info!("mongodb: restoring database {name}");
-            restore::restore_database(&client, name, file, files).await?;
-            found.insert(name.clone(), Self::count_documents(&client, name).await?);
+            found.insert(name.clone(), restore::restore_database(&client, name, file, files).await?);
         }
         Ok(found)
     }

@@ -1,6 +1,7 @@
 //! Restoring one database from its archive: drop, create collections, insert, build each
 //! collection's indexes and count it once its data is in.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,7 +105,7 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
     let mut finishing = Finishing::new(db.clone(), name);
     let mut documents = 0u64;
     loop {
-        finishing.check().await.map_err(&partly)?;
+        finishing.check().map_err(&partly)?;
         let event = if inserting.len() >= INSERT_WORKERS {
             None
         } else {
@@ -144,9 +145,7 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
                 tracing::debug!("mongodb: {name}.{collection}: {count} documents read");
                 if let Some(state) = pending.get_mut(&collection) {
                     state.ended = true;
-                    if state.in_flight == 0 {
-                        finishing.start(collection, std::mem::take(&mut state.indexes));
-                    }
+                    start_if_done(&mut pending, &mut finishing, collection);
                 }
             }
         }
@@ -165,12 +164,9 @@ pub(super) async fn restore_database(client: &Client, name: &str, file: &str, fi
     // Whatever else the database holds now (another writer's collection) is counted too, so that
     // the comparison with the backup's counts sees it.
     for collection in MongoDb::collection_names(client, name).await? {
-        if !counts.contains_key(&collection) {
-            let n = db.collection::<RawDocumentBuf>(&collection).count_documents(doc! {}).await;
-            counts.insert(
-                collection.clone(),
-                n.map_err(|e| err(format!("cannot count the documents of {name}.{collection}: {}", brief(&e))))?,
-            );
+        if let Entry::Vacant(slot) = counts.entry(collection) {
+            let n = count(&db, name, slot.key()).await.map_err(err)?;
+            slot.insert(n);
         }
     }
     tracing::info!("mongodb: {name} restored, indexed and counted in {:.1} s", started.elapsed().as_secs_f64());
@@ -190,11 +186,25 @@ struct Pending {
 /// One insert batch of `collection` was acknowledged: when it was the last, the collection's
 /// indexes and count start.
 fn acknowledged(pending: &mut HashMap<String, Pending>, finishing: &mut Finishing, collection: String) {
-    let state = pending.get_mut(&collection).expect("inserted collections are known");
-    state.in_flight -= 1;
+    pending.get_mut(&collection).expect("inserted collections are known").in_flight -= 1;
+    start_if_done(pending, finishing, collection);
+}
+
+/// Starts the indexes and count of `collection` once its end marker is read and no batch of it
+/// is in flight.
+fn start_if_done(pending: &mut HashMap<String, Pending>, finishing: &mut Finishing, collection: String) {
+    let state = pending.get_mut(&collection).expect("known collection");
     if state.ended && state.in_flight == 0 {
         finishing.start(collection, std::mem::take(&mut state.indexes));
     }
+}
+
+/// The documents `collection` holds now, exactly.
+async fn count(db: &Database, name: &str, collection: &str) -> std::result::Result<u64, String> {
+    db.collection::<RawDocumentBuf>(collection)
+        .count_documents(doc! {})
+        .await
+        .map_err(|e| format!("cannot count the documents of {name}.{collection}: {}", brief(&e)))
 }
 
 /// A collection's indexes as `createIndexes` takes them.
@@ -244,11 +254,7 @@ impl Finishing {
                     .map_err(|e| format!("cannot create the indexes of {name}.{collection}: {}", brief(&e)))?;
             }
             let indexed = started.elapsed();
-            let n = db
-                .collection::<RawDocumentBuf>(&collection)
-                .count_documents(doc! {})
-                .await
-                .map_err(|e| format!("cannot count the documents of {name}.{collection}: {}", brief(&e)))?;
+            let n = count(&db, &name, &collection).await?;
             tracing::info!(
                 "mongodb: {name}.{collection}: indexes built in {:.1} s, {n} documents counted in {:.1} s",
                 indexed.as_secs_f64(),
@@ -259,10 +265,9 @@ impl Finishing {
     }
 
     /// Takes the results of the tasks that have ended; the first failure stops the restore.
-    async fn check(&mut self) -> std::result::Result<(), String> {
+    fn check(&mut self) -> std::result::Result<(), String> {
         while let Some(done) = self.tasks.try_join_next() {
-            let (collection, n) = done.map_err(|e| e.to_string())??;
-            self.counts.insert(collection, n);
+            self.record(done)?;
         }
         Ok(())
     }
@@ -270,9 +275,17 @@ impl Finishing {
     /// Waits for every task; the first failure stops the others.
     async fn finish(mut self) -> std::result::Result<BTreeMap<String, u64>, String> {
         while let Some(done) = self.tasks.join_next().await {
-            let (collection, n) = done.map_err(|e| e.to_string())??;
-            self.counts.insert(collection, n);
+            self.record(done)?;
         }
         Ok(self.counts)
+    }
+
+    fn record(
+        &mut self,
+        done: std::result::Result<std::result::Result<(String, u64), String>, tokio::task::JoinError>,
+    ) -> std::result::Result<(), String> {
+        let (collection, n) = done.map_err(|e| e.to_string())??;
+        self.counts.insert(collection, n);
+        Ok(())
     }
 }

@@ -230,7 +230,7 @@ impl FileEncoder for Encoder<'_> {
         dest: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
         counters: std::sync::Arc<Counters>,
     ) -> Result<EncodedFile> {
-        pipeline::encode_stream(source, dest, self.key, self.compression, counters).await
+        pipeline::encode_stream(source.into(), dest, self.key, self.compression, counters).await
     }
 
     fn describe(&self) -> (String, String) {

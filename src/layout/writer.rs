@@ -16,7 +16,7 @@ use super::manifest::{FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest, StoreB
 use super::{RunId, check_file_name};
 use crate::config::Compression;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Counters, EncryptKey};
+use crate::pipeline::{self, Counters, EncryptKey, Source};
 use crate::progress::Progress;
 use crate::server::{BackupServer, join};
 use crate::signing::ManifestSigner;
@@ -77,6 +77,11 @@ impl<'a> RunWriter<'a> {
     /// Streams `source` into a new file `name` of the run (compressed, encrypted, hashed).
     /// It counts only once the manifest lists it.
     pub async fn put(&mut self, name: &str, source: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
+        self.put_source(name, Source::Stream(source)).await
+    }
+
+    /// [`Self::put`] from any [`Source`], e.g. a dump tool's stdout read directly.
+    pub async fn put_source(&mut self, name: &str, source: Source) -> Result<()> {
         check_file_name(name)?;
         if name == MANIFEST_NAME || self.files.iter().any(|f| f.name == name) {
             return Err(Error::store(self.store, format!("the run already has a file named {name} (a bug in the store)")));

@@ -84,19 +84,33 @@ pub fn compressor<W: Write>(inner: W, level: i32, threads: u32) -> io::Result<zs
     Ok(zstd)
 }
 
-/// Copies `source` into `dest` a whole buffer at a time (no 8 KiB copies), returning the time
-/// spent inside `dest`'s writes: the busy time of the layers below.
-pub fn copy_buffered(source: &mut impl BufRead, dest: &mut impl Write) -> io::Result<Duration> {
-    let mut busy = Duration::ZERO;
+/// How a copy into the encoder failed: reading its source, or in the layers below.
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// What [`copy_buffered`] moved: the bytes, and the time spent inside `dest`'s writes (the busy
+/// time of the layers below).
+pub struct Copied {
+    pub bytes: u64,
+    pub busy: Duration,
+}
+
+/// Copies `source` into `dest` a whole buffer at a time (no 8 KiB copies).
+pub fn copy_buffered(source: &mut impl BufRead, dest: &mut impl Write) -> Result<Copied, CopyError> {
+    let mut copied = Copied { bytes: 0, busy: Duration::ZERO };
     loop {
-        let chunk = source.fill_buf()?;
+        let chunk = source.fill_buf().map_err(CopyError::Read)?;
         if chunk.is_empty() {
-            return Ok(busy);
+            return Ok(copied);
         }
         let n = chunk.len();
         let started = Instant::now();
-        dest.write_all(chunk)?;
-        busy += started.elapsed();
+        dest.write_all(chunk).map_err(CopyError::Write)?;
+        copied.busy += started.elapsed();
+        copied.bytes += n as u64;
         source.consume(n);
     }
 }

@@ -11,10 +11,11 @@
 //! way to the dump tool.
 
 pub mod bridge;
+pub mod child_pipe;
 pub mod keys;
 pub mod layers;
 
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,7 @@ pub use keys::{DecryptKey, EncryptKey, generate_identity};
 
 use crate::config::Compression;
 use crate::error::{Error, Result};
-use layers::{CountWriter, HashWriter, NamedErrors};
+use layers::{CopyError, CountWriter, HashWriter, NamedErrors};
 
 /// Size of the encoded chunks handed to the upload (bigger than [`bridge::CHUNK`]: fewer,
 /// larger SFTP writes).
@@ -71,11 +72,27 @@ fn worker_threads(compression: &Compression) -> u32 {
     }
 }
 
+/// Where a stored file's plain bytes come from.
+pub enum Source {
+    /// Any async stream (a driver's cursor, an S3 body, a bridge from a blocking producer):
+    /// pumped into the encoder thread through a [`bridge`] pipe.
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+    /// A dump tool's stdout: read by the encoder thread itself, in gathered reads
+    /// ([`child_pipe`] says why).
+    ChildPipe(std::io::PipeReader),
+}
+
+impl From<Box<dyn AsyncRead + Send + Unpin>> for Source {
+    fn from(stream: Box<dyn AsyncRead + Send + Unpin>) -> Self {
+        Source::Stream(stream)
+    }
+}
+
 /// Reads `source` to its end and writes it compressed, encrypted and hashed to `dest`.
 /// `dest` is shut down (flushed and closed) at the end; the caller decides what makes it count.
 /// Memory use is bounded by a few MiB whatever the source size.
 pub async fn encode_stream(
-    source: Box<dyn AsyncRead + Send + Unpin>,
+    source: Source,
     mut dest: Box<dyn AsyncWrite + Send + Unpin>,
     key: &EncryptKey,
     compression: &Compression,
@@ -84,21 +101,33 @@ pub async fn encode_stream(
     let started = Instant::now();
     let encryptor = key.encryptor()?;
     let (level, threads) = (compression.level, worker_threads(compression));
-    let (mut raw, pump) = bridge::to_blocking(source, counters.read.clone());
+    let (mut raw, pump): (Box<dyn BufRead + Send>, _) = match source {
+        Source::Stream(stream) => {
+            let (raw, pump) = bridge::to_blocking(stream, counters.read.clone());
+            (Box::new(raw), Some(pump))
+        }
+        Source::ChildPipe(pipe) => (Box::new(child_pipe::ChildPipe::new(pipe, counters.read.clone())), None),
+    };
     let (encoded, mut upload_reader) = bridge::pipe_with(UPLOAD_CHUNK, UPLOAD_DEPTH);
     let stored = counters.stored.clone();
 
-    let encoder = tokio::task::spawn_blocking(move || -> io::Result<(u64, String, Duration)> {
+    let encoder = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, u64, String, Duration), CopyError> {
         let hashed = HashWriter::new(CountWriter::new(encoded, stored));
-        let encrypted = encryptor.wrap_output(hashed)?;
-        let mut compressed = layers::compressor(encrypted, level, threads)?;
-        let mut busy = layers::copy_buffered(&mut raw, &mut compressed)?;
+        let encrypted = encryptor.wrap_output(hashed).map_err(CopyError::Write)?;
+        let mut compressed = layers::compressor(encrypted, level, threads).map_err(CopyError::Write)?;
+        let copied = layers::copy_buffered(&mut raw, &mut compressed)?;
         let finishing = Instant::now();
-        let (counted, size, sha256) = compressed.finish()?.finish()?.finish();
-        counted.into_inner().finish()?;
-        busy += finishing.elapsed();
-        Ok((size, sha256, busy))
+        let encrypted = compressed.finish().map_err(CopyError::Write)?;
+        let (counted, size, sha256) = encrypted.finish().map_err(CopyError::Write)?.finish();
+        counted.into_inner().finish().map_err(CopyError::Write)?;
+        Ok((copied.bytes, size, sha256, copied.busy + finishing.elapsed()))
     });
+    let pump = async move {
+        match pump {
+            Some(pump) => pump.await.map(|read| read.map(drop)),
+            None => Ok(Ok(())),
+        }
+    };
     let upload = async move {
         tokio::io::copy_buf(&mut upload_reader, &mut dest).await?;
         dest.shutdown().await
@@ -109,9 +138,15 @@ pub async fn encode_stream(
     let read_res = read_res.map_err(|e| Error::io("reading thread", io::Error::other(e.to_string())))?;
     // Report the first cause: a failed upload makes the encoder fail with BrokenPipe, and a
     // failed read makes the encoder and the upload fail after it.
-    let raw_size = read_res.map_err(|e| Error::io("reading the dump stream", e))?;
+    read_res.map_err(|e| Error::io("reading the dump stream", e))?;
+    let enc = match enc {
+        Err(CopyError::Read(e)) => return Err(Error::io("reading the dump stream", e)),
+        other => other,
+    };
     upload_res.map_err(|e| Error::io(UPLOAD_FAILED, e))?;
-    let (size, sha256, encode_time) = enc.map_err(|e| Error::io("compressing and encrypting", e))?;
+    let (raw_size, size, sha256, encode_time) = enc.map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => Error::io("compressing and encrypting", e),
+    })?;
     Ok(EncodedFile { raw_size, size, sha256, encode_time, elapsed: started.elapsed() })
 }
 
@@ -223,9 +258,15 @@ mod tests {
         let dest = tokio::fs::File::create(&stored_path).await.unwrap();
         let counters = Arc::new(Counters::default());
         let compression = Compression { level: 1, threads: 2 };
-        let out = encode_stream(Box::new(std::io::Cursor::new(data.clone())), Box::new(dest), &enc, &compression, counters.clone())
-            .await
-            .unwrap();
+        let out = encode_stream(
+            Source::Stream(Box::new(std::io::Cursor::new(data.clone()))),
+            Box::new(dest),
+            &enc,
+            &compression,
+            counters.clone(),
+        )
+        .await
+        .unwrap();
         let stored = std::fs::read(&stored_path).unwrap();
         assert_eq!((out.raw_size, out.size), (data.len() as u64, stored.len() as u64));
         assert_eq!((counters.read(), counters.stored()), (out.raw_size, out.size));
@@ -244,9 +285,15 @@ mod tests {
         let (_, other, _other_dir) = keys();
         let path = dir.path().join("x.zst.age");
         let dest = tokio::fs::File::create(&path).await.unwrap();
-        encode_stream(Box::new(std::io::Cursor::new(sample(100_000))), Box::new(dest), &enc, &Compression::default(), Default::default())
-            .await
-            .unwrap();
+        encode_stream(
+            Source::Stream(Box::new(std::io::Cursor::new(sample(100_000)))),
+            Box::new(dest),
+            &enc,
+            &Compression::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let e = check_decryptable(&path, &other, "x.zst.age").unwrap_err().to_string();
         assert!(e.contains("cannot decrypt x.zst.age") && e.contains("identity"), "{e}");
         let mut bytes = std::fs::read(&path).unwrap();
@@ -266,7 +313,9 @@ mod tests {
             tokio_util::io::StreamReader::new(futures::stream::iter(vec![Err::<bytes::Bytes, _>(io::Error::other("pg_dump died"))])),
         );
         let dest = tokio::fs::File::create(dir.path().join("y")).await.unwrap();
-        let e = encode_stream(Box::new(source), Box::new(dest), &enc, &Compression::default(), Default::default()).await.unwrap_err();
+        let e = encode_stream(Source::Stream(Box::new(source)), Box::new(dest), &enc, &Compression::default(), Default::default())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("pg_dump died"), "{e}");
     }
 }

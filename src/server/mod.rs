@@ -3,6 +3,7 @@
 //! ([`local::LocalServer`]). Paths are relative to the server's root, with `/` separators.
 
 pub mod local;
+mod sftp_upload;
 pub mod ssh;
 
 use async_trait::async_trait;

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openssh_sftp_client::file::TokioCompatFile;
 use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
 
+use super::sftp_upload::SftpUpload;
 use super::{BackupServer, DirEntry, FreeSpace};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
@@ -235,7 +235,7 @@ impl BackupServer for SshServer {
             .open(self.path(path))
             .await
             .map_err(|e| self.fail("cannot create", path, e))?;
-        Ok(Box::new(Box::pin(TokioCompatFile::new(file))))
+        Ok(Box::new(SftpUpload::new(file)))
     }
 
     async fn open(&self, path: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::external;
 use crate::layout::RunWriter;
 use crate::layout::manifest::{Counts, FileEntry, Manifest, StoreBackup};
+use crate::pipeline::Source;
 use crate::secret::SecretFile;
 use sql::{count_rows, dump_file_name, idempotent_roles};
 use tools::Tools;
@@ -182,18 +183,20 @@ impl Postgres {
         Ok(self.cfg.databases.clone())
     }
 
-    /// Runs a dump tool and streams its stdout into the run as `file`.
+    /// Runs a dump tool and streams its stdout into the run as `file`. The stdout is a plain pipe
+    /// that the encoder thread reads itself (`pipeline::Source::ChildPipe`): pg_dump writes
+    /// 4 KiB at a time, and an async reader would be woken for each write.
     async fn put_tool_output(&self, run: &mut RunWriter<'_>, file: &str, mut cmd: tokio::process::Command, what: &str) -> Result<()> {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let (stdout, child_end) = std::io::pipe().map_err(|e| err(format!("cannot make a pipe for {what}: {e}")))?;
+        crate::pipeline::widen_pipe(&stdout);
+        let spawned = cmd.stdin(Stdio::null()).stdout(child_end).stderr(Stdio::piped()).spawn();
+        // The command holds our copy of the pipe's writing end: dropped now, so that the pipe
+        // ends when the tool does.
+        drop(cmd);
+        let mut child = spawned
             .map_err(|e| err(format!("cannot run {what} ({e}): install the PostgreSQL client tools or set stores.postgres.bin_dir")))?;
         let stderr = StderrTail::watch(child.stderr.take().expect("piped"), |_| {});
-        let stdout = child.stdout.take().expect("piped");
-        crate::pipeline::widen_pipe(&stdout);
-        let put = run.put(file, Box::new(stdout)).await;
+        let put = run.put_source(file, Source::ChildPipe(stdout)).await;
         if put.is_err() {
             let _ = child.kill().await;
         }

@@ -64,6 +64,20 @@ async fn contract(transport: &str) {
         write(s, &name, &big[..size]).await;
         assert_eq!(read(s, &name).await, &big[..size], "a file of {size} bytes");
     }
+    // Writes go out as requests of 255 KiB over SFTP, eight in flight: sizes around a request's
+    // edge and around eight of them, written whole or in small pieces, store exactly.
+    let request = 255 * 1024;
+    for size in [request - 1, request, request + 1, 8 * request, 8 * request + 1, 11 * request + 5] {
+        let name = format!("edges/w{size}.bin");
+        write(s, &name, &big[..size]).await;
+        assert_eq!(read(s, &name).await, &big[..size], "a file of {size} bytes written whole");
+        let mut w = s.create(&format!("{name}.pieces")).await.unwrap();
+        for piece in big[..size].chunks(1000) {
+            w.write_all(piece).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        assert_eq!(read(s, &format!("{name}.pieces")).await, &big[..size], "a file of {size} bytes written in pieces");
+    }
     s.make_durable("day/store/big.bin").await.unwrap();
     let listed = s.list("day/store").await.unwrap();
     let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size })).collect();

@@ -6,9 +6,9 @@
 //! [`crate::stores::RestoreFiles::open`].
 //!
 //! zstd and age are synchronous, so the chain runs on a blocking thread between two
-//! [`bridge`] pipes: the dump stream is pumped into it, the encoded bytes are pumped out to the
-//! upload. Both pipes are bounded, which carries back-pressure from the backup server all the
-//! way to the dump tool.
+//! [`bridge`] pipes: an async dump stream is pumped into it (a dump tool's stdout is read by the
+//! thread itself, [`child_pipe`]), the encoded bytes are pumped out to the upload. Every pipe is
+//! bounded, which carries back-pressure from the backup server all the way to the dump tool.
 
 pub mod bridge;
 pub mod child_pipe;

@@ -11,7 +11,7 @@
 //! The end of the pipe is only the end of the bytes: whether the dump was whole is the child's
 //! exit status, which the store checks before the file can count.
 
-use std::io::{self, BufRead, PipeReader, Read};
+use std::io::{self, BufReader, PipeReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,72 +24,45 @@ const GATHER: usize = 128 << 10;
 /// from filling the pipe, so the writer is never held up.
 const SETTLE: Duration = Duration::from_micros(500);
 
-/// Reads a pipe in gathered chunks, counting the bytes into `read` for progress.
+/// A pipe whose every read gathers, counting the bytes into `read` for progress.
 pub struct ChildPipe {
     pipe: PipeReader,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    ended: bool,
     read: Arc<AtomicU64>,
 }
 
 impl ChildPipe {
-    pub fn new(pipe: PipeReader, read: Arc<AtomicU64>) -> Self {
-        ChildPipe { pipe, buf: vec![0; BUFFER].into_boxed_slice(), start: 0, end: 0, ended: false, read }
-    }
-
-    /// One read that retries on EINTR; 0 at the end.
-    fn read_some(&mut self) -> io::Result<usize> {
-        loop {
-            match self.pipe.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    }
-}
-
-impl BufRead for ChildPipe {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.start == self.end && !self.ended {
-            (self.start, self.end) = (0, 0);
-            loop {
-                let n = self.read_some()?;
-                if n == 0 {
-                    self.ended = true;
-                    break;
-                }
-                self.end += n;
-                if self.end >= GATHER {
-                    break;
-                }
-                std::thread::sleep(SETTLE);
-            }
-            self.read.fetch_add(self.end as u64, Ordering::Relaxed);
-        }
-        Ok(&self.buf[self.start..self.end])
-    }
-
-    fn consume(&mut self, amount: usize) {
-        self.start = (self.start + amount).min(self.end);
+    /// The pipe behind a buffer of [`BUFFER`] bytes, which each gathered read fills.
+    pub fn reader(pipe: PipeReader, read: Arc<AtomicU64>) -> BufReader<ChildPipe> {
+        BufReader::with_capacity(BUFFER, ChildPipe { pipe, read })
     }
 }
 
 impl Read for ChildPipe {
+    /// Reads until [`GATHER`] bytes (or `out`) are filled or the pipe ends, sleeping [`SETTLE`]
+    /// after each read that fell short; 0 only at the end.
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        let want = GATHER.min(out.len());
+        let mut filled = 0;
+        while filled < want {
+            match self.pipe.read(&mut out[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if filled < want {
+                std::thread::sleep(SETTLE);
+            }
+        }
+        self.read.fetch_add(filled as u64, Ordering::Relaxed);
+        Ok(filled)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{BufRead, Write};
 
     #[test]
     fn reads_everything_a_slow_small_writer_sends_and_counts_it() {
@@ -105,7 +78,7 @@ mod tests {
             }
         });
         let counted = Arc::new(AtomicU64::new(0));
-        let mut pipe = ChildPipe::new(reader, counted.clone());
+        let mut pipe = ChildPipe::reader(reader, counted.clone());
         let mut got = Vec::new();
         pipe.read_to_end(&mut got).unwrap();
         writing.join().unwrap();
@@ -120,7 +93,7 @@ mod tests {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(writer);
         let mut got = Vec::new();
-        ChildPipe::new(reader, Arc::new(AtomicU64::new(0))).read_to_end(&mut got).unwrap();
+        ChildPipe::reader(reader, Arc::new(AtomicU64::new(0))).read_to_end(&mut got).unwrap();
         assert!(got.is_empty());
     }
 }

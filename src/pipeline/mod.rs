@@ -106,7 +106,7 @@ pub async fn encode_stream(
             let (raw, pump) = bridge::to_blocking(stream, counters.read.clone());
             (Box::new(raw), Some(pump))
         }
-        Source::ChildPipe(pipe) => (Box::new(child_pipe::ChildPipe::new(pipe, counters.read.clone())), None),
+        Source::ChildPipe(pipe) => (Box::new(child_pipe::ChildPipe::reader(pipe, counters.read.clone())), None),
     };
     let (encoded, mut upload_reader) = bridge::pipe_with(UPLOAD_CHUNK, UPLOAD_DEPTH);
     let stored = counters.stored.clone();

@@ -32,7 +32,6 @@ pub struct SftpUpload {
     /// The handle; clones of it carry the requests, and it is closed at shutdown.
     file: Option<File>,
     offset: u64,
-    request_size: usize,
     gathering: BytesMut,
     in_flight: FuturesUnordered<BoxFuture<'static, Result<(), SftpError>>>,
     closing: Option<BoxFuture<'static, Result<(), SftpError>>>,
@@ -49,12 +48,10 @@ fn io_error(e: SftpError) -> io::Error {
 
 impl SftpUpload {
     pub fn new(file: File) -> Self {
-        let request_size = REQUEST_SIZE;
         SftpUpload {
             file: Some(file),
             offset: 0,
-            request_size,
-            gathering: BytesMut::with_capacity(request_size),
+            gathering: BytesMut::with_capacity(REQUEST_SIZE),
             in_flight: FuturesUnordered::new(),
             closing: None,
             failed: false,
@@ -79,6 +76,16 @@ impl SftpUpload {
         Ok(())
     }
 
+    /// Sends the gathered bytes once fewer than [`IN_FLIGHT`] requests are unanswered.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.take_answers(cx)?;
+        if self.in_flight.len() >= IN_FLIGHT {
+            // take_answers registered the wake-up for the next answer.
+            return Poll::Pending;
+        }
+        Poll::Ready(self.send(cx))
+    }
+
     /// Sends the gathered bytes as one request, and polls it once so that it leaves now.
     fn send(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let Some(file) = &self.file else {
@@ -87,7 +94,7 @@ impl SftpUpload {
         let data = self.gathering.split().freeze();
         let offset = self.offset;
         self.offset += data.len() as u64;
-        self.gathering.reserve(self.request_size);
+        self.gathering.reserve(REQUEST_SIZE);
         let mut request = file.clone();
         self.in_flight.push(
             async move {
@@ -105,16 +112,12 @@ impl AsyncWrite for SftpUpload {
         let this = self.get_mut();
         this.check()?;
         this.take_answers(cx)?;
-        if this.gathering.len() >= this.request_size {
-            if this.in_flight.len() >= IN_FLIGHT {
-                // take_answers registered the wake-up for the next answer.
-                return Poll::Pending;
-            }
-            this.send(cx)?;
+        if this.gathering.len() >= REQUEST_SIZE {
+            ready!(this.poll_send(cx))?;
         }
-        let n = buf.len().min(this.request_size - this.gathering.len());
+        let n = buf.len().min(REQUEST_SIZE - this.gathering.len());
         this.gathering.extend_from_slice(&buf[..n]);
-        if this.gathering.len() >= this.request_size && this.in_flight.len() < IN_FLIGHT {
+        if this.gathering.len() >= REQUEST_SIZE && this.in_flight.len() < IN_FLIGHT {
             this.send(cx)?;
         }
         Poll::Ready(Ok(n))
@@ -124,21 +127,13 @@ impl AsyncWrite for SftpUpload {
         let this = self.get_mut();
         this.check()?;
         if !this.gathering.is_empty() {
-            this.take_answers(cx)?;
-            if this.in_flight.len() >= IN_FLIGHT {
-                return Poll::Pending;
-            }
-            this.send(cx)?;
+            ready!(this.poll_send(cx))?;
         }
-        loop {
-            match ready!(this.in_flight.poll_next_unpin(cx)) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    this.failed = true;
-                    return Poll::Ready(Err(io_error(e)));
-                }
-                None => return Poll::Ready(Ok(())),
-            }
+        // take_answers polls until every answer is in, or registers the wake-up for the next.
+        this.take_answers(cx)?;
+        match this.in_flight.is_empty() {
+            true => Poll::Ready(Ok(())),
+            false => Poll::Pending,
         }
     }
 

@@ -48,6 +48,11 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    /// Writing an encoded stream to the backup server failed; the server's
+    /// [`upload_failed`](crate::server::BackupServer::upload_failed) turns it into its own explanation.
+    #[error("writing to the backup server: {0}")]
+    Upload(#[source] std::io::Error),
+
     /// Local I/O failed.
     #[error("{context}: {source}")]
     Io {

@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod deployment;
 pub mod error;
 pub mod external;
 pub mod layout;
@@ -18,5 +19,6 @@ pub mod server;
 pub mod signing;
 pub mod stop;
 pub mod stores;
+pub mod units;
 
 pub use error::{Error, Result};

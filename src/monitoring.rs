@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Role;
+use crate::deployment::Role;
 use crate::error::{Error, Result};
 use crate::secret::SecretFile;
 
@@ -211,7 +211,7 @@ async fn call_webhook(client: &reqwest::Client, file: &Path, role: Role, results
     let url = SecretFile::new("webhook URL", file).read()?;
     let url = url.trim();
     let failed: Vec<&str> = results.iter().filter(|r| !r.ok).map(|r| r.store.as_str()).collect();
-    let host = crate::layout::lock::host_name();
+    let host = crate::deployment::host_name();
     let text = match failed.is_empty() {
         true => format!("Lifeboat {role} on {host} succeeded: {}", results.iter().map(|r| r.store.as_str()).collect::<Vec<_>>().join(", ")),
         false => format!(

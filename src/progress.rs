@@ -6,7 +6,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::Counters;
+use std::sync::atomic::AtomicU64;
+
+/// Byte counters shared with the progress display.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub read: Arc<AtomicU64>,
+    pub stored: Arc<AtomicU64>,
+}
+
+impl Counters {
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+}
 
 /// Shows progress for one transfer until dropped.
 pub struct Progress {

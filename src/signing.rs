@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
-use crate::config::Role;
+use crate::deployment::Role;
 use crate::error::{Error, Result};
 use crate::secret::SecretFile;
 

@@ -10,7 +10,8 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::time::Duration;
 
 use common::*;
-use lifeboat::layout::lock::{LockHolder, host_name, process_start};
+use lifeboat::deployment::host_name;
+use lifeboat::layout::lock::{LockHolder, process_start};
 
 const LIMIT: Duration = Duration::from_secs(120);
 

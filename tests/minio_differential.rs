@@ -279,7 +279,7 @@ fn killed_run_leaves_the_previous_one_restorable_and_prune_cleans_up() {
     let fourth_state = w.fingerprint();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = lifeboat::server::local::LocalServer::open(w.case.server_path.to_str().unwrap()).unwrap();
+    let server = lifeboat::server::local::LocalServer::open(&w.case.server_path).unwrap();
     let signing = lifeboat::signing::SigningConfig { allowed_signers_file: Some(w.case.allowed_signers.clone()), ..Default::default() };
     let trust = signing.trust().unwrap();
     let prune = |keep: &[&str], dry_run: bool, now: chrono::DateTime<chrono::Utc>| {

@@ -16,7 +16,7 @@ fn settings() -> insta::Settings {
     s.add_filter(r#""(duration_seconds)": [0-9.e-]+"#, r#""$1": [N]"#);
     s.add_filter(r"snapshots-\d+", "snapshots-[PID]");
     s.add_filter(r"\d{8}T\d{6}Z", "[STAMP]");
-    s.add_filter(&format!(r"\b{}\b", regex_escape(&lifeboat::layout::lock::host_name())), "[HOST]");
+    s.add_filter(&format!(r"\b{}\b", regex_escape(&lifeboat::deployment::host_name())), "[HOST]");
     s.add_filter(r"\d+\.\d h old", "[AGE] h old");
     s.add_filter(r"SHA256:[A-Za-z0-9+/]{43}", "SHA256:[FINGERPRINT]");
     s

@@ -131,7 +131,7 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs, signing_key: &P
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             store: "mongodb".into(),
-            kind: "dump".into(),
+            kind: lifeboat::layout::manifest::StoreType::Dump,
             id: id.to_string(),
             started_at: format!("{}T01:00:00+01:00", id.date),
             finished_at: format!("{}T01:05:00+01:00", id.date),

@@ -1,11 +1,14 @@
-//! The same contract test for both backup-server implementations: SFTP to a real sshd, and a
-//! local folder.
+//! The one contract test every kind of backup server passes (SFTP to a real sshd, a local
+//! folder): what `lifeboat::server::BackupServer` promises in its docs, checked. Only what every
+//! kind, object stores included, can promise: create-if-absent, write once, read, list a prefix
+//! a page at a time, stat, delete; parents implied, no folder made by hand.
 
 mod common;
 
 use common::*;
-use lifeboat::config::ServerConfig;
-use lifeboat::server::{self, BackupServer};
+use futures::StreamExt;
+use lifeboat::server::ssh::SshSettings;
+use lifeboat::server::{self, BackupServer, PAGE, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
@@ -15,12 +18,11 @@ fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
             let s = state().join("sshd");
             ServerConfig {
                 url: format!("ssh://root@127.0.0.1:{SSH_PORT}{}", path.display()),
-                ssh_key_file: Some(s.join("client_key")),
-                known_hosts_file: Some(s.join("known_hosts")),
                 timeout: None,
+                ssh: SshSettings { ssh_key_file: Some(s.join("client_key")), known_hosts_file: Some(s.join("known_hosts")) },
             }
         }
-        _ => ServerConfig { url: format!("file://{}", path.display()), ssh_key_file: None, known_hosts_file: None, timeout: None },
+        _ => ServerConfig::folder(path),
     }
 }
 
@@ -45,11 +47,20 @@ async fn contract(transport: &str) {
     let s = server.as_ref();
     assert!(root.join("nested/root").is_dir());
 
-    // A missing folder lists as empty; create_dir is an atomic claim.
+    // A missing prefix lists as empty, and a missing object has no size.
     assert!(s.list("nothing-here").await.unwrap().is_empty());
-    assert!(s.create_dir("day").await.unwrap());
-    assert!(!s.create_dir("day").await.unwrap(), "a second claim of the same folder fails");
-    s.create_dir_all("day/store/deep").await.unwrap();
+    assert_eq!(s.stat("nothing-here/x").await.unwrap(), None);
+
+    // Create-if-absent is the atomic claim: the first writes, the second finds it and changes
+    // nothing; parents are implied. Of eight claims of one name at once, exactly one wins.
+    assert!(s.create_if_absent("day/store/run.claim", b"first").await.unwrap());
+    assert!(!s.create_if_absent("day/store/run.claim", b"second").await.unwrap(), "a second claim of the same name won");
+    assert_eq!(s.read_small("day/store/run.claim", 100).await.unwrap(), b"first");
+    let claims = (0..8).map(|i| async move { s.create_if_absent("race/claim", format!("claim {i}").as_bytes()).await });
+    let won: Vec<bool> = futures::future::join_all(claims).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "claims at once: {won:?}");
+    let winner = won.iter().position(|w| *w).unwrap();
+    assert_eq!(s.read_small("race/claim", 100).await.unwrap(), format!("claim {winner}").as_bytes());
 
     // Write, read back byte for byte (larger than one SFTP packet), list with sizes.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
@@ -58,7 +69,6 @@ async fn contract(transport: &str) {
     // Reads go out several at a time in fixed chunks (240 KiB over SFTP): every size around
     // the chunk's edges, and an empty file, reads back exactly, ending where the file ends.
     let chunk = 240 * 1024;
-    s.create_dir_all("edges").await.unwrap();
     for size in [0, 1, chunk - 1, chunk, chunk + 1, 9 * chunk - 1, 9 * chunk, 9 * chunk + 7] {
         let name = format!("edges/{size}.bin");
         write(s, &name, &big[..size]).await;
@@ -79,9 +89,29 @@ async fn contract(transport: &str) {
         assert_eq!(read(s, &format!("{name}.pieces")).await, &big[..size], "a file of {size} bytes written in pieces");
     }
     s.make_durable("day/store/big.bin").await.unwrap();
+    write(s, "day/store/deep/inner", b"x").await;
+    // A listing holds the objects with their sizes and the prefixes under it (a prefix has no size).
     let listed = s.list("day/store").await.unwrap();
-    let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, if e.is_dir { 0 } else { e.size })).collect();
-    assert_eq!(names, vec![("big.bin", false, 3_000_000), ("deep", true, 0)]);
+    let names: Vec<(&str, bool, u64)> = listed.iter().map(|e| (e.name.as_str(), e.is_dir, e.size)).collect();
+    assert_eq!(names, vec![("big.bin", false, 3_000_000), ("deep", true, 0), ("run.claim", false, 5)]);
+    assert_eq!(s.stat("day/store/big.bin").await.unwrap(), Some(3_000_000));
+    assert_eq!(s.stat("day/store/deep").await.unwrap(), None, "a prefix is not an object");
+
+    // Listings come a page at a time, in name order, and the pages together are the whole.
+    let many = PAGE + 7;
+    let names: Vec<String> = (0..many).map(|i| format!("{i:05}")).collect();
+    let creates = names.iter().map(|n| async move { s.create_if_absent(&format!("many/{n}"), b"").await });
+    for created in futures::stream::iter(creates).buffer_unordered(16).collect::<Vec<_>>().await {
+        assert!(created.unwrap());
+    }
+    let first = s.list_page("many", None).await.unwrap();
+    assert_eq!(first.entries.len(), PAGE);
+    let next = first.next.clone().expect("a second page");
+    let second = s.list_page("many", Some(&next)).await.unwrap();
+    assert_eq!((second.entries.len(), second.next), (7, None));
+    let paged: Vec<String> = first.entries.iter().chain(&second.entries).map(|e| e.name.clone()).collect();
+    assert_eq!(paged, names);
+    assert_eq!(s.list("many").await.unwrap().len(), many);
 
     // Nothing stored is ever replaced: a second create of the same name fails, and the first
     // content stays (an append-only server key depends on the client never needing this).
@@ -102,9 +132,19 @@ async fn contract(transport: &str) {
     };
     assert!(missing.contains("missing") && missing.contains(&s.describe()), "{missing}");
 
-    s.remove_dir_all("day").await.unwrap();
-    assert!(!s.exists("day").await.unwrap());
+    // Delete removes one object; a missing one is no error. A prefix whose objects are all gone
+    // lists as absent; one that received an object meanwhile is left standing.
+    s.delete("day/store/deep/inner").await.unwrap();
+    s.delete("day/store/deep/inner").await.unwrap();
+    assert_eq!(s.stat("day/store/deep/inner").await.unwrap(), None);
+    s.remove_empty_prefix("day/store/deep").await.unwrap();
+    s.remove_empty_prefix("day/store").await.unwrap();
+    assert!(s.exists("day/store/big.bin").await.unwrap(), "a prefix holding objects was removed");
+    s.delete_prefix("day").await.unwrap();
+    assert!(s.list("").await.unwrap().iter().all(|e| e.name != "day"), "a prefix without objects still lists");
     assert!(!root.join("nested/root/day").exists());
+    s.delete_prefix("many").await.unwrap();
+    assert!(s.list("many").await.unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&root);
 }
 

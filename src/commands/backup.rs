@@ -2,18 +2,19 @@
 
 use std::time::Instant;
 
-use crate::config::Compression;
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
 use crate::layout::lock::with_lock;
 use crate::monitoring::{self, JobResult};
-use crate::pipeline::{self, Counters, EncodedFile, EncryptKey};
+use crate::pipeline::Compression;
+use crate::pipeline::{self, EncodedFile, EncryptKey};
+use crate::progress::Counters;
 use crate::progress::{human_bytes, summary};
 use crate::server::{self, BackupServer};
 use crate::signing::ManifestSigner;
 use crate::stop;
-use crate::stores::{BackupKind, ConfiguredStore, DifferentialStore, FileEncoder, RepoAccess};
+use crate::stores::{BackupAccess, BackupKind, ConfiguredStore, DifferentialStore, FileEncoder};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupOutcome {
@@ -53,8 +54,7 @@ pub async fn run(config: &Config, only: &[String], kind: Option<BackupKind>) -> 
         }
     };
     let encoder = Encoder { key: &key, compression: &config.compression };
-    let access =
-        RepoAccess { server: Some(server.as_ref()), encoder: Some(&encoder), key: None, trust: Some(&trust), signer: Some(&signer) };
+    let access = BackupAccess { server: server.as_ref(), trust: &trust, encoder: &encoder, signer: &signer };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     let mut stopped: Option<&str> = None;
@@ -155,7 +155,7 @@ async fn backup_differential(
     name: &str,
     store: &dyn DifferentialStore,
     kind: Option<BackupKind>,
-    access: &RepoAccess<'_>,
+    access: &BackupAccess<'_>,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();

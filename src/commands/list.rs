@@ -35,7 +35,7 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
             id: r.id.to_string(),
             date: r.id.date.to_string(),
             store: r.manifest().map(|m| m.store.clone()).unwrap_or_else(|| r.folder.clone()),
-            kind: r.manifest().map(|m| m.kind.clone()),
+            kind: r.manifest().map(|m| m.kind.to_string()),
             complete: r.complete(),
             damaged: match &r.state {
                 RunState::Damaged(why) => Some(why.clone()),
@@ -79,7 +79,7 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
 async fn repository_backups(config: &Config, server: &dyn BackupServer, trust: &Trust) -> Result<Vec<ListedBackup>> {
     let tz = config.tz()?;
     let mut listed = Vec::new();
-    let access = RepoAccess { server: Some(server), trust: Some(trust), ..Default::default() };
+    let access = RepoAccess { server, trust, key: None };
     for store in config.configured_stores(&[]).unwrap_or_default() {
         let Some(repo) = store.store.differential() else {
             continue;

@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, Retention};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::lock::with_lock;
+use crate::layout::retention::Retention;
 use crate::layout::retention::{self, RunKind, Verdict};
 use crate::layout::{Run, RunId, RunReader, RunState};
 use crate::progress::human_bytes;
@@ -157,7 +158,7 @@ async fn prune_store(
         }
     }
     if let Some(repo) = store.store.differential() {
-        let access = RepoAccess { server: Some(server), trust: Some(&trust), ..Default::default() };
+        let access = RepoAccess { server, trust: &trust, key: None };
         let keep = repository_keeps(&config.retention, &repo.backups(&access).await?, config.tz()?, today);
         let done = repo.prune(&access, &keep, dry_run).await?;
         pruned.freed_bytes += done.freed_bytes;
@@ -176,12 +177,8 @@ async fn remove_run(server: &dyn BackupServer, run: &Run) -> Result<()> {
             run.path()
         ))
     };
-    server.remove_dir_all(&run.path()).await.map_err(refused)?;
-    let day = run.id.to_string();
-    if server.list(&day).await?.is_empty() {
-        server.remove_empty_dir(&day).await.map_err(refused)?;
-    }
-    Ok(())
+    server.delete_prefix(&run.path()).await.map_err(refused)?;
+    server.remove_empty_prefix(&run.id.to_string()).await.map_err(refused)
 }
 
 fn kind_of(state: &RunState) -> RunKind {

@@ -106,7 +106,7 @@ async fn restore_stores(
     // Phase 1, for every store: find the run, check it and the target, download and verify it.
     // No target is touched until the whole backup of every store is here and verified.
     let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
-    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: Some(key.clone()), trust: Some(&trust), signer: None };
+    let access = RepoAccess { server: server.as_ref(), trust: &trust, key: Some(key.clone()) };
     let prepare = async {
         let mut jobs = Vec::new();
         for store in stores {
@@ -216,7 +216,7 @@ fn check_run_matches(store: &ConfiguredStore, run: &Run, manifest: &Manifest) ->
             run.id, run.folder, manifest.store, store.name
         )));
     }
-    if manifest.kind != store.kind().to_string() {
+    if manifest.kind != store.kind() {
         return Err(Error::Usage(format!(
             "backup {} of {} is of type {}, but the configuration says {}",
             run.id,
@@ -302,7 +302,7 @@ impl Job<'_> {
             restored: String::new(),
             counts_expected: expected,
             counts_found: Counts::new(),
-            host: crate::layout::lock::host_name(),
+            host: crate::deployment::host_name(),
         };
         (dir, report)
     }

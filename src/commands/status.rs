@@ -4,13 +4,14 @@
 //! backup is older (or missing), for alerting. Only the manifests from the newest run back to the
 //! newest complete one are read, and one drill report per store.
 
-use crate::config::{Config, parse_duration};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::drill::{self, DrillReport};
 use crate::layout::{Run, RunFolder, RunReader, RunState};
 use crate::progress::human_bytes;
 use crate::server::{self, BackupServer, FreeSpace, join};
 use crate::stores::RepoAccess;
+use crate::units::parse_duration;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {
@@ -50,7 +51,7 @@ pub async fn run(config: &Config, max_age: Option<&str>, json: bool) -> Result<S
     let trust = config.signing.trust()?;
     let reader = RunReader::new(server.as_ref(), &trust);
     let folders = reader.folders().await?;
-    let access = RepoAccess { server: Some(server.as_ref()), trust: Some(&trust), ..Default::default() };
+    let access = RepoAccess { server: server.as_ref(), trust: &trust, key: None };
     let now = chrono::Utc::now();
     let drills_dir = drill::local_dir(&config.file);
     let mut out = Vec::new();

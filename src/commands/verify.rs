@@ -51,7 +51,7 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
     let runs = chosen(reader.folders().await?, from);
     // Differential stores check their own repositories (pgBackRest as a whole; the MinIO mirror
     // its newest run, or the one `from` names).
-    let access = RepoAccess { server: Some(server.as_ref()), encoder: None, key: key.clone(), trust: Some(&trust), signer: None };
+    let access = RepoAccess { server: server.as_ref(), trust: &trust, key: key.clone() };
     let mut repositories = Vec::new();
     for store in config.configured_stores(&[]).unwrap_or_default() {
         let Some(repo) = store.store.differential() else {

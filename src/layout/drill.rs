@@ -87,11 +87,7 @@ pub async fn write(server: &dyn BackupServer, server_dir: &str, local_dir: &Path
     let json = serde_json::to_vec_pretty(report).expect("report serialises");
     let name = file_name(DateTime::parse_from_rfc3339(&report.finished_at).map(|t| t.to_utc()).unwrap_or_else(|_| Utc::now()));
     let path = join(server_dir, &name);
-    let on_server = async {
-        server.create_dir_all(server_dir).await?;
-        server.write_new(&path, &json).await
-    };
-    match on_server.await {
+    match server.write_new(&path, &json).await {
         Ok(()) => return Some(format!("{}/{path}", server.describe())),
         Err(e) => tracing::info!("{}: cannot write the drill report on the backup server ({e}); writing it locally", report.store),
     }

@@ -23,11 +23,41 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::check_file_name;
-use crate::config::Locking;
 use crate::error::{Error, Result};
 use crate::server::{BackupServer, join};
 
 pub const LOCKS_DIR: &str = "locks";
+
+/// `locking:` of the configuration: one job at a time per store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locking {
+    /// How long a job waits for another job of the same store before failing; 0: fail at once.
+    #[serde(default = "ten_minutes", deserialize_with = "crate::units::duration")]
+    pub wait: Duration,
+    /// A lock older than this whose holder cannot be seen alive is taken over.
+    #[serde(default = "twelve_hours", deserialize_with = "crate::units::duration")]
+    pub stale_after: Duration,
+    /// How often a waiting job looks at the lock again.
+    #[serde(default = "five_seconds", deserialize_with = "crate::units::duration")]
+    pub poll: Duration,
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn twelve_hours() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for Locking {
+    fn default() -> Self {
+        Locking { wait: ten_minutes(), stale_after: twelve_hours(), poll: five_seconds() }
+    }
+}
 
 /// Largest lock file read: a real one is a few hundred bytes.
 const MAX_LOCK: u64 = 64 * 1024;
@@ -55,7 +85,7 @@ impl LockHolder {
             store: store.to_string(),
             command: command.to_string(),
             owner: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe_uid())),
-            host: host_name(),
+            host: crate::deployment::host_name(),
             pid,
             pid_start: process_start(pid),
             since: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -73,7 +103,7 @@ impl LockHolder {
 
     /// Alive as far as this host can tell: None when the holder is on another host.
     fn alive_here(&self) -> Option<bool> {
-        if self.host != host_name() {
+        if self.host != crate::deployment::host_name() {
             return None;
         }
         let start = process_start(self.pid);
@@ -84,14 +114,6 @@ impl LockHolder {
 fn unsafe_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or fails.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
-    if ok && end > 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "unknown-host".into() }
 }
 
 /// A process's start time from `/proc/<pid>/stat` (field 22), or None when there is no such process.
@@ -118,11 +140,9 @@ impl<'a> StoreLock<'a> {
         let deadline = Instant::now() + settings.wait;
         let mut announced = false;
         let mut vanished = 0;
-        server.create_dir_all(LOCKS_DIR).await?;
         loop {
             let written = serde_json::to_vec_pretty(&LockHolder::this_process(folder, command)).expect("lock serialises");
-            let created = server.write_new(&path, &written).await;
-            if created.is_ok() {
+            if server.create_if_absent(&path, &written).await? {
                 // Two jobs taking over the same stale lock may both have removed it: the one whose
                 // content is there holds it; the other waits like any second job.
                 if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&written[..]) {
@@ -132,13 +152,12 @@ impl<'a> StoreLock<'a> {
             }
             let held = match read_written(server, &path).await {
                 Ok(bytes) => bytes,
-                // The lock vanished between the two calls (its holder finished): try again, but a
-                // server that cannot create the file at all fails here.
+                // The lock vanished between the two calls (its holder finished): try again.
                 Err(_) if !server.exists(&path).await? && vanished < 3 => {
                     vanished += 1;
                     continue;
                 }
-                Err(_) => return Err(created.expect_err("create failed")),
+                Err(e) => return Err(e),
             };
             let holder = serde_json::from_slice::<LockHolder>(&held).ok();
             if let Some(h) = &holder
@@ -150,7 +169,7 @@ impl<'a> StoreLock<'a> {
                 };
                 tracing::warn!("{folder}: taking over the stale lock {} of {}: {why}", server.describe() + "/" + &path, h.describe());
                 if server.read_small(&path, MAX_LOCK).await.ok().as_deref() == Some(&held[..]) {
-                    server.remove_file(&path).await?;
+                    server.delete(&path).await?;
                 }
                 continue;
             }
@@ -186,7 +205,7 @@ impl<'a> StoreLock<'a> {
         let path = &self.path;
         match self.server.read_small(path, MAX_LOCK).await {
             Ok(bytes) if bytes == self.written => {
-                if let Err(e) = self.server.remove_file(path).await {
+                if let Err(e) = self.server.delete(path).await {
                     tracing::warn!("could not remove the lock {path}: {e}; remove it by hand, or the next job waits for it");
                 }
             }
@@ -263,12 +282,12 @@ mod tests {
         assert!(!stale(&holder("elsewhere.example", 1, None, hour), 2 * hour));
         assert!(stale(&holder("elsewhere.example", 1, None, 3 * hour), 2 * hour));
         // This host, this (alive) process: never stale, however old.
-        assert!(!stale(&holder(&host_name(), me, my_start, 30 * hour), 2 * hour));
+        assert!(!stale(&holder(&crate::deployment::host_name(), me, my_start, 30 * hour), 2 * hour));
         // This host, the pid reused by another process (another start time): gone.
-        assert!(stale(&holder(&host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
+        assert!(stale(&holder(&crate::deployment::host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
         // This host, no such process: gone, however young.
-        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
-        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, Duration::from_secs(1)), 2 * hour));
+        assert!(stale(&holder(&crate::deployment::host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
+        assert!(stale(&holder(&crate::deployment::host_name(), u32::MAX - 1, None, Duration::from_secs(1)), 2 * hour));
         // A lock without a readable time is never stale.
         let mut h = holder("elsewhere.example", 1, None, 3 * hour);
         h.since = "yesterday".into();

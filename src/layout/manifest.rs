@@ -10,6 +10,25 @@ use crate::error::{Error, Result};
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_NAME: &str = "manifest.json";
 
+/// `dump` (a full, self-contained backup per run, in a date folder) or `differential`: a
+/// store's configured `type`, and the kind of run a manifest records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreType {
+    #[default]
+    Dump,
+    Differential,
+}
+
+impl std::fmt::Display for StoreType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreType::Dump => "dump",
+            StoreType::Differential => "differential",
+        })
+    }
+}
+
 /// Counts used to verify a restore, by scope (database, bucket) then item (table, collection,
 /// measurement, or `objects`/`bytes`).
 pub type Counts = BTreeMap<String, BTreeMap<String, u64>>;
@@ -19,9 +38,8 @@ pub struct Manifest {
     pub format_version: u32,
     /// The configured store name (`postgres`, `mongodb`, `influxdb`, `minio`).
     pub store: String,
-    /// `dump` or `differential`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: StoreType,
     /// The run id (date folder), e.g. `2026-11-24` or `2026-11-24_2`.
     pub id: String,
     pub started_at: String,
@@ -187,7 +205,7 @@ mod tests {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             store: "postgres".into(),
-            kind: "dump".into(),
+            kind: StoreType::Dump,
             id: "2026-11-24".into(),
             started_at: String::new(),
             finished_at: String::new(),

@@ -4,8 +4,8 @@
 //! in the configured timezone; a second run of a store on the same day goes to
 //! `<YYYY-MM-DD>_2/<store>/` (then `_3`, ...), so no run ever overwrites another.
 //!
-//! The life of a run has one owner on each side: [`RunWriter`] (claim the folder with an atomic
-//! mkdir, put each file once, commit by writing `manifest.json` last, or abort) and
+//! The life of a run has one owner on each side: [`RunWriter`] (claim the folder by creating its
+//! [`CLAIM_NAME`] object only if absent, put each file once, commit by writing `manifest.json` last, or abort) and
 //! [`RunReader`] (list run folders, read only the manifests a command needs, fetch and verify a
 //! file). A backup needs no rename
 //! and no delete on the server: the manifest written last *is* the commit, so a run without a
@@ -27,8 +27,35 @@ use chrono::NaiveDate;
 use crate::error::{Error, Result};
 use crate::server::join;
 pub use manifest::{MANIFEST_NAME, Manifest};
-pub use reader::{RunReader, RunState, plain_name};
+pub use reader::{RunReader, RunState, StoredDigest, download_checked, plain_name};
 pub use writer::RunWriter;
+
+/// The object that claims a run folder: created only if absent, before anything else of the run
+/// (the atomic claim every kind of server offers, [`crate::server::BackupServer::create_if_absent`]).
+/// It says who claimed it, for an operator looking at a run that never finished.
+pub const CLAIM_NAME: &str = "run.claim";
+
+/// What [`CLAIM_NAME`] holds.
+#[derive(serde::Serialize)]
+struct ClaimHolder<'a> {
+    store: &'a str,
+    host: String,
+    pid: u32,
+    claimed_at: String,
+    lifeboat_version: &'static str,
+}
+
+/// The content of a run's claim by this process, for `store`.
+pub(crate) fn claim_by_this_process(store: &str) -> Vec<u8> {
+    let holder = ClaimHolder {
+        store,
+        host: crate::deployment::host_name(),
+        pid: std::process::id(),
+        claimed_at: chrono::Utc::now().to_rfc3339(),
+        lifeboat_version: env!("CARGO_PKG_VERSION"),
+    };
+    serde_json::to_vec_pretty(&holder).expect("claim serialises")
+}
 
 /// A run folder's name: a date and, from the second run of that day on, a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
-use super::{Run, RunFolder, RunId, check_file_name, drill, signed};
+use super::{CLAIM_NAME, Run, RunFolder, RunId, check_file_name, drill, signed};
 use crate::error::{Error, Result};
 use crate::pipeline::bridge::{PipeWriter, pipe_with};
-use crate::pipeline::{self, Counters, DecryptKey};
-use crate::progress::Progress;
+use crate::pipeline::{self, DecryptKey};
+use crate::progress::{Counters, Progress};
 use crate::server::{BackupServer, join};
 use crate::signing::{SIGNATURE_NAME, Trust};
 
@@ -52,7 +52,9 @@ impl<'a> RunReader<'a> {
                     continue;
                 }
                 let files = self.server.list(&join(&day.name, &store.name)).await?;
-                let (drills, stored): (Vec<_>, Vec<_>) = files.iter().filter(|f| !f.is_dir).partition(|f| drill::is_report(&f.name));
+                // The claim is the run's bookkeeping, not a stored file.
+                let (drills, stored): (Vec<_>, Vec<_>) =
+                    files.iter().filter(|f| !f.is_dir && f.name != CLAIM_NAME).partition(|f| drill::is_report(&f.name));
                 let mut drills: Vec<String> = drills.into_iter().map(|f| f.name.clone()).collect();
                 drills.sort();
                 folders.push(RunFolder {
@@ -217,20 +219,13 @@ impl<'a> RunReader<'a> {
         let local = dir.join(&entry.name);
         let counters = Arc::new(Counters::default());
         let _progress = Progress::start(format!("{}: downloading {}", run.folder, entry.name), counters.clone());
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&local)
-            .await
-            .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
-        let (remote, size, sha256) = self.copy_stored(run, entry, &mut file, tap, &counters, "downloading").await?;
-        if size != entry.size || sha256 != entry.sha256 {
+        let remote = join(&run.path(), &entry.name);
+        let source = self.server.open(&remote).await?;
+        let want = StoredDigest { size: entry.size, sha256: &entry.sha256 };
+        if let Some(differs) = download_checked(self.server, &remote, source, &local, want, tap, &counters).await? {
             return Err(Error::Integrity(format!(
-                "stored file {remote} does not match its manifest (size {size} vs {}, sha256 {} vs {}): \
-                 the backup is damaged; nothing was restored; restore an older backup with --from ID",
-                entry.size,
-                &sha256[..12],
-                &entry.sha256[..entry.sha256.len().min(12)]
+                "stored file {remote} does not match its manifest ({differs}): \
+                 the backup is damaged; nothing was restored; restore an older backup with --from ID"
             )));
         }
         Ok(local)
@@ -243,6 +238,39 @@ impl<'a> RunReader<'a> {
         Ok((size != entry.size || sha != entry.sha256)
             .then(|| format!("{remote}: checksum or size differs from the manifest (size {size} vs {})", entry.size)))
     }
+}
+
+/// A stored file's size and SHA-256 (hex), as its manifest, or a mirror's catalogue, records them.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredDigest<'a> {
+    pub size: u64,
+    pub sha256: &'a str,
+}
+
+/// Downloads the stored file `remote` (opened as `source`) into the new local file `local` (never
+/// over an existing one), hashing it as it comes and handing its bytes to `tap` too. `Ok(None)`
+/// when it is what `want` says; `Ok(Some(how))` names how it differs. The one download of a
+/// stored file, for runs and for the MinIO mirror alike.
+pub async fn download_checked(
+    server: &dyn BackupServer,
+    remote: &str,
+    source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    local: &Path,
+    want: StoredDigest<'_>,
+    tap: Option<&mut PipeWriter>,
+    counters: &Counters,
+) -> Result<Option<String>> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(local)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
+    let (size, sha256) = pipeline::copy_hashed_tapped(source, &mut file, tap, &counters.stored)
+        .await
+        .map_err(|e| server.error(format!("downloading {remote}: {e}")))?;
+    Ok((size != want.size || sha256 != want.sha256)
+        .then(|| format!("size {size} vs {}, sha256 {} vs {}", want.size, &sha256[..12], &want.sha256[..want.sha256.len().min(12)])))
 }
 
 /// The name of a stored file's decoded copy beside it ([`RunReader::fetch_verified_decoded`]).

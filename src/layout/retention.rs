@@ -19,9 +19,37 @@
 //!   remove a complete run the policy keeps.
 
 use chrono::{Datelike, NaiveDate};
+use serde::Deserialize;
 
 use super::RunId;
-use crate::config::Retention;
+
+/// `retention:` of the configuration: how many daily, weekly and monthly runs `prune` keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default = "seven")]
+    pub keep_daily: u32,
+    #[serde(default = "four")]
+    pub keep_weekly: u32,
+    #[serde(default = "six")]
+    pub keep_monthly: u32,
+}
+
+fn seven() -> u32 {
+    7
+}
+fn four() -> u32 {
+    4
+}
+fn six() -> u32 {
+    6
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }
+    }
+}
 
 /// What `prune` knows of a run before deciding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

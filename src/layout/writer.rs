@@ -12,15 +12,13 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::io::AsyncRead;
 
-use super::manifest::{FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest, StoreBackup};
-use super::{RunId, check_file_name};
-use crate::config::Compression;
+use super::manifest::{FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest, StoreBackup, StoreType};
+use super::{CLAIM_NAME, RunId, check_file_name, claim_by_this_process};
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Counters, EncryptKey, Source};
-use crate::progress::Progress;
+use crate::pipeline::{self, Compression, EncryptKey, Source};
+use crate::progress::{Counters, Progress};
 use crate::server::{BackupServer, join};
 use crate::signing::ManifestSigner;
-use crate::stores::StoreType;
 
 pub struct RunWriter<'a> {
     server: &'a dyn BackupServer,
@@ -36,7 +34,7 @@ pub struct RunWriter<'a> {
 
 impl<'a> RunWriter<'a> {
     /// Claims a new run folder for `folder` on `date`: the first free `<date>[_n]/<folder>`,
-    /// taken with an atomic mkdir so two runs never share one.
+    /// taken by creating its [`CLAIM_NAME`] object only if absent, so two runs never share one.
     pub async fn claim(
         server: &'a dyn BackupServer,
         date: NaiveDate,
@@ -47,12 +45,11 @@ impl<'a> RunWriter<'a> {
     ) -> Result<RunWriter<'a>> {
         check_file_name(folder)?;
         let started_at = Utc::now();
+        let claim = claim_by_this_process(store);
         for seq in 1..10_000 {
             let id = RunId { date, seq };
-            let day = id.to_string();
-            server.create_dir(&day).await?;
-            let path = join(&day, folder);
-            if server.create_dir(&path).await? {
+            let path = join(&id.to_string(), folder);
+            if server.create_if_absent(&join(&path, CLAIM_NAME), &claim).await? {
                 let counters = Arc::new(Counters::default());
                 return Ok(RunWriter { server, key, compression, store, id, path, started_at, files: Vec::new(), counters });
             }
@@ -91,7 +88,7 @@ impl<'a> RunWriter<'a> {
         let _progress = Progress::start(format!("{}: {name}", self.store), file_counters.clone());
         let encoded = match pipeline::encode_stream(source, dest, self.key, self.compression, file_counters).await {
             Ok(encoded) => encoded,
-            Err(Error::Io { context, source }) if context == pipeline::UPLOAD_FAILED => {
+            Err(Error::Upload(source)) => {
                 return Err(self.server.upload_failed(&join(&self.path, name), source).await);
             }
             Err(e) => return Err(e),
@@ -118,7 +115,7 @@ impl<'a> RunWriter<'a> {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             store: self.store.to_string(),
-            kind: kind.to_string(),
+            kind,
             id: self.id.to_string(),
             started_at: self.started_at.to_rfc3339(),
             finished_at: Utc::now().to_rfc3339(),
@@ -139,9 +136,9 @@ impl<'a> RunWriter<'a> {
     /// Gives up the run: removes its folder (and the date folder if that was all it held).
     /// Best effort; what a server refuses to delete stays incomplete (no manifest) for `prune`.
     pub async fn abort(self) {
-        if let Err(e) = self.server.remove_dir_all(&self.path).await {
+        if let Err(e) = self.server.delete_prefix(&self.path).await {
             tracing::warn!("could not remove the failed run {}: {e}; it has no manifest and is never restored", self.path);
         }
-        let _ = self.server.remove_empty_dir(&self.id.to_string()).await;
+        let _ = self.server.remove_empty_prefix(&self.id.to_string()).await;
     }
 }

@@ -5,9 +5,57 @@ use std::io;
 
 use age::secrecy::SecretString;
 
-use crate::config::EncryptionConfig;
+use crate::deployment::Role;
 use crate::error::{Error, Result};
 use crate::secret::SecretFile;
+
+/// `encryption:` of the configuration. The backup side holds only what encrypts (recipients,
+/// or the passphrase), the restore side what decrypts (the identity, or the passphrase).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age X25519 public keys (`age1...`): the backup side encrypts to these.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// age identity file: the restore side decrypts with it.
+    pub identity_file: Option<std::path::PathBuf>,
+    /// A passphrase file, the simple alternative to recipients and identity.
+    pub passphrase_file: Option<std::path::PathBuf>,
+}
+
+impl EncryptionConfig {
+    /// The block's own rules for `role`; the message names the key and the fix.
+    pub fn check(&self, role: Role) -> std::result::Result<(), String> {
+        match role {
+            Role::Backup => {
+                if self.identity_file.is_some() {
+                    return Err("encryption.identity_file is set but role is backup: the backup side holds only \
+                                the public recipients; move the identity to the restore configuration"
+                        .into());
+                }
+                if self.recipients.is_empty() && self.passphrase_file.is_none() {
+                    return Err("encryption needs recipients (age public keys) or passphrase_file for role backup; \
+                                `lifeboat keygen` makes a key pair"
+                        .into());
+                }
+            }
+            Role::Restore => {
+                if self.identity_file.is_none() && self.passphrase_file.is_none() {
+                    return Err("encryption needs identity_file (or passphrase_file) for role restore".into());
+                }
+            }
+        }
+        if !self.recipients.is_empty() && self.passphrase_file.is_some() {
+            return Err("encryption: set either recipients or passphrase_file, not both".into());
+        }
+        for (i, r) in self.recipients.iter().enumerate() {
+            if r.parse::<age::x25519::Recipient>().is_err() {
+                return Err(format!("encryption.recipients[{i}] is not an age public key (age1...); `lifeboat keygen` prints one"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// How backups are encrypted: to age X25519 recipients, or with a passphrase.
 pub enum EncryptKey {

@@ -22,10 +22,6 @@ impl Inside {
         &self.0
     }
 
-    pub fn is_root(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The folder holding it and its own name; None for the root itself.
     pub fn split_last(&self) -> Option<(&[OsString], &OsStr)> {
         self.0.split_last().map(|(last, parent)| (parent, last.as_os_str()))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{BackupServer, DirEntry, FreeSpace};
+use super::{BackupServer, DirEntry, FreeSpace, ListPage, page_of};
 use crate::error::{Error, Result};
 
 pub struct LocalServer {
@@ -13,13 +13,13 @@ pub struct LocalServer {
 }
 
 impl LocalServer {
-    pub fn open(path: &str) -> Result<LocalServer> {
-        let root = PathBuf::from(path);
+    pub fn open(root: &Path) -> Result<LocalServer> {
         if !root.is_absolute() {
-            return Err(Error::Usage(format!("server.url file://{path} must name an absolute path (file:///...)")));
+            return Err(Error::Usage(format!("server.url file://{} must name an absolute path (file:///...)", root.display())));
         }
+        let root = root.to_path_buf();
         std::fs::create_dir_all(&root).map_err(|e| Error::Server {
-            server: format!("file://{path}"),
+            server: format!("file://{}", root.display()),
             message: format!("cannot create the backup folder: {e}; check the mount and permissions"),
         })?;
         Ok(LocalServer { root })
@@ -28,6 +28,20 @@ impl LocalServer {
     fn path(&self, rel: &str) -> PathBuf {
         let rel = rel.trim_start_matches('/');
         if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
+    }
+
+    /// Opens `p` as a new file (exclusive create), making its missing parent folders.
+    async fn create_new(&self, p: &Path) -> std::io::Result<tokio::fs::File> {
+        let open = || async { tokio::fs::OpenOptions::new().write(true).create_new(true).open(p).await };
+        match open().await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = p.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                open().await
+            }
+            other => other,
+        }
     }
 
     fn fail(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -41,19 +55,22 @@ impl BackupServer for LocalServer {
         format!("file://{}", self.root.display())
     }
 
-    async fn create_dir(&self, path: &str) -> Result<bool> {
+    async fn create_if_absent(&self, path: &str, data: &[u8]) -> Result<bool> {
+        use tokio::io::AsyncWriteExt;
         let p = self.path(path);
-        match tokio::fs::create_dir(&p).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(self.fail("cannot create folder", &p, e)),
-        }
+        let mut file = match self.create_new(&p).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(self.fail("cannot create", &p, e)),
+        };
+        file.write_all(data).await.map_err(|e| self.fail("cannot write", &p, e))?;
+        file.shutdown().await.map_err(|e| self.fail("cannot write", &p, e))?;
+        Ok(true)
     }
 
     async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
         let p = self.path(path);
-        let file =
-            tokio::fs::OpenOptions::new().write(true).create_new(true).open(&p).await.map_err(|e| self.fail("cannot create", &p, e))?;
+        let file = self.create_new(&p).await.map_err(|e| self.fail("cannot create", &p, e))?;
         Ok(Box::new(file))
     }
 
@@ -63,11 +80,11 @@ impl BackupServer for LocalServer {
         Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, file)))
     }
 
-    async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let p = self.path(path);
+    async fn list_page(&self, prefix: &str, after: Option<&str>) -> Result<ListPage> {
+        let p = self.path(prefix);
         let mut dir = match tokio::fs::read_dir(&p).await {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ListPage::default()),
             Err(e) => return Err(self.fail("cannot list", &p, e)),
         };
         let mut out = Vec::new();
@@ -79,14 +96,42 @@ impl BackupServer for LocalServer {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(self.fail("cannot stat", &entry.path(), e)),
             };
-            out.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), is_dir: meta.is_dir(), size: meta.len() });
+            let is_dir = meta.is_dir();
+            out.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_dir,
+                size: if is_dir { 0 } else { meta.len() },
+            });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(page_of(out, after))
     }
 
-    async fn exists(&self, path: &str) -> Result<bool> {
-        Ok(tokio::fs::try_exists(self.path(path)).await.unwrap_or(false))
+    async fn stat(&self, path: &str) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.path(path)).await {
+            Ok(meta) if meta.is_dir() => Ok(None),
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.fail("cannot stat", &self.path(path), e)),
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        let p = self.path(path);
+        match tokio::fs::remove_file(&p).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.fail("cannot remove", &p, e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn remove_empty_prefix(&self, prefix: &str) -> Result<()> {
+        let p = self.path(prefix);
+        match tokio::fs::remove_dir(&p).await {
+            // Gone already, or holding something put there meanwhile: both are fine.
+            Err(e) if !matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty) => {
+                Err(self.fail("cannot remove folder", &p, e))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn make_durable(&self, path: &str) -> Result<()> {
@@ -114,15 +159,5 @@ impl BackupServer for LocalServer {
             available_bytes: (st.f_bavail as u64).saturating_mul(frsize),
             total_bytes: (st.f_blocks as u64).saturating_mul(frsize),
         }))
-    }
-
-    async fn remove_file(&self, path: &str) -> Result<()> {
-        let p = self.path(path);
-        tokio::fs::remove_file(&p).await.map_err(|e| self.fail("cannot remove", &p, e))
-    }
-
-    async fn remove_empty_dir(&self, path: &str) -> Result<()> {
-        let p = self.path(path);
-        tokio::fs::remove_dir(&p).await.map_err(|e| self.fail("cannot remove folder", &p, e))
     }
 }

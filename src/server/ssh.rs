@@ -18,10 +18,55 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
 
 use super::sftp_upload::SftpUpload;
-use super::{BackupServer, DirEntry, FreeSpace};
-use crate::config::ServerConfig;
+use super::{BackupServer, DirEntry, FreeSpace, ListPage, page_of};
 use crate::error::{Error, Result};
 use crate::external;
+
+/// The keys of `server:` an `ssh://` server needs (flattened into [`super::ServerConfig`]: the
+/// file keeps the chart's flat `server.ssh_key_file` and `server.known_hosts_file`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct SshSettings {
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+/// An `ssh://user@host:port/path` server with the keys to reach it, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpLocation {
+    pub user: String,
+    /// Without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    /// The root folder, absolute.
+    pub path: String,
+    pub key_file: PathBuf,
+    pub known_hosts_file: PathBuf,
+}
+
+impl SshSettings {
+    /// Reads `url` (`ssh://user@host:port/path`) with these keys; the message names the key.
+    pub fn location(&self, url: &str) -> std::result::Result<SftpLocation, String> {
+        let bad_url = |why: &str| format!("server.url `{url}`: {why}; expected ssh://user@host:port/path");
+        let parsed = url::Url::parse(url).map_err(|e| bad_url(&e.to_string()))?;
+        let host = parsed.host_str().ok_or_else(|| bad_url("no host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
+        if parsed.username().is_empty() {
+            return Err(bad_url("no user"));
+        }
+        if parsed.password().is_some() {
+            return Err(bad_url("passwords are not accepted; use ssh_key_file"));
+        }
+        let path = parsed.path().trim_end_matches('/').to_string();
+        if !path.starts_with('/') {
+            return Err(bad_url("the path must be an absolute folder other than /"));
+        }
+        let key_file = self.ssh_key_file.clone().ok_or("server.ssh_key_file is required for an ssh:// server")?;
+        let known_hosts_file = self.known_hosts_file.clone().ok_or(
+            "server.known_hosts_file is required for an ssh:// server: host keys are always checked \
+             (get it with `ssh-keyscan -p PORT HOST`, then compare the fingerprint out of band)",
+        )?;
+        Ok(SftpLocation { user: parsed.username().to_string(), host, port: parsed.port().unwrap_or(22), path, key_file, known_hosts_file })
+    }
+}
 
 pub struct SshServer {
     sftp: Sftp,
@@ -64,30 +109,15 @@ fn classify(stderr: &str, host: &str, known_hosts: &str) -> String {
 }
 
 impl SshServer {
-    pub async fn connect(config: &ServerConfig) -> Result<SshServer> {
-        let bad_url = |why: &str| Error::Usage(format!("server.url `{}`: {why}; expected ssh://user@host:port/path", config.url));
-        let url = url::Url::parse(&config.url).map_err(|e| bad_url(&e.to_string()))?;
-        let host = url.host_str().ok_or_else(|| bad_url("no host"))?.to_string();
-        let port = url.port().unwrap_or(22);
-        let user = url.username().to_string();
-        if user.is_empty() {
-            return Err(bad_url("no user"));
-        }
-        if url.password().is_some() {
-            return Err(bad_url("passwords are not accepted; use ssh_key_file"));
-        }
-        let root = PathBuf::from(url.path());
-        if !root.is_absolute() || root.as_os_str() == "/" {
-            return Err(bad_url("the path must be an absolute folder other than /"));
-        }
+    pub async fn connect(location: &SftpLocation, timeout: Duration) -> Result<SshServer> {
+        let SftpLocation { user, host, port, path, key_file, known_hosts_file: known_hosts } = location;
+        let port = *port;
+        let root = PathBuf::from(path);
         let describe = format!("ssh://{user}@{host}:{port}{}", root.display());
-        let timeout = config.timeout();
-        let key_file = config.ssh_key_file.clone().ok_or_else(|| Error::Usage("server.ssh_key_file is required".into()))?;
-        let known_hosts = config.known_hosts_file.clone().ok_or_else(|| Error::Usage("server.known_hosts_file is required".into()))?;
         if !known_hosts.is_file() {
             return Err(Error::SecretFile {
                 what: "known_hosts",
-                path: known_hosts,
+                path: known_hosts.clone(),
                 reason: "it does not exist; host keys are always checked".into(),
             });
         }
@@ -96,7 +126,7 @@ impl SshServer {
         let key_dir = tempfile::Builder::new().prefix("lifeboat-ssh-").tempdir().map_err(|e| Error::io("creating a temp folder", e))?;
         let key_copy = key_dir.path().join("key");
         let key_bytes =
-            std::fs::read(&key_file).map_err(|e| Error::SecretFile { what: "ssh key", path: key_file.clone(), reason: e.to_string() })?;
+            std::fs::read(key_file).map_err(|e| Error::SecretFile { what: "ssh key", path: key_file.clone(), reason: e.to_string() })?;
         std::fs::write(&key_copy, &key_bytes).map_err(|e| Error::io("writing the private key copy", e))?;
         std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("securing the private key copy", e))?;
@@ -122,8 +152,8 @@ impl SshServer {
             .arg("-p")
             .arg(port.to_string())
             .arg("-l")
-            .arg(&user)
-            .args(["-s", &host, "sftp"])
+            .arg(user)
+            .args(["-s", host, "sftp"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -187,25 +217,46 @@ impl SshServer {
     }
 
     async fn create_root(&self) -> Result<()> {
-        let mut fs = self.sftp.fs();
-        if fs.metadata(&self.root).await.is_ok() {
+        if self.sftp.fs().metadata(&self.root).await.is_ok() {
             return Ok(());
         }
+        self.create_folders(&self.root.clone()).await
+    }
+
+    /// Creates every missing folder along the absolute `path`.
+    async fn create_folders(&self, path: &std::path::Path) -> Result<()> {
+        let mut fs = self.sftp.fs();
         let mut current = PathBuf::from("/");
-        for part in self.root.components().skip(1) {
+        for part in path.components().skip(1) {
             current.push(part);
             if fs.metadata(&current).await.is_err()
                 && let Err(e) = fs.create_dir(&current).await
-                // Another job connecting at the same moment may have created it (SFTP v3 has no
-                // "already exists" status): only a folder still missing is a failure.
+                // Another job at the same moment may have created it (SFTP v3 has no "already
+                // exists" status): only a folder still missing is a failure.
                 && fs.metadata(&current).await.is_err()
             {
-                return Err(
-                    self.error(format!("cannot create the backup folder {}: {e}; check permissions on the server", current.display()))
-                );
+                return Err(self.error(format!("cannot create the folder {}: {e}; check permissions on the server", current.display())));
             }
         }
         Ok(())
+    }
+
+    /// Opens `rel` as a new file (exclusive create), making its missing parent folders when the
+    /// first try fails.
+    async fn create_new(&self, rel: &str) -> std::result::Result<openssh_sftp_client::file::File, openssh_sftp_client::Error> {
+        let open = || async { self.sftp.options().write(true).create_new(true).open(self.path(rel)).await };
+        match open().await {
+            Ok(file) => Ok(file),
+            Err(first) => match self.path(rel).parent() {
+                Some(parent) if self.sftp.fs().metadata(parent).await.is_err() => {
+                    if self.create_folders(parent).await.is_err() {
+                        return Err(first);
+                    }
+                    open().await
+                }
+                _ => Err(first),
+            },
+        }
     }
 }
 
@@ -215,26 +266,21 @@ impl BackupServer for SshServer {
         self.describe.clone()
     }
 
-    async fn create_dir(&self, path: &str) -> Result<bool> {
-        let mut fs = self.sftp.fs();
-        match fs.create_dir(self.path(path)).await {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                // SFTP v3 has no "already exists" status: look before deciding.
-                if fs.metadata(self.path(path)).await.is_ok() { Ok(false) } else { Err(self.fail("cannot create folder", path, e)) }
-            }
-        }
+    async fn create_if_absent(&self, path: &str, data: &[u8]) -> Result<bool> {
+        use tokio::io::AsyncWriteExt;
+        let file = match self.create_new(path).await {
+            Ok(file) => file,
+            // SFTP v3 has no "already exists" status: look before deciding.
+            Err(e) => return if self.stat(path).await?.is_some() { Ok(false) } else { Err(self.fail("cannot create", path, e)) },
+        };
+        let mut w = SftpUpload::new(file);
+        w.write_all(data).await.map_err(|e| self.fail("cannot write", path, e))?;
+        w.shutdown().await.map_err(|e| self.fail("cannot write", path, e))?;
+        Ok(true)
     }
 
     async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
-        let file = self
-            .sftp
-            .options()
-            .write(true)
-            .create_new(true)
-            .open(self.path(path))
-            .await
-            .map_err(|e| self.fail("cannot create", path, e))?;
+        let file = self.create_new(path).await.map_err(|e| self.fail("cannot create", path, e))?;
         Ok(Box::new(SftpUpload::new(file)))
     }
 
@@ -243,36 +289,58 @@ impl BackupServer for SshServer {
         Ok(read_ahead(file))
     }
 
-    async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+    async fn list_page(&self, prefix: &str, after: Option<&str>) -> Result<ListPage> {
         use futures::StreamExt;
         let mut fs = self.sftp.fs();
-        let dir = match fs.open_dir(self.path(path)).await {
+        let dir = match fs.open_dir(self.path(prefix)).await {
             Ok(d) => d,
             Err(e) => {
-                if fs.metadata(self.path(path)).await.is_err() {
-                    return Ok(Vec::new());
+                if fs.metadata(self.path(prefix)).await.is_err() {
+                    return Ok(ListPage::default());
                 }
-                return Err(self.fail("cannot list", path, e));
+                return Err(self.fail("cannot list", prefix, e));
             }
         };
+        // SFTP reads a folder whole, in the server's order: the page is cut from all of it.
         let mut entries = Vec::new();
         let stream = dir.read_dir();
         futures::pin_mut!(stream);
         while let Some(entry) = stream.next().await {
-            let entry = entry.map_err(|e| self.fail("cannot list", path, e))?;
+            let entry = entry.map_err(|e| self.fail("cannot list", prefix, e))?;
             let name = entry.filename().to_string_lossy().into_owned();
             if name == "." || name == ".." {
                 continue;
             }
-            let meta = entry.metadata();
-            entries.push(DirEntry { name, is_dir: entry.file_type().map(|t| t.is_dir()).unwrap_or(false), size: meta.len().unwrap_or(0) });
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            entries.push(DirEntry { name, is_dir, size: if is_dir { 0 } else { entry.metadata().len().unwrap_or(0) } });
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok(page_of(entries, after))
     }
 
-    async fn exists(&self, path: &str) -> Result<bool> {
-        Ok(self.sftp.fs().metadata(self.path(path)).await.is_ok())
+    async fn stat(&self, path: &str) -> Result<Option<u64>> {
+        match self.sftp.fs().metadata(self.path(path)).await {
+            Ok(meta) if meta.file_type().is_some_and(|t| t.is_dir()) => Ok(None),
+            Ok(meta) => Ok(Some(meta.len().unwrap_or(0))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        match self.sftp.fs().remove_file(self.path(path)).await {
+            Ok(()) => Ok(()),
+            Err(_) if self.sftp.fs().metadata(self.path(path)).await.is_err() => Ok(()),
+            Err(e) => Err(self.fail("cannot remove", path, e)),
+        }
+    }
+
+    async fn remove_empty_prefix(&self, prefix: &str) -> Result<()> {
+        match self.sftp.fs().remove_dir(self.path(prefix)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or holding something put there meanwhile: both are fine.
+            Err(_) if self.sftp.fs().metadata(self.path(prefix)).await.is_err() => Ok(()),
+            Err(_) if !self.list_page(prefix, None).await?.entries.is_empty() => Ok(()),
+            Err(e) => Err(self.fail("cannot remove folder", prefix, e)),
+        }
     }
 
     async fn upload_failed(&self, path: &str, e: std::io::Error) -> Error {
@@ -302,14 +370,6 @@ impl BackupServer for SshServer {
         }
         let st = self.sftp.fs().statvfs(&self.root).await.map_err(|e| self.fail("cannot read the free space of", "", e))?;
         Ok(Some(FreeSpace { available_bytes: st.bavail.saturating_mul(st.frsize), total_bytes: st.blocks.saturating_mul(st.frsize) }))
-    }
-
-    async fn remove_file(&self, path: &str) -> Result<()> {
-        self.sftp.fs().remove_file(self.path(path)).await.map_err(|e| self.fail("cannot remove", path, e))
-    }
-
-    async fn remove_empty_dir(&self, path: &str) -> Result<()> {
-        self.sftp.fs().remove_dir(self.path(path)).await.map_err(|e| self.fail("cannot remove folder", path, e))
     }
 }
 

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-pub use settings::{Schedule, ServerAccess, StoreContext, StoreSettings, StoreType};
+pub use settings::{Schedule, StoreContext, StoreSettings, StoreType};
 
 use crate::error::{Error, Result};
 use crate::layout::RunWriter;
@@ -199,38 +199,28 @@ pub trait FileEncoder: Send + Sync {
         &self,
         source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
         dest: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-        counters: Arc<pipeline::Counters>,
+        counters: Arc<crate::progress::Counters>,
     ) -> Result<pipeline::EncodedFile>;
     /// The manifest's `compression` and `encryption` fields.
     fn describe(&self) -> (String, String);
 }
 
-/// What a command lends a differential store: the backup server (None when the command did not
-/// connect: a backup of stores whose own tool reaches the server), the encoder (backup side) and
-/// the key that opens stored files (restore side, `verify --deep`).
-#[derive(Default)]
-pub struct RepoAccess<'a> {
-    pub server: Option<&'a dyn BackupServer>,
-    pub encoder: Option<&'a dyn FileEncoder>,
-    pub key: Option<Arc<DecryptKey>>,
-    /// Whose manifest signatures are trusted (every command that reads runs).
-    pub trust: Option<&'a crate::signing::Trust>,
-    /// The backup side's manifest signer.
-    pub signer: Option<&'a crate::signing::ManifestSigner>,
+/// What a backup lends a differential store: the backup server, whose signatures are trusted
+/// (the previous run is read back), the encoder of new files and the manifest signer.
+pub struct BackupAccess<'a> {
+    pub server: &'a dyn BackupServer,
+    pub trust: &'a crate::signing::Trust,
+    pub encoder: &'a dyn FileEncoder,
+    pub signer: &'a crate::signing::ManifestSigner,
 }
 
-impl<'a> RepoAccess<'a> {
-    pub fn trust(&self) -> Result<&'a crate::signing::Trust> {
-        self.trust.ok_or_else(|| Error::store("lifeboat", "this command did not read the signing settings (a bug)"))
-    }
-
-    pub fn signer(&self) -> Result<&'a crate::signing::ManifestSigner> {
-        self.signer.ok_or_else(|| Error::store("lifeboat", "a backup needs the signing key (a bug)"))
-    }
-
-    pub fn server(&self) -> Result<&'a dyn BackupServer> {
-        self.server.ok_or_else(|| Error::store("lifeboat", "this command did not connect to the backup server (a bug)"))
-    }
+/// What the commands that read a repository (restore, list, status, verify, prune) lend a
+/// differential store: the backup server, whose signatures are trusted, and the key that opens
+/// stored files where the command holds it (restore, `verify --deep`).
+pub struct RepoAccess<'a> {
+    pub server: &'a dyn BackupServer,
+    pub trust: &'a crate::signing::Trust,
+    pub key: Option<Arc<DecryptKey>>,
 }
 
 /// A store whose backups live outside the date folders, in a repository of its own on the backup
@@ -238,12 +228,8 @@ impl<'a> RepoAccess<'a> {
 /// the MinIO mirror (Lifeboat's own incremental format).
 #[async_trait]
 pub trait DifferentialStore: Send + Sync {
-    /// Whether the commands must connect to the backup server for it (pgBackRest connects itself).
-    fn uses_server(&self) -> bool {
-        false
-    }
     /// Makes a `kind` backup, or the one the schedule asks for on `today` when `kind` is None.
-    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, access: &RepoAccess<'_>) -> Result<RepoBackupDone>;
+    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, access: &BackupAccess<'_>) -> Result<RepoBackupDone>;
     /// Checks that the target can be restored over and that the requested backup exists; a store
     /// that can also download and verify the backup does it here, before any target is touched.
     async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared>;

@@ -3,28 +3,11 @@
 //! `config` depends on `stores` and never the reverse.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// `dump` (a full, self-contained backup per run, in a date folder) or `differential`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreType {
-    #[default]
-    Dump,
-    Differential,
-}
-
-impl fmt::Display for StoreType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StoreType::Dump => "dump",
-            StoreType::Differential => "differential",
-        })
-    }
-}
+pub use crate::layout::manifest::StoreType;
 
 /// A cron schedule: one expression, or one per backup kind (`dump`, `full`, `differential`).
 #[derive(Debug, Clone, Deserialize)]
@@ -57,17 +40,9 @@ pub struct StoreContext {
     pub config_file: PathBuf,
     /// Where large temporary files go (restores, influxd's backup folder); None: the system's.
     pub work_dir: Option<PathBuf>,
-    /// The backup server, for a store whose own tool writes there (pgBackRest's repository).
-    pub server: ServerAccess,
-}
-
-/// The `server:` block as a store's own tool needs it: where, and with which key and host keys.
-#[derive(Debug, Clone, Default)]
-pub struct ServerAccess {
-    /// `ssh://user@host:port/path` or `file:///path`.
-    pub url: String,
-    pub ssh_key_file: Option<PathBuf>,
-    pub known_hosts_file: Option<PathBuf>,
+    /// Where the backup server is, for a store whose own tool writes there (pgBackRest's
+    /// repository).
+    pub server: crate::server::Location,
 }
 
 impl StoreContext {

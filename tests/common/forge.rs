@@ -12,7 +12,7 @@ use super::config::Case;
 
 /// The plain bytes of a stored file (age, then zstd), read with the case's identity.
 pub fn decrypt_stored(case: &Case, path: &Path) -> Vec<u8> {
-    let enc = lifeboat::config::EncryptionConfig { identity_file: Some(case.identity_file.clone()), ..Default::default() };
+    let enc = lifeboat::pipeline::keys::EncryptionConfig { identity_file: Some(case.identity_file.clone()), ..Default::default() };
     let key = lifeboat::pipeline::DecryptKey::from_config(&enc).expect("the case's identity");
     let mut reader = lifeboat::pipeline::open_decoded(path, &key, "stored file").expect("the stored file opens");
     let mut plain = Vec::new();

@@ -164,14 +164,14 @@ impl InfluxDb {
                             "InfluxDB went away during the backup of {db}: {why}; the run was not completed, earlier backups are untouched"
                         )));
                     }
-                    tracing::warn!("influxdb: influxd backup of {db} is retrying: {}", lines.last(2));
+                    tracing::warn!("influxdb: influxd backup of {db} is retrying: {}", lines.so_far(2));
                 }
             }
         };
         if !status.success() {
             return Err(err(format!(
                 "influxd backup of {db} failed ({status}): {}; check stores.influxdb.host (the RPC address, port 8088 by default); the run was not completed, earlier backups are untouched",
-                lines.last(2)
+                lines.last(2).await
             )));
         }
         Ok(())

@@ -40,12 +40,13 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use super::mirror_format::{CATALOGUE_FILE, Catalogue, MAX_CATALOGUE, StoredFile};
 use super::{Minio, err};
 use crate::error::{Error, Result};
+use crate::layout::manifest::StoreType;
 use crate::layout::{MANIFEST_NAME, Manifest, RunState, signed};
 use crate::server::{BackupServer, DirEntry, join};
 use crate::signing::{SIGNATURE_NAME, Trust};
 use crate::stores::{
-    BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone, RepoRestoreRequest,
-    RepoVerified,
+    BackupAccess, BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone,
+    RepoRestoreRequest, RepoVerified,
 };
 
 /// The mirror's default folder on the backup server (`server_dir` overrides it).
@@ -148,8 +149,8 @@ pub(super) async fn scan_runs(server: &dyn BackupServer, folder: &str, trust: &T
 
 /// A run counts only if its manifest is a mirror run's, with a catalogue and readable extras.
 fn is_mirror_run(m: &Manifest) -> std::result::Result<(), String> {
-    if m.store != "minio" || m.kind != "differential" || m.file(CATALOGUE_FILE).is_none() {
-        return Err(format!("{MANIFEST_NAME} is not a MinIO mirror run's ({} {})", m.store.escape_debug(), m.kind.escape_debug()));
+    if m.store != "minio" || m.kind != StoreType::Differential || m.file(CATALOGUE_FILE).is_none() {
+        return Err(format!("{MANIFEST_NAME} is not a MinIO mirror run's ({} {})", m.store.escape_debug(), m.kind));
     }
     m.extra::<MirrorExtra>().map(|_| ()).map_err(|e| e.to_string())
 }
@@ -215,11 +216,7 @@ impl Minio {
 
 #[async_trait]
 impl DifferentialStore for Minio {
-    fn uses_server(&self) -> bool {
-        true
-    }
-
-    async fn backup(&self, kind: Option<BackupKind>, _today: chrono::NaiveDate, access: &RepoAccess<'_>) -> Result<RepoBackupDone> {
+    async fn backup(&self, kind: Option<BackupKind>, _today: chrono::NaiveDate, access: &BackupAccess<'_>) -> Result<RepoBackupDone> {
         if let Some(kind) = kind {
             tracing::info!("minio: --type {kind} is for PostgreSQL; a mirror run always uploads what changed");
         }
@@ -241,15 +238,15 @@ impl DifferentialStore for Minio {
     }
 
     async fn backups(&self, access: &RepoAccess<'_>) -> Result<Vec<RepoBackup>> {
-        list_mirror_runs(access.server()?, self.mirror_folder(), access.trust()?).await
+        list_mirror_runs(access.server, self.mirror_folder(), access.trust).await
     }
 
     /// Removes the runs not in `keep` (never the newest complete one, nor a run still young enough
     /// to be running) and every data file no kept run refers to. The caller holds the store's lock.
     async fn prune(&self, access: &RepoAccess<'_>, keep: &BTreeSet<String>, dry_run: bool) -> Result<RepoPruned> {
-        let server = access.server()?;
-        let before = list_mirror_runs(server, self.mirror_folder(), access.trust()?).await?;
-        let pruned = super::mirror_prune::prune_mirror(server, self.mirror_folder(), access.trust()?, keep, dry_run, Utc::now()).await?;
+        let server = access.server;
+        let before = list_mirror_runs(server, self.mirror_folder(), access.trust).await?;
+        let pruned = super::mirror_prune::prune_mirror(server, self.mirror_folder(), access.trust, keep, dry_run, Utc::now()).await?;
         let removed = before.into_iter().filter(|b| pruned.runs.contains(&b.label)).collect();
         Ok(RepoPruned { removed, freed_bytes: pruned.bytes })
     }
@@ -259,7 +256,7 @@ impl DifferentialStore for Minio {
             return Ok(None);
         }
         match deep {
-            false => super::mirror_prune::verify_at_rest(access.server()?, self.mirror_folder(), access.trust()?, from).await,
+            false => super::mirror_prune::verify_at_rest(access.server, self.mirror_folder(), access.trust, from).await,
             true => self.verify_deep(access, from).await,
         }
     }

@@ -18,11 +18,11 @@ use super::mirror_format::{
 use super::s3::{Listed, S3Error, list_detailed};
 use super::{BucketSettings, Minio, described, err};
 use crate::error::{Error, Result};
-use crate::layout::manifest::{Counts, FORMAT_VERSION, FileEntry, Manifest};
-use crate::pipeline::Counters;
-use crate::progress::Progress;
+use crate::layout::manifest::{Counts, FORMAT_VERSION, FileEntry, Manifest, StoreType};
+use crate::layout::{CLAIM_NAME, claim_by_this_process};
+use crate::progress::{Counters, Progress};
 use crate::server::{BackupServer, join};
-use crate::stores::{FileEncoder, RepoAccess, RepoBackup, RepoBackupDone};
+use crate::stores::{BackupAccess, FileEncoder, RepoBackup, RepoBackupDone};
 
 /// Objects fetched and encoded at once: hides per-object latency on small objects (each encoder
 /// holds a few MiB of buffers, so peak memory grows with it).
@@ -65,15 +65,15 @@ struct Run<'a> {
 }
 
 impl Minio {
-    pub(super) async fn mirror_backup(&self, access: &RepoAccess<'_>) -> Result<RepoBackupDone> {
+    pub(super) async fn mirror_backup(&self, access: &BackupAccess<'_>) -> Result<RepoBackupDone> {
         let folder = self.mirror_folder();
-        let server = access.server()?;
-        let encoder = access.encoder.ok_or_else(|| err("a mirror run needs the backup side's encryption keys (a bug)"))?;
-        let signer = access.signer()?;
+        let server = access.server;
+        let encoder = access.encoder;
+        let signer = access.signer;
         let client = self.client()?;
         let buckets = self.buckets_with_settings(&client).await?;
         let fingerprints = Fingerprinter::new(&self.secret_key.read()?);
-        let previous = load_previous(server, folder, access.trust()?).await?;
+        let previous = load_previous(server, folder, access.trust).await?;
         let id = claim(server, folder).await?;
         let run = Run { server, encoder, folder, id, counters: Arc::new(Counters::default()) };
         let started_at = chrono::Utc::now();
@@ -157,7 +157,7 @@ impl Minio {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             store: "minio".into(),
-            kind: "differential".into(),
+            kind: StoreType::Differential,
             id: run.id.to_string(),
             started_at: started_at.to_rfc3339(),
             finished_at: chrono::Utc::now().to_rfc3339(),
@@ -269,16 +269,15 @@ fn catalogue(id: &MirrorId, previous: &Previous, own: StoredFile, entries: Vec<C
     Catalogue { header: CatalogueHeader { format: FORMAT, run: id.to_string(), indexes: indexes.into_values().collect() }, entries }
 }
 
-/// Claims a new run: `runs/<id>` and `data/<id>`, each made with an atomic mkdir that fails if it exists.
+/// Claims a new run: `runs/<id>/` by creating its claim object only if absent; `data/<id>/` is
+/// then this run's too.
 async fn claim(server: &dyn BackupServer, folder: &str) -> Result<MirrorId> {
-    server.create_dir_all(&join(folder, "runs")).await?;
-    server.create_dir_all(&join(folder, "data")).await?;
+    let claim = claim_by_this_process("minio");
     let now = chrono::Utc::now().naive_utc();
     for seq in 1..1000 {
         let id = MirrorId::parse(&format!("{}{}", now.format("%Y%m%dT%H%M%SZ"), if seq > 1 { format!("_{seq}") } else { String::new() }))
             .expect("a well-formed id");
-        // A left-over empty run folder (data claim lost) is incomplete and removed by prune.
-        if server.create_dir(&run_dir(folder, &id)).await? && server.create_dir(&data_dir(folder, &id)).await? {
+        if server.create_if_absent(&join(&run_dir(folder, &id), CLAIM_NAME), &claim).await? {
             return Ok(id);
         }
     }

@@ -11,7 +11,8 @@ use super::mirror::{MirrorId, MirrorRun, data_dir, fetch_catalogue, run_dir, sca
 use super::mirror_format::{Catalogue, StoredFile};
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_NAME, RunState};
-use crate::pipeline::{self, Counters};
+use crate::pipeline;
+use crate::progress::Counters;
 use crate::server::{BackupServer, join};
 use crate::signing::Trust;
 use crate::stores::RepoVerified;
@@ -84,11 +85,11 @@ pub async fn prune_mirror(
             pruned.files.push(join(&dir, &f.name));
             pruned.bytes += f.size;
             if !dry_run {
-                server.remove_file(&join(&dir, &f.name)).await?;
+                server.delete(&join(&dir, &f.name)).await?;
             }
         }
         if !dry_run {
-            server.remove_dir_all(&dir).await?;
+            server.delete_prefix(&dir).await?;
         }
     }
     for entry in server.list(&join(folder, "data")).await? {
@@ -106,11 +107,11 @@ pub async fn prune_mirror(
             pruned.bytes += f.size;
             left -= 1;
             if !dry_run {
-                server.remove_file(&join(&dir, &f.name)).await?;
+                server.delete(&join(&dir, &f.name)).await?;
             }
         }
         if left == 0 && !dry_run {
-            server.remove_empty_dir(&dir).await?;
+            server.remove_empty_prefix(&dir).await?;
         }
     }
     Ok(pruned)

@@ -19,10 +19,10 @@ use super::mirror_format::{INDEX_FILE, IndexRecord, StoredFile, check_stored_pat
 use super::s3::{BodySource, S3Error};
 use super::{BucketSettings, Minio, err};
 use crate::error::{Error, Result};
-use crate::layout::RunState;
 use crate::layout::manifest::{Counts, compare_counts};
-use crate::pipeline::{self, Counters, DecryptKey};
-use crate::progress::Progress;
+use crate::layout::{RunState, StoredDigest, download_checked};
+use crate::pipeline::{self, DecryptKey};
+use crate::progress::{Counters, Progress};
 use crate::server::{BackupServer, join};
 use crate::stores::{RepoAccess, RepoRestoreDone, RepoVerified};
 
@@ -54,7 +54,7 @@ impl Minio {
     /// to. With `for_restore`, also checks that the S3 target answers and may receive its buckets.
     pub(super) async fn mirror_prepare(&self, from: Option<&str>, access: &RepoAccess<'_>, for_restore: bool) -> Result<Prepared> {
         let (folder, context) = self.mirror.as_ref().ok_or_else(|| err("not a mirror store (a bug)"))?;
-        let server = access.server()?;
+        let server = access.server;
         let key = access
             .key
             .clone()
@@ -63,7 +63,7 @@ impl Minio {
             let client = self.client()?;
             client.list_buckets().send().await.map_err(|e| self.fail("listing buckets", S3Error::from_sdk(e)))?;
         }
-        let (id, manifest) = choose(server, folder, access.trust()?, from).await?;
+        let (id, manifest) = choose(server, folder, access.trust, from).await?;
         let catalogue = fetch_catalogue(server, folder, &id, &manifest).await.map_err(|why| damaged(&id, why))?;
         tracing::info!("minio: downloading and verifying mirror run {id} ({} objects) from {}", catalogue.entries.len(), server.describe());
         let work = context.private_dir("lifeboat-restore-")?;
@@ -185,7 +185,7 @@ impl Minio {
 
     /// `verify --deep`: everything a restore checks before touching a bucket, nothing restored.
     pub(super) async fn verify_deep(&self, access: &RepoAccess<'_>, from: Option<&str>) -> Result<Option<RepoVerified>> {
-        let runs = scan_runs(access.server()?, self.mirror_folder(), access.trust()?).await?;
+        let runs = scan_runs(access.server, self.mirror_folder(), access.trust).await?;
         let Some(run) = (match from {
             Some(id) => runs.iter().find(|r| r.id.to_string() == id),
             None => runs.iter().rev().find(|r| !matches!(r.state, RunState::Incomplete)),
@@ -257,22 +257,11 @@ impl Fetcher<'_> {
         let dir = self.work.join(data.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let local = dir.join(name);
-        let mut out = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&local)
-            .await
-            .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
         let remote = join(self.folder, &file.path);
         let source = self.server.open(&remote).await.map_err(|e| damaged(self.id, format!("{} cannot be read ({e})", file.path)))?;
-        let (size, sha256) = pipeline::copy_hashed(source, &mut out, &self.counters.stored)
-            .await
-            .map_err(|e| self.server.error(format!("downloading {remote}: {e}")))?;
-        if size != file.size || sha256 != file.sha256 {
-            return Err(damaged(
-                self.id,
-                format!("stored file {} does not match the catalogue (size {size} vs {}, sha256 {})", file.path, file.size, &sha256[..12]),
-            ));
+        let want = StoredDigest { size: file.size, sha256: &file.sha256 };
+        if let Some(differs) = download_checked(self.server, &remote, source, &local, want, None, self.counters).await? {
+            return Err(damaged(self.id, format!("stored file {} does not match the catalogue ({differs})", file.path)));
         }
         let (path, key, label) = (local.clone(), self.key.clone(), file.path.clone());
         let decoded = tokio::task::spawn_blocking(move || match plain {

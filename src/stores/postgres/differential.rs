@@ -15,9 +15,10 @@ use super::tools::Tools;
 use super::{PostgresConfig, connect, err, maintenance_db, schedule};
 use crate::error::Result;
 use crate::secret::SecretFile;
+use crate::server::Location;
 use crate::stores::{
-    BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone, RepoRestoreRequest,
-    RepoVerified, Schedule, StoreContext,
+    BackupAccess, BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone,
+    RepoRestoreRequest, RepoVerified, Schedule, StoreContext,
 };
 
 /// The `stores.postgres` keys of `type: differential`; refused with `type: dump`.
@@ -95,20 +96,13 @@ fn absolute(path: &Path, key: &str, ctx: &StoreContext) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// The repository on the backup server: `<server root>/<server_dir>`.
-fn repository(ctx: &StoreContext, server_dir: &str) -> Result<Repository> {
-    let url = url::Url::parse(&ctx.server.url).map_err(|e| ctx.invalid(format!("server.url is not a URL ({e})")))?;
-    let path = format!("{}/{server_dir}", url.path().trim_end_matches('/'));
-    match url.scheme() {
-        "ssh" => {
-            let user = url.username();
-            if user.is_empty() {
-                return Err(ctx.invalid("server.url needs a user (ssh://user@host/path) for a differential PostgreSQL store"));
-            }
-            let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-            Ok(Repository::Sftp { host, port: url.port().unwrap_or(22), user: user.to_string(), path })
-        }
-        _ => Ok(Repository::Posix { path }),
+/// The repository on the backup server, `<server root>/<server_dir>`, reached the way the server
+/// module says the server is (every kind of server must be named here).
+fn repository(server: &Location, server_dir: &str) -> Repository {
+    let path = format!("{}/{server_dir}", server.root().trim_end_matches('/'));
+    match server {
+        Location::Sftp(s) => Repository::Sftp { host: s.host.clone(), port: s.port, user: s.user.clone(), path },
+        Location::Folder { .. } => Repository::Posix { path },
     }
 }
 
@@ -145,6 +139,10 @@ impl Differential {
             }
         }
         let server_dir = cfg.settings.server_dir.clone().unwrap_or_else(|| "postgres".into());
+        let sftp = match &ctx.server {
+            Location::Sftp(s) => Some(s),
+            Location::Folder { .. } => None,
+        };
         Ok(Differential {
             url: url.clone(),
             tools: Tools { bin_dir: cfg.bin_dir.clone(), password: password.clone() },
@@ -158,10 +156,10 @@ impl Differential {
             retention_full: positive(keys.retention_full, 4, "retention_full")?,
             retention_diff: positive(keys.retention_diff, 6, "retention_diff")?,
             process_max: positive(keys.process_max, 1, "process_max")?,
-            repository: repository(ctx, &server_dir)?,
+            repository: repository(&ctx.server, &server_dir),
             server_dir,
-            ssh_key_file: ctx.server.ssh_key_file.clone(),
-            known_hosts_file: ctx.server.known_hosts_file.clone(),
+            ssh_key_file: sftp.map(|s| s.key_file.clone()),
+            known_hosts_file: sftp.map(|s| s.known_hosts_file.clone()),
             schedule: cfg.settings.schedule.clone(),
         })
     }
@@ -303,7 +301,7 @@ async fn public_key(key: &Path) -> Result<Vec<u8>> {
 
 #[async_trait]
 impl DifferentialStore for Differential {
-    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, _: &RepoAccess<'_>) -> Result<RepoBackupDone> {
+    async fn backup(&self, kind: Option<BackupKind>, today: chrono::NaiveDate, _: &BackupAccess<'_>) -> Result<RepoBackupDone> {
         let socket = self.check_source().await?;
         let tool = self.tool(&self.data_directory, Some(&socket)).await?;
         let mut info = tool.info().await?;

@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 
 use super::{Postgres, err};
-use crate::config::NumberOrText;
 use crate::error::Result;
 use crate::external;
 use crate::stores::RestoreFiles;
+use crate::units::NumberOrText;
 
 /// `stores.postgres.restore_jobs`: a number, or `auto` (the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -205,7 +205,7 @@ impl Postgres {
         if !status.success() {
             return Err(err(format!(
                 "{what} failed ({status}): {}; the run was not completed, earlier backups are untouched",
-                stderr.last(3)
+                stderr.last(3).await
             )));
         }
         Ok(())

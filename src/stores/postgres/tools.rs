@@ -69,7 +69,7 @@ impl Tools {
             }
         }
         if !status.success() {
-            return Err(err(format!("{name} failed ({status}): {}", stderr.last(3))));
+            return Err(err(format!("{name} failed ({status}): {}", stderr.last(3).await)));
         }
         Ok(())
     }

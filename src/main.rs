@@ -124,10 +124,11 @@ async fn run(cli: Cli) -> Result<()> {
         )
         .await
         .map(|_| ()),
-        Command::List => commands::list::run(&config, cli.json).await.map(|_| ()),
-        Command::Verify { from, deep } => commands::verify::run(&config, from.as_deref(), deep, cli.json).await.map(|_| ()),
+        // What these find is printed as text or JSON, then decides the exit (a stale store, a damaged run).
+        Command::List => commands::show(&commands::list::run(&config).await?, cli.json),
+        Command::Verify { from, deep } => commands::show(&commands::verify::run(&config, from.as_deref(), deep).await?, cli.json),
         Command::Prune { stores, dry_run } => commands::prune::run(&config, &stores, dry_run, cli.json).await.map(|_| ()),
-        Command::Status { max_age } => commands::status::run(&config, max_age.as_deref(), cli.json).await.map(|_| ()),
+        Command::Status { max_age } => commands::show(&commands::status::run(&config, max_age.as_deref()).await?, cli.json),
         Command::Daemon => commands::daemon::run(&config).await,
         Command::Keygen | Command::Serve { .. } => unreachable!("handled above"),
     }

@@ -1,5 +1,8 @@
 //! `lifeboat list`: the backups on the server.
 
+use std::fmt::Write as _;
+
+use crate::commands::Report;
 use crate::config::Config;
 use crate::error::Result;
 use crate::layout::{RunReader, RunState};
@@ -25,11 +28,22 @@ pub struct ListedBackup {
     pub signed_by: Option<String>,
 }
 
-pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
+/// What `list` found: every backup on the server, date-folder runs first, then the differential
+/// stores' own. Its JSON is the array of backups.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+pub struct Listing {
+    pub backups: Vec<ListedBackup>,
+    /// The server, as its URL is shown, for saying that it holds nothing.
+    #[serde(skip)]
+    pub server: String,
+}
+
+pub async fn run(config: &Config) -> Result<Listing> {
     let server = server::connect(&config.server).await?;
     let trust = config.signing.trust()?;
     let runs = RunReader::new(server.as_ref(), &trust).list().await?;
-    let mut listed: Vec<ListedBackup> = runs
+    let mut backups: Vec<ListedBackup> = runs
         .iter()
         .map(|r| ListedBackup {
             id: r.id.to_string(),
@@ -46,17 +60,23 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
             signed_by: r.manifest().and_then(|m| m.signature.as_ref()).map(|s| s.to_string()),
         })
         .collect();
-    listed.extend(repository_backups(config, server.as_ref(), &trust).await?);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&listed).expect("serialises"));
-    } else if listed.is_empty() {
-        eprintln!("no backups on {}", server.describe());
-    } else {
+    backups.extend(repository_backups(config, server.as_ref(), &trust).await?);
+    Ok(Listing { backups, server: server.describe() })
+}
+
+impl Report for Listing {
+    /// A table, one backup a line; nothing when there is none.
+    fn text(&self) -> String {
+        let mut out = String::new();
+        if self.backups.is_empty() {
+            return out;
+        }
         // pgBackRest labels (20250601-010000F_20250602-010000D) are longer than run ids.
-        let w = listed.iter().map(|b| b.id.len()).max().unwrap_or(0).max(14);
-        println!("{:<w$} {:<10} {:<10} {:<12} {:>10}  SIGNED BY", "ID", "STORE", "TYPE", "COMPLETE", "SIZE");
-        for b in &listed {
-            println!(
+        let w = self.backups.iter().map(|b| b.id.len()).max().unwrap_or(0).max(14);
+        let _ = writeln!(out, "{:<w$} {:<10} {:<10} {:<12} {:>10}  SIGNED BY", "ID", "STORE", "TYPE", "COMPLETE", "SIZE");
+        for b in &self.backups {
+            let _ = writeln!(
+                out,
                 "{:<w$} {:<10} {:<10} {:<12} {:>10}  {}",
                 b.id,
                 b.store,
@@ -70,8 +90,17 @@ pub async fn run(config: &Config, json: bool) -> Result<Vec<ListedBackup>> {
                 b.signed_by.as_deref().unwrap_or("-")
             );
         }
+        out
     }
-    Ok(listed)
+
+    /// An empty server is said on stderr: stdout stays empty for scripts.
+    fn print_text(&self) {
+        if self.backups.is_empty() {
+            eprintln!("no backups on {}", self.server);
+        } else {
+            print!("{}", self.text());
+        }
+    }
 }
 
 /// The backups differential stores keep in their own repositories (pgBackRest's `info`, the
@@ -99,4 +128,78 @@ async fn repository_backups(config: &Config, server: &dyn BackupServer, trust: &
         }
     }
     Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{json, json_keys};
+
+    fn backup(id: &str, kind: Option<&str>, complete: bool, damaged: Option<&str>, bytes: u64, signed_by: Option<&str>) -> ListedBackup {
+        ListedBackup {
+            id: id.into(),
+            date: id[..10].into(),
+            store: "postgres".into(),
+            kind: kind.map(Into::into),
+            complete,
+            damaged: damaged.map(Into::into),
+            bytes,
+            path: format!("{id}/postgres"),
+            signed_by: signed_by.map(Into::into),
+        }
+    }
+
+    fn listing() -> Listing {
+        Listing {
+            backups: vec![
+                backup("2020-01-01", None, false, None, 4, None),
+                backup("2020-01-02", None, false, Some("manifest.json is not JSON"), 2048, None),
+                backup("2025-06-01_2", Some("dump"), true, None, 3 << 20, Some("ops (SHA256:abc)")),
+            ],
+            server: "file:///srv/backups".into(),
+        }
+    }
+
+    #[test]
+    fn text_is_a_table_of_every_backup() {
+        assert_eq!(
+            listing().text(),
+            "\
+ID             STORE      TYPE       COMPLETE           SIZE  SIGNED BY
+2020-01-01     postgres   -          NO (partial)        4 B  -
+2020-01-02     postgres   -          NO (damaged)    2.0 KiB  -
+2025-06-01_2   postgres   dump       yes             3.0 MiB  ops (SHA256:abc)
+"
+        );
+    }
+
+    #[test]
+    fn ids_longer_than_a_run_id_widen_the_first_column() {
+        let mut listing = listing();
+        listing.backups.truncate(1);
+        listing.backups[0].id = "20250601-010000F_20250602-010000D".into();
+        let text = listing.text();
+        assert!(text.starts_with("ID                                STORE"), "{text}");
+        assert!(text.contains("20250601-010000F_20250602-010000D postgres"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_listing_prints_nothing_on_stdout() {
+        assert_eq!(Listing { backups: vec![], server: "file:///srv".into() }.text(), "");
+        assert_eq!(json(&Listing { backups: vec![], server: "file:///srv".into() }), "[]\n");
+    }
+
+    #[test]
+    fn json_is_the_array_of_backups() {
+        let value: serde_json::Value = serde_json::from_str(&json(&listing())).unwrap();
+        let backups = value.as_array().expect("an array, not an object with the server");
+        assert_eq!(backups.len(), 3);
+        let keys = |i: usize| json_keys(&backups[i]);
+        assert_eq!(keys(0), ["bytes", "complete", "date", "id", "path", "signed_by", "store", "type"]);
+        assert_eq!(keys(1), ["bytes", "complete", "damaged", "date", "id", "path", "signed_by", "store", "type"]);
+        assert_eq!(backups[0]["type"], serde_json::Value::Null);
+        assert_eq!(backups[2]["type"], "dump");
+        assert_eq!(backups[2]["bytes"], 3 << 20);
+        assert_eq!(backups[2]["signed_by"], "ops (SHA256:abc)");
+    }
 }

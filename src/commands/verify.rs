@@ -1,6 +1,9 @@
 //! `lifeboat verify`: check stored files against their manifests at rest (no key needed);
 //! `--deep` also decrypts and decompresses every file (needs the restore side's key).
 
+use std::fmt::Write as _;
+
+use crate::commands::Report;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{RunFolder, RunReader, RunState};
@@ -16,6 +19,20 @@ pub struct VerifiedRun {
     pub bytes: u64,
     pub ok: bool,
     pub problems: Vec<String>,
+    /// How a differential store checked its repository, said instead of the file count.
+    #[serde(skip)]
+    pub how: Option<String>,
+}
+
+/// What `verify` found: one entry per run checked, date-folder runs first, then the differential
+/// stores' repositories. Its JSON is the array of runs.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+pub struct Verification {
+    pub runs: Vec<VerifiedRun>,
+    /// `--deep`: files were decrypted and decompressed too.
+    #[serde(skip)]
+    pub deep: bool,
 }
 
 /// The runs to check: every store's run with the given id, or the newest run of each store
@@ -35,7 +52,7 @@ fn chosen(folders: Vec<RunFolder>, from: Option<&str>) -> Vec<RunFolder> {
     chosen
 }
 
-pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) -> Result<Vec<VerifiedRun>> {
+pub async fn run(config: &Config, from: Option<&str>, deep: bool) -> Result<Verification> {
     let key = if deep {
         Some(std::sync::Arc::new(DecryptKey::from_config(&config.encryption).map_err(|_| {
             Error::Usage(
@@ -82,6 +99,7 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
                     bytes: run.bytes,
                     ok: false,
                     problems: vec![why.clone()],
+                    how: None,
                 });
                 continue;
             }
@@ -113,11 +131,10 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
             bytes: manifest.stored_bytes(),
             ok: problems.is_empty(),
             problems,
+            how: None,
         });
     }
-    let mut how = std::collections::BTreeMap::new();
     for (name, checked) in repositories {
-        how.insert((checked.id.clone(), name.to_string()), checked.how);
         results.push(VerifiedRun {
             id: checked.id,
             store: name.to_string(),
@@ -125,30 +142,114 @@ pub async fn run(config: &Config, from: Option<&str>, deep: bool, json: bool) ->
             bytes: checked.bytes,
             ok: checked.problems.is_empty(),
             problems: checked.problems,
+            how: Some(checked.how),
         });
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
-    } else {
-        for r in &results {
-            if let (true, Some(how)) = (r.ok, how.get(&(r.id.clone(), r.store.clone()))) {
-                println!("{} {}: OK ({how})", r.id, r.store);
-            } else if r.ok {
-                println!("{} {}: OK ({} files{})", r.id, r.store, r.files, if deep { ", decrypted and decompressed" } else { "" });
-            } else {
-                for p in &r.problems {
-                    println!("{} {}: DAMAGED: {p}", r.id, r.store);
+    Ok(Verification { runs: results, deep })
+}
+
+impl Report for Verification {
+    /// One line per run found sound, one per problem of a run that is not.
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.runs {
+            let _ = match (r.ok, &r.how) {
+                (true, Some(how)) => writeln!(out, "{} {}: OK ({how})", r.id, r.store),
+                (true, None) => {
+                    writeln!(
+                        out,
+                        "{} {}: OK ({} files{})",
+                        r.id,
+                        r.store,
+                        r.files,
+                        if self.deep { ", decrypted and decompressed" } else { "" }
+                    )
                 }
-            }
+                (false, _) => r.problems.iter().try_for_each(|p| writeln!(out, "{} {}: DAMAGED: {p}", r.id, r.store)),
+            };
+        }
+        out
+    }
+
+    /// An error naming every run that failed verification.
+    fn verdict(&self) -> Result<()> {
+        let bad: Vec<&VerifiedRun> = self.runs.iter().filter(|r| !r.ok).collect();
+        if !bad.is_empty() {
+            return Err(Error::Integrity(format!(
+                "{} backup(s) failed verification ({}); do not rely on them, run a new backup",
+                bad.len(),
+                bad.iter().map(|r| format!("{} {}", r.id, r.store)).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{json, json_keys};
+
+    fn verified(id: &str, store: &str, files: usize, problems: &[&str], how: Option<&str>) -> VerifiedRun {
+        VerifiedRun {
+            id: id.into(),
+            store: store.into(),
+            files,
+            bytes: 1000,
+            ok: problems.is_empty(),
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+            how: how.map(Into::into),
         }
     }
-    let bad: Vec<&VerifiedRun> = results.iter().filter(|r| !r.ok).collect();
-    if !bad.is_empty() {
-        return Err(Error::Integrity(format!(
-            "{} backup(s) failed verification ({}); do not rely on them, run a new backup",
-            bad.len(),
-            bad.iter().map(|r| format!("{} {}", r.id, r.store)).collect::<Vec<_>>().join(", ")
-        )));
+
+    fn verification(deep: bool) -> Verification {
+        Verification {
+            runs: vec![
+                verified("2025-06-01", "postgres", 3, &[], None),
+                verified("2025-06-01", "mongodb", 2, &["2025-06-01/mongodb/a.zst.age: size 3, manifest says 4", "b: sha256 differs"], None),
+                verified("repository", "pg", 7, &[], Some("checked by pgbackrest verify")),
+            ],
+            deep,
+        }
     }
-    Ok(results)
+
+    #[test]
+    fn text_has_a_line_per_sound_run_and_per_problem() {
+        assert_eq!(
+            verification(false).text(),
+            "\
+2025-06-01 postgres: OK (3 files)
+2025-06-01 mongodb: DAMAGED: 2025-06-01/mongodb/a.zst.age: size 3, manifest says 4
+2025-06-01 mongodb: DAMAGED: b: sha256 differs
+repository pg: OK (checked by pgbackrest verify)
+"
+        );
+        assert!(verification(true).text().starts_with("2025-06-01 postgres: OK (3 files, decrypted and decompressed)\n"));
+    }
+
+    #[test]
+    fn a_damaged_run_fails_the_command_after_it_is_shown() {
+        match verification(false).verdict() {
+            Err(Error::Integrity(why)) => {
+                assert_eq!(why, "1 backup(s) failed verification (2025-06-01 mongodb); do not rely on them, run a new backup")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut sound = verification(false);
+        sound.runs.remove(1);
+        assert!(sound.verdict().is_ok());
+    }
+
+    #[test]
+    fn json_is_the_array_of_runs() {
+        let value: serde_json::Value = serde_json::from_str(&json(&verification(true))).unwrap();
+        let runs = value.as_array().expect("an array");
+        assert_eq!(runs.len(), 3);
+        for run in runs {
+            assert_eq!(json_keys(run), ["bytes", "files", "id", "ok", "problems", "store"]);
+        }
+        assert_eq!(runs[1]["ok"], false);
+        assert_eq!(runs[1]["problems"][1], "b: sha256 differs");
+        assert_eq!(runs[2]["files"], 7);
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::forge::{Stored, unique_target};
-use common::influx::{HTTP, RPC, influx, serial, wait_for_rpc, write};
+use common::influx::{http, influx, rpc, serial, wait_for_rpc, write};
 use common::mongo::{MONGO_PORT, block, mongo};
 use common::s3::{MINIO_PORT, S3, minio_store_block};
 use common::*;
@@ -378,7 +378,7 @@ fn influx_tar(original: &[u8], extra: &[(&str, tar::EntryType, &str, u64, &[u8])
 fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     let _serial = serial();
     ensure_server("influxdb");
-    wait_for_rpc(RPC);
+    wait_for_rpc(&rpc());
     let case = Case::new("hostile_influx");
     let db = "t_hostile_influx";
     influx(None, &format!("DROP DATABASE \"{db}\""));
@@ -390,8 +390,12 @@ fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     );
     let work = case.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let stores =
-        format!("work_dir: {}\nstores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{db}]\n", work.display());
+    let stores = format!(
+        "work_dir: {}\nstores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{db}]\n",
+        work.display(),
+        rpc(),
+        http()
+    );
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));

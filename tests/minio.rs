@@ -1,5 +1,5 @@
 //! MinIO dump backups and restores, end to end against the real MinIO server started by
-//! scripts/servers/s3.sh (127.0.0.1:59000) and a real sshd. Each test uses its own buckets.
+//! scripts/servers/s3.sh (127.0.0.1:MINIO_PORT) and a real sshd. Each test uses its own buckets.
 
 mod common;
 
@@ -303,9 +303,9 @@ fn unreachable_s3_server_fails_the_run_and_keeps_older_backups() {
     let good_manifest = case.manifest_of(&good[0]).1;
 
     // Nothing listens on this port.
-    let down = case.backup_config_with(&Transport::Ssh, &minio_store_block(&b.all(), 59999, ""), "down.yaml");
+    let down = case.backup_config_with(&Transport::Ssh, &minio_store_block(&b.all(), CLOSED_S3_PORT, ""), "down.yaml");
     let out = lifeboat(&down, &["backup"]);
-    assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:59999");
+    assert_fails(&out, 1, &format!("cannot reach the S3 server at http://127.0.0.1:{CLOSED_S3_PORT}"));
     let runs = case.runs(&backup);
     assert_eq!(runs.len(), 1, "the failed run left nothing: {runs:?}");
     assert_eq!(runs[0]["complete"], true);
@@ -428,7 +428,7 @@ fn bad_minio_config_is_a_configuration_error() {
     let case = Case::new("minio_bad_config");
     let bad_url = case.backup_config_with(
         &Transport::File,
-        &minio_store_block(&[], MINIO_PORT, "").replace("http://127.0.0.1:59000", "127.0.0.1:59000"),
+        &minio_store_block(&[], MINIO_PORT, "").replace(&format!("http://127.0.0.1:{MINIO_PORT}"), &format!("127.0.0.1:{MINIO_PORT}")),
         "a.yaml",
     );
     assert_fails(&lifeboat(&bad_url, &["backup"]), 2, "stores.minio.endpoint");

@@ -1,4 +1,6 @@
-# Shared by the server scripts: where state lives and how a server is waited for and stopped.
+# Shared by the server scripts: where state lives, the ports (the one table of them,
+# scripts/servers/ports), and how a server is waited for and stopped.
+. "$(dirname "${BASH_SOURCE[0]}")/ports"
 STATE=${LIFEBOAT_TEST_STATE:-/var/tmp/lifeboat-test/state}
 TOOLS=${LIFEBOAT_TOOLS:-$HOME/.cache/lifeboat-tools}
 mkdir -p "$STATE" "$TOOLS"

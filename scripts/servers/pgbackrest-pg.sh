@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A PostgreSQL 15 of its own for the pgBackRest (`differential`) tests: 127.0.0.1:55433, user
-# postgres, trust auth, archive_mode=on with every WAL segment pushed by pgBackRest. The shared
-# test PostgreSQL (55432) is never restored over or restarted by these tests.
+# A PostgreSQL 15 of its own for the pgBackRest (`differential`) tests: 127.0.0.1:$PGBR_PG_PORT
+# (scripts/servers/ports), user postgres, trust auth, archive_mode=on with every WAL segment pushed
+# by pgBackRest. The shared test PostgreSQL ($PG_PORT) is never restored over or restarted by these
+# tests.
 #
 # archive_command reads the pgBackRest configuration Lifeboat renders into $CONF (the tests'
 # stores.postgres.pgbackrest_dir), with stanza `lifeboat_test`. Until a test has rendered it,
@@ -11,7 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=pgbackrest-pg
-PORT=${LIFEBOAT_PGBR_PG_PORT:-55433}
+PORT=${LIFEBOAT_PGBR_PG_PORT:-$PGBR_PG_PORT}
 DIR=$STATE/pgbackrest-pg
 CONF=$STATE/pgbackrest-pg-lifeboat
 BIN_DIR=$STATE/pgbackrest-bin

@@ -10,11 +10,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, MetadataDirective, VersioningConfiguration};
 use sha2::{Digest, Sha256};
 
+pub use super::ports::{MINIO_PORT, S3S_PORT};
 use super::servers::{ensure_server, state};
-
-pub const MINIO_PORT: u16 = 59000;
-/// s3s-fs, an S3 server without versioning.
-pub const S3S_PORT: u16 = 59100;
 
 pub fn s3_endpoint(port: u16) -> String {
     format!("http://127.0.0.1:{port}")

@@ -56,19 +56,11 @@ CONFIG
     ;;
   stop)
     # A fast shutdown (SIGINT). Its archiver may still be pushing WAL to a backup server a test
-    # has already stopped (pgBackRest retries for a minute per file): left behind, it would hold
-    # the cluster's shared memory and the next start would fail. So the postmaster's own
-    # children still there when it is gone (or after 30 s) are stopped too, by their pids.
-    if alive "$PIDFILE"; then
-      pid=$(cat "$PIDFILE")
-      children=$(pgrep -P "$pid" || true)
-      kill -INT "$pid" 2>/dev/null || true
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      for child in $children; do pkill -9 -P "$child" 2>/dev/null || true; kill -9 "$child" 2>/dev/null || true; done
-      kill -9 "$pid" 2>/dev/null || true
-      echo "stopped $NAME (pid $pid)"
-    fi
-    rm -f "$PIDFILE"
+    # has already stopped (pgBackRest retries for a minute per file). Left behind, the archiver
+    # would hold the cluster's shared memory (the next start fails) and its archive-push would run
+    # on after the suite. So every process of the cluster still there once the postmaster is gone
+    # (or after 30 s) is stopped too, by its pid (stop_cluster in common.sh).
+    stop_cluster "$PIDFILE" "$NAME" INT
     ;;
   *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
 esac

@@ -27,7 +27,7 @@ case "${1:-}" in
     wait_port "$PORT" postgres "$LOG"
     ;;
   stop)
-    stop_pid "$PIDFILE" postgres
+    stop_cluster "$PIDFILE" postgres TERM
     ;;
   *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
 esac

@@ -20,11 +20,14 @@ import pymongo
 from botocore.config import Config
 
 STATE = os.environ.get("LIFEBOAT_TEST_STATE", "/var/tmp/lifeboat-test/state")
-MONGO_URL = "mongodb://127.0.0.1:57017"
+# The servers' ports: the NAME=PORT lines of scripts/servers/ports, the one table of them.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers", "ports")) as table:
+    PORTS = dict(line.strip().split("=", 1) for line in table if "=" in line and not line.startswith("#"))
+MONGO_URL = f"mongodb://127.0.0.1:{PORTS['MONGO_PORT']}"
 MONGO_DB = "quickstart_hearth"
-INFLUX = "http://127.0.0.1:58086"
+INFLUX = f"http://127.0.0.1:{PORTS['INFLUX_HTTP_PORT']}"
 INFLUX_DB = "quickstart_metrics"
-S3_URL = "http://127.0.0.1:59000"
+S3_URL = f"http://127.0.0.1:{PORTS['MINIO_PORT']}"
 BUCKET = "quickstart-documents"
 
 

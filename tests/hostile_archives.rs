@@ -10,14 +10,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::primitives::ByteStream;
 use common::forge::{Stored, unique_target};
-use common::influx::{HTTP, RPC, influx, serial, wait_for_rpc, write};
+use common::influx::{http, influx, rpc, serial, wait_for_rpc, write};
 use common::mongo::{MONGO_PORT, block, mongo};
+use common::s3::{MINIO_PORT, S3, minio_store_block};
 use common::*;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
@@ -162,59 +159,6 @@ fn mongodb_backup_naming_a_database_outside_the_restore_config_is_refused() {
 
 // ---- MinIO ------------------------------------------------------------------------------------
 
-const S3_PORT: u16 = 59000;
-
-fn s3() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        ensure_server("s3");
-        let key = |f: &str| std::fs::read_to_string(state().join(f)).unwrap().trim().to_string();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(format!("http://127.0.0.1:{S3_PORT}"))
-            .force_path_style(true)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(key("s3-access-key"), key("s3-secret-key"), None, None, "test"))
-            .build();
-        Client::from_conf(config)
-    })
-}
-
-fn put(bucket: &str, key: &str, body: &[u8]) {
-    block(s3().put_object().bucket(bucket).key(key).body(ByteStream::from(body.to_vec())).send()).unwrap();
-}
-
-/// Empties and deletes `bucket` if it exists, then creates it with `objects`.
-fn fresh_bucket(bucket: &str, objects: &[(&str, &[u8])]) {
-    block(async {
-        if s3().head_bucket().bucket(bucket).send().await.is_ok() {
-            let page = s3().list_objects_v2().bucket(bucket).send().await.unwrap();
-            for o in page.contents() {
-                s3().delete_object().bucket(bucket).key(o.key().unwrap()).send().await.unwrap();
-            }
-            s3().delete_bucket().bucket(bucket).send().await.unwrap();
-        }
-        s3().create_bucket().bucket(bucket).send().await.unwrap();
-    });
-    for (key, body) in objects {
-        put(bucket, key, body);
-    }
-}
-
-/// Every object of the bucket: key, size and SHA-256.
-fn bucket_fingerprint(bucket: &str) -> String {
-    block(async {
-        let page = s3().list_objects_v2().bucket(bucket).send().await.unwrap();
-        let mut lines = Vec::new();
-        for o in page.contents() {
-            let got = s3().get_object().bucket(bucket).key(o.key().unwrap()).send().await.unwrap();
-            let body = got.body.collect().await.unwrap().into_bytes();
-            lines.push(format!("{} {} {}", o.key().unwrap(), body.len(), hex::encode(Sha256::digest(&body))));
-        }
-        lines.join("\n")
-    })
-}
-
 /// One `"<len> <key>=<value>\n"` pax record; `len` counts the whole record.
 fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     let rest = key.len() + value.len() + 3;
@@ -284,20 +228,19 @@ impl Tar {
 
 #[test]
 fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
+    let s3 = S3::minio();
     let case = Case::new("hostile_minio");
     let bucket = "lb-hostile-minio";
-    fresh_bucket(bucket, &[("plain.txt", b"hello"), ("deep/a/b.json", b"{}")]);
-    let stores = format!(
-        "stores:\n  minio:\n    endpoint: http://127.0.0.1:{S3_PORT}\n    access_key_file: {}\n    secret_key_file: {}\n    buckets: [{bucket}]\n",
-        state().join("s3-access-key").display(),
-        state().join("s3-secret-key").display()
-    );
+    s3.fresh_bucket(bucket);
+    s3.put(bucket, "plain.txt", b"hello", None, &[]);
+    s3.put(bucket, "deep/a/b.json", b"{}", None, &[]);
+    let stores = minio_store_block(&[bucket], MINIO_PORT, "");
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
-    let backed_up = bucket_fingerprint(bucket);
-    put(bucket, "marker", b"written after the backup");
-    let marked = bucket_fingerprint(bucket);
+    let backed_up = s3.fingerprint(bucket);
+    s3.put(bucket, "marker", b"written after the backup", None, &[]);
+    let marked = s3.fingerprint(bucket);
     let stored = Stored::find(&case, &backup, "minio", |n| n == "objects.tar.zst.age");
     let original = stored.plain(&case);
 
@@ -365,7 +308,7 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
         stored.replace(&case, &plain);
         let line = refused(&restore, &needle);
         assert!(line.contains("nothing"), "{line}");
-        assert_eq!(bucket_fingerprint(bucket), marked, "the bucket is untouched after: {line}");
+        assert_eq!(s3.fingerprint(bucket), marked, "the bucket is untouched after: {line}");
         if let Some(target) = target {
             assert!(!target.exists() && target.symlink_metadata().is_err(), "{} was written", target.display());
         }
@@ -383,12 +326,12 @@ fn minio_hostile_archives_are_refused_before_any_bucket_is_touched() {
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     case.sign_manifest(&stored.run_dir);
     refused(&restore, &format!("the backup holds bucket {other}, which stores.minio.buckets does not list"));
-    assert_eq!(bucket_fingerprint(bucket), marked);
+    assert_eq!(s3.fingerprint(bucket), marked);
     std::fs::write(&path, manifest_text).unwrap();
 
     stored.replace(&case, &original);
     assert_ok(&lifeboat(&restore, &["restore", "--yes"]));
-    assert_eq!(bucket_fingerprint(bucket), backed_up);
+    assert_eq!(s3.fingerprint(bucket), backed_up);
     for t in [&link_target, &abs_target] {
         let _ = std::fs::remove_dir_all(t.parent().unwrap());
     }
@@ -435,7 +378,7 @@ fn influx_tar(original: &[u8], extra: &[(&str, tar::EntryType, &str, u64, &[u8])
 fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     let _serial = serial();
     ensure_server("influxdb");
-    wait_for_rpc(RPC);
+    wait_for_rpc(&rpc());
     let case = Case::new("hostile_influx");
     let db = "t_hostile_influx";
     influx(None, &format!("DROP DATABASE \"{db}\""));
@@ -447,8 +390,12 @@ fn influxdb_hostile_archives_never_write_outside_the_work_folder() {
     );
     let work = case.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let stores =
-        format!("work_dir: {}\nstores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{db}]\n", work.display());
+    let stores = format!(
+        "work_dir: {}\nstores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{db}]\n",
+        work.display(),
+        rpc(),
+        http()
+    );
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));

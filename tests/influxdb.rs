@@ -100,7 +100,7 @@ fn fingerprint_at(http: &str, db: &str) -> String {
 }
 
 fn fingerprint(db: &str) -> String {
-    fingerprint_at(HTTP, db)
+    fingerprint_at(&http(), db)
 }
 
 struct InfluxCase {
@@ -115,7 +115,7 @@ impl InfluxCase {
     fn new(name: &str) -> InfluxCase {
         let serial = serial();
         ensure_server("influxdb");
-        wait_for_rpc(RPC);
+        wait_for_rpc(&rpc());
         let mut case = Case::new(&format!("influx_{name}"));
         let work = case.with_work_dir();
         let db = format!("t_influx_{name}");
@@ -124,7 +124,7 @@ impl InfluxCase {
     }
 
     fn store_block(&self, extra: &str, dbs: &[&str]) -> String {
-        format!("stores:\n  influxdb:\n    host: \"{RPC}\"\n    http_url: {HTTP}\n    databases: [{}]\n{extra}", dbs.join(", "))
+        format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{}]\n{extra}", rpc(), http(), dbs.join(", "))
     }
 
     fn backup_config_with(&self, transport: &Transport, store: &str) -> PathBuf {
@@ -144,8 +144,8 @@ impl InfluxCase {
     }
 
     fn seed(&self) {
-        seed_main(HTTP, &self.db);
-        seed_second(HTTP, &self.db2);
+        seed_main(&http(), &self.db);
+        seed_second(&http(), &self.db2);
     }
 
     fn work_is_empty(&self) -> bool {
@@ -164,8 +164,9 @@ impl Drop for InfluxCase {
         }
         for db in [&self.db, &self.db2] {
             let q = format!("q=DROP DATABASE \"{db}\"");
-            let _ =
-                Command::new("curl").args(["-sS", "-o", "/dev/null", "-XPOST", &format!("{HTTP}/query"), "--data-urlencode", &q]).status();
+            let _ = Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-XPOST", &format!("{}/query", http()), "--data-urlencode", &q])
+                .status();
         }
     }
 }
@@ -180,7 +181,7 @@ impl RoundTrip for InfluxCase {
     }
 
     fn fingerprint(&self) -> String {
-        let present = databases_at(HTTP);
+        let present = databases_at(&http());
         let of = |db: &String| {
             if present.contains(db) { fingerprint(db) } else { format!("{db} is missing") }
         };
@@ -237,7 +238,7 @@ fn roundtrip_to_local_folder() {
 #[test]
 fn by_hand_recipe_restores() {
     let t = InfluxCase::new("by_hand");
-    seed_main(HTTP, &t.db);
+    seed_main(&http(), &t.db);
     let before = fingerprint(&t.db);
     let backup = t.backup_config_with(&Transport::File, &t.store_block("", &[&t.db]));
     assert_ok(&lifeboat(&backup, &["backup"]));
@@ -248,14 +249,15 @@ fn by_hand_recipe_restores() {
         "set -euo pipefail
          mkdir -m 700 {work}/restore
          age -d -i {id} {dir}/db-{db}.tar.zst.age | zstd -d | tar -x -C {work}/restore
-         influx -host 127.0.0.1 -port 58086 -execute 'DROP DATABASE \"{db}\"'
-         influxd restore -portable -host {RPC} -db {db} {work}/restore
-         while IFS= read -r q; do influx -host 127.0.0.1 -port 58086 -execute \"$q\"; done < {work}/restore/continuous_queries.influxql
+         influx -host 127.0.0.1 -port {INFLUX_HTTP_PORT} -execute 'DROP DATABASE \"{db}\"'
+         influxd restore -portable -host {rpc} -db {db} {work}/restore
+         while IFS= read -r q; do influx -host 127.0.0.1 -port {INFLUX_HTTP_PORT} -execute \"$q\"; done < {work}/restore/continuous_queries.influxql
          rm -rf {work}/restore",
         id = t.case.identity_file.display(),
         dir = run_dir.display(),
         db = t.db,
         work = t.work.display(),
+        rpc = rpc(),
     );
     let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
     assert!(out.status.success(), "by-hand restore failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -266,7 +268,7 @@ fn by_hand_recipe_restores() {
             .args([
                 "-sS",
                 "-XPOST",
-                &format!("{HTTP}/query"),
+                &format!("{}/query", http()),
                 "--data-urlencode",
                 &format!("q=SELECT count(*) FROM \"{}\".\"autogen\".registrations", t.db),
             ])
@@ -297,7 +299,7 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Server-stamped points, as live services write them.
                 let mut child = Command::new("curl")
-                    .args(["-sS", "-f", "-XPOST", &format!("{HTTP}/write?db={db}"), "--data-binary", "@-"])
+                    .args(["-sS", "-f", "-XPOST", &format!("{}/write?db={db}", http()), "--data-binary", "@-"])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .spawn()
@@ -468,7 +470,7 @@ fn retention_policies_changing_throughout_the_backup_fail_it_clearly() {
 #[test]
 fn missing_database_is_named_before_any_data_moves() {
     let t = InfluxCase::new("missing_db");
-    seed_main(HTTP, &t.db);
+    seed_main(&http(), &t.db);
     let backup = t.backup_config_with(&Transport::File, &t.store_block("", &[&t.db, "t_influx_no_such_db"]));
     let out = lifeboat(&backup, &["backup"]);
     assert_fails(&out, 1, "database `t_influx_no_such_db` named in stores.influxdb.databases does not exist");
@@ -479,9 +481,10 @@ fn missing_database_is_named_before_any_data_moves() {
 #[test]
 fn unreachable_influxdb_is_a_clear_error() {
     let t = InfluxCase::new("unreachable");
-    let store = t.store_block("", &[&t.db]).replace(HTTP, "http://127.0.0.1:58099");
+    let closed = format!("http://127.0.0.1:{CLOSED_INFLUX_HTTP_PORT}");
+    let store = t.store_block("", &[&t.db]).replace(&http(), &closed);
     let out = lifeboat(&t.backup_config_with(&Transport::File, &store), &["backup"]);
-    assert_fails(&out, 1, "cannot reach InfluxDB's HTTP API at http://127.0.0.1:58099");
+    assert_fails(&out, 1, &format!("cannot reach InfluxDB's HTTP API at {closed}"));
 }
 
 /// A private influxd on its own ports and folders, killed when dropped.
@@ -569,7 +572,7 @@ fn influxdb_down_during_backup_never_completes_a_run() {
     let t = InfluxCase::new("down");
     let server_dir = t.case.dir.path().join("influxd");
     std::fs::create_dir_all(&server_dir).unwrap();
-    let server = PrivateInflux::start(&server_dir, 58186, 58188);
+    let server = PrivateInflux::start(&server_dir, PRIVATE_INFLUX_HTTP_PORT, PRIVATE_INFLUX_RPC_PORT);
     seed_main(&server.http, &t.db);
     let store = |extra: &str| {
         format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{}]\n{extra}", server.rpc, server.http, t.db)
@@ -608,7 +611,7 @@ fn influxdb_down_during_backup_never_completes_a_run() {
 #[test]
 fn failing_influxd_backup_removes_its_temporary_folder() {
     let t = InfluxCase::new("tool_fails");
-    seed_main(HTTP, &t.db);
+    seed_main(&http(), &t.db);
     // A real backup into the folder, then a failure, as when influxd dies part-way.
     let bin = t.case.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -707,7 +710,7 @@ fn interrupted_restore_can_be_run_again() {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }
     assert!(stall_pid.exists(), "the restore reached the second database");
-    assert!(!databases_at(HTTP).contains(&t.db2), "the restore was interrupted after dropping the second database");
+    assert!(!databases_at(&http()).contains(&t.db2), "the restore was interrupted after dropping the second database");
 
     let out = lifeboat(&t.restore_config(&Transport::File), &["restore", "--yes"]);
     assert_ok(&out);

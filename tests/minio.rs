@@ -1,262 +1,22 @@
 //! MinIO dump backups and restores, end to end against the real MinIO server started by
-//! scripts/servers/s3.sh (127.0.0.1:59000) and a real sshd. Each test uses its own buckets.
+//! scripts/servers/s3.sh (127.0.0.1:MINIO_PORT) and a real sshd. Each test uses its own buckets.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, VersioningConfiguration};
+use common::s3::{MINIO_PORT, S3, S3S_PORT, minio_store_block, s3_key_file};
 use common::*;
-use sha2::{Digest, Sha256};
 
-const S3_PORT: u16 = 59000;
-/// s3s-fs, an S3 server without versioning (scripts/servers/s3s-fs.sh).
-const S3S_PORT: u16 = 59100;
 /// Over 100 MB and not a multiple of the part size.
 const BIG_SIZE: usize = (101 << 20) + 12345;
 const BIG_KEY: &str = "0000-big/scan of register ü.bin";
 const LONG_KEY_PREFIX: &str = "deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/0/1/2/3/4/5/6/7/8/9/aa/bb/cc/dd/ee/ff/gg/hh/";
-
-fn endpoint(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
-}
-
-/// A synchronous S3 client for setting up and checking buckets.
-struct S3 {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-}
-
-impl S3 {
-    fn new() -> S3 {
-        ensure_server("s3");
-        S3::at(S3_PORT)
-    }
-
-    /// A client of the S3 server on `port` (MinIO, or s3s-fs on S3S_PORT).
-    fn at(port: u16) -> S3 {
-        let key = |f: &str| std::fs::read_to_string(state().join(f)).unwrap().trim().to_string();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(endpoint(port))
-            .force_path_style(true)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(key("s3-access-key"), key("s3-secret-key"), None, None, "test"))
-            .build();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        S3 { rt, client: Client::from_conf(config) }
-    }
-
-    fn bucket_exists(&self, bucket: &str) -> bool {
-        self.rt.block_on(self.client.head_bucket().bucket(bucket).send()).is_ok()
-    }
-
-    /// Removes the bucket with everything in it, if it exists.
-    fn remove_bucket(&self, bucket: &str) {
-        if !self.bucket_exists(bucket) {
-            return;
-        }
-        self.rt.block_on(async {
-            loop {
-                let page = self.client.list_object_versions().bucket(bucket).send().await.unwrap();
-                let mut ids: Vec<(String, Option<String>)> =
-                    page.versions().iter().map(|v| (v.key().unwrap().to_string(), v.version_id().map(str::to_string))).collect();
-                ids.extend(page.delete_markers().iter().map(|m| (m.key().unwrap().to_string(), m.version_id().map(str::to_string))));
-                if ids.is_empty() {
-                    break;
-                }
-                for (key, version) in ids {
-                    self.client.delete_object().bucket(bucket).key(key).set_version_id(version).send().await.unwrap();
-                }
-            }
-            let uploads = self.client.list_multipart_uploads().bucket(bucket).send().await.unwrap();
-            for u in uploads.uploads() {
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(u.key().unwrap())
-                    .upload_id(u.upload_id().unwrap())
-                    .send()
-                    .await;
-            }
-            self.client.delete_bucket().bucket(bucket).send().await.unwrap();
-        });
-    }
-
-    fn fresh_bucket(&self, bucket: &str) {
-        self.remove_bucket(bucket);
-        self.rt.block_on(self.client.create_bucket().bucket(bucket).send()).unwrap();
-    }
-
-    fn put(&self, bucket: &str, key: &str, body: &[u8], content_type: Option<&str>, meta: &[(&str, &str)]) {
-        let mut put = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .set_content_type(content_type.map(str::to_string));
-        for (k, v) in meta {
-            put = put.metadata(*k, *v);
-        }
-        self.rt.block_on(put.send()).unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
-    }
-
-    /// An object with the standard headers a web client is served with.
-    fn put_served(&self, bucket: &str, key: &str, body: &[u8]) {
-        let put = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .content_type("text/html; charset=utf-8")
-            .cache_control("max-age=3600")
-            .content_disposition("attachment; filename=\"certificate.html\"")
-            .content_language("fr");
-        self.rt.block_on(put.send()).unwrap();
-    }
-
-    fn delete(&self, bucket: &str, key: &str) {
-        self.rt.block_on(self.client.delete_object().bucket(bucket).key(key).send()).unwrap();
-    }
-
-    /// A big object of repeated pseudo-random bytes, uploaded in 16 MiB parts.
-    fn put_big(&self, bucket: &str, key: &str, size: usize) {
-        let mut block = vec![0u8; 1 << 20];
-        let mut x: u64 = 0x9E3779B97F4A7C15;
-        for b in block.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        self.rt.block_on(async {
-            let up = self
-                .client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .content_type("application/x-scan")
-                .metadata("pages", "4000")
-                .send()
-                .await
-                .unwrap();
-            let id = up.upload_id().unwrap();
-            let mut parts = Vec::new();
-            let mut offset = 0usize;
-            let mut n = 1;
-            while offset < size {
-                let len = (size - offset).min(16 << 20);
-                let body: Vec<u8> = (0..len).map(|i| block[(offset + i) % block.len()] ^ (n as u8)).collect();
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .part_number(n)
-                    .body(ByteStream::from(body))
-                    .send()
-                    .await
-                    .unwrap();
-                parts.push(CompletedPart::builder().e_tag(out.e_tag().unwrap()).part_number(n).build());
-                offset += len;
-                n += 1;
-            }
-            self.client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-                .send()
-                .await
-                .unwrap();
-        });
-    }
-
-    fn set_versioning(&self, bucket: &str) {
-        self.rt
-            .block_on(
-                self.client
-                    .put_bucket_versioning()
-                    .bucket(bucket)
-                    .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
-                    .send(),
-            )
-            .unwrap();
-    }
-
-    fn set_policy(&self, bucket: &str) {
-        let policy = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":["*"]}},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/public/*"]}}]}}"#
-        );
-        self.rt.block_on(self.client.put_bucket_policy().bucket(bucket).policy(policy).send()).unwrap();
-    }
-
-    fn delete_policy(&self, bucket: &str) {
-        self.rt.block_on(self.client.delete_bucket_policy().bucket(bucket).send()).unwrap();
-    }
-
-    fn pending_uploads(&self, bucket: &str) -> usize {
-        self.rt.block_on(self.client.list_multipart_uploads().bucket(bucket).send()).map(|o| o.uploads().len()).unwrap_or(0)
-    }
-
-    /// Everything a restore must bring back: per object its key, size, SHA-256, content type,
-    /// standard headers and user metadata; the bucket's policy and versioning.
-    fn fingerprint(&self, bucket: &str) -> String {
-        self.rt.block_on(async {
-            let mut lines = Vec::new();
-            let mut token = None;
-            loop {
-                let page = self.client.list_objects_v2().bucket(bucket).set_continuation_token(token).send().await.unwrap();
-                for o in page.contents() {
-                    let key = o.key().unwrap();
-                    let mut got = self.client.get_object().bucket(bucket).key(key).send().await.unwrap();
-                    let mut hash = Sha256::new();
-                    let mut size = 0;
-                    while let Some(chunk) = got.body.next().await {
-                        let chunk = chunk.unwrap();
-                        size += chunk.len();
-                        hash.update(&chunk);
-                    }
-                    let meta: BTreeMap<_, _> = got.metadata().cloned().unwrap_or_default().into_iter().collect();
-                    lines.push(format!(
-                        "{key:?} {size} {} {:?} {:?} {:?} {:?} {meta:?}",
-                        hex::encode(hash.finalize()),
-                        got.content_type(),
-                        got.cache_control(),
-                        got.content_disposition(),
-                        got.content_language()
-                    ));
-                }
-                match page.next_continuation_token() {
-                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
-            let policy = self.client.get_bucket_policy().bucket(bucket).send().await.ok().and_then(|p| p.policy().map(str::to_string));
-            // A server without versioning (s3s-fs) answers NotImplemented: no status to compare.
-            let versioning = match self.client.get_bucket_versioning().bucket(bucket).send().await {
-                Ok(v) => format!("{:?}", v.status()),
-                Err(e) if e.as_service_error().and_then(|e| e.meta().code()) == Some("NotImplemented") => "not implemented".into(),
-                Err(e) => panic!("versioning of {bucket}: {e:?}"),
-            };
-            lines.push(format!("policy {policy:?} versioning {versioning}"));
-            lines.join("\n")
-        })
-    }
-}
 
 /// A test's buckets: `docs` (the awkward keys, the big object), `versioned` (versioning and a
 /// policy), `empty`.
@@ -345,20 +105,6 @@ fn seed(s3: &S3, b: &Buckets, big: bool) -> BTreeMap<String, (u64, u64)> {
     expected
 }
 
-fn key_file(name: &str) -> PathBuf {
-    state().join(name)
-}
-
-fn minio_block(buckets: &[&str], port: u16, extra: &str) -> String {
-    let list = if buckets.is_empty() { String::new() } else { format!("    buckets: [{}]\n", buckets.join(", ")) };
-    format!(
-        "stores:\n  minio:\n    endpoint: {}\n    access_key_file: {}\n    secret_key_file: {}\n{list}{extra}",
-        endpoint(port),
-        key_file("s3-access-key").display(),
-        key_file("s3-secret-key").display()
-    )
-}
-
 /// A test's three buckets on the S3 server, with what each should hold.
 struct Minio {
     s3: S3,
@@ -370,7 +116,7 @@ impl RoundTrip for Minio {
     const STORE: &'static str = "minio";
 
     fn stores_block(&self) -> String {
-        minio_block(&self.buckets.all(), S3_PORT, "")
+        minio_store_block(&self.buckets.all(), MINIO_PORT, "")
     }
 
     fn fingerprint(&self) -> String {
@@ -413,7 +159,7 @@ impl RoundTrip for Minio {
 }
 
 fn roundtrip(test: &str, transport: Transport) {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new(test);
     let buckets = Buckets::new(test);
     let expected = seed(&s3, &buckets, true);
@@ -434,11 +180,11 @@ fn roundtrip_to_local_folder() {
 /// Python's tarfile lists their content types and metadata, with no Lifeboat involved.
 #[test]
 fn by_hand_recipe_recovers_objects_and_metadata() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_by_hand");
     let b = Buckets::new("minio_by_hand");
     seed(&s3, &b, false);
-    let backup = case.backup_config_with(&Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::File, &minio_store_block(&b.all(), MINIO_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
     let archive = case.server_path.join(runs[0]["path"].as_str().unwrap()).join("objects.tar.zst.age");
@@ -494,14 +240,14 @@ fn by_hand_recipe_recovers_objects_and_metadata() {
 
 #[test]
 fn writes_during_backup_do_not_cause_a_false_mismatch() {
-    let s3 = Arc::new(S3::new());
+    let s3 = Arc::new(S3::minio());
     let case = Case::new("minio_concurrent");
     let b = Buckets::new("minio_concurrent");
     seed(&s3, &b, false);
     for i in 0..300 {
         s3.put(&b.docs, &format!("batch/{i:04}.txt"), format!("record {i}").as_bytes(), Some("text/plain"), &[]);
     }
-    let stores = minio_block(&b.all(), S3_PORT, "");
+    let stores = minio_store_block(&b.all(), MINIO_PORT, "");
     let backup = case.backup_config_with(&Transport::File, &stores, "backup.yaml");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     let stop = Arc::new(AtomicBool::new(false));
@@ -527,12 +273,12 @@ fn writes_during_backup_do_not_cause_a_false_mismatch() {
 
 #[test]
 fn all_buckets_are_backed_up_when_none_are_named() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_all");
     let b = Buckets::new("minio_all");
     let expected = seed(&s3, &b, false);
     // Other tests create and delete buckets meanwhile: a bucket that vanishes is skipped.
-    let backup = case.backup_config_with(&Transport::File, &minio_block(&[], S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::File, &minio_store_block(&[], MINIO_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let runs = case.runs(&backup);
     let manifest = case.manifest_of(&runs[0]).1;
@@ -547,19 +293,19 @@ fn all_buckets_are_backed_up_when_none_are_named() {
 
 #[test]
 fn unreachable_s3_server_fails_the_run_and_keeps_older_backups() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_unreachable");
     let b = Buckets::new("minio_unreachable");
     seed(&s3, &b, false);
-    let backup = case.backup_config_with(&Transport::Ssh, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::Ssh, &minio_store_block(&b.all(), MINIO_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
     let good_manifest = case.manifest_of(&good[0]).1;
 
     // Nothing listens on this port.
-    let down = case.backup_config_with(&Transport::Ssh, &minio_block(&b.all(), 59999, ""), "down.yaml");
+    let down = case.backup_config_with(&Transport::Ssh, &minio_store_block(&b.all(), CLOSED_S3_PORT, ""), "down.yaml");
     let out = lifeboat(&down, &["backup"]);
-    assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:59999");
+    assert_fails(&out, 1, &format!("cannot reach the S3 server at http://127.0.0.1:{CLOSED_S3_PORT}"));
     let runs = case.runs(&backup);
     assert_eq!(runs.len(), 1, "the failed run left nothing: {runs:?}");
     assert_eq!(runs[0]["complete"], true);
@@ -568,16 +314,16 @@ fn unreachable_s3_server_fails_the_run_and_keeps_older_backups() {
 
 #[test]
 fn s3_server_lost_mid_stream_never_completes_a_run() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_cut");
     let b = Buckets::new("minio_cut");
     seed(&s3, &b, true);
-    let backup = case.backup_config_with(&Transport::File, &minio_block(&b.all(), S3_PORT, ""), "backup.yaml");
+    let backup = case.backup_config_with(&Transport::File, &minio_store_block(&b.all(), MINIO_PORT, ""), "backup.yaml");
     assert_ok(&lifeboat(&backup, &["backup"]));
     let good = case.runs(&backup);
 
-    let relay = DyingRelay::start(S3_PORT, 30 << 20);
-    let through_relay = case.backup_config_with(&Transport::File, &minio_block(&b.all(), relay.port, ""), "relay.yaml");
+    let relay = DyingRelay::start(MINIO_PORT, 30 << 20);
+    let through_relay = case.backup_config_with(&Transport::File, &minio_store_block(&b.all(), relay.port, ""), "relay.yaml");
     let out = lifeboat(&through_relay, &["backup"]);
     assert!(relay.went_down(), "the relay cut the connection");
     let line = assert_fails(&out, 1, "cannot reach the S3 server at http://127.0.0.1:");
@@ -590,12 +336,13 @@ fn s3_server_lost_mid_stream_never_completes_a_run() {
 
 #[test]
 fn missing_bucket_is_named_before_any_data_moves() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_missing");
     let b = Buckets::new("minio_missing");
     s3.fresh_bucket(&b.docs);
     s3.remove_bucket("lb-minio-missing-nope");
-    let config = case.backup_config_with(&Transport::File, &minio_block(&[&b.docs, "lb-minio-missing-nope"], S3_PORT, ""), "backup.yaml");
+    let config =
+        case.backup_config_with(&Transport::File, &minio_store_block(&[&b.docs, "lb-minio-missing-nope"], MINIO_PORT, ""), "backup.yaml");
     let out = lifeboat(&config, &["backup"]);
     assert_fails(&out, 1, "bucket `lb-minio-missing-nope` named in stores.minio.buckets does not exist");
     assert!(case.runs(&config).is_empty(), "no run left behind");
@@ -603,7 +350,7 @@ fn missing_bucket_is_named_before_any_data_moves() {
 
 #[test]
 fn archive_of_another_store_is_refused_before_touching_buckets() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_wrong_store");
     let b = Buckets::new("minio_wrong_store");
     seed(&s3, &b, false);
@@ -621,7 +368,7 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
         ),
     );
     assert_ok(&lifeboat(&pg_backup, &["backup"]));
-    let stores = minio_block(&b.all(), S3_PORT, "    server_dir: postgres\n");
+    let stores = minio_store_block(&b.all(), MINIO_PORT, "    server_dir: postgres\n");
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
     assert_fails(&lifeboat(&restore, &["restore", "--yes"]), 2, "holds a postgres backup, not minio");
 
@@ -648,12 +395,12 @@ fn archive_of_another_store_is_refused_before_touching_buckets() {
 
 #[test]
 fn interrupted_restore_can_be_run_again() {
-    let s3 = S3::new();
+    let s3 = S3::minio();
     let case = Case::new("minio_interrupted");
     let b = Buckets::new("minio_interrupted");
     seed(&s3, &b, true);
     let before = b.fingerprint(&s3);
-    let stores = minio_block(&b.all(), S3_PORT, "");
+    let stores = minio_store_block(&b.all(), MINIO_PORT, "");
     assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "backup.yaml"), &["backup"]));
     let restore = case.restore_config_with(&Transport::File, &stores, "restore.yaml");
 
@@ -681,13 +428,13 @@ fn bad_minio_config_is_a_configuration_error() {
     let case = Case::new("minio_bad_config");
     let bad_url = case.backup_config_with(
         &Transport::File,
-        &minio_block(&[], S3_PORT, "").replace("http://127.0.0.1:59000", "127.0.0.1:59000"),
+        &minio_store_block(&[], MINIO_PORT, "").replace(&format!("http://127.0.0.1:{MINIO_PORT}"), &format!("127.0.0.1:{MINIO_PORT}")),
         "a.yaml",
     );
     assert_fails(&lifeboat(&bad_url, &["backup"]), 2, "stores.minio.endpoint");
     let missing_key = case.backup_config_with(
         &Transport::File,
-        &minio_block(&[], S3_PORT, "").replace(&key_file("s3-secret-key").display().to_string(), "/nonexistent/secret"),
+        &minio_store_block(&[], MINIO_PORT, "").replace(&s3_key_file("s3-secret-key").display().to_string(), "/nonexistent/secret"),
         "b.yaml",
     );
     assert_fails(&lifeboat(&missing_key, &["backup"]), 2, "/nonexistent/secret");
@@ -698,19 +445,18 @@ fn bad_minio_config_is_a_configuration_error() {
 /// restore empties the changed bucket by plain listing and brings back every object.
 #[test]
 fn restore_works_on_an_s3_server_without_versioning() {
-    ensure_server("s3s-fs");
-    let s3 = S3::at(S3S_PORT);
+    let s3 = S3::s3s();
     let case = Case::new("minio_s3s");
     let bucket = format!("lb-s3s-{}", std::process::id());
-    s3.rt.block_on(s3.client.create_bucket().bucket(&bucket).send()).unwrap();
+    s3.fresh_bucket(&bucket);
     s3.put(&bucket, "plain.txt", b"hello registry\n", Some("text/plain"), &[]);
     s3.put(&bucket, "with space/record ü.json", b"{\"name\":\"Zo\xc3\xab\"}", Some("application/json"), &[("registrar", "Ngozi")]);
     s3.put(&bucket, "medium.bin", &(0..300_000u32).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>(), None, &[]);
     let before = s3.fingerprint(&bucket);
-    let stores = minio_block(&[&bucket], S3S_PORT, "");
+    let stores = minio_store_block(&[&bucket], S3S_PORT, "");
     assert_ok(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "backup.yaml"), &["backup"]));
 
-    s3.rt.block_on(s3.client.delete_object().bucket(&bucket).key("plain.txt").send()).unwrap();
+    s3.delete(&bucket, "plain.txt");
     s3.put(&bucket, "intruder.txt", b"not in the backup", None, &[]);
     assert_ne!(s3.fingerprint(&bucket), before);
 
@@ -718,10 +464,5 @@ fn restore_works_on_an_s3_server_without_versioning() {
     assert_ok(&out);
     assert!(stderr(&out).contains("verified"), "{}", stderr(&out));
     assert_eq!(s3.fingerprint(&bucket), before);
-    s3.rt.block_on(async {
-        for key in ["plain.txt", "with space/record ü.json", "medium.bin"] {
-            s3.client.delete_object().bucket(&bucket).key(key).send().await.unwrap();
-        }
-        s3.client.delete_bucket().bucket(&bucket).send().await.unwrap();
-    });
+    s3.remove_bucket(&bucket);
 }

@@ -706,17 +706,19 @@ fn missing_database_is_named_before_any_data_moves() {
 #[test]
 fn server_down_is_a_clear_error() {
     let case = mongo_case("no_server");
-    let stores = "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:57099/?serverSelectionTimeoutMS=2000\n    databases: [x]\n";
-    let out = lifeboat(&case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"), &["backup"]);
-    assert_fails(&out, 1, "cannot connect to MongoDB at 127.0.0.1:57099");
+    let stores = format!(
+        "stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{CLOSED_MONGO_PORT}/?serverSelectionTimeoutMS=2000\n    databases: [x]\n"
+    );
+    let out = lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]);
+    assert_fails(&out, 1, &format!("cannot connect to MongoDB at 127.0.0.1:{CLOSED_MONGO_PORT}"));
 }
 
 #[test]
 fn password_in_the_url_is_refused() {
     let case = mongo_case("url_password");
-    let stores = "stores:\n  mongodb:\n    url: mongodb://app:secret@127.0.0.1:57017/\n";
+    let stores = format!("stores:\n  mongodb:\n    url: mongodb://app:secret@127.0.0.1:{MONGO_PORT}/\n");
     let line =
-        assert_fails(&lifeboat(&case.backup_config_with(&Transport::File, stores, "mongo-backup.yaml"), &["backup"]), 2, "password_file");
+        assert_fails(&lifeboat(&case.backup_config_with(&Transport::File, &stores, "mongo-backup.yaml"), &["backup"]), 2, "password_file");
     assert!(!line.contains("secret"), "the password is never printed: {line}");
 }
 

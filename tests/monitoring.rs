@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::*;
 
-const PUSHGATEWAY: &str = "http://127.0.0.1:59191";
+fn pushgateway() -> String {
+    format!("http://127.0.0.1:{PUSHGATEWAY_PORT}")
+}
 
 fn promtool() -> PathBuf {
     let tools = std::env::var("LIFEBOAT_TOOLS")
@@ -75,7 +77,7 @@ fn value(text: &str, metric: &str, store: &str) -> Option<f64> {
 }
 
 fn pushed() -> String {
-    let out = Command::new("curl").args(["-fsS", &format!("{PUSHGATEWAY}/metrics")]).output().unwrap();
+    let out = Command::new("curl").args(["-fsS", &format!("{}/metrics", pushgateway())]).output().unwrap();
     assert!(out.status.success(), "reading the Pushgateway: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -91,8 +93,9 @@ fn each_backup_publishes_metrics_and_a_failure_calls_the_webhook_and_keeps_the_l
     let hook_file = case.dir.path().join("webhook-url");
     std::fs::write(&hook_file, format!("{hook}\n")).unwrap();
     let monitoring = format!(
-        "monitoring:\n  textfile_dir: {}\n  pushgateway_url: {PUSHGATEWAY}\n  webhook_url_file: {}\n",
+        "monitoring:\n  textfile_dir: {}\n  pushgateway_url: {}\n  webhook_url_file: {}\n",
         textfiles.display(),
+        pushgateway(),
         hook_file.display()
     );
     let backup = case
@@ -144,7 +147,7 @@ fn each_backup_publishes_metrics_and_a_failure_calls_the_webhook_and_keeps_the_l
         &std::fs::read_to_string(&backup).unwrap().replace(
             &format!("url: file://{}", case.server_path.display()),
             &format!(
-                "url: ssh://root@127.0.0.1:52299/nowhere\n  ssh_key_file: {}\n  known_hosts_file: {}",
+                "url: ssh://root@127.0.0.1:{CLOSED_SSH_PORT}/nowhere\n  ssh_key_file: {}\n  known_hosts_file: {}",
                 state().join("sshd/client_key").display(),
                 state().join("sshd/known_hosts").display()
             ),

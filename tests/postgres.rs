@@ -256,10 +256,10 @@ fn ssh_server_down_is_a_clear_error() {
     let case = Case::new("ssh_down");
     seed_postgres(&case.db, 10);
     let config = case.backup_config(&Transport::Ssh);
-    let text = std::fs::read_to_string(&config).unwrap().replace(&format!(":{SSH_PORT}/"), ":52299/");
+    let text = std::fs::read_to_string(&config).unwrap().replace(&format!(":{SSH_PORT}/"), &format!(":{CLOSED_SSH_PORT}/"));
     let config = case.write_config("down.yaml", &text);
     let out = lifeboat(&config, &["backup"]);
-    assert_fails(&out, 1, "cannot reach 127.0.0.1:52299");
+    assert_fails(&out, 1, &format!("cannot reach 127.0.0.1:{CLOSED_SSH_PORT}"));
 }
 
 #[test]

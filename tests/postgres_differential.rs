@@ -1,5 +1,5 @@
 //! PostgreSQL `differential`: pgBackRest 2.55 over a real sshd, from a real PostgreSQL 15 with
-//! archive_mode=on (scripts/servers/pgbackrest-pg.sh, port 55433; the shared test PostgreSQL is
+//! archive_mode=on (scripts/servers/pgbackrest-pg.sh, port PGBR_PG_PORT; the shared test PostgreSQL is
 //! never restored over). Restores go to fresh data directories, each started on its own port.
 //!
 //! The source cluster's archive_command reads the one pgBackRest configuration Lifeboat renders
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const SOURCE_PORT: u16 = 55433;
+const SOURCE_PORT: u16 = PGBR_PG_PORT;
 const STANZA: &str = "lifeboat_test";
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -225,34 +225,34 @@ fn full_differential_and_point_in_time_restores_bring_back_exactly_their_rows() 
     archive_current_wal();
 
     // The differential itself: exactly the rows it was taken with.
-    let (from_diff, config) = world.restore_target("from-diff", 55434, &world.passphrase);
+    let (from_diff, config) = world.restore_target("from-diff", DIFF_FROM_DIFF_PORT, &world.passphrase);
     let out = lifeboat(&config, &["restore", "--store", "postgres", "--from", diff, "--yes"]);
     assert_ok(&out);
-    assert_eq!(rows(55434, db), "150|1|150");
-    assert_eq!(sql_at(55434, db, "SELECT string_agg(DISTINCT phase, ',' ORDER BY phase) FROM registry"), "diff,full");
-    assert_eq!(sql_at(55434, "postgres", "SELECT pg_is_in_recovery()"), "f", "the restored cluster is promoted");
+    assert_eq!(rows(DIFF_FROM_DIFF_PORT, db), "150|1|150");
+    assert_eq!(sql_at(DIFF_FROM_DIFF_PORT, db, "SELECT string_agg(DISTINCT phase, ',' ORDER BY phase) FROM registry"), "diff,full");
+    assert_eq!(sql_at(DIFF_FROM_DIFF_PORT, "postgres", "SELECT pg_is_in_recovery()"), "f", "the restored cluster is promoted");
     assert!(stderr(&out).contains(&format!("restore {diff} done")) && stderr(&out).contains("WAL replayed to"), "{}", stderr(&out));
     // It runs now: a second restore onto it is refused, and it is left as it was.
     let again = lifeboat(&config, &["restore", "--store", "postgres", "--yes"]);
     assert_fails(&again, 1, "is running on data directory");
-    assert_eq!(rows(55434, db), "150|1|150");
+    assert_eq!(rows(DIFF_FROM_DIFF_PORT, db), "150|1|150");
     drop(from_diff);
 
     // The noted time: every row committed before it, none after.
-    let (_at_time, config) = world.restore_target("at-time", 55435, &world.passphrase);
+    let (_at_time, config) = world.restore_target("at-time", DIFF_AT_TIME_PORT, &world.passphrase);
     let out = lifeboat(&config, &["restore", "--store", "postgres", "--target-time", &noted, "--yes"]);
     assert_ok(&out);
-    assert_eq!(rows(55435, db), "175|1|175");
+    assert_eq!(rows(DIFF_AT_TIME_PORT, db), "175|1|175");
     assert!(stderr(&out).contains(&format!("restore {diff} done: recovery target")), "{}", stderr(&out));
 
     // No choice: the newest backup and all archived WAL, so every row.
-    let (_newest, config) = world.restore_target("newest", 55436, &world.passphrase);
+    let (_newest, config) = world.restore_target("newest", DIFF_NEWEST_PORT, &world.passphrase);
     assert_ok(&lifeboat(&config, &["restore", "--yes"]));
-    assert_eq!(rows(55436, db), "200|1|200");
+    assert_eq!(rows(DIFF_NEWEST_PORT, db), "200|1|200");
 
     // The README's by-hand recipe, no Lifeboat: pgBackRest with a configuration written by hand.
-    let by_hand = world.by_hand_restore(full, 55438);
-    assert_eq!(rows(55438, db), "100|1|100");
+    let by_hand = world.by_hand_restore(full, DIFF_BY_HAND_PORT);
+    assert_eq!(rows(DIFF_BY_HAND_PORT, db), "100|1|100");
     drop(by_hand);
 
     // status and verify read the repository.
@@ -293,7 +293,7 @@ fn a_wrong_passphrase_fails_clearly_and_verify_finds_a_damaged_file() {
     let wrong = world.case.dir.path().join("wrong-passphrase");
     std::fs::write(&wrong, "not the passphrase\n").unwrap();
 
-    let (target, config) = world.restore_target("wrong-passphrase", 55437, &wrong);
+    let (target, config) = world.restore_target("wrong-passphrase", DIFF_WRONG_PASSPHRASE_PORT, &wrong);
     let out = lifeboat(&config, &["restore", "--yes"]);
     let line = assert_fails(&out, 1, "does not hold the passphrase the repository was made with");
     assert!(line.contains(&wrong.display().to_string()) && !line.contains("not the passphrase"), "{line}");

@@ -344,7 +344,7 @@ fn prune_expires_pgbackrest_backups_by_its_retention() {
     let base = state().join("prune-tests").join(format!("pgbr-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let conf = base.join("lifeboat-pgbackrest");
-    let cluster = OwnCluster::start(&base, 55491, &conf, "prune_test");
+    let cluster = OwnCluster::start(&base, PRUNE_PG_PORT, &conf, "prune_test");
     let passphrase = case.dir.path().join("pgbr-passphrase");
     std::fs::write(&passphrase, "prune test passphrase\n").unwrap();
     let block = |retention: &str| {

@@ -1,5 +1,5 @@
 //! `lifeboat serve` as the forced command of `authorized_keys` lines, through real logins to a
-//! private OpenSSH sshd (127.0.0.1:52224, started once for this test binary and stopped by pid at
+//! private OpenSSH sshd (127.0.0.1:SERVE_SSH_PORT, started once for this test binary and stopped by pid at
 //! exit): OpenSSH's own `sftp` and `ssh` clients try every allowed and forbidden operation with
 //! the production (append-only) and the restore (read-only) key, and Lifeboat itself backs up,
 //! lists, checks and verifies through the first and restores through the second.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const PORT: u16 = 52224;
+const PORT: u16 = SERVE_SSH_PORT;
 
 /// The private sshd: its folder, and one served root per test world.
 struct Sshd {
@@ -404,8 +404,8 @@ fn lifeboat_backs_up_lists_checks_and_verifies_through_the_production_key_and_re
     assert!(!listing.iter().any(|n| n.to_string_lossy().contains("drill")), "the restore key wrote into the run: {listing:?}");
 }
 
-const PGBR_SOURCE_PORT: u16 = 55433;
-const PGBR_RESTORE_PORT: u16 = 55439;
+const PGBR_SOURCE_PORT: u16 = PGBR_PG_PORT;
+const PGBR_RESTORE_PORT: u16 = SERVE_PGBR_RESTORE_PORT;
 const STANZA: &str = "lifeboat_test";
 
 /// A cluster Lifeboat restored and started; stopped by its pid (fast shutdown) when dropped.

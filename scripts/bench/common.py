@@ -24,9 +24,12 @@ def env(name, default):
     return v if v not in (None, "") else default
 
 
-# The test servers (scripts/servers/*.sh): pid files, ssh client key and known hosts.
+# The test servers (scripts/servers/*.sh): their ports (the NAME=PORT lines of
+# scripts/servers/ports, the one table of them), pid files, ssh client key and known hosts.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "servers", "ports")) as _table:
+    PORTS = {k: v for k, v in (line.strip().split("=", 1) for line in _table if "=" in line and not line.startswith("#"))}
 STATE = env("LIFEBOAT_TEST_STATE", "/var/tmp/lifeboat-test/state")
-SSH_PORT = env("BENCH_SSH_PORT", "52222")
+SSH_PORT = env("BENCH_SSH_PORT", PORTS["SSH_PORT"])
 SSH_KEY = f"{STATE}/sshd/client_key"
 KNOWN_HOSTS = f"{STATE}/sshd/known_hosts"
 SSH_CMD = (f"ssh -p {SSH_PORT} -i {SSH_KEY} -o UserKnownHostsFile={KNOWN_HOSTS} "

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# FerretDB 1.24.2 (MongoDB wire protocol) for tests and the quick start: mongodb://127.0.0.1:57017,
-# no auth, storing in the PostgreSQL test server (scripts/servers/postgres.sh, 127.0.0.1:55432,
+# FerretDB 1.24.2 (MongoDB wire protocol) for tests and the quick start: mongodb://127.0.0.1:$MONGO_PORT,
+# no auth, storing in the PostgreSQL test server (scripts/servers/postgres.sh, 127.0.0.1:$PG_PORT,
 # user postgres, trust auth) in its database `ferretdb`, which `start` creates when missing.
 #   LIFEBOAT_FERRETDB_BACKEND=sqlite   store in SQLite files under $STATE/ferretdb/sqlite instead
-#   LIFEBOAT_PG_PORT=N                 PostgreSQL port (default 55432, as postgres.sh)
+#   LIFEBOAT_PG_PORT=N                 PostgreSQL port (default $PG_PORT, as postgres.sh)
 #   LIFEBOAT_FERRETDB_PG_URL=URL       full PostgreSQL URL (overrides the port)
 #
 # Install: from the Go module proxy inside a throwaway module, as ../shared/SPEC.md says. The module
@@ -30,13 +30,13 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=ferretdb
 VERSION=v1.24.2
-PORT=57017
+PORT=$MONGO_PORT
 DIR=$STATE/$NAME
 PIDFILE=$STATE/$NAME.pid
 LOG=$STATE/$NAME.log
 BIN=$TOOLS/bin/ferretdb
 BACKEND=${LIFEBOAT_FERRETDB_BACKEND:-postgresql}
-PG_PORT=${LIFEBOAT_PG_PORT:-55432}
+PG_PORT=${LIFEBOAT_PG_PORT:-$PG_PORT}
 PG_URL=${LIFEBOAT_FERRETDB_PG_URL:-postgres://postgres@127.0.0.1:$PG_PORT/ferretdb}
 
 find_go() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # InfluxDB 1.x for tests and the quick start: Debian's `influxdb` package (influxd 1.6.7 on
 # Debian 12), run with its own config written under the state dir.
-#   HTTP API:           http://127.0.0.1:58086  (no auth)
-#   RPC (backup/restore): 127.0.0.1:58088       (influxd backup/restore -host 127.0.0.1:58088)
+#   HTTP API:           http://127.0.0.1:$INFLUX_HTTP_PORT  (no auth)
+#   RPC (backup/restore): 127.0.0.1:$INFLUX_RPC_PORT    (influxd backup/restore -host 127.0.0.1:$INFLUX_RPC_PORT)
+#   (the ports: scripts/servers/ports)
 #   meta/data/wal:      $STATE/influxdb/{meta,data,wal}; reporting and _internal monitoring off.
 #
 # Quirks of influxd 1.6.7 (checked against this server):
@@ -17,19 +18,19 @@
 # - Against a server that is down, `influxd backup` does not fail fast: it retries "Download shard
 #   0 failed ... connection refused" with growing waits (>20 s seen, 7 tries and counting). Check
 #   /ping first and/or put a timeout on it.
-# - -host must be the RPC port (58088); the HTTP port gives "invalid metadata received".
+# - -host must be the RPC port ($INFLUX_RPC_PORT); the HTTP port gives "invalid metadata received".
 # - DDL (CREATE/DROP DATABASE, CREATE RETENTION POLICY) must be POSTed to /query; a GET still
 #   works in 1.6 but answers with a deprecation warning.
 # - Each probe of the RPC port that sends nothing logs "tcp.Mux: cannot read header byte: EOF";
 #   harmless (start probes it once).
 # - A -portable backup is a directory: <ts>.manifest, <ts>.meta and one <ts>.sN.tar.gz per shard.
 #   The legacy mode (no -portable) works on the data dir of a stopped server; don't use it here.
-# - The `influx` CLI is Debian's influxdb-client package: `influx -host 127.0.0.1 -port 58086`.
+# - The `influx` CLI is Debian's influxdb-client package: `influx -host 127.0.0.1 -port $INFLUX_HTTP_PORT`.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=influxdb
-HTTP_PORT=58086
-RPC_PORT=58088
+HTTP_PORT=$INFLUX_HTTP_PORT
+RPC_PORT=$INFLUX_RPC_PORT
 PORT=$HTTP_PORT
 DIR=$STATE/$NAME
 PIDFILE=$STATE/$NAME.pid
@@ -69,7 +70,7 @@ bind-address = "127.0.0.1:$RPC_PORT"
 
 [ifql]
   enabled = false
-  bind-address = "127.0.0.1:58082"
+  bind-address = "127.0.0.1:$INFLUX_IFQL_PORT"
 
 [continuous_queries]
   enabled = true

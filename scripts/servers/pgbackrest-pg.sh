@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A PostgreSQL 15 of its own for the pgBackRest (`differential`) tests: 127.0.0.1:55433, user
-# postgres, trust auth, archive_mode=on with every WAL segment pushed by pgBackRest. The shared
-# test PostgreSQL (55432) is never restored over or restarted by these tests.
+# A PostgreSQL 15 of its own for the pgBackRest (`differential`) tests: 127.0.0.1:$PGBR_PG_PORT
+# (scripts/servers/ports), user postgres, trust auth, archive_mode=on with every WAL segment pushed
+# by pgBackRest. The shared test PostgreSQL ($PG_PORT) is never restored over or restarted by these
+# tests.
 #
 # archive_command reads the pgBackRest configuration Lifeboat renders into $CONF (the tests'
 # stores.postgres.pgbackrest_dir), with stanza `lifeboat_test`. Until a test has rendered it,
@@ -11,7 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=pgbackrest-pg
-PORT=${LIFEBOAT_PGBR_PG_PORT:-55433}
+PORT=${LIFEBOAT_PGBR_PG_PORT:-$PGBR_PG_PORT}
 DIR=$STATE/pgbackrest-pg
 CONF=$STATE/pgbackrest-pg-lifeboat
 BIN_DIR=$STATE/pgbackrest-bin
@@ -55,19 +56,11 @@ CONFIG
     ;;
   stop)
     # A fast shutdown (SIGINT). Its archiver may still be pushing WAL to a backup server a test
-    # has already stopped (pgBackRest retries for a minute per file): left behind, it would hold
-    # the cluster's shared memory and the next start would fail. So the postmaster's own
-    # children still there when it is gone (or after 30 s) are stopped too, by their pids.
-    if alive "$PIDFILE"; then
-      pid=$(cat "$PIDFILE")
-      children=$(pgrep -P "$pid" || true)
-      kill -INT "$pid" 2>/dev/null || true
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      for child in $children; do pkill -9 -P "$child" 2>/dev/null || true; kill -9 "$child" 2>/dev/null || true; done
-      kill -9 "$pid" 2>/dev/null || true
-      echo "stopped $NAME (pid $pid)"
-    fi
-    rm -f "$PIDFILE"
+    # has already stopped (pgBackRest retries for a minute per file). Left behind, the archiver
+    # would hold the cluster's shared memory (the next start fails) and its archive-push would run
+    # on after the suite. So every process of the cluster still there once the postmaster is gone
+    # (or after 30 s) is stopped too, by its pid (stop_cluster in common.sh).
+    stop_cluster "$PIDFILE" "$NAME" INT
     ;;
   *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
 esac

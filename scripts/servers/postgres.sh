@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# PostgreSQL 15 for tests and the quick start: 127.0.0.1:55432, user postgres, trust auth.
+# PostgreSQL 15 for tests and the quick start: 127.0.0.1:$PG_PORT (scripts/servers/ports), user
+# postgres, trust auth.
 # The server runs as the `postgres` OS user, so its data lives where that user can reach it.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-PORT=${LIFEBOAT_PG_PORT:-55432}
+PORT=${LIFEBOAT_PG_PORT:-$PG_PORT}
 DIR=$STATE/postgres
 PIDFILE=$STATE/postgres.pid
 LOG=$STATE/postgres.log
@@ -26,7 +27,7 @@ case "${1:-}" in
     wait_port "$PORT" postgres "$LOG"
     ;;
   stop)
-    stop_pid "$PIDFILE" postgres
+    stop_cluster "$PIDFILE" postgres TERM
     ;;
   *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
 esac

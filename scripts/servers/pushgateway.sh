@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The Prometheus Pushgateway (Debian 12's prometheus-pushgateway, unpacked into $TOOLS, never
-# installed) at http://127.0.0.1:59191, for the metrics tests. No persistence: it starts empty.
+# installed) at http://127.0.0.1:$PUSHGATEWAY_PORT, for the metrics tests. No persistence: it starts empty.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=pushgateway
 VERSION=1.5.1-2+b5
-PORT=59191
+PORT=$PUSHGATEWAY_PORT
 PIDFILE=$STATE/$NAME.pid
 LOG=$STATE/$NAME.log
 DIR=$TOOLS/pushgateway-$VERSION

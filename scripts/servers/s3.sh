@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # S3 test server for tests and the quick start: the real MinIO server, single drive, at
-# http://127.0.0.1:59000 (path-style addressing, region us-east-1), data in $STATE/s3/data.
+# http://127.0.0.1:$MINIO_PORT (scripts/servers/ports; path-style addressing, region us-east-1),
+# data in $STATE/s3/data.
 # Fixed test credentials, also written to $STATE/s3-access-key and $STATE/s3-secret-key.
 # The web console is off; certs dir, config and temp files stay under $STATE/s3. MinIO always
-# also listens on the other loopback address, [::1]:59000 (built in; nothing non-loopback).
+# also listens on the other loopback address, [::1]:$MINIO_PORT (built in; nothing non-loopback).
 #
 # Install: `go install github.com/minio/minio@$MINIO_VERSION` from the Go module proxy. MinIO's
 # RELEASE.* tags are not semver, so the proxy lists no versions and refuses the tag names; the
@@ -14,7 +15,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=s3
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
-PORT=59000
+PORT=$MINIO_PORT
 DIR=$STATE/$NAME
 PIDFILE=$STATE/$NAME.pid
 LOG=$STATE/$NAME.log
@@ -54,7 +55,7 @@ case "${1:-}" in
         export MINIO_ROOT_USER=$ACCESS_KEY MINIO_ROOT_PASSWORD=$SECRET_KEY MINIO_BROWSER=off \
           MINIO_UPDATE=off MINIO_REGION=us-east-1 MINIO_CI_CD=1 HOME=$DIR TMPDIR=$DIR/tmp
         exec setsid "$BIN" server --quiet --address "127.0.0.1:$PORT" \
-          --console-address "127.0.0.1:$((PORT + 1))" --certs-dir "$DIR/certs" "$DIR/data" \
+          --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" --certs-dir "$DIR/certs" "$DIR/data" \
           >>"$LOG" 2>&1 </dev/null
       ) &
       echo $! >"$PIDFILE"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A second S3 implementation for the MinIO store's tests: s3s-fs (the s3s project's file-system
-# server, from crates.io) at http://127.0.0.1:59100, data in $STATE/s3s-fs/data, the same test
+# server, from crates.io) at http://127.0.0.1:$S3S_PORT, data in $STATE/s3s-fs/data, the same test
 # credentials as scripts/servers/s3.sh. It has no versioning (ListObjectVersions answers
 # NotImplemented), which is what a restore must cope with.
 #
@@ -10,7 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NAME=s3s-fs
 S3S_VERSION=0.14.1
-PORT=59100
+PORT=$S3S_PORT
 DIR=$STATE/$NAME
 PIDFILE=$STATE/$NAME.pid
 LOG=$STATE/$NAME.log

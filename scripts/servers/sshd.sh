@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# OpenSSH sshd for tests and the quick start: 127.0.0.1:52222, key auth only, its own host key.
+# OpenSSH sshd for tests and the quick start: 127.0.0.1:$SSH_PORT (scripts/servers/ports), key auth only, its own host key.
 # Writes client_key, known_hosts and wrong_known_hosts (a different host key) under $STATE/sshd.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-PORT=${LIFEBOAT_SSH_PORT:-52222}
+PORT=${LIFEBOAT_SSH_PORT:-$SSH_PORT}
 DIR=$STATE/sshd
 PIDFILE=$STATE/sshd.pid
 LOG=$STATE/sshd.log

@@ -18,8 +18,8 @@ unset SSH_AUTH_SOCK
 T=/var/tmp/lifeboat-test/ansible
 WORK=$T/work        # the test's own files (keys, inventory, sshd), root only
 ACCOUNT=lifeboat-test
-PORT=52223
-PG_PORT=55432
+. "$ROOT/scripts/servers/ports"   # the one table of the suite's ports
+PORT=$ANSIBLE_SSH_PORT   # our private sshd
 BACKUPS=$T/backups
 started=$(date +%s)
 

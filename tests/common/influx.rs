@@ -3,10 +3,18 @@
 
 use std::process::{Command, Stdio};
 
+use super::ports::{INFLUX_HTTP_PORT, INFLUX_RPC_PORT};
 use super::servers::{ensure_server, state};
 
-pub const HTTP: &str = "http://127.0.0.1:58086";
-pub const RPC: &str = "127.0.0.1:58088";
+/// The shared influxd's HTTP API.
+pub fn http() -> String {
+    format!("http://127.0.0.1:{INFLUX_HTTP_PORT}")
+}
+
+/// The shared influxd's RPC address (backup and restore).
+pub fn rpc() -> String {
+    format!("127.0.0.1:{INFLUX_RPC_PORT}")
+}
 
 /// Runs one InfluxQL statement through the HTTP API and returns the JSON answer.
 pub fn influx_at(http: &str, db: Option<&str>, q: &str) -> serde_json::Value {
@@ -25,7 +33,7 @@ pub fn influx_at(http: &str, db: Option<&str>, q: &str) -> serde_json::Value {
 
 pub fn influx(db: Option<&str>, q: &str) -> serde_json::Value {
     ensure_server("influxdb");
-    influx_at(HTTP, db, q)
+    influx_at(&http(), db, q)
 }
 
 /// Writes line protocol (timestamps in seconds) into `db`/`rp`.
@@ -47,7 +55,7 @@ pub fn write_at(http: &str, db: &str, rp: Option<&str>, lines: &str) {
 }
 
 pub fn write(db: &str, rp: Option<&str>, lines: &str) {
-    write_at(HTTP, db, rp, lines)
+    write_at(&http(), db, rp, lines)
 }
 
 /// influxd 1.6 imports a restore's metadata by copying the whole metastore, changing the copy and

@@ -2,9 +2,8 @@
 
 use std::sync::OnceLock;
 
+pub use super::ports::MONGO_PORT;
 use super::servers::ensure_server;
-
-pub const MONGO_PORT: u16 = 57017;
 
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

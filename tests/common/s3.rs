@@ -7,14 +7,11 @@ use std::path::PathBuf;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, MetadataDirective, VersioningConfiguration};
+use aws_sdk_s3::types::{BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, MetadataDirective, VersioningConfiguration};
 use sha2::{Digest, Sha256};
 
+pub use super::ports::{MINIO_PORT, S3S_PORT};
 use super::servers::{ensure_server, state};
-
-pub const MINIO_PORT: u16 = 59000;
-/// s3s-fs, an S3 server without versioning.
-pub const S3S_PORT: u16 = 59100;
 
 pub fn s3_endpoint(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
@@ -85,7 +82,8 @@ impl S3 {
         })
     }
 
-    /// Removes the bucket with everything in it (every version on MinIO), if it exists.
+    /// Removes the bucket with everything in it (every version on MinIO, unfinished multipart
+    /// uploads), if it exists.
     pub fn remove_bucket(&self, bucket: &str) {
         if !self.bucket_exists(bucket) {
             return;
@@ -109,6 +107,12 @@ impl S3 {
                     self.client.delete_object().bucket(bucket).key(key).set_version_id(version).send().await.unwrap();
                 }
             }
+            if let Ok(uploads) = self.client.list_multipart_uploads().bucket(bucket).send().await {
+                for u in uploads.uploads() {
+                    let abort = self.client.abort_multipart_upload().bucket(bucket).key(u.key().unwrap()).upload_id(u.upload_id().unwrap());
+                    let _ = abort.send().await;
+                }
+            }
             self.client.delete_bucket().bucket(bucket).send().await.unwrap();
         });
     }
@@ -130,6 +134,66 @@ impl S3 {
             put = put.metadata(*k, *v);
         }
         self.rt.block_on(put.send()).unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+    }
+
+    /// An object with the standard headers a web client is served with.
+    pub fn put_served(&self, bucket: &str, key: &str, body: &[u8]) {
+        let put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .content_type("text/html; charset=utf-8")
+            .cache_control("max-age=3600")
+            .content_disposition("attachment; filename=\"certificate.html\"")
+            .content_language("fr");
+        self.rt.block_on(put.send()).unwrap();
+    }
+
+    /// A big object of a repeated 1 MiB of pseudo-random bytes (each part's copy changed),
+    /// uploaded in 16 MiB parts.
+    pub fn put_big(&self, bucket: &str, key: &str, size: usize) {
+        let block = noise(1, 1 << 20);
+        self.rt.block_on(async {
+            let up = self
+                .client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .content_type("application/x-scan")
+                .metadata("pages", "4000")
+                .send()
+                .await
+                .unwrap();
+            let id = up.upload_id().unwrap();
+            let mut parts = Vec::new();
+            let mut offset = 0usize;
+            let mut n = 1;
+            while offset < size {
+                let len = (size - offset).min(16 << 20);
+                let body: Vec<u8> = (0..len).map(|i| block[(offset + i) % block.len()] ^ (n as u8)).collect();
+                let part = self.client.upload_part().bucket(bucket).key(key).upload_id(id).part_number(n);
+                let out = part.body(ByteStream::from(body)).send().await.unwrap();
+                parts.push(CompletedPart::builder().e_tag(out.e_tag().unwrap()).part_number(n).build());
+                offset += len;
+                n += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Multipart uploads begun in the bucket and neither completed nor aborted.
+    pub fn pending_uploads(&self, bucket: &str) -> usize {
+        self.rt.block_on(self.client.list_multipart_uploads().bucket(bucket).send()).map(|o| o.uploads().len()).unwrap_or(0)
     }
 
     /// Replaces an object's user metadata and content type in place (its bytes stay).
@@ -162,6 +226,10 @@ impl S3 {
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":["*"]}},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::{bucket}/public/*"]}}]}}"#
         );
         self.rt.block_on(self.client.put_bucket_policy().bucket(bucket).policy(policy).send()).unwrap();
+    }
+
+    pub fn delete_policy(&self, bucket: &str) {
+        self.rt.block_on(self.client.delete_bucket_policy().bucket(bucket).send()).unwrap();
     }
 
     /// Everything a restore must bring back: per object its key, size, SHA-256, content type,

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-pub const PG_PORT: u16 = 55432;
-pub const SSH_PORT: u16 = 52222;
+pub use super::ports::{PG_PORT, SSH_PORT};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -15,7 +15,6 @@ use crate::progress::human_bytes;
 use crate::server::{self, BackupServer, FreeSpace, join};
 use crate::stores::RepoAccess;
 use crate::units::parse_duration;
-use crate::units::parse_duration;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {

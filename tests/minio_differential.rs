@@ -298,8 +298,9 @@ fn killed_run_leaves_the_previous_one_restorable_and_prune_cleans_up() {
     let in_data = |id: &str| before.iter().filter(|f| f.starts_with(&format!("data/{id}/"))).count();
     let third_data_gone = planned.files.iter().filter(|f| f.starts_with(&format!("minio/data/{third_id}/"))).count();
     assert_eq!(third_data_gone, 1, "of the third run's data, exactly the deleted object's stored file: {planned:?}");
-    // Run folders: the first's and third's catalogue, manifest and signature; the killed one's is empty.
-    assert_eq!(planned.files.len(), in_data(&first_id) + in_data(&killed_id) + third_data_gone + 6, "{planned:?}");
+    // Run folders: the first's and third's claim, catalogue, manifest and signature; the killed
+    // one's claim alone.
+    assert_eq!(planned.files.len(), in_data(&first_id) + in_data(&killed_id) + third_data_gone + 9, "{planned:?}");
     let bytes: u64 = planned.files.iter().map(|f| std::fs::metadata(w.case.server_path.join(f)).unwrap().len()).sum();
     assert_eq!(planned.bytes, bytes);
 

@@ -27,7 +27,7 @@ use chrono::NaiveDate;
 use crate::error::{Error, Result};
 use crate::server::join;
 pub use manifest::{MANIFEST_NAME, Manifest};
-pub use reader::{RunReader, RunState, StoredDigest, download_checked, plain_name};
+pub use reader::{RunReader, StoredDigest, download_checked, plain_name};
 pub use writer::RunWriter;
 
 /// The object that claims a run folder: created only if absent, before anything else of the run
@@ -120,6 +120,17 @@ impl RunFolder {
     pub fn path(&self) -> String {
         join(&self.id.to_string(), &self.folder)
     }
+}
+
+/// What a run folder holds.
+#[derive(Debug, Clone)]
+pub enum RunState {
+    /// A readable manifest: the run finished.
+    Complete(Box<Manifest>),
+    /// No manifest: the run failed or was interrupted (or is still running).
+    Incomplete,
+    /// A manifest that cannot be used, with the reason. Never restored.
+    Damaged(String),
 }
 
 /// One store's run as found on the server, its manifest read.

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::manifest::{FileEntry, MANIFEST_NAME, Manifest};
-use super::{CLAIM_NAME, Run, RunFolder, RunId, check_file_name, drill, signed};
+use super::manifest::{FileEntry, MANIFEST_NAME};
+use super::{Run, RunFolder, RunId, RunState, check_file_name, drill, signed};
 use crate::error::{Error, Result};
 use crate::pipeline::bridge::{PipeWriter, pipe_with};
 use crate::pipeline::{self, DecryptKey};
@@ -15,17 +15,6 @@ use crate::server::{BackupServer, join};
 use crate::signing::{SIGNATURE_NAME, Trust};
 
 use super::signed::MAX_MANIFEST;
-
-/// What a run folder holds.
-#[derive(Debug, Clone)]
-pub enum RunState {
-    /// A readable manifest: the run finished.
-    Complete(Box<Manifest>),
-    /// No manifest: the run failed or was interrupted (or is still running).
-    Incomplete,
-    /// A manifest that cannot be used, with the reason. Never restored.
-    Damaged(String),
-}
 
 pub struct RunReader<'a> {
     server: &'a dyn BackupServer,
@@ -52,9 +41,7 @@ impl<'a> RunReader<'a> {
                     continue;
                 }
                 let files = self.server.list(&join(&day.name, &store.name)).await?;
-                // The claim is the run's bookkeeping, not a stored file.
-                let (drills, stored): (Vec<_>, Vec<_>) =
-                    files.iter().filter(|f| !f.is_dir && f.name != CLAIM_NAME).partition(|f| drill::is_report(&f.name));
+                let (drills, stored): (Vec<_>, Vec<_>) = files.iter().filter(|f| !f.is_dir).partition(|f| drill::is_report(&f.name));
                 let mut drills: Vec<String> = drills.into_iter().map(|f| f.name.clone()).collect();
                 drills.sort();
                 folders.push(RunFolder {

@@ -3,8 +3,8 @@
 //! last, so the manifest stays the commit; read back untrusted, and a run counts as complete only
 //! when both are there and the signature is by an allowed signer over these exact bytes.
 
+use super::RunState;
 use super::manifest::{MANIFEST_NAME, Manifest};
-use super::reader::RunState;
 use crate::error::Result;
 use crate::server::{BackupServer, join};
 use crate::signing::{MAX_SIGNATURE, ManifestSigner, SIGNATURE_NAME, Trust};

@@ -220,23 +220,36 @@ impl SshServer {
         if self.sftp.fs().metadata(&self.root).await.is_ok() {
             return Ok(());
         }
-        self.create_folders(&self.root.clone()).await
+        let mut current = PathBuf::from("/");
+        for part in self.root.components().skip(1) {
+            current.push(part);
+            self.create_folder(&current).await?;
+        }
+        Ok(())
     }
 
-    /// Creates every missing folder along the absolute `path`.
-    async fn create_folders(&self, path: &std::path::Path) -> Result<()> {
+    /// Creates the folder `path` unless it exists.
+    async fn create_folder(&self, path: &std::path::Path) -> Result<()> {
         let mut fs = self.sftp.fs();
-        let mut current = PathBuf::from("/");
-        for part in path.components().skip(1) {
+        if fs.metadata(path).await.is_err()
+            && let Err(e) = fs.create_dir(path).await
+            // Another job at the same moment may have created it (SFTP v3 has no "already
+            // exists" status): only a folder still missing is a failure.
+            && fs.metadata(path).await.is_err()
+        {
+            return Err(self.error(format!("cannot create the folder {}: {e}; check permissions on the server", path.display())));
+        }
+        Ok(())
+    }
+
+    /// Creates the missing folders between the root (which exists once connected) and `rel`'s
+    /// own folder: never above the root, where a confined server (`lifeboat serve`) refuses.
+    async fn create_parents(&self, rel: &str) -> Result<()> {
+        let mut current = self.root.clone();
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
             current.push(part);
-            if fs.metadata(&current).await.is_err()
-                && let Err(e) = fs.create_dir(&current).await
-                // Another job at the same moment may have created it (SFTP v3 has no "already
-                // exists" status): only a folder still missing is a failure.
-                && fs.metadata(&current).await.is_err()
-            {
-                return Err(self.error(format!("cannot create the folder {}: {e}; check permissions on the server", current.display())));
-            }
+            self.create_folder(&current).await?;
         }
         Ok(())
     }
@@ -249,7 +262,7 @@ impl SshServer {
             Ok(file) => Ok(file),
             Err(first) => match self.path(rel).parent() {
                 Some(parent) if self.sftp.fs().metadata(parent).await.is_err() => {
-                    if self.create_folders(parent).await.is_err() {
+                    if self.create_parents(rel).await.is_err() {
                         return Err(first);
                     }
                     open().await

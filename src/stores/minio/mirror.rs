@@ -16,7 +16,7 @@
 //! metadata-only change is seen too. Deleted objects are simply not in the new catalogue.
 //!
 //! Nothing on the server is ever renamed, overwritten or deleted by the backup side (an
-//! append-only key is enough): the run folder is claimed with an atomic mkdir, every file is
+//! append-only key is enough): the run folder is claimed by creating its `run.claim` only if absent, every file is
 //! created new, and the manifest written last is the commit. A run that dies part-way leaves the
 //! previous complete run as it was; its leftovers are removed by [`super::prune_mirror`].
 //!
@@ -29,62 +29,21 @@
 //! Restore (`mirror_restore.rs`) downloads and checks every stored file the chosen run refers to
 //! (size, SHA-256, the key opens it, it decodes to the recorded size) before any bucket is touched,
 //! then rebuilds each bucket as dump restores do and compares objects and bytes per bucket.
-//! `mirror_prune.rs`: removing runs and unreferenced data, and `verify`; `mirror_format.rs`: the
-//! catalogue and index formats.
+//! `mirror_prune.rs`: removing runs and unreferenced data, and `verify`; `mirror_format.rs`: run
+//! ids, the catalogue and index formats; `mirror_store.rs`: the mirror as a `DifferentialStore`.
 
-use std::collections::BTreeSet;
+use chrono::{DateTime, Utc};
 
-use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-
-use super::mirror_format::{CATALOGUE_FILE, Catalogue, MAX_CATALOGUE, StoredFile};
-use super::{Minio, err};
-use crate::error::{Error, Result};
+use super::mirror_format::{CATALOGUE_FILE, Catalogue, MAX_CATALOGUE, MirrorId, StoredFile};
+use crate::error::Result;
 use crate::layout::manifest::StoreType;
 use crate::layout::{MANIFEST_NAME, Manifest, RunState, signed};
 use crate::server::{BackupServer, DirEntry, join};
 use crate::signing::{SIGNATURE_NAME, Trust};
-use crate::stores::{
-    BackupAccess, BackupKind, DifferentialStore, RepoAccess, RepoBackup, RepoBackupDone, RepoPrepared, RepoPruned, RepoRestoreDone,
-    RepoRestoreRequest, RepoVerified,
-};
+use crate::stores::RepoBackup;
 
 /// The mirror's default folder on the backup server (`server_dir` overrides it).
 pub const MIRROR_FOLDER: &str = "minio";
-
-/// A mirror run's id: when it started (UTC, to the second) and, for a second run within the same
-/// second, a sequence number: `20260115T010203Z`, `20260115T010203Z_2`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct MirrorId {
-    at: NaiveDateTime,
-    seq: u32,
-}
-
-impl MirrorId {
-    pub(super) fn parse(s: &str) -> Option<MirrorId> {
-        let (at, seq) = match s.split_once('_') {
-            Some((at, n)) => (at, n.parse::<u32>().ok().filter(|n| *n >= 2 && !n.to_string().starts_with('0'))?),
-            None => (s, 1),
-        };
-        let at = NaiveDateTime::parse_from_str(at.strip_suffix('Z')?, "%Y%m%dT%H%M%S").ok()?;
-        let id = MirrorId { at, seq };
-        (id.to_string() == s).then_some(id)
-    }
-
-    pub(super) fn started(&self) -> DateTime<Utc> {
-        Utc.from_utc_datetime(&self.at)
-    }
-}
-
-impl std::fmt::Display for MirrorId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.at.format("%Y%m%dT%H%M%SZ"))?;
-        if self.seq > 1 {
-            write!(f, "_{}", self.seq)?;
-        }
-        Ok(())
-    }
-}
 
 pub(super) fn run_dir(folder: &str, id: &MirrorId) -> String {
     format!("{folder}/runs/{id}")
@@ -206,60 +165,6 @@ pub async fn list_mirror_runs(server: &dyn BackupServer, folder: &str, trust: &T
         });
     }
     Ok(out)
-}
-
-impl Minio {
-    pub(super) fn mirror_folder(&self) -> &str {
-        self.mirror.as_ref().map(|(folder, _)| folder.as_str()).unwrap_or(MIRROR_FOLDER)
-    }
-}
-
-#[async_trait]
-impl DifferentialStore for Minio {
-    async fn backup(&self, kind: Option<BackupKind>, _today: chrono::NaiveDate, access: &BackupAccess<'_>) -> Result<RepoBackupDone> {
-        if let Some(kind) = kind {
-            tracing::info!("minio: --type {kind} is for PostgreSQL; a mirror run always uploads what changed");
-        }
-        self.mirror_backup(access).await
-    }
-
-    async fn check_target(&self, request: RepoRestoreRequest<'_>, access: &RepoAccess<'_>) -> Result<RepoPrepared> {
-        if let Some(time) = request.target_time {
-            return Err(Error::Usage(format!(
-                "--target-time {time} is for PostgreSQL; restore minio with --from ID (see `lifeboat list`)"
-            )));
-        }
-        Ok(Box::new(self.mirror_prepare(request.from, access, true).await?))
-    }
-
-    async fn restore(&self, _: RepoRestoreRequest<'_>, access: &RepoAccess<'_>, prepared: RepoPrepared) -> Result<RepoRestoreDone> {
-        let prepared = prepared.downcast().map_err(|_| err("the restore was not prepared by the mirror (a bug)"))?;
-        self.mirror_restore(*prepared, access).await
-    }
-
-    async fn backups(&self, access: &RepoAccess<'_>) -> Result<Vec<RepoBackup>> {
-        list_mirror_runs(access.server, self.mirror_folder(), access.trust).await
-    }
-
-    /// Removes the runs not in `keep` (never the newest complete one, nor a run still young enough
-    /// to be running) and every data file no kept run refers to. The caller holds the store's lock.
-    async fn prune(&self, access: &RepoAccess<'_>, keep: &BTreeSet<String>, dry_run: bool) -> Result<RepoPruned> {
-        let server = access.server;
-        let before = list_mirror_runs(server, self.mirror_folder(), access.trust).await?;
-        let pruned = super::mirror_prune::prune_mirror(server, self.mirror_folder(), access.trust, keep, dry_run, Utc::now()).await?;
-        let removed = before.into_iter().filter(|b| pruned.runs.contains(&b.label)).collect();
-        Ok(RepoPruned { removed, freed_bytes: pruned.bytes })
-    }
-
-    async fn verify(&self, access: &RepoAccess<'_>, from: Option<&str>, deep: bool) -> Result<Option<RepoVerified>> {
-        if from.is_some_and(|id| MirrorId::parse(id).is_none()) {
-            return Ok(None);
-        }
-        match deep {
-            false => super::mirror_prune::verify_at_rest(access.server, self.mirror_folder(), access.trust, from).await,
-            true => self.verify_deep(access, from).await,
-        }
-    }
 }
 
 #[cfg(test)]

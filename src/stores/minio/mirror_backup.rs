@@ -10,10 +10,10 @@ use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use super::mirror::{MirrorExtra, MirrorId, data_dir, fetch_catalogue, run_dir, scan_runs};
+use super::mirror::{MirrorExtra, data_dir, fetch_catalogue, run_dir, scan_runs};
 use super::mirror_format::{
-    CATALOGUE_FILE, Catalogue, CatalogueEntry, CatalogueHeader, FORMAT, Fingerprinter, INDEX_FILE, IndexHeader, IndexRecord, StoredFile,
-    check_stored_path, encode_index,
+    CATALOGUE_FILE, Catalogue, CatalogueEntry, CatalogueHeader, FORMAT, Fingerprinter, INDEX_FILE, IndexHeader, IndexRecord, MirrorId,
+    StoredFile, check_stored_path, encode_index,
 };
 use super::s3::{Listed, S3Error, list_detailed};
 use super::{BucketSettings, Minio, described, err};

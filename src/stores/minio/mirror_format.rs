@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::BucketSettings;
 use super::archive::{HEADER_FIELDS, MAX_OBJECT, valid_bucket_name};
-use super::mirror::MirrorId;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
 pub(super) const FORMAT: u32 = 1;
 pub(super) const CATALOGUE_FILE: &str = "catalogue.jsonl.zst";
@@ -282,6 +282,40 @@ pub(super) fn parse_index(plain: impl Read, run: &str) -> Result<(IndexHeader, V
         return Err(format!("lists bucket `{}`, which is not a valid S3 bucket name", bad.escape_debug()));
     }
     Ok((header, records))
+}
+
+/// A mirror run's id: when it started (UTC, to the second) and, for a second run within the same
+/// second, a sequence number: `20260115T010203Z`, `20260115T010203Z_2`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct MirrorId {
+    at: NaiveDateTime,
+    seq: u32,
+}
+
+impl MirrorId {
+    pub(super) fn parse(s: &str) -> Option<MirrorId> {
+        let (at, seq) = match s.split_once('_') {
+            Some((at, n)) => (at, n.parse::<u32>().ok().filter(|n| *n >= 2 && !n.to_string().starts_with('0'))?),
+            None => (s, 1),
+        };
+        let at = NaiveDateTime::parse_from_str(at.strip_suffix('Z')?, "%Y%m%dT%H%M%S").ok()?;
+        let id = MirrorId { at, seq };
+        (id.to_string() == s).then_some(id)
+    }
+
+    pub(super) fn started(&self) -> DateTime<Utc> {
+        Utc.from_utc_datetime(&self.at)
+    }
+}
+
+impl std::fmt::Display for MirrorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.at.format("%Y%m%dT%H%M%SZ"))?;
+        if self.seq > 1 {
+            write!(f, "_{}", self.seq)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

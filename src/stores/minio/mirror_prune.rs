@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use super::mirror::{MirrorId, MirrorRun, data_dir, fetch_catalogue, run_dir, scan_runs};
-use super::mirror_format::{Catalogue, StoredFile};
+use super::mirror::{MirrorRun, data_dir, fetch_catalogue, run_dir, scan_runs};
+use super::mirror_format::{Catalogue, MirrorId, StoredFile};
 use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_NAME, RunState};
 use crate::pipeline;

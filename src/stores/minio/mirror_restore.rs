@@ -14,8 +14,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::archive::ObjectMeta;
-use super::mirror::{MirrorExtra, MirrorId, fetch_catalogue, scan_runs};
-use super::mirror_format::{INDEX_FILE, IndexRecord, StoredFile, check_stored_path, parse_index};
+use super::mirror::{MirrorExtra, fetch_catalogue, scan_runs};
+use super::mirror_format::{INDEX_FILE, IndexRecord, MirrorId, StoredFile, check_stored_path, parse_index};
 use super::s3::{BodySource, S3Error};
 use super::{BucketSettings, Minio, err};
 use crate::error::{Error, Result};

@@ -53,6 +53,7 @@ mod mirror_backup;
 mod mirror_format;
 mod mirror_prune;
 mod mirror_restore;
+mod mirror_store;
 mod s3;
 
 use std::collections::BTreeMap;

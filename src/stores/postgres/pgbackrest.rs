@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::err;
+use super::repo_info::error_text;
 use crate::error::{Error, Result};
 
 pub const CONFIG_FILE: &str = "pgbackrest.conf";
@@ -258,34 +259,6 @@ pub fn explain(command: &str, output: &str, hints: &Hints) -> String {
         );
     }
     format!("pgbackrest {command} failed: {message}")
-}
-
-/// The error pgBackRest reported, as one printable line (binary garbage from a failed decryption
-/// never reaches a terminal or a log).
-pub fn error_text(output: &str) -> String {
-    let printable = |s: &str| -> String {
-        let kept: String = s.chars().filter(|c| !c.is_control() && *c != char::REPLACEMENT_CHARACTER).collect();
-        kept.split_whitespace().collect::<Vec<_>>().join(" ")
-    };
-    let lines: Vec<&str> = output.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.contains("ERROR: [")) else {
-        let plain: Vec<String> = lines.iter().map(|l| printable(l)).filter(|l| !l.is_empty()).collect();
-        return if plain.is_empty() { "no message".into() } else { plain[plain.len().saturating_sub(2)..].join(" / ") };
-    };
-    // The error, and its indented continuation lines (hints, causes).
-    let first = lines[start].split_once("ERROR: ").map(|(_, rest)| rest).unwrap_or(lines[start]);
-    let mut parts = vec![printable(first)];
-    parts.extend(lines[start + 1..].iter().take_while(|l| l.starts_with(' ')).map(|l| printable(l)).take(3));
-    let mut text = parts.join(" / ");
-    if text.len() > 600 {
-        let mut end = 600;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str(" …");
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
-//! What pgBackRest says about its repository: `info --output=json` (the stanza's state and its
-//! backups) and `verify --output=text --verbose` (the problems found).
+//! What pgBackRest says: `info --output=json` (the stanza's state and its backups), `verify
+//! --output=text --verbose` (the problems found), and the error of a failed command as one line.
 
 use serde::Deserialize;
 
 use super::err;
-use super::pgbackrest::error_text;
 use crate::error::Result;
 
 /// A stanza as `info --output=json` describes it.
@@ -118,6 +117,34 @@ pub fn verify_problems(text: &str) -> Vec<String> {
 fn valid_wal_suffix(line: &str) -> String {
     let checked = line.split("total WAL checked: ").nth(1).and_then(|s| s.split(',').next()).unwrap_or("?");
     format!("total valid WAL: {checked}")
+}
+
+/// The error pgBackRest reported, as one printable line (binary garbage from a failed decryption
+/// never reaches a terminal or a log).
+pub fn error_text(output: &str) -> String {
+    let printable = |s: &str| -> String {
+        let kept: String = s.chars().filter(|c| !c.is_control() && *c != char::REPLACEMENT_CHARACTER).collect();
+        kept.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let lines: Vec<&str> = output.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.contains("ERROR: [")) else {
+        let plain: Vec<String> = lines.iter().map(|l| printable(l)).filter(|l| !l.is_empty()).collect();
+        return if plain.is_empty() { "no message".into() } else { plain[plain.len().saturating_sub(2)..].join(" / ") };
+    };
+    // The error, and its indented continuation lines (hints, causes).
+    let first = lines[start].split_once("ERROR: ").map(|(_, rest)| rest).unwrap_or(lines[start]);
+    let mut parts = vec![printable(first)];
+    parts.extend(lines[start + 1..].iter().take_while(|l| l.starts_with(' ')).map(|l| printable(l)).take(3));
+    let mut text = parts.join(" / ");
+    if text.len() > 600 {
+        let mut end = 600;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" …");
+    }
+    text
 }
 
 #[cfg(test)]

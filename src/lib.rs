@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod error;
 pub mod external;
 pub mod layout;
+pub mod legacy;
 pub mod monitoring;
 pub mod pipeline;
 pub mod progress;

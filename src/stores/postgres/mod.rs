@@ -285,7 +285,22 @@ impl Store for Postgres {
         let roles = idempotent_roles(&roles_sql);
         let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"].map(String::from);
         let args = [&args[..], &[self.url_for(&self.maintenance_db())]].concat();
-        self.tools.run_with_input(external::PSQL.name, &args, Box::new(std::io::Cursor::new(roles.into_bytes()))).await?;
+        // Roles live in the cluster's shared catalogue: another session changing a role at the
+        // same moment (another restore into this cluster, an administrator) makes PostgreSQL fail
+        // the statement with "tuple concurrently updated". Every statement of the replay is
+        // idempotent, so it is run again, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let replay = Box::new(std::io::Cursor::new(roles.clone().into_bytes()));
+            match self.tools.run_with_input(external::PSQL.name, &args, replay).await {
+                Err(e) if attempt < 4 && e.to_string().contains("tuple concurrently updated") => {
+                    tracing::warn!("postgres: replaying the roles met a concurrent change of a role ({e}); replaying them again");
+                    tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
+                }
+                done => break done?,
+            }
+        }
 
         let mut found = Counts::new();
         for (db, file) in &extra.databases {

@@ -1,0 +1,91 @@
+//! Backups made by OpenCRVS's original scripts, which an operator switching to Lifeboat already
+//! has on the backup server (SPEC.md, "Backups made by the original scripts"). The Kubernetes
+//! chart's scripts write one file per store and day:
+//! `<server root>/<YYYY-MM-DD>/<store>_backup_<YYYY-MM-DD>.tar.gz.enc`, `tar czf` then
+//! `openssl enc -aes-256-cbc -pbkdf2 -salt` ([`openssl_enc`]).
+//!
+//! They sit in the same date folders as Lifeboat's runs, as files where Lifeboat's runs are
+//! folders, so each reader passes over the other's. Everything here is read as untrusted: a file
+//! counts only when its whole name is one the scripts write, for the date of its folder.
+
+pub mod openssl_enc;
+
+use chrono::NaiveDate;
+
+use crate::error::Result;
+use crate::server::{BackupServer, join};
+
+/// The scripts' name of each store, and Lifeboat's.
+pub const STORES: [(&str, &str); 4] = [("postgres", "postgres"), ("mongo", "mongodb"), ("influxdb", "influxdb"), ("minio", "minio")];
+
+/// One file the chart's scripts made, as found on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyRun {
+    pub date: NaiveDate,
+    /// Lifeboat's name of the store (`mongodb` where the scripts say `mongo`).
+    pub store: &'static str,
+    /// Relative to the server's root.
+    pub path: String,
+    pub size: u64,
+}
+
+/// The date and store of a file named `<store>_backup_<date>.tar.gz.enc` in the date folder
+/// `folder`; None for any other name.
+pub fn parse_name(folder: &str, file: &str) -> Option<(NaiveDate, &'static str)> {
+    let date = parse_date(folder)?;
+    let rest = file.strip_suffix(&format!("_backup_{folder}.tar.gz.enc"))?;
+    let (_, store) = STORES.iter().find(|(theirs, _)| *theirs == rest)?;
+    Some((date, store))
+}
+
+fn parse_date(text: &str) -> Option<NaiveDate> {
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    // Only the canonical spelling the scripts write (`date +%Y-%m-%d`), nothing chrono tolerates.
+    (date.format("%Y-%m-%d").to_string() == text).then_some(date)
+}
+
+/// Every file of the chart's scripts on the server, oldest first (by date, then store).
+pub async fn find_runs(server: &dyn BackupServer) -> Result<Vec<LegacyRun>> {
+    let mut runs = Vec::new();
+    for day in server.list("").await? {
+        if !day.is_dir || parse_date(&day.name).is_none() {
+            continue;
+        }
+        for file in server.list(&day.name).await? {
+            if file.is_dir {
+                continue;
+            }
+            if let Some((date, store)) = parse_name(&day.name, &file.name) {
+                runs.push(LegacyRun { date, store, path: join(&day.name, &file.name), size: file.size });
+            }
+        }
+    }
+    runs.sort_by(|a, b| (a.date, a.store).cmp(&(b.date, b.store)));
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_names_the_scripts_write_count() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_eq!(parse_name("2026-12-01", "postgres_backup_2026-12-01.tar.gz.enc"), Some((day, "postgres")));
+        assert_eq!(parse_name("2026-12-01", "mongo_backup_2026-12-01.tar.gz.enc"), Some((day, "mongodb")));
+        assert_eq!(parse_name("2026-12-01", "influxdb_backup_2026-12-01.tar.gz.enc"), Some((day, "influxdb")));
+        assert_eq!(parse_name("2026-12-01", "minio_backup_2026-12-01.tar.gz.enc"), Some((day, "minio")));
+        for (folder, file) in [
+            ("2026-12-01", "postgres_backup_2026-12-02.tar.gz.enc"),
+            ("2026-12-01", "mongodb_backup_2026-12-01.tar.gz.enc"),
+            ("2026-12-01", "../postgres_backup_2026-12-01.tar.gz.enc"),
+            ("2026-12-01", "postgres_backup_2026-12-01.tar.gz"),
+            ("2026-12-01", "xpostgres_backup_2026-12-01.tar.gz.enc"),
+            ("2026-12-1", "postgres_backup_2026-12-1.tar.gz.enc"),
+            ("2026-13-01", "postgres_backup_2026-13-01.tar.gz.enc"),
+            ("..", "postgres_backup_...tar.gz.enc"),
+        ] {
+            assert_eq!(parse_name(folder, file), None, "{folder}/{file}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Backups made by OpenCRVS's original scripts: files made by the real `openssl` and `tar`, with
+//! the scripts' own command lines, read back by Lifeboat's `legacy` reader and found on a server.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use lifeboat::legacy::openssl_enc::OpensslDecrypt;
+use lifeboat::legacy::{LegacyRun, find_runs};
+use lifeboat::server::{self, ServerConfig};
+
+const PASS: &str = "a backup_encryption_key as the chart has it";
+
+/// `openssl enc -aes-256-cbc -pbkdf2 -salt -pass env:ENCRYPT_PASS`, as the scripts run it.
+fn openssl_enc(plain: &[u8], pass: &str) -> Vec<u8> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["enc", "-aes-256-cbc", "-pbkdf2", "-salt", "-pass", "env:ENCRYPT_PASS"]).env("ENCRYPT_PASS", pass);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let plain = plain.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&plain));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Reads everything through the decryptor in reads of `piece` bytes.
+fn decrypt(data: &[u8], pass: &str, piece: usize) -> std::io::Result<Vec<u8>> {
+    let mut reader = OpensslDecrypt::new(data, pass.as_bytes())?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; piece];
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(out),
+            n => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn bytes(n: usize) -> Vec<u8> {
+    (0..n as u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect()
+}
+
+#[test]
+fn what_openssl_encrypts_decrypts_byte_for_byte_at_every_block_edge() {
+    for size in [0, 1, 15, 16, 17, 31, 32, 33, 65_535, 65_536, 65_537, 1_048_579] {
+        let plain = bytes(size);
+        let sealed = openssl_enc(&plain, PASS);
+        for piece in [1, 7, 16, 4096, 1 << 20] {
+            if size > 100_000 && piece < 4096 {
+                continue;
+            }
+            assert_eq!(decrypt(&sealed, PASS, piece).unwrap(), plain, "{size} bytes read {piece} at a time");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_passphrase_a_cut_file_and_a_foreign_file_are_each_refused_by_name() {
+    let plain = bytes(100_000);
+    // With a wrong key the last block decrypts to noise, whose padding looks sound about once in
+    // 256 salts: then the gzip and tar layers above refuse it. Over four salts, at least one is
+    // refused right here, and none ever gives back the plain bytes.
+    let mut refused = 0;
+    for _ in 0..4 {
+        let sealed = openssl_enc(&plain, PASS);
+        assert_eq!(decrypt(&sealed, PASS, 4096).unwrap(), plain);
+        match decrypt(&sealed, "not the key", 4096) {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("bad padding") && e.contains("passphrase is wrong"), "{e}");
+                refused += 1;
+            }
+            Ok(garbage) => assert_ne!(garbage, plain),
+        }
+    }
+    assert!(refused > 0, "no wrong passphrase was refused by its padding in four tries");
+    let sealed = openssl_enc(&plain, PASS);
+    let cut = decrypt(&sealed[..sealed.len() - 5], PASS, 4096).unwrap_err().to_string();
+    assert!(cut.contains("cut short"), "{cut}");
+    // 100,000 bytes end on a block edge: the last block is all padding, and without it the data's
+    // own last block ends in 0x07 without six more 0x07 before it, which no padding is.
+    assert_eq!(plain[plain.len() - 1], 0x07);
+    assert_ne!(plain[plain.len() - 7..], [7; 7]);
+    let block_cut = decrypt(&sealed[..sealed.len() - 16], PASS, 4096).unwrap_err().to_string();
+    assert!(block_cut.contains("bad padding"), "{block_cut}");
+    let header_only = decrypt(&sealed[..16], PASS, 4096).unwrap_err().to_string();
+    assert!(header_only.contains("holds no data"), "{header_only}");
+    for foreign in [&b""[..], b"Salted_", b"\x28\xb5\x2f\xfd not openssl at all, a zstd frame maybe"] {
+        let e = decrypt(foreign, PASS, 4096).unwrap_err().to_string();
+        assert!(e.contains("Salted__"), "{e}");
+    }
+}
+
+#[test]
+fn a_script_made_tar_gz_enc_reads_back_as_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dump");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("events.dump"), bytes(300_000)).unwrap();
+    std::fs::write(src.join("roles.sql"), b"CREATE ROLE events_app;\n").unwrap();
+    // `tar czf - -C DIR .` as backup.sh runs it.
+    let tar = Command::new("tar").args(["czf", "-", "-C"]).arg(&src).arg(".").output().unwrap();
+    assert!(tar.status.success());
+    let sealed = openssl_enc(&tar.stdout, PASS);
+    let plain = OpensslDecrypt::new(&sealed[..], PASS.as_bytes()).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(plain));
+    let mut found = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            found.push((entry.path().unwrap().display().to_string(), data));
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        vec![("./events.dump".to_string(), bytes(300_000)), ("./roles.sql".to_string(), b"CREATE ROLE events_app;\n".to_vec())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_files_are_found_beside_lifeboat_runs_and_nothing_else_counts() {
+    let root = tempfile::tempdir().unwrap();
+    let put = |path: &str, data: &[u8]| {
+        let p = root.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    };
+    put("2026-12-01/postgres_backup_2026-12-01.tar.gz.enc", b"Salted__12345678 pg");
+    put("2026-12-01/mongo_backup_2026-12-01.tar.gz.enc", b"Salted__12345678 mongo");
+    put("2026-12-02/influxdb_backup_2026-12-02.tar.gz.enc", b"Salted__12345678 influx");
+    put("2026-12-02/minio_backup_2026-12-02.tar.gz.enc", b"Salted__12345678 minio");
+    // A Lifeboat run in the same date folder, and names the scripts never write.
+    put("2026-12-02/postgres/manifest.json", b"{}");
+    put("2026-12-02/postgres_backup_2026-12-01.tar.gz.enc", b"another day's name");
+    put("2026-12-02/elasticsearch_backup_2026-12-02.tar.gz.enc", b"not a store");
+    put("2026-12-2/postgres_backup_2026-12-2.tar.gz.enc", b"not a date folder");
+    put("elsewhere/postgres_backup_2026-12-01.tar.gz.enc", b"not in a date folder");
+    std::fs::create_dir_all(root.path().join("2026-12-03/postgres_backup_2026-12-03.tar.gz.enc")).unwrap();
+    let server = server::connect(&ServerConfig::folder(root.path())).await.unwrap();
+    let runs = find_runs(server.as_ref()).await.unwrap();
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+    let run = |d: u32, store: &'static str, path: &str, size: u64| LegacyRun { date: day(d), store, path: path.into(), size };
+    assert_eq!(
+        runs,
+        vec![
+            run(1, "mongodb", "2026-12-01/mongo_backup_2026-12-01.tar.gz.enc", 22),
+            run(1, "postgres", "2026-12-01/postgres_backup_2026-12-01.tar.gz.enc", 19),
+            run(2, "influxdb", "2026-12-02/influxdb_backup_2026-12-02.tar.gz.enc", 23),
+            run(2, "minio", "2026-12-02/minio_backup_2026-12-02.tar.gz.enc", 22),
+        ]
+    );
+}

@@ -1,7 +1,11 @@
 //! Backups made by OpenCRVS's original scripts: files made by the real `openssl` and `tar`, with
 //! the scripts' own command lines, read back by Lifeboat's `legacy` reader and found on a server.
 
+mod common;
+
 use std::io::{Read, Write};
+
+use common::*;
 use std::process::{Command, Stdio};
 
 use lifeboat::legacy::openssl_enc::OpensslDecrypt;
@@ -153,4 +157,30 @@ async fn the_scripts_files_are_found_beside_lifeboat_runs_and_nothing_else_count
             run(2, "minio", "2026-12-02/minio_backup_2026-12-02.tar.gz.enc", 22),
         ]
     );
+}
+
+#[test]
+fn list_shows_the_scripts_backups_beside_lifeboat_runs_as_unverifiable() {
+    let case = Case::new("legacy_list");
+    seed_postgres(&case.db, 20);
+    let backup = case.backup_config(&Transport::File);
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let today = chrono::Utc::now().date_naive().to_string();
+    let legacy = case.server_path.join(&today).join(format!("postgres_backup_{today}.tar.gz.enc"));
+    std::fs::write(&legacy, openssl_enc(b"not a real tar.gz: list reads names only", PASS)).unwrap();
+
+    let restore = case.restore_config(&Transport::File);
+    let runs = case.runs(&restore);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!((runs[0]["type"].as_str(), runs[0]["complete"].as_bool()), (Some("dump"), Some(true)));
+    assert!(runs[0].get("made_by_original_scripts").is_none(), "{:?}", runs[0]);
+    let old = &runs[1];
+    assert_eq!(old["type"], "legacy");
+    assert_eq!((old["store"].as_str(), old["id"].as_str()), (Some("postgres"), Some(today.as_str())));
+    assert_eq!((old["complete"].as_bool(), old["made_by_original_scripts"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(old["bytes"].as_u64(), Some(std::fs::metadata(&legacy).unwrap().len()));
+    let text = lifeboat(&restore, &["list"]);
+    assert_ok(&text);
+    let line = String::from_utf8_lossy(&text.stdout).lines().find(|l| l.contains("legacy")).map(str::to_string).expect("a legacy line");
+    assert!(line.contains("unverifiable") && line.contains("original scripts"), "{line}");
 }

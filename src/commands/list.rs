@@ -6,6 +6,7 @@ use crate::commands::Report;
 use crate::config::Config;
 use crate::error::Result;
 use crate::layout::{RunReader, RunState};
+use crate::legacy;
 use crate::progress::human_bytes;
 use crate::server::{self, BackupServer};
 use crate::signing::Trust;
@@ -26,10 +27,14 @@ pub struct ListedBackup {
     pub path: String,
     /// Who signed the run's manifest (checked against the allowed signers), when it is complete.
     pub signed_by: Option<String>,
+    /// A backup made by OpenCRVS's original scripts: it has no manifest, no checksums and no
+    /// signature, so nothing about it can be checked at rest (only by reading it whole).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub made_by_original_scripts: bool,
 }
 
 /// What `list` found: every backup on the server, date-folder runs first, then the differential
-/// stores' own. Its JSON is the array of backups.
+/// stores' own, then those the original scripts made. Its JSON is the array of backups.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(transparent)]
 pub struct Listing {
@@ -58,9 +63,22 @@ pub async fn run(config: &Config) -> Result<Listing> {
             bytes: r.bytes,
             path: r.path(),
             signed_by: r.manifest().and_then(|m| m.signature.as_ref()).map(|s| s.to_string()),
+            made_by_original_scripts: false,
         })
         .collect();
     backups.extend(repository_backups(config, server.as_ref(), &trust).await?);
+    backups.extend(legacy::find_runs(server.as_ref()).await?.into_iter().map(|r| ListedBackup {
+        id: r.date.to_string(),
+        date: r.date.to_string(),
+        store: r.store.to_string(),
+        kind: Some("legacy".into()),
+        complete: false,
+        damaged: None,
+        bytes: r.size,
+        path: r.path,
+        signed_by: None,
+        made_by_original_scripts: true,
+    }));
     Ok(Listing { backups, server: server.describe() })
 }
 
@@ -81,13 +99,17 @@ impl Report for Listing {
                 b.id,
                 b.store,
                 b.kind.as_deref().unwrap_or("-"),
-                match (b.complete, &b.damaged) {
-                    (true, _) => "yes",
-                    (false, Some(_)) => "NO (damaged)",
-                    (false, None) => "NO (partial)",
+                match (b.complete, &b.damaged, b.made_by_original_scripts) {
+                    (_, _, true) => "unverifiable",
+                    (true, _, _) => "yes",
+                    (false, Some(_), _) => "NO (damaged)",
+                    (false, None, _) => "NO (partial)",
                 },
                 human_bytes(b.bytes),
-                b.signed_by.as_deref().unwrap_or("-")
+                match b.made_by_original_scripts {
+                    true => "- (original scripts: no checksums, no signature)",
+                    false => b.signed_by.as_deref().unwrap_or("-"),
+                }
             );
         }
         out
@@ -124,6 +146,7 @@ async fn repository_backups(config: &Config, server: &dyn BackupServer, trust: &
                 bytes: b.stored_bytes,
                 path: b.path,
                 signed_by: b.signed_by,
+                made_by_original_scripts: false,
             });
         }
     }
@@ -146,6 +169,7 @@ mod tests {
             bytes,
             path: format!("{id}/postgres"),
             signed_by: signed_by.map(Into::into),
+            made_by_original_scripts: false,
         }
     }
 

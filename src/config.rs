@@ -191,6 +191,12 @@ mod tests {
                 "signing.allowed_signers_file is required for role restore",
             ),
             (backup("").replace("key_file:", "keyfile:"), 2, "keyfile"),
+            // The server block's keys, its ssh ones flattened in, are checked as strictly.
+            (backup("").replace("file:///tmp/x' }", "file:///tmp/x', ssh_keyfile: /k }"), 2, "ssh_keyfile"),
+            (backup("").replace("'file:///tmp/x'", "'ssh://backup@h/srv'"), 2, "server.ssh_key_file is required"),
+            (backup("").replace("'file:///tmp/x' }", "'ssh://backup@h/srv', ssh_key_file: /k }"), 2, "server.known_hosts_file is required"),
+            (backup("").replace("'file:///tmp/x'", "'ssh://h/srv', ssh_key_file: /k, known_hosts_file: /h"), 2, "no user"),
+            (backup("").replace("'file:///tmp/x'", "'file://relative/x'"), 2, "absolute path"),
         ] {
             let (got_code, text_err) = message(parse(&text).unwrap_err());
             assert_eq!(got_code, code, "{text_err}");

@@ -9,6 +9,7 @@ use common::*;
 use std::process::{Command, Stdio};
 
 use lifeboat::legacy::openssl_enc::OpensslDecrypt;
+use lifeboat::legacy::unpack::{UnpackedFile, fetch_and_unpack};
 use lifeboat::legacy::{LegacyRun, find_runs};
 use lifeboat::server::{self, ServerConfig};
 
@@ -183,4 +184,74 @@ fn list_shows_the_scripts_backups_beside_lifeboat_runs_as_unverifiable() {
     assert_ok(&text);
     let line = String::from_utf8_lossy(&text.stdout).lines().find(|l| l.contains("legacy")).map(str::to_string).expect("a legacy line");
     assert!(line.contains("unverifiable") && line.contains("original scripts"), "{line}");
+}
+
+/// `tar czf - -C DIR .` then `openssl enc`, as the scripts' backup.sh does, into the date folder
+/// of a `file://` server; returns the run as Lifeboat finds it.
+async fn script_backup(root: &std::path::Path, dir: &std::path::Path, pass: &str) -> LegacyRun {
+    let tar = Command::new("tar").args(["czf", "-", "-C"]).arg(dir).arg(".").output().unwrap();
+    assert!(tar.status.success());
+    std::fs::create_dir_all(root.join("2026-12-01")).unwrap();
+    std::fs::write(root.join("2026-12-01/minio_backup_2026-12-01.tar.gz.enc"), openssl_enc(&tar.stdout, pass)).unwrap();
+    let server = server::connect(&ServerConfig::folder(root)).await.unwrap();
+    find_runs(server.as_ref()).await.unwrap().pop().expect("the run is found")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripts_backup_unpacks_whole_or_not_at_all() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("mirror");
+    std::fs::create_dir_all(src.join("ocrvs/deep/er")).unwrap();
+    std::fs::write(src.join("ocrvs/deep/er/photo.jpg"), bytes(200_000)).unwrap();
+    std::fs::write(src.join("ocrvs/a.txt"), b"a").unwrap();
+    std::fs::create_dir_all(src.join("empty-bucket")).unwrap();
+    let root = work.path().join("server");
+    let run = script_backup(&root, &src, PASS).await;
+    let server = server::connect(&ServerConfig::folder(&root)).await.unwrap();
+
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut files = fetch_and_unpack(server.as_ref(), &run, PASS.into(), &out, 1 << 30).await.unwrap();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let file = |name: &str, size: u64| UnpackedFile { name: name.into(), size };
+    assert_eq!(files, vec![file("ocrvs/a.txt", 1), file("ocrvs/deep/er/photo.jpg", 200_000)]);
+    assert_eq!(std::fs::read(out.join("ocrvs/deep/er/photo.jpg")).unwrap(), bytes(200_000));
+    assert!(out.join("empty-bucket").is_dir());
+
+    // Each way it can be bad is one line naming the file; nothing lands outside the folder.
+    let fresh = || {
+        let d = tempfile::tempdir_in(work.path()).unwrap();
+        (d.path().to_path_buf(), d)
+    };
+    let (dir, _keep) = fresh();
+    let wrong = fetch_and_unpack(server.as_ref(), &run, "not the key".into(), &dir, 1 << 30).await.unwrap_err().to_string();
+    assert!(wrong.contains("minio_backup_2026-12-01.tar.gz.enc") && wrong.contains("cannot be read"), "{wrong}");
+    let (dir, _keep) = fresh();
+    let small = fetch_and_unpack(server.as_ref(), &run, PASS.into(), &dir, 100_000).await.unwrap_err().to_string();
+    assert!(small.contains("holds more than 100000 bytes"), "{small}");
+
+    let stored = root.join(&run.path);
+    let whole = std::fs::read(&stored).unwrap();
+    std::fs::write(&stored, &whole[..whole.len() - 40]).unwrap();
+    let (dir, _keep) = fresh();
+    let cut = fetch_and_unpack(server.as_ref(), &run, PASS.into(), &dir, 1 << 30).await.unwrap_err().to_string();
+    assert!(cut.contains("cannot be read") && cut.contains("nothing was changed"), "{cut}");
+
+    // An entry that climbs out of the folder, written with the tar crate's raw header.
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..12].copy_from_slice(b"../escape.sh");
+    header.set_size(3);
+    header.set_mode(0o755);
+    header.set_cksum();
+    let mut raw = header.as_bytes().to_vec();
+    raw.extend_from_slice(b"bad");
+    raw.resize(512 * 2, 0);
+    raw.extend_from_slice(&[0; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    std::fs::write(&stored, openssl_enc(&gz.finish().unwrap(), PASS)).unwrap();
+    let (dir, _keep) = fresh();
+    let escape = fetch_and_unpack(server.as_ref(), &run, PASS.into(), &dir, 1 << 30).await.unwrap_err().to_string();
+    assert!(escape.contains("`../escape.sh`") && escape.contains("not a path of plain names"), "{escape}");
+    assert!(!dir.parent().unwrap().join("escape.sh").exists());
 }

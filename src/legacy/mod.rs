@@ -9,6 +9,7 @@
 //! counts only when its whole name is one the scripts write, for the date of its folder.
 
 pub mod openssl_enc;
+pub mod unpack;
 
 use chrono::NaiveDate;
 

@@ -62,6 +62,19 @@ async fn contract(transport: &str) {
     let winner = won.iter().position(|w| *w).unwrap();
     assert_eq!(s.read_small("race/claim", 100).await.unwrap(), format!("claim {winner}").as_bytes());
 
+    // Several objects written at once into one new prefix (the MinIO mirror uploads four at a
+    // time into a new run's folder): each finds or makes the folder, none fails.
+    // Started a little apart, so that some find the folder made between their first try and
+    // their look at it.
+    for round in 0..10 {
+        let writes = (0..8u64).map(|i| async move {
+            tokio::time::sleep(std::time::Duration::from_micros(i * 150 * round)).await;
+            write(s, &format!("fresh/{round}/{i}"), b"x").await
+        });
+        futures::future::join_all(writes).await;
+        assert_eq!(s.list(&format!("fresh/{round}")).await.unwrap().len(), 8);
+    }
+
     // Write, read back byte for byte (larger than one SFTP packet), list with sizes.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     write(s, "day/store/big.bin", &big).await;

@@ -260,15 +260,15 @@ impl SshServer {
         let open = || async { self.sftp.options().write(true).create_new(true).open(self.path(rel)).await };
         match open().await {
             Ok(file) => Ok(file),
-            Err(first) => match self.path(rel).parent() {
-                Some(parent) if self.sftp.fs().metadata(parent).await.is_err() => {
-                    if self.create_parents(rel).await.is_err() {
-                        return Err(first);
-                    }
-                    open().await
+            // The folder may be missing, or made just now by a job or an upload beside this one
+            // (the mirror uploads four files into a new folder at once): either way, once the
+            // folders are there, the open is tried again. A file that exists fails it again.
+            Err(first) => {
+                if self.create_parents(rel).await.is_err() {
+                    return Err(first);
                 }
-                _ => Err(first),
-            },
+                open().await
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::check_file_name;
+use crate::deployment::host_name;
 use crate::error::{Error, Result};
 use crate::server::{BackupServer, join};
 
@@ -85,7 +86,7 @@ impl LockHolder {
             store: store.to_string(),
             command: command.to_string(),
             owner: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid {}", unsafe_uid())),
-            host: crate::deployment::host_name(),
+            host: host_name(),
             pid,
             pid_start: process_start(pid),
             since: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -103,7 +104,7 @@ impl LockHolder {
 
     /// Alive as far as this host can tell: None when the holder is on another host.
     fn alive_here(&self) -> Option<bool> {
-        if self.host != crate::deployment::host_name() {
+        if self.host != host_name() {
             return None;
         }
         let start = process_start(self.pid);
@@ -282,12 +283,12 @@ mod tests {
         assert!(!stale(&holder("elsewhere.example", 1, None, hour), 2 * hour));
         assert!(stale(&holder("elsewhere.example", 1, None, 3 * hour), 2 * hour));
         // This host, this (alive) process: never stale, however old.
-        assert!(!stale(&holder(&crate::deployment::host_name(), me, my_start, 30 * hour), 2 * hour));
+        assert!(!stale(&holder(&host_name(), me, my_start, 30 * hour), 2 * hour));
         // This host, the pid reused by another process (another start time): gone.
-        assert!(stale(&holder(&crate::deployment::host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
+        assert!(stale(&holder(&host_name(), me, my_start.map(|s| s + 1), 3 * hour), 2 * hour));
         // This host, no such process: gone, however young.
-        assert!(stale(&holder(&crate::deployment::host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
-        assert!(stale(&holder(&crate::deployment::host_name(), u32::MAX - 1, None, Duration::from_secs(1)), 2 * hour));
+        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, 3 * hour), 2 * hour));
+        assert!(stale(&holder(&host_name(), u32::MAX - 1, None, Duration::from_secs(1)), 2 * hour));
         // A lock without a readable time is never stale.
         let mut h = holder("elsewhere.example", 1, None, 3 * hour);
         h.since = "yesterday".into();

@@ -55,19 +55,6 @@ impl BackupServer for LocalServer {
         format!("file://{}", self.root.display())
     }
 
-    async fn create_if_absent(&self, path: &str, data: &[u8]) -> Result<bool> {
-        use tokio::io::AsyncWriteExt;
-        let p = self.path(path);
-        let mut file = match self.create_new(&p).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(self.fail("cannot create", &p, e)),
-        };
-        file.write_all(data).await.map_err(|e| self.fail("cannot write", &p, e))?;
-        file.shutdown().await.map_err(|e| self.fail("cannot write", &p, e))?;
-        Ok(true)
-    }
-
     async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
         let p = self.path(path);
         let file = self.create_new(&p).await.map_err(|e| self.fail("cannot create", &p, e))?;

@@ -152,8 +152,20 @@ pub trait BackupServer: Send + Sync {
     fn describe(&self) -> String;
 
     /// Writes `data` as the object `path` only if there is none of that name. Ok(true): written;
-    /// Ok(false): it existed (and is untouched).
-    async fn create_if_absent(&self, path: &str, data: &[u8]) -> Result<bool>;
+    /// Ok(false): it existed (and is untouched). A folder server has it from its exclusive
+    /// [`create`](Self::create); an object store overrides it with its conditional write.
+    async fn create_if_absent(&self, path: &str, data: &[u8]) -> Result<bool> {
+        use tokio::io::AsyncWriteExt;
+        let mut w = match self.create(path).await {
+            Ok(w) => w,
+            // Why the exclusive create failed is not told alike by every server (SFTP v3 has no
+            // "already exists" status): look before deciding.
+            Err(e) => return if self.stat(path).await?.is_some() { Ok(false) } else { Err(e) },
+        };
+        w.write_all(data).await.map_err(|e| self.error(format!("writing {path}: {e}")))?;
+        w.shutdown().await.map_err(|e| self.error(format!("writing {path}: {e}")))?;
+        Ok(true)
+    }
 
     /// Opens a new object for writing; fails if an object of that name exists (nothing stored is
     /// ever replaced).

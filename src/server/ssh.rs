@@ -279,19 +279,6 @@ impl BackupServer for SshServer {
         self.describe.clone()
     }
 
-    async fn create_if_absent(&self, path: &str, data: &[u8]) -> Result<bool> {
-        use tokio::io::AsyncWriteExt;
-        let file = match self.create_new(path).await {
-            Ok(file) => file,
-            // SFTP v3 has no "already exists" status: look before deciding.
-            Err(e) => return if self.stat(path).await?.is_some() { Ok(false) } else { Err(self.fail("cannot create", path, e)) },
-        };
-        let mut w = SftpUpload::new(file);
-        w.write_all(data).await.map_err(|e| self.fail("cannot write", path, e))?;
-        w.shutdown().await.map_err(|e| self.fail("cannot write", path, e))?;
-        Ok(true)
-    }
-
     async fn create(&self, path: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
         let file = self.create_new(path).await.map_err(|e| self.fail("cannot create", path, e))?;
         Ok(Box::new(SftpUpload::new(file)))

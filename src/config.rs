@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub use crate::deployment::Role;
 use crate::error::{Error, Result};
 use crate::layout::lock::Locking;
+use crate::legacy::LegacySettings;
 use crate::layout::retention::Retention;
 use crate::monitoring::MonitoringConfig;
 use crate::pipeline::Compression;
@@ -38,6 +39,9 @@ pub struct Config {
     pub locking: Locking,
     #[serde(default)]
     pub stores: StoreConfigs,
+    /// How to read the backups OpenCRVS's original scripts made (their passphrase).
+    #[serde(default)]
+    pub legacy: LegacySettings,
     /// Metrics and the failure webhook, after each job.
     #[serde(default)]
     pub monitoring: MonitoringConfig,

@@ -11,10 +11,35 @@
 pub mod openssl_enc;
 pub mod unpack;
 
+use std::path::PathBuf;
+
 use chrono::NaiveDate;
+use serde::Deserialize;
 
 use crate::error::Result;
+use crate::secret::SecretFile;
 use crate::server::{BackupServer, join};
+
+/// The `legacy:` block: how to read the original scripts' backups.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySettings {
+    /// The original scripts' passphrase (the chart's `backup_encryption_key` secret), as a file.
+    /// Without it their backups are listed but cannot be restored or imported.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl LegacySettings {
+    /// The passphrase, or why a command that needs it cannot run.
+    pub fn passphrase(&self) -> std::result::Result<SecretFile, String> {
+        match &self.passphrase_file {
+            Some(path) => Ok(SecretFile::new("legacy passphrase", path)),
+            None => Err("legacy.passphrase_file is not set: give the original scripts' passphrase (the chart's \
+                 backup_encryption_key secret) as a file to restore or import their backups"
+                .into()),
+        }
+    }
+}
 
 /// The scripts' name of each store, and Lifeboat's.
 pub const STORES: [(&str, &str); 4] = [("postgres", "postgres"), ("mongo", "mongodb"), ("influxdb", "influxdb"), ("minio", "minio")];

@@ -148,6 +148,7 @@ fn write_runs(root: &Path, real: &Path, pg: &Runs, mongo: &Runs, signing_key: &P
             count_unit: "documents".into(),
             counts: BTreeMap::new(),
             extra: serde_json::Map::new(),
+            imported_from: None,
             signature: None,
         };
         let bytes = match state {

@@ -15,7 +15,9 @@ use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::layout::drill::{self, DrillReport};
 use crate::layout::manifest::{Counts, compare_counts};
-use crate::layout::{Manifest, Run, RunReader};
+use crate::layout::{Manifest, Run, RunFolder, RunReader};
+use crate::legacy::adopt::{AdoptedRun, fetch_and_adopt};
+use crate::legacy::{self, LegacyRun};
 use crate::monitoring::{self, JobResult};
 use crate::pipeline::DecryptKey;
 use crate::progress::summary;
@@ -108,6 +110,11 @@ async fn restore_stores(
     let request = RepoRestoreRequest { from: opts.from, target_time: opts.target_time };
     let access = RepoAccess { server: server.as_ref(), trust: &trust, key: Some(key.clone()) };
     let prepare = async {
+        // Backups of the original scripts sit in the same date folders; only dump stores read them.
+        let legacy_runs = match stores.iter().any(|s| s.store.differential().is_none()) {
+            true => legacy::find_runs(server.as_ref()).await?,
+            false => Vec::new(),
+        };
         let mut jobs = Vec::new();
         for store in stores {
             if let Some(repo) = store.store.differential() {
@@ -115,7 +122,17 @@ async fn restore_stores(
                 jobs.push(Job::Repo { store, repo, prepared });
                 continue;
             }
-            let run = reader.choose(&folders, store.folder(), opts.from).await?;
+            let run = match choose(config, &reader, &folders, &legacy_runs, store, opts.from).await? {
+                Chosen::Run(run) => run,
+                Chosen::Legacy(run) => {
+                    store.store.check_target().await?;
+                    let passphrase = config.legacy.passphrase().map_err(|message| Error::Config { file: config.file.clone(), message })?;
+                    let adopted = fetch_and_adopt(server.as_ref(), &run, store.store.as_ref(), &passphrase, &context).await?;
+                    let manifest = Box::new(adopted.manifest(store.name)?);
+                    jobs.push(Job::Legacy { store, adopted: Box::new(adopted), manifest });
+                    continue;
+                }
+            };
             let manifest = run.manifest().expect("chosen runs are complete").clone();
             check_run_matches(store, &run, &manifest)?;
             store.store.check_target().await?;
@@ -231,13 +248,15 @@ fn check_run_matches(store: &ConfiguredStore, run: &Run, manifest: &Manifest) ->
 /// One store's restore, ready to run: a verified run in a private folder, or a differential repository.
 enum Job<'a> {
     Run { store: &'a ConfiguredStore, run: Run, manifest: Box<Manifest>, work: tempfile::TempDir },
+    /// A backup of the original scripts, decrypted, unpacked and read whole by its store.
+    Legacy { store: &'a ConfiguredStore, adopted: Box<AdoptedRun>, manifest: Box<Manifest> },
     Repo { store: &'a ConfiguredStore, repo: &'a dyn DifferentialStore, prepared: RepoPrepared },
 }
 
 impl Job<'_> {
     fn name(&self) -> &'static str {
         match self {
-            Job::Run { store, .. } | Job::Repo { store, .. } => store.name,
+            Job::Run { store, .. } | Job::Legacy { store, .. } | Job::Repo { store, .. } => store.name,
         }
     }
 
@@ -252,7 +271,7 @@ impl Job<'_> {
         match self {
             Job::Run { store, run, manifest, work } => {
                 tracing::info!("{}: restoring backup {}", store.name, run.id);
-                let files = RestoreFiles { dir: work.path().to_path_buf(), key: key.clone() };
+                let files = RestoreFiles::stored(work.path().to_path_buf(), key.clone());
                 let found = store.store.restore(&manifest, &files).await?;
                 let what = store.store.describe_counts(&manifest);
                 tracing::info!("{}: found {what} across {} scope(s)", store.name, found.len());
@@ -263,6 +282,22 @@ impl Job<'_> {
                     raw_bytes: manifest.raw_bytes(),
                     seconds: started.elapsed().as_secs_f64(),
                     restored: what,
+                    recovered: None,
+                };
+                Ok((outcome, found))
+            }
+            Job::Legacy { store, adopted, manifest } => {
+                tracing::info!("{}: restoring {} (made by the original scripts)", store.name, adopted.run.path);
+                let found = store.store.restore(&manifest, &adopted.restore_files()).await?;
+                let what = store.store.describe_counts(&manifest);
+                tracing::info!("{}: found {what} across {} scope(s)", store.name, found.len());
+                let outcome = RestoreOutcome {
+                    store: store.name.to_string(),
+                    id: manifest.id.clone(),
+                    stored_bytes: adopted.run.size,
+                    raw_bytes: manifest.raw_bytes(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    restored: format!("{what} (from a backup made by the original scripts)"),
                     recovered: None,
                 };
                 Ok((outcome, found))
@@ -288,6 +323,10 @@ impl Job<'_> {
     fn report(&self, started_at: chrono::DateTime<Utc>) -> (String, DrillReport) {
         let (dir, backup, finished, expected) = match self {
             Job::Run { run, manifest, .. } => (run.path(), run.id.to_string(), Some(manifest.finished_at.clone()), manifest.counts.clone()),
+            // The date folder is shared with Lifeboat's runs: a report there would look like a run.
+            Job::Legacy { store, manifest, .. } => {
+                (drill::repository_dir(store.folder()), manifest.id.clone(), Some(manifest.finished_at.clone()), manifest.counts.clone())
+            }
             Job::Repo { store, .. } => (drill::repository_dir(store.folder()), String::new(), None, Counts::new()),
         };
         let report = DrillReport {
@@ -324,5 +363,76 @@ impl RestoreOutcome {
                 )
             }
         }
+    }
+}
+
+/// Which backup a dump store's restore takes: one of Lifeboat's runs, or one of the original scripts.
+enum Chosen {
+    Run(Run),
+    Legacy(LegacyRun),
+}
+
+/// `--from ID` names a Lifeboat run, or else a date of the original scripts' backups. Without
+/// it, the newest of either kind: the original scripts' only when no Lifeboat run is as new (on
+/// the same day Lifeboat's, which can be verified, wins). The log says which kind was chosen.
+async fn choose(
+    config: &Config,
+    reader: &RunReader<'_>,
+    folders: &[RunFolder],
+    legacy_runs: &[LegacyRun],
+    store: &ConfiguredStore,
+    from: Option<&str>,
+) -> Result<Chosen> {
+    let theirs = || legacy_runs.iter().filter(|r| r.store == store.name);
+    if let Some(id) = from {
+        return match reader.choose(folders, store.folder(), Some(id)).await {
+            Err(Error::NotFound(message)) => match theirs().find(|r| r.date.format("%Y-%m-%d").to_string() == id) {
+                Some(run) => {
+                    tracing::info!("{}: restoring {} (made by the original scripts), as --from {id} names", store.name, run.path);
+                    Ok(Chosen::Legacy(run.clone()))
+                }
+                None => Err(Error::NotFound(message)),
+            },
+            chosen => chosen.map(Chosen::Run),
+        };
+    }
+    let newest_legacy = theirs().max_by_key(|r| r.date);
+    let can_read_legacy = config.legacy.passphrase_file.is_some();
+    match (reader.choose(folders, store.folder(), None).await, newest_legacy) {
+        (Ok(run), Some(old)) if old.date > run.id.date && can_read_legacy => {
+            tracing::info!(
+                "{}: choosing {} (made by the original scripts, {}): it is newer than Lifeboat's newest backup {}",
+                store.name,
+                old.path,
+                old.date,
+                run.id
+            );
+            Ok(Chosen::Legacy(old.clone()))
+        }
+        (Ok(run), Some(old)) if old.date > run.id.date => {
+            tracing::warn!(
+                "{}: {} (made by the original scripts) is newer than Lifeboat's newest backup {}, but legacy.passphrase_file is not set: restoring {}",
+                store.name,
+                old.path,
+                run.id,
+                run.id
+            );
+            Ok(Chosen::Run(run))
+        }
+        (Ok(run), _) => {
+            tracing::info!("{}: choosing Lifeboat's backup {}, the newest", store.name, run.id);
+            Ok(Chosen::Run(run))
+        }
+        (Err(Error::NotFound(_)), Some(old)) => {
+            config.legacy.passphrase().map_err(|message| Error::Config { file: config.file.clone(), message })?;
+            tracing::info!(
+                "{}: no Lifeboat backup yet; choosing the newest made by the original scripts, {} ({})",
+                store.name,
+                old.path,
+                old.date
+            );
+            Ok(Chosen::Legacy(old.clone()))
+        }
+        (Err(e), _) => Err(e),
     }
 }

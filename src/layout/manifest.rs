@@ -57,9 +57,21 @@ pub struct Manifest {
     /// struct, read with [`Manifest::extra`] and written with [`StoreBackup::new`].
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Set for a run imported from a backup of OpenCRVS's original scripts (`lifeboat import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<ImportedFrom>,
     /// Who signed it, set by the reader once the signature is checked; never part of the file.
     #[serde(skip)]
     pub signature: Option<crate::signing::Signature>,
+}
+
+/// The file of the original scripts a run was imported from, left where it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedFrom {
+    /// Relative to the server's root, e.g. `2025-03-01/postgres_backup_2025-03-01.tar.gz.enc`.
+    pub path: String,
+    /// Its size in bytes when it was imported.
+    pub size: u64,
 }
 
 /// What a store's backup reports besides its files.
@@ -217,6 +229,7 @@ mod tests {
             count_unit: info.count_unit,
             counts: info.counts,
             extra: info.extra,
+            imported_from: None,
             signature: None,
         };
         let json = serde_json::to_string(&manifest).unwrap();

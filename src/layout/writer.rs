@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::io::AsyncRead;
 
-use super::manifest::{FORMAT_VERSION, FileEntry, MANIFEST_NAME, Manifest, StoreBackup, StoreType};
+use super::manifest::{FORMAT_VERSION, FileEntry, ImportedFrom, MANIFEST_NAME, Manifest, StoreBackup, StoreType};
 use super::{CLAIM_NAME, RunId, check_file_name, claim_by_this_process};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Compression, EncryptKey, Source};
@@ -30,6 +30,8 @@ pub struct RunWriter<'a> {
     started_at: DateTime<Utc>,
     files: Vec<FileEntry>,
     counters: Arc<Counters>,
+    /// For an imported run: where from, and the time its manifest records.
+    imported: Option<(ImportedFrom, DateTime<Utc>)>,
 }
 
 impl<'a> RunWriter<'a> {
@@ -51,7 +53,7 @@ impl<'a> RunWriter<'a> {
             let path = join(&id.to_string(), folder);
             if server.create_if_absent(&join(&path, CLAIM_NAME), &claim).await? {
                 let counters = Arc::new(Counters::default());
-                return Ok(RunWriter { server, key, compression, store, id, path, started_at, files: Vec::new(), counters });
+                return Ok(RunWriter { server, key, compression, store, id, path, started_at, files: Vec::new(), counters, imported: None });
             }
         }
         Err(server.error(format!("too many runs of {folder} on {date}")))
@@ -107,6 +109,12 @@ impl<'a> RunWriter<'a> {
         Ok(())
     }
 
+    /// Marks the run as imported from `from`, a backup made at `made_at`: its manifest records
+    /// that time (not the import's), so its age and retention are the original backup's.
+    pub fn imported(&mut self, from: ImportedFrom, made_at: DateTime<Utc>) {
+        self.imported = Some((from, made_at));
+    }
+
     /// Makes the run complete: every file durable, then `manifest.json` written last.
     pub async fn commit(self, kind: StoreType, info: StoreBackup, signer: &ManifestSigner) -> Result<Manifest> {
         for f in &self.files {
@@ -117,8 +125,8 @@ impl<'a> RunWriter<'a> {
             store: self.store.to_string(),
             kind,
             id: self.id.to_string(),
-            started_at: self.started_at.to_rfc3339(),
-            finished_at: Utc::now().to_rfc3339(),
+            started_at: self.imported.as_ref().map_or(self.started_at, |(_, at)| *at).to_rfc3339(),
+            finished_at: self.imported.as_ref().map_or_else(Utc::now, |(_, at)| *at).to_rfc3339(),
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
             tool_versions: info.tool_versions,
             compression: format!("zstd-{}", self.compression.level),
@@ -127,6 +135,7 @@ impl<'a> RunWriter<'a> {
             count_unit: info.count_unit,
             counts: info.counts,
             extra: info.extra,
+            imported_from: self.imported.map(|(from, _)| from),
             signature: None,
         };
         super::signed::commit_manifest(self.server, &self.path, &manifest, signer).await?;

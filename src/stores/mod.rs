@@ -33,20 +33,51 @@ use crate::server::BackupServer;
 /// A restore's verified local copies of the stored files.
 pub struct RestoreFiles {
     pub dir: PathBuf,
-    pub key: Arc<DecryptKey>,
+    source: FilesSource,
+}
+
+enum FilesSource {
+    /// Files as stored (age, zstd), decoded as they are read.
+    Stored(Arc<DecryptKey>),
+    /// Plain files already (a backup of the original scripts, adopted: [`Store::adopt_legacy`]),
+    /// by stored name.
+    Plain(std::collections::BTreeMap<String, PathBuf>),
 }
 
 impl RestoreFiles {
+    /// Stored files downloaded into `dir`, decoded with `key` when read.
+    pub fn stored(dir: PathBuf, key: Arc<DecryptKey>) -> RestoreFiles {
+        RestoreFiles { dir, source: FilesSource::Stored(key) }
+    }
+
+    /// Plain files (an adopted backup of the original scripts), `dir` the work folder.
+    pub fn plain_files(dir: PathBuf, files: &[AdoptedFile]) -> RestoreFiles {
+        let map = files.iter().map(|f| (f.name.clone(), f.path.clone())).collect();
+        RestoreFiles { dir, source: FilesSource::Plain(map) }
+    }
+
     /// The plain bytes of a stored file, decrypted and decompressed as they are read.
     pub fn open(&self, name: &str) -> Result<Box<dyn Read + Send>> {
-        pipeline::open_decoded(&self.path(name)?, &self.key, name)
+        match &self.source {
+            FilesSource::Stored(key) => pipeline::open_decoded(&self.path(name)?, key, name),
+            FilesSource::Plain(_) => {
+                let path = self.plain(name)?.ok_or_else(|| Error::Integrity(format!("the backup has no file {name}")))?;
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, file)))
+            }
+        }
     }
 
     /// The decoded copy of a stored file, when the download made one ([`Store::wants_plain_file`]);
-    /// it was checked against the manifest with the file.
+    /// it was checked against the manifest with the file. Every file of an adopted backup is one.
     pub fn plain(&self, name: &str) -> Result<Option<PathBuf>> {
-        let path = self.path(&crate::layout::plain_name(name))?;
-        Ok(path.is_file().then_some(path))
+        match &self.source {
+            FilesSource::Stored(_) => {
+                let path = self.path(&crate::layout::plain_name(name))?;
+                Ok(path.is_file().then_some(path))
+            }
+            FilesSource::Plain(map) => Ok(map.get(name).cloned()),
+        }
     }
 
     /// The local path of a stored file. The name must be one plain file name: names come from
@@ -55,6 +86,20 @@ impl RestoreFiles {
         crate::layout::check_file_name(name)?;
         Ok(self.dir.join(name))
     }
+}
+
+/// One file of an adopted backup: its name as Lifeboat stores it, and the plain file here.
+#[derive(Debug, Clone)]
+pub struct AdoptedFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A backup of the original scripts turned into this store's own files and report, the counts
+/// taken from the files themselves; what `restore` and `import` do with a legacy run.
+pub struct Adopted {
+    pub files: Vec<AdoptedFile>,
+    pub backup: StoreBackup,
 }
 
 /// The stored file name for one database's dump: `db-<name>.<suffix>`, with every character
@@ -87,6 +132,15 @@ pub trait Store: Send + Sync {
     fn describe_counts(&self, manifest: &Manifest) -> String {
         let total: u64 = manifest.counts.values().flat_map(|m| m.values()).sum();
         format!("{total} {}", manifest.count_unit)
+    }
+
+    /// Reads a backup made by OpenCRVS's original scripts, unpacked whole in `unpacked` (its
+    /// files checked as plain relative paths), and makes this store's own plain files of it in
+    /// `out`, with the counts read from its data. Every dump is opened and read to the end here:
+    /// one that does not open, or an archive with nothing to restore, is refused before any
+    /// target is touched.
+    async fn adopt_legacy(&self, _unpacked: &Path, _out: &Path) -> Result<Adopted> {
+        Err(Error::Usage("this store cannot read backups made by the original scripts".into()))
     }
 
     /// The store as configured with `type: differential`, whose backups a tool of its own keeps

@@ -62,3 +62,22 @@ impl StoreContext {
         .map_err(|e| crate::Error::io("creating a private work folder (set work_dir to a folder with room)", e))
     }
 }
+
+/// Bytes free for an unprivileged writer on the filesystem holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed statvfs we own.
+    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod free_space_tests {
+    #[test]
+    fn free_bytes_reads_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(super::free_bytes(dir.path()).is_some_and(|b| b > 0));
+        assert_eq!(super::free_bytes(&dir.path().join("missing")), None);
+    }
+}

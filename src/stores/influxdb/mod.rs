@@ -55,6 +55,7 @@
 mod counts;
 mod http;
 mod influxd;
+mod legacy;
 mod tsm;
 mod unpack;
 
@@ -143,6 +144,10 @@ struct InfluxExtra {
     /// that `influxd restore` brings back (`counts.rs`). Absent when none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     deleted_values_in_files: BTreeMap<String, u64>,
+    /// Set for a backup of the original scripts: its retention policies and continuous queries
+    /// are only in influxd's metadata file, so a restore takes them from there unchecked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    schema_not_recorded: bool,
 }
 
 impl InfluxDb {
@@ -232,6 +237,10 @@ impl Store for InfluxDb {
         Ok(StoreBackup::new("field values", counts, &extra).tool("influxd", tool_version).tool("influxdb", server_version))
     }
 
+    async fn adopt_legacy(&self, unpacked: &std::path::Path, out: &std::path::Path) -> Result<crate::stores::Adopted> {
+        self.adopt(unpacked, out).await
+    }
+
     async fn check_target(&self) -> Result<()> {
         self.ping().await?;
         self.tool_version().await?;
@@ -240,8 +249,19 @@ impl Store for InfluxDb {
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
-        let InfluxExtra { databases, counted_before, retention_policies: policies, continuous_queries: queries, deleted_values_in_files } =
-            manifest.extra()?;
+        let InfluxExtra {
+            databases,
+            counted_before,
+            retention_policies: policies,
+            continuous_queries: queries,
+            deleted_values_in_files,
+            schema_not_recorded,
+        } = manifest.extra()?;
+        if schema_not_recorded {
+            tracing::warn!(
+                "influxdb: this backup was made by the original scripts and records no retention policies or continuous queries: influxd restore brings back those of its metadata, and they are not compared"
+            );
+        }
 
         // Unpack and check every archive before any database is dropped.
         let mut unpacked = Vec::new();
@@ -254,7 +274,10 @@ impl Store for InfluxDb {
                 )));
             }
             let before = counted_before.get(db).ok_or_else(|| err(format!("the manifest has no count time for {db}")))?.clone();
-            let want = policies.get(db).ok_or_else(|| err(format!("the manifest has no retention policies for {db}")))?.clone();
+            let want = match schema_not_recorded {
+                true => None,
+                false => Some(policies.get(db).ok_or_else(|| err(format!("the manifest has no retention policies for {db}")))?.clone()),
+            };
             let cqs = queries.get(db).cloned().unwrap_or_default();
             // Inside the restore's own private folder, beside the downloaded files.
             let dir = StoreContext { work_dir: Some(files.dir.clone()), ..self.ctx.clone() }.private_dir("influxdb-")?;
@@ -289,6 +312,10 @@ impl Store for InfluxDb {
                     ),
                 });
             }
+            let Some(want) = want else {
+                found.insert(db, census.counts);
+                continue;
+            };
             if census.policies != want {
                 let names = |p: &[RetentionPolicy]| {
                     p.iter()

@@ -169,6 +169,7 @@ impl Minio {
             count_unit: info.count_unit,
             counts: info.counts,
             extra: info.extra,
+            imported_from: None,
             signature: None,
         };
         crate::layout::signed::commit_manifest(server, &dir, &manifest, signer).await?;

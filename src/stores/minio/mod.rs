@@ -48,6 +48,7 @@
 
 mod archive;
 mod buckets;
+mod legacy;
 mod mirror;
 mod mirror_backup;
 mod mirror_format;
@@ -122,6 +123,10 @@ pub struct BucketSettings {
 struct MinioExtra {
     archive: String,
     buckets: BTreeMap<String, BucketSettings>,
+    /// Set for a backup of the original scripts (`mc mirror`), which records no bucket settings
+    /// and no object metadata: a restore keeps each bucket's settings as the target has them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    settings_not_recorded: bool,
 }
 
 fn err(message: impl Into<String>) -> Error {
@@ -297,8 +302,12 @@ impl Store for Minio {
         };
         put?;
 
-        let extra = MinioExtra { archive: ARCHIVE_FILE.into(), buckets };
+        let extra = MinioExtra { archive: ARCHIVE_FILE.into(), buckets, settings_not_recorded: false };
         Ok(StoreBackup::new("objects/bytes", counts, &extra).tool("aws-sdk-s3", aws_sdk_s3::meta::PKG_VERSION))
+    }
+
+    async fn adopt_legacy(&self, unpacked: &std::path::Path, out: &std::path::Path) -> Result<crate::stores::Adopted> {
+        self.adopt(unpacked, out).await
     }
 
     async fn check_target(&self) -> Result<()> {
@@ -308,7 +317,7 @@ impl Store for Minio {
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {
-        let MinioExtra { buckets, .. } = manifest.extra()?;
+        let MinioExtra { buckets, settings_not_recorded, .. } = manifest.extra()?;
         if manifest.file(ARCHIVE_FILE).is_none() {
             return Err(err(format!("the manifest lists no {ARCHIVE_FILE}: this is not a minio dump backup; nothing was changed")));
         }
@@ -336,9 +345,18 @@ impl Store for Minio {
             return Err(err(format!("{ARCHIVE_FILE} changed while it was read: nothing was changed; run the restore again")));
         }
 
+        if settings_not_recorded {
+            tracing::warn!(
+                "minio: this backup was made by the original scripts (mc mirror), which keep no object metadata and no bucket settings: the restored objects carry no content type or user metadata, and each bucket keeps the policy and versioning the target gives it now"
+            );
+        }
         for (bucket, settings) in &buckets {
             tracing::info!("minio: replacing bucket {bucket}");
-            self.recreate_bucket(&client, bucket, settings).await?;
+            let settings = match settings_not_recorded {
+                true => self.bucket_settings(&client, bucket).await?.unwrap_or_default(),
+                false => settings.clone(),
+            };
+            self.recreate_bucket(&client, bucket, &settings).await?;
         }
 
         let mut uploads = tokio::task::JoinSet::new();

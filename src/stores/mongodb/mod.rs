@@ -26,6 +26,7 @@
 mod archive;
 mod client;
 mod dump;
+mod legacy;
 mod restore;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,10 @@ impl Store for MongoDb {
 
     async fn check_target(&self) -> Result<()> {
         self.client().await.map(|_| ())
+    }
+
+    async fn adopt_legacy(&self, unpacked: &std::path::Path, out: &std::path::Path) -> Result<crate::stores::Adopted> {
+        self.adopt(unpacked, out).await
     }
 
     async fn restore(&self, manifest: &Manifest, files: &RestoreFiles) -> Result<Counts> {

@@ -18,6 +18,7 @@ use super::{Postgres, err};
 use crate::error::Result;
 use crate::external;
 use crate::stores::RestoreFiles;
+use crate::stores::settings::free_bytes;
 use crate::units::NumberOrText;
 
 /// `stores.postgres.restore_jobs`: a number, or `auto` (the default).
@@ -72,15 +73,6 @@ impl Drop for PlainFile {
     }
 }
 
-/// Bytes free for an unprivileged writer on the filesystem holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a zeroed statvfs we own.
-    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
-}
-
 impl Postgres {
     /// The pg_restore jobs for a dump of `raw_size` decoded bytes restored through `work_dir`:
     /// one, with a warning, when the folder has no room for the decoded dump. Decided once,
@@ -107,11 +99,12 @@ impl Postgres {
     /// in parallel from the copy decoded during the download, when the download made one (it was
     /// checked against the manifest there), streamed otherwise. Touches nothing on the server.
     pub(super) fn feed(&self, db: &str, file: &str, raw_size: u64, files: &RestoreFiles) -> Result<Feed> {
-        let Some(path) = files.plain(file)? else {
+        // The download makes the copy only when this comes to more than one job; an adopted
+        // backup of the original scripts is a plain file already, and follows restore_jobs too.
+        let jobs = self.cfg.restore_jobs.for_dump(raw_size);
+        let Some(path) = files.plain(file)?.filter(|_| jobs > 1) else {
             return Ok(Feed::Stream);
         };
-        // The download made the copy only because this came to more than one job.
-        let jobs = self.cfg.restore_jobs.for_dump(raw_size).max(2);
         tracing::info!("postgres: {db}: restoring with {jobs} parallel pg_restore jobs from the dump decoded during the download");
         Ok(Feed::Parallel { plain: PlainFile(path), jobs })
     }
@@ -164,12 +157,5 @@ mod tests {
         assert_eq!(RestoreJobs::Auto.for_dump(AUTO_PARALLEL_FROM - 1), 1, "small dumps stream");
         let big = RestoreJobs::Auto.for_dump(AUTO_PARALLEL_FROM);
         assert!((2..=8).contains(&big), "{big}");
-    }
-
-    #[test]
-    fn free_bytes_reads_the_filesystem() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(free_bytes(dir.path()).is_some_and(|b| b > 0));
-        assert_eq!(free_bytes(&dir.path().join("missing")), None);
     }
 }

@@ -11,6 +11,7 @@
 
 mod differential;
 mod dump_restore;
+mod legacy;
 mod pgbackrest;
 mod recovery;
 mod repo_info;
@@ -72,7 +73,14 @@ pub struct PostgresConfig {
 struct PostgresExtra {
     /// Database name → its dump file.
     databases: BTreeMap<String, String>,
-    roles_file: String,
+    /// The roles (`pg_dumpall --roles-only`); a backup of the original scripts may have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    roles_file: Option<String>,
+    /// Set for a backup of the original scripts, whose roles file lost every role's attributes
+    /// (they removed each `ALTER ROLE ... PASSWORD` line whole): a restore then creates only
+    /// the roles the target lacks, and changes none it has.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    roles_without_attributes: bool,
 }
 
 pub struct Postgres {
@@ -147,6 +155,69 @@ impl Datastore for Postgres {
 }
 
 impl Postgres {
+    fn psql_args(&self) -> Vec<String> {
+        let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"].map(String::from);
+        [&args[..], &[self.url_for(&self.maintenance_db())]].concat()
+    }
+
+    /// Replays a roles file: each role created when missing, then given its attributes.
+    async fn replay_roles(&self, file: &str, files: &RestoreFiles) -> Result<()> {
+        let mut roles_sql = String::new();
+        files.open(file)?.read_to_string(&mut roles_sql).map_err(|e| err(format!("reading {file}: {e}")))?;
+        let roles = idempotent_roles(&roles_sql);
+        let args = self.psql_args();
+        // Roles live in the cluster's shared catalogue: another session changing a role at the
+        // same moment (another restore into this cluster, an administrator) makes PostgreSQL fail
+        // the statement with "tuple concurrently updated". Every statement of the replay is
+        // idempotent, so it is run again, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let replay = Box::new(std::io::Cursor::new(roles.clone().into_bytes()));
+            match self.tools.run_with_input(external::PSQL.name, &args, replay).await {
+                Err(e) if attempt < 4 && e.to_string().contains("tuple concurrently updated") => {
+                    tracing::warn!("postgres: replaying the roles met a concurrent change of a role ({e}); replaying them again");
+                    tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// For a backup of the original scripts, whose roles file lost every role's attributes:
+    /// the roles the target lacks are created (without LOGIN or a password), so that the
+    /// restored objects keep their owners; the roles it has are left exactly as they are.
+    async fn create_missing_roles(&self, file: &str, files: &RestoreFiles) -> Result<()> {
+        let mut roles_sql = String::new();
+        files.open(file)?.read_to_string(&mut roles_sql).map_err(|e| err(format!("reading {file}: {e}")))?;
+        let admin = self.connect(&self.maintenance_db()).await?;
+        let existing: std::collections::BTreeSet<String> = admin
+            .query("SELECT quote_ident(rolname) FROM pg_roles", &[])
+            .await
+            .map_err(|e| err(format!("cannot list the target's roles: {e}")))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let missing: Vec<String> = legacy::created_roles(&roles_sql).into_iter().filter(|r| !existing.contains(r)).collect();
+        tracing::warn!(
+            "postgres: this backup was made by the original scripts, which drop each role's ALTER ROLE line (its LOGIN and other attributes with the password): the target's roles are left as they are{}",
+            match missing.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; created the roles it lacks without LOGIN or a password, give them both before an application connects as them: {}",
+                    missing.join(", ")
+                ),
+            }
+        );
+        for role in &missing {
+            admin
+                .batch_execute(&format!("DO $lifeboat$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $lifeboat$"))
+                .await
+                .map_err(|e| err(format!("cannot create role {role}: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn url_for(&self, db: &str) -> String {
         let mut u = self.url.clone();
         u.set_path(&format!("/{}", db));
@@ -254,7 +325,7 @@ impl Store for Postgres {
 
         self.dump_roles(run).await?;
         let mut counts = Counts::new();
-        let mut extra = PostgresExtra { databases: BTreeMap::new(), roles_file: ROLES_FILE.into() };
+        let mut extra = PostgresExtra { databases: BTreeMap::new(), roles_file: Some(ROLES_FILE.into()), roles_without_attributes: false };
         for db in &databases {
             tracing::info!("postgres: dumping database {db}");
             counts.insert(db.clone(), self.dump_database(db, run).await?);
@@ -271,6 +342,10 @@ impl Store for Postgres {
         Ok(())
     }
 
+    async fn adopt_legacy(&self, unpacked: &std::path::Path, out: &std::path::Path) -> Result<crate::stores::Adopted> {
+        self.adopt(unpacked, out).await
+    }
+
     fn wants_plain_file(&self, manifest: &Manifest, entry: &FileEntry, work_dir: &std::path::Path) -> bool {
         let is_dump = manifest.extra::<PostgresExtra>().is_ok_and(|extra| extra.databases.values().any(|f| f == &entry.name));
         is_dump && self.jobs_for(&entry.name, entry.raw_size, work_dir) > 1
@@ -280,26 +355,10 @@ impl Store for Postgres {
         let extra: PostgresExtra = manifest.extra()?;
 
         // Roles first, so that restored objects keep their owners and grants.
-        let mut roles_sql = String::new();
-        files.open(&extra.roles_file)?.read_to_string(&mut roles_sql).map_err(|e| err(format!("reading {}: {e}", extra.roles_file)))?;
-        let roles = idempotent_roles(&roles_sql);
-        let args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"].map(String::from);
-        let args = [&args[..], &[self.url_for(&self.maintenance_db())]].concat();
-        // Roles live in the cluster's shared catalogue: another session changing a role at the
-        // same moment (another restore into this cluster, an administrator) makes PostgreSQL fail
-        // the statement with "tuple concurrently updated". Every statement of the replay is
-        // idempotent, so it is run again, a few times.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let replay = Box::new(std::io::Cursor::new(roles.clone().into_bytes()));
-            match self.tools.run_with_input(external::PSQL.name, &args, replay).await {
-                Err(e) if attempt < 4 && e.to_string().contains("tuple concurrently updated") => {
-                    tracing::warn!("postgres: replaying the roles met a concurrent change of a role ({e}); replaying them again");
-                    tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
-                }
-                done => break done?,
-            }
+        match (&extra.roles_file, extra.roles_without_attributes) {
+            (Some(file), false) => self.replay_roles(file, files).await?,
+            (Some(file), true) => self.create_missing_roles(file, files).await?,
+            (None, _) => tracing::warn!("postgres: this backup holds no roles; the target's roles are left as they are"),
         }
 
         let mut found = Counts::new();

@@ -1,0 +1,199 @@
+//! Restoring the backups OpenCRVS's original scripts made, as an operator switching to Lifeboat
+//! has them on the backup server: each made with the scripts' own tools and command lines
+//! (`pg_dump -Fc`, `pg_dumpall --roles-only | grep -v`, `influxd backup -portable`, `mc mirror`,
+//! the real `mongodump --gzip --archive` for the committed MongoDB fixtures), then
+//! `tar czf - -C DIR . | openssl enc -aes-256-cbc -pbkdf2 -salt`, into
+//! `<date>/<store>_backup_<date>.tar.gz.enc` on the server. Restored through Lifeboat, proven
+//! with the counts taken from the archive; every bad input refused with the target intact.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const PASS: &str = "the chart's backup_encryption_key";
+
+/// What the scripts upload: `tar czf - -C DIR . | openssl enc ... -pass env:ENCRYPT_PASS`, written
+/// as `<server>/<date>/<store>_backup_<date>.tar.gz.enc`. Returns the file's path.
+fn seal_as_the_scripts_do(server_root: &Path, date: &str, store: &str, dir: &Path) -> PathBuf {
+    let day = server_root.join(date);
+    std::fs::create_dir_all(&day).unwrap();
+    let file = day.join(format!("{store}_backup_{date}.tar.gz.enc"));
+    let script = "set -o pipefail; tar czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -pbkdf2 -salt -pass env:ENCRYPT_PASS > \"$OUT\"";
+    let out = Command::new("bash").args(["-c", script]).env("DIR", dir).env("OUT", &file).env("ENCRYPT_PASS", PASS).output().unwrap();
+    assert!(out.status.success(), "sealing failed: {}", String::from_utf8_lossy(&out.stderr));
+    file
+}
+
+/// The `legacy:` block with the passphrase in a file, as the chart's secret mounts it.
+fn legacy_block(case: &Case, pass: &str) -> String {
+    let file = case.dir.path().join("backup_encryption_key");
+    std::fs::write(&file, pass).unwrap();
+    format!("legacy:\n  passphrase_file: {}\n", file.display())
+}
+
+/// A restore config with the `legacy:` block.
+fn restore_config_with_legacy(case: &Case, transport: &Transport, stores: &str, pass: &str, file: &str) -> PathBuf {
+    let path = case.restore_config_with(transport, stores, file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{}", legacy_block(case, pass))).unwrap();
+    path
+}
+
+/// The original `postgres/backup.sh`: `pg_dump -Fc` of the database and the roles without any
+/// line `ALTER ROLE ... PASSWORD`.
+fn postgres_as_the_scripts_do(db: &str, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let port = PG_PORT.to_string();
+    let dump = Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-Fc", "-d", db, "-f"])
+        .arg(into.join(format!("{db}.dump")))
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    let roles = Command::new("bash")
+        .args(["-c", "set -o pipefail; pg_dumpall -h 127.0.0.1 -p \"$PORT\" -U postgres --roles-only | grep -v \"ALTER ROLE.*PASSWORD\" > \"$OUT\""])
+        .env("PORT", &port)
+        .env("OUT", into.join("roles.sql"))
+        .output()
+        .unwrap();
+    assert!(roles.status.success(), "pg_dumpall: {}", String::from_utf8_lossy(&roles.stderr));
+}
+
+fn role_facts(role: &str) -> String {
+    psql("postgres", &format!("SELECT rolcanlogin || '/' || rolconnlimit FROM pg_roles WHERE rolname = '{role}'"))
+}
+
+#[test]
+fn a_postgres_backup_of_the_scripts_restores_with_its_counts_and_roles_left_alone() {
+    let case = Case::new("legacy_pg");
+    let db = &case.db;
+    seed_postgres(db, 800);
+    // The scripts' grep drops the whole ALTER ROLE line of a role with a password.
+    let clerk = format!("clerk_{db}");
+    psql("postgres", &format!("ALTER ROLE \"{clerk}\" WITH LOGIN PASSWORD 'registrar' CONNECTION LIMIT 5"));
+    let gone = format!("gone_{db}");
+    psql("postgres", &format!("DROP ROLE IF EXISTS \"{gone}\"; CREATE ROLE \"{gone}\" LOGIN PASSWORD 'x'"));
+    psql(db, &format!("CREATE TABLE registry.owned (x int); ALTER TABLE registry.owned OWNER TO \"{gone}\"; INSERT INTO registry.owned VALUES (1), (2)"));
+    // Partitions and inheritance: count(*) of a parent counts its children's rows too.
+    psql(
+        db,
+        "CREATE TABLE registry.by_year (y int, n text) PARTITION BY RANGE (y);
+         CREATE TABLE registry.by_year_2024 PARTITION OF registry.by_year FOR VALUES FROM (2024) TO (2025);
+         CREATE TABLE registry.by_year_2025 PARTITION OF registry.by_year FOR VALUES FROM (2025) TO (2026);
+         INSERT INTO registry.by_year SELECT 2024 + i % 2, 'row ' || i FROM generate_series(1, 77) i;
+         CREATE TABLE audit.base (x int); CREATE TABLE audit.child (y int) INHERITS (audit.base);
+         INSERT INTO audit.base VALUES (1); INSERT INTO audit.child VALUES (2, 3), (4, 5);",
+    );
+    let want = fingerprint(db);
+    let legacy = case.dir.path().join("legacy");
+    postgres_as_the_scripts_do(db, &legacy);
+    seal_as_the_scripts_do(&case.server_path, "2026-01-05", "postgres", &legacy);
+
+    // The target changes after the backup: the restore must bring back the backup's state, leave
+    // the role that still exists exactly as it is now, and create the one that is gone.
+    psql(db, "DELETE FROM registry.event WHERE id % 4 = 0; DROP TABLE registry.by_year");
+    psql("postgres", &format!("ALTER ROLE \"{clerk}\" CONNECTION LIMIT 9"));
+    psql(db, "DROP TABLE registry.owned");
+    psql("postgres", &format!("DROP ROLE \"{gone}\""));
+    assert_ne!(fingerprint(db), want);
+
+    let config = restore_config_with_legacy(&case, &Transport::Ssh, &case.postgres_block(""), PASS, "restore.yaml");
+    let listed = case.runs(&config);
+    let run = listed.iter().find(|r| r["store"] == "postgres").expect("the legacy run is listed");
+    assert_eq!(run["id"], "2026-01-05", "{run}");
+    assert_eq!(run["made_by_original_scripts"], true, "{run}");
+
+    let out = lifeboat(&config, &["restore", "--yes"]);
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(log.contains("no Lifeboat backup yet; choosing the newest made by the original scripts"), "{log}");
+    assert!(log.contains("the target's roles are left as they are") && log.contains(&gone), "{log}");
+    assert!(log.contains("from a backup made by the original scripts"), "{log}");
+    assert_eq!(fingerprint(db), want);
+    assert_eq!(psql(db, "SELECT count(*) FROM registry.by_year"), "77");
+    assert_eq!(psql(db, "SELECT count(*) FROM audit.base"), "3");
+    assert_eq!(role_facts(&clerk), "true/9", "an existing role was changed");
+    assert_eq!(role_facts(&gone), "false/-1", "a missing role is created without LOGIN");
+    assert_eq!(psql(db, "SELECT tableowner FROM pg_tables WHERE tablename = 'owned'"), gone);
+    let drill = std::fs::read_dir(case.server_path.join("drills/postgres")).expect("a drill report").count();
+    assert_eq!(drill, 1);
+    psql(db, "DROP TABLE registry.owned");
+    psql("postgres", &format!("DROP ROLE IF EXISTS \"{gone}\""));
+}
+
+/// Each bad legacy file is one `error:` line and exit 1, and the database is as it was.
+#[test]
+fn bad_postgres_backups_of_the_scripts_are_refused_with_the_target_intact() {
+    let case = Case::new("legacy_pg_bad");
+    let db = &case.db;
+    seed_postgres(db, 200);
+    let legacy = case.dir.path().join("legacy");
+    postgres_as_the_scripts_do(db, &legacy);
+    let good = seal_as_the_scripts_do(&case.server_path, "2026-02-01", "postgres", &legacy);
+
+    // A cut-short file, an archive without a dump, a dump that is not one, a wrong passphrase.
+    let cut = seal_as_the_scripts_do(&case.server_path, "2026-02-02", "postgres", &legacy);
+    let whole = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let only_roles = case.dir.path().join("only-roles");
+    std::fs::create_dir_all(&only_roles).unwrap();
+    std::fs::copy(legacy.join("roles.sql"), only_roles.join("roles.sql")).unwrap();
+    seal_as_the_scripts_do(&case.server_path, "2026-02-03", "postgres", &only_roles);
+    let not_a_dump = case.dir.path().join("not-a-dump");
+    std::fs::create_dir_all(&not_a_dump).unwrap();
+    std::fs::write(not_a_dump.join(format!("{db}.dump")), b"PGDMP but not really a dump").unwrap();
+    seal_as_the_scripts_do(&case.server_path, "2026-02-04", "postgres", &not_a_dump);
+
+    psql(db, "INSERT INTO audit.log (message) VALUES ('written after the backup')");
+    let now = fingerprint(db);
+    let config = restore_config_with_legacy(&case, &Transport::File, &case.postgres_block(""), PASS, "restore.yaml");
+    for (from, needle) in [
+        ("2026-02-02", "postgres_backup_2026-02-02.tar.gz.enc"),
+        ("2026-02-03", "holds no database dump"),
+        ("2026-02-04", "does not open with pg_restore"),
+    ] {
+        let line = assert_fails(&lifeboat(&config, &["restore", "--yes", "--from", from]), 1, needle);
+        assert!(line.contains("nothing was changed"), "{from}: {line}");
+        assert_eq!(fingerprint(db), now, "{from} touched the target");
+    }
+    let wrong = restore_config_with_legacy(&case, &Transport::File, &case.postgres_block(""), "not the key", "wrong.yaml");
+    let line = assert_fails(&lifeboat(&wrong, &["restore", "--yes", "--from", "2026-02-01"]), 1, "postgres_backup_2026-02-01.tar.gz.enc");
+    assert!(line.contains("passphrase") || line.contains("cannot be read"), "{line}");
+    assert_eq!(fingerprint(db), now, "a wrong passphrase touched the target");
+
+    // Without the passphrase the run is listed, and a restore of it says what to set.
+    let bare = case.restore_config_with(&Transport::File, &case.postgres_block(""), "bare.yaml");
+    assert!(case.runs(&bare).iter().any(|r| r["id"] == "2026-02-01"));
+    assert_fails(&lifeboat(&bare, &["restore", "--yes", "--from", "2026-02-01"]), 2, "legacy.passphrase_file is not set");
+    assert_eq!(fingerprint(db), now);
+    assert!(good.exists(), "the original file is left where it was");
+}
+
+/// The newest of either kind: a Lifeboat run newer than the scripts' last backup wins, `--from`
+/// still reaches the older one, and the log says which kind each restore took.
+#[test]
+fn restore_takes_the_newest_of_either_kind_and_says_which() {
+    let case = Case::new("legacy_pg_newest");
+    let db = &case.db;
+    seed_postgres(db, 100);
+    let legacy = case.dir.path().join("legacy");
+    postgres_as_the_scripts_do(db, &legacy);
+    seal_as_the_scripts_do(&case.server_path, "2026-03-01", "postgres", &legacy);
+    psql(db, "INSERT INTO audit.log (message) VALUES ('after the switch')");
+    let lifeboat_state = fingerprint(db);
+    assert_ok(&lifeboat(&case.backup_config(&Transport::File), &["backup"]));
+
+    let config = restore_config_with_legacy(&case, &Transport::File, &case.postgres_block(""), PASS, "restore.yaml");
+    let out = lifeboat(&config, &["restore", "--yes"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("choosing Lifeboat's backup"), "{}", stderr(&out));
+    assert_eq!(fingerprint(db), lifeboat_state);
+
+    let out = lifeboat(&config, &["restore", "--yes", "--from", "2026-03-01"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("2026-03-01/postgres_backup_2026-03-01.tar.gz.enc (made by the original scripts), as --from 2026-03-01 names"));
+    assert_eq!(psql(db, "SELECT count(*) FROM audit.log WHERE message = 'after the switch'"), "0");
+}

@@ -197,3 +197,61 @@ fn restore_takes_the_newest_of_either_kind_and_says_which() {
     assert!(stderr(&out).contains("2026-03-01/postgres_backup_2026-03-01.tar.gz.enc (made by the original scripts), as --from 2026-03-01 names"));
     assert_eq!(psql(db, "SELECT count(*) FROM audit.log WHERE message = 'after the switch'"), "0");
 }
+
+/// Counts per measurement of an InfluxDB database, through the HTTP API.
+fn influx_counts(db: &str) -> String {
+    use common::influx::influx;
+    let v = influx(Some(db), "SELECT count(*) FROM /.*/");
+    let series = v["results"][0]["series"].as_array().cloned().unwrap_or_default();
+    series.iter().map(|s| format!("{}={}", s["name"], s["values"][0])).collect::<Vec<_>>().join(" ")
+}
+
+/// The original `influxdb/backup.sh`: `influxd backup -portable` of every database at once.
+#[test]
+fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts() {
+    use common::influx::{influx, rpc, serial, wait_for_rpc, write};
+    let _serial = serial();
+    ensure_server("influxdb");
+    wait_for_rpc(&rpc());
+    let case = Case::new("legacy_influx");
+    let (db, db2, other) = ("t_legacy_influx", "t_legacy_influx_2", "t_legacy_influx_unlisted");
+    for d in [db, db2, other] {
+        influx(None, &format!("DROP DATABASE \"{d}\""));
+        influx(None, &format!("CREATE DATABASE \"{d}\""));
+    }
+    influx(None, &format!("CREATE RETENTION POLICY longterm ON \"{db}\" DURATION 0s REPLICATION 1 SHARD DURATION 52w"));
+    let base = 1_700_000_000u64;
+    let lines: String = (0..600)
+        .map(|i| format!("registrations,district=Ibombo,event={} count={}i,rate={}.5 {}\n", ["birth", "death"][i % 2], i, i, base + i as u64 * 60))
+        .collect();
+    write(db, None, &lines);
+    write(db, Some("longterm"), &(0..20).map(|i| format!("yearly_totals total={i}i {}\n", base + i * 86_400)).collect::<String>());
+    write(db2, None, &(0..150).map(|i| format!("http_requests,path=/api code=200i {}\n", base + i * 10)).collect::<String>());
+    write(other, None, "not_restored value=1i 1700000000\n");
+    let (want, want2) = (influx_counts(db), influx_counts(db2));
+    assert!(want.contains("registrations") && want2.contains("http_requests"), "{want} / {want2}");
+
+    let legacy = case.dir.path().join("legacy");
+    let out = Command::new("influxd").args(["backup", "-portable", "-host", &rpc()]).arg(&legacy).output().unwrap();
+    assert!(out.status.success(), "influxd backup: {}", String::from_utf8_lossy(&out.stderr));
+    seal_as_the_scripts_do(&case.server_path, "2026-04-01", "influxdb", &legacy);
+
+    write(db, None, "registrations,district=Later count=1i 1700900000\n");
+    influx(None, &format!("DROP DATABASE \"{db2}\""));
+    influx(None, &format!("DROP DATABASE \"{other}\""));
+    let stores = format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{db}, {db2}]\n", rpc(), common::influx::http());
+    let config = restore_config_with_legacy(&case, &Transport::Ssh, &stores, PASS, "restore.yaml");
+    let out = lifeboat(&config, &["restore", "--yes"]);
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(log.contains("records no retention policies or continuous queries"), "{log}");
+    assert!(log.contains(&format!("database {other}, which stores.influxdb.databases does not list; it is left out")), "{log}");
+    let databases = influx(None, "SHOW DATABASES").to_string();
+    assert!(!databases.contains(other), "an unlisted database was restored: {databases}");
+    assert_eq!((influx_counts(db), influx_counts(db2)), (want, want2));
+    let policies = influx(Some(db), &format!("SHOW RETENTION POLICIES ON \"{db}\""));
+    assert!(policies.to_string().contains("longterm"), "{policies}");
+    for d in [db, db2] {
+        influx(None, &format!("DROP DATABASE \"{d}\""));
+    }
+}

@@ -38,8 +38,11 @@ impl InfluxDb {
         let mut counts = Counts::new();
         let mut extra = InfluxExtra { schema_not_recorded: true, ..InfluxExtra::default() };
         for (db, folder) in split {
-            if db == "_internal" && !self.cfg.databases.iter().any(|d| d == "_internal") {
-                tracing::info!("influxdb: leaving out database _internal (InfluxDB's own statistics)");
+            // The scripts back up every database; the restore side's list says which to restore.
+            let listed = self.cfg.databases.iter().any(|d| d == &db);
+            if (self.cfg.databases.is_empty() && db == "_internal") || (!self.cfg.databases.is_empty() && !listed) {
+                tracing::info!("influxdb: the backup also holds database {db}, which stores.influxdb.databases does not list; it is left out");
+                std::fs::remove_dir_all(&folder).map_err(|e| Error::io("removing a split folder", e))?;
                 continue;
             }
             let (scan, tar_to) = (folder.clone(), folder.with_extension("tar"));
@@ -60,6 +63,9 @@ impl InfluxDb {
                 extra.deleted_values_in_files.insert(db.clone(), counted.deleted_in_files);
             }
             files.push(AdoptedFile { name: archive_name(&db, 1), path: folder.with_extension("tar") });
+        }
+        for db in self.cfg.databases.iter().filter(|d| !counts.contains_key(*d)) {
+            tracing::warn!("influxdb: the backup holds no shard of database {db}, which stores.influxdb.databases lists; it is not restored");
         }
         if files.is_empty() {
             return Err(refused("it holds no shard of any database Lifeboat restores".into()));

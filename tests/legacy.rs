@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use lifeboat::legacy::openssl_enc::OpensslDecrypt;
 use lifeboat::legacy::unpack::{UnpackedFile, fetch_and_unpack};
-use lifeboat::legacy::{LegacyRun, find_runs};
+use lifeboat::legacy::{Era, LegacyRun, find_runs};
 use lifeboat::server::{self, ServerConfig};
 
 const PASS: &str = "a backup_encryption_key as the chart has it";
@@ -145,10 +145,15 @@ async fn the_scripts_files_are_found_beside_lifeboat_runs_and_nothing_else_count
     put("2026-12-2/postgres_backup_2026-12-2.tar.gz.enc", b"not a date folder");
     put("elsewhere/postgres_backup_2026-12-01.tar.gz.enc", b"not in a date folder");
     std::fs::create_dir_all(root.path().join("2026-12-03/postgres_backup_2026-12-03.tar.gz.enc")).unwrap();
+    // The Docker Swarm era's one archive a day, listed for each store it holds; only its own date.
+    put("2026-12-04/2026-12-04.tar.gz.enc", b"Salted__12345678 swarm");
+    put("2026-12-04/2026-12-05.tar.gz.enc", b"another day's label");
+    put("v1.0.1/v1.0.1.tar.gz.enc", b"a label that is not a date");
     let server = server::connect(&ServerConfig::folder(root.path())).await.unwrap();
     let runs = find_runs(server.as_ref()).await.unwrap();
     let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
-    let run = |d: u32, store: &'static str, path: &str, size: u64| LegacyRun { date: day(d), store, path: path.into(), size };
+    let run = |d: u32, store: &'static str, path: &str, size: u64| LegacyRun { date: day(d), store, path: path.into(), size, era: Era::Chart };
+    let swarm = |store: &'static str| LegacyRun { date: day(4), store, path: "2026-12-04/2026-12-04.tar.gz.enc".into(), size: 22, era: Era::Swarm };
     assert_eq!(
         runs,
         vec![
@@ -156,6 +161,9 @@ async fn the_scripts_files_are_found_beside_lifeboat_runs_and_nothing_else_count
             run(1, "postgres", "2026-12-01/postgres_backup_2026-12-01.tar.gz.enc", 19),
             run(2, "influxdb", "2026-12-02/influxdb_backup_2026-12-02.tar.gz.enc", 23),
             run(2, "minio", "2026-12-02/minio_backup_2026-12-02.tar.gz.enc", 22),
+            swarm("influxdb"),
+            swarm("mongodb"),
+            swarm("postgres"),
         ]
     );
 }

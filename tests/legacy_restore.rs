@@ -255,3 +255,47 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
         influx(None, &format!("DROP DATABASE \"{d}\""));
     }
 }
+
+/// The Docker Swarm era: one archive a day for every store, `<date>/<date>.tar.gz.enc`, with
+/// `postgres/<db>-<date>.dump` beside the parts Lifeboat leaves to others (Elasticsearch,
+/// MinIO's raw data folder, VSExport).
+#[test]
+fn a_swarm_era_archive_restores_its_postgres_part() {
+    let case = Case::new("legacy_swarm_pg");
+    let db = &case.db;
+    seed_postgres(db, 300);
+    let want = fingerprint(db);
+    let label = "2025-06-30";
+    let raw = case.dir.path().join("swarm");
+    for folder in ["postgres", "mongo", "elasticsearch/indices", "minio", "vsexport"] {
+        std::fs::create_dir_all(raw.join(folder)).unwrap();
+    }
+    let port = PG_PORT.to_string();
+    let dump = Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", db, "-F", "c", "-f"])
+        .arg(raw.join(format!("postgres/{db}-{label}.dump")))
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    std::fs::write(raw.join("elasticsearch/index-0"), b"snapshot metadata").unwrap();
+    std::fs::write(raw.join(format!("minio/ocrvs-{label}.tar.gz")), b"MinIO's raw data folder").unwrap();
+    let day = case.server_path.join(label);
+    std::fs::create_dir_all(&day).unwrap();
+    let script = "set -o pipefail; tar -czf \"$OUT.tar.gz\" -C \"$DIR\" . && openssl enc -aes-256-cbc -salt -pbkdf2 -in \"$OUT.tar.gz\" -out \"$OUT.tar.gz.enc\" -pass pass:\"$PASSPHRASE\" && rm \"$OUT.tar.gz\"";
+    let sealed = Command::new("bash")
+        .args(["-c", script])
+        .env("DIR", &raw)
+        .env("OUT", day.join(label))
+        .env("PASSPHRASE", PASS)
+        .output()
+        .unwrap();
+    assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
+
+    psql(db, "DELETE FROM registry.person WHERE id % 2 = 1 AND id NOT IN (SELECT person_id FROM registry.event)");
+    let config = restore_config_with_legacy(&case, &Transport::File, &case.postgres_block(""), PASS, "restore.yaml");
+    let out = lifeboat(&config, &["restore", "--yes", "--store", "postgres"]);
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(log.contains(&format!("{label}/{label}.tar.gz.enc")) && log.contains("holds no roles"), "{log}");
+    assert_eq!(fingerprint(db), want);
+}

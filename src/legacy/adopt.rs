@@ -7,7 +7,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::LegacyRun;
+use super::{Era, LegacyRun};
 use super::unpack::fetch_and_unpack;
 use crate::error::{Error, Result};
 use crate::layout::manifest::{FORMAT_VERSION, FileEntry, ImportedFrom, Manifest, StoreType};
@@ -48,7 +48,17 @@ pub async fn fetch_and_adopt(
     let files = fetch_and_unpack(server, run, passphrase.read()?, &unpacked, limit).await?;
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     tracing::info!("{}: {} decrypted whole: {} file(s), {bytes} bytes; reading what it holds", run.store, run.path, files.len());
-    let adopted = store.adopt_legacy(&unpacked, &out).await.map_err(|e| name_the_run(e, run))?;
+    let shaped = match run.era {
+        Era::Chart => unpacked,
+        Era::Swarm => {
+            let shaped = work.path().join("shaped");
+            std::fs::create_dir(&shaped).map_err(|e| Error::io(format!("creating {}", shaped.display()), e))?;
+            let label = run.date.format("%Y-%m-%d").to_string();
+            super::swarm::reshape(&unpacked, run.store, &label, &shaped).map_err(|e| name_the_run(e, run))?;
+            shaped
+        }
+    };
+    let adopted = store.adopt_legacy(&shaped, &out).await.map_err(|e| name_the_run(e, run))?;
     Ok(AdoptedRun { run: run.clone(), adopted, work })
 }
 
@@ -56,6 +66,7 @@ pub async fn fetch_and_adopt(
 fn name_the_run(e: Error, run: &LegacyRun) -> Error {
     match e {
         Error::Integrity(message) => Error::Integrity(format!("{}: {message}", run.path)),
+        Error::NotFound(message) => Error::NotFound(format!("{}: {message}", run.path)),
         Error::Store { store, message } => Error::Store { store, message: format!("{}: {message}", run.path) },
         other => other,
     }

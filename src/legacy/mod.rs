@@ -4,12 +4,18 @@
 //! `<server root>/<YYYY-MM-DD>/<store>_backup_<YYYY-MM-DD>.tar.gz.enc`, `tar czf` then
 //! `openssl enc -aes-256-cbc -pbkdf2 -salt` ([`openssl_enc`]).
 //!
+//! The Docker Swarm era's script (opencrvs-countryconfig `infrastructure/backups/backup.sh`)
+//! wrote one archive per day for every store, `<root>/<YYYY-MM-DD>/<YYYY-MM-DD>.tar.gz.enc`, the
+//! same encryption, holding `postgres/events-<date>.dump`, `mongo/<db>-<date>.gz` and, in its
+//! older versions, `influxdb/` ([`swarm`] reshapes one store's part like the chart's files).
+//!
 //! They sit in the same date folders as Lifeboat's runs, as files where Lifeboat's runs are
 //! folders, so each reader passes over the other's. Everything here is read as untrusted: a file
 //! counts only when its whole name is one the scripts write, for the date of its folder.
 
 pub mod adopt;
 pub mod openssl_enc;
+pub mod swarm;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -42,6 +48,19 @@ impl LegacySettings {
     }
 }
 
+/// Which of the original scripts made a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// The Kubernetes chart: one file per store and day.
+    Chart,
+    /// The Docker Swarm scripts: one file per day holding every store (each listed per store).
+    Swarm,
+}
+
+/// The stores a Swarm-era archive is listed for (its MinIO part is MinIO's raw data folder,
+/// restored by hand: README, "Switching from the original scripts").
+pub const SWARM_STORES: [&str; 3] = ["postgres", "mongodb", "influxdb"];
+
 /// The scripts' name of each store, and Lifeboat's.
 pub const STORES: [(&str, &str); 4] = [("postgres", "postgres"), ("mongo", "mongodb"), ("influxdb", "influxdb"), ("minio", "minio")];
 
@@ -54,6 +73,7 @@ pub struct LegacyRun {
     /// Relative to the server's root.
     pub path: String,
     pub size: u64,
+    pub era: Era,
 }
 
 /// The date and store of a file named `<store>_backup_<date>.tar.gz.enc` in the date folder
@@ -82,8 +102,14 @@ pub async fn find_runs(server: &dyn BackupServer) -> Result<Vec<LegacyRun>> {
             if file.is_dir {
                 continue;
             }
+            let path = join(&day.name, &file.name);
             if let Some((date, store)) = parse_name(&day.name, &file.name) {
-                runs.push(LegacyRun { date, store, path: join(&day.name, &file.name), size: file.size });
+                runs.push(LegacyRun { date, store, path, size: file.size, era: Era::Chart });
+            } else if file.name == format!("{}.tar.gz.enc", day.name) {
+                let date = parse_date(&day.name).expect("checked above");
+                for store in SWARM_STORES {
+                    runs.push(LegacyRun { date, store, path: path.clone(), size: file.size, era: Era::Swarm });
+                }
             }
         }
     }

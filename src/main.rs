@@ -19,7 +19,7 @@ struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "LIFEBOAT_CONFIG", default_value = "lifeboat.yaml")]
     config: PathBuf,
-    /// Print results as JSON (list, status, verify, prune).
+    /// Print results as JSON (list, status, verify, prune, import).
     #[arg(long, global = true)]
     json: bool,
     /// More detail in the logs (-v: debug).
@@ -55,6 +55,17 @@ enum Command {
     },
     /// List the backups on the server.
     List,
+    /// Turn the backups of OpenCRVS's original scripts into signed Lifeboat runs (originals kept).
+    Import {
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        /// Only the original scripts' backups of this date (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Print what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check stored files against their manifests; --deep also decrypts and decompresses.
     Verify {
         #[arg(long)]
@@ -126,6 +137,10 @@ async fn run(cli: Cli) -> Result<()> {
         .map(|_| ()),
         // What these find is printed as text or JSON, then decides the exit (a stale store, a damaged run).
         Command::List => commands::show(&commands::list::run(&config).await?, cli.json),
+        Command::Import { stores, from, dry_run } => commands::show(
+            &commands::import::run(&config, commands::import::ImportOptions { only: &stores, from: from.as_deref(), dry_run }).await?,
+            cli.json,
+        ),
         Command::Verify { from, deep } => commands::show(&commands::verify::run(&config, from.as_deref(), deep).await?, cli.json),
         Command::Prune { stores, dry_run } => commands::prune::run(&config, &stores, dry_run, cli.json).await.map(|_| ()),
         Command::Status { max_age } => commands::show(&commands::status::run(&config, max_age.as_deref()).await?, cli.json),

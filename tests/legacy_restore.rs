@@ -299,3 +299,76 @@ fn a_swarm_era_archive_restores_its_postgres_part() {
     assert!(log.contains(&format!("{label}/{label}.tar.gz.enc")) && log.contains("holds no roles"), "{log}");
     assert_eq!(fingerprint(db), want);
 }
+
+/// A backup config with the `legacy:` block (import runs on the backup side).
+fn backup_config_with_legacy(case: &Case, transport: &Transport, stores: &str) -> PathBuf {
+    let path = case.backup_config_with(transport, stores, "backup.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{}", legacy_block(case, PASS))).unwrap();
+    path
+}
+
+fn import_json(config: &Path, args: &[&str]) -> (std::process::Output, Vec<serde_json::Value>) {
+    let out = lifeboat(config, &[&["--json", "import"], args].concat());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (out, v["runs"].as_array().unwrap().clone())
+}
+
+/// `lifeboat import`: the scripts' backups become signed Lifeboat runs of their own dates, the
+/// originals untouched; a bad one is reported while the others are imported; importing again
+/// changes nothing; the imported run passes `verify --deep` and restores.
+#[test]
+fn import_turns_the_scripts_backups_into_signed_runs_once() {
+    let case = Case::new("legacy_import");
+    let db = &case.db;
+    seed_postgres(db, 400);
+    let want = fingerprint(db);
+    let legacy = case.dir.path().join("legacy");
+    postgres_as_the_scripts_do(db, &legacy);
+    let good = seal_as_the_scripts_do(&case.server_path, "2026-05-01", "postgres", &legacy);
+    let original = std::fs::read(&good).unwrap();
+    let cut = seal_as_the_scripts_do(&case.server_path, "2026-05-02", "postgres", &legacy);
+    let whole = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &whole[..whole.len() - 100]).unwrap();
+
+    let backup = backup_config_with_legacy(&case, &Transport::Ssh, &case.postgres_block(""));
+    let (out, dry) = import_json(&backup, &["--dry-run"]);
+    assert_ok(&out);
+    assert_eq!(dry.iter().filter(|r| r["outcome"] == "would import").count(), 2, "{dry:?}");
+    assert!(!case.server_path.join("2026-05-01/postgres").exists(), "a dry run wrote a run");
+
+    let (out, runs) = import_json(&backup, &[]);
+    assert_eq!(out.status.code(), Some(1), "one file failed: {}", stderr(&out));
+    let by_date = |d: &str| runs.iter().find(|r| r["legacy"].as_str().unwrap().starts_with(d)).unwrap().clone();
+    assert_eq!(by_date("2026-05-01")["outcome"], "imported");
+    assert_eq!(by_date("2026-05-01")["run"], "2026-05-01");
+    assert_eq!(by_date("2026-05-02")["outcome"], "failed");
+    assert!(by_date("2026-05-02")["error"].as_str().unwrap().contains("cannot be read"), "{runs:?}");
+    assert!(error_line(&out).contains("1 of 2 backup(s) of the original scripts could not be imported"), "{}", stderr(&out));
+    assert!(!case.server_path.join("2026-05-02/postgres").exists(), "the failed import left a run folder");
+    assert_eq!(std::fs::read(&good).unwrap(), original, "the original file changed");
+
+    let (out, again) = import_json(&backup, &["--from", "2026-05-01"]);
+    assert_ok(&out);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0]["outcome"].as_str(), again[0]["run"].as_str()), (Some("already imported"), Some("2026-05-01")));
+    assert!(!case.server_path.join("2026-05-01_2").exists(), "importing again made another run");
+
+    let restore = restore_config_with_legacy(&case, &Transport::Ssh, &case.postgres_block(""), PASS, "restore.yaml");
+    let listed = case.runs(&restore);
+    let imported = listed.iter().find(|r| r["id"] == "2026-05-01" && r["type"] == "dump").expect("the imported run is listed");
+    assert_eq!(imported["complete"], true);
+    assert!(imported["signed_by"].as_str().is_some_and(|s| s.contains("lifeboat@test")), "{imported}");
+    let (_, manifest) = case.manifest_of(imported);
+    assert_eq!(manifest["imported_from"]["path"], "2026-05-01/postgres_backup_2026-05-01.tar.gz.enc");
+    assert_eq!(manifest["finished_at"], "2026-05-01T00:00:00+00:00");
+    assert!(manifest["counts"][db.as_str()]["registry.person"] == 400, "{manifest}");
+    assert_ok(&lifeboat(&restore, &["verify", "--deep", "--from", "2026-05-01"]));
+
+    psql(db, "TRUNCATE audit.log");
+    std::fs::remove_file(&cut).unwrap();
+    let out = lifeboat(&restore, &["restore", "--yes"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("choosing Lifeboat's backup 2026-05-01"), "{}", stderr(&out));
+    assert_eq!(fingerprint(db), want);
+}

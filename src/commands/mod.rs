@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod daemon;
+pub mod import;
 pub mod keygen;
 pub mod list;
 pub mod prune;

@@ -80,6 +80,10 @@ enum Command {
         /// Print what would be removed and the bytes it would free; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove the original scripts' files the same retention does not keep (a day that
+        /// holds a Lifeboat run, its own or the file imported, no longer keeps the file).
+        #[arg(long)]
+        legacy: bool,
     },
     /// Newest complete backup per store; non-zero exit when older than --max-age.
     Status {
@@ -142,7 +146,9 @@ async fn run(cli: Cli) -> Result<()> {
             cli.json,
         ),
         Command::Verify { from, deep } => commands::show(&commands::verify::run(&config, from.as_deref(), deep).await?, cli.json),
-        Command::Prune { stores, dry_run } => commands::prune::run(&config, &stores, dry_run, cli.json).await.map(|_| ()),
+        Command::Prune { stores, dry_run, legacy } => {
+            commands::prune::run(&config, &stores, commands::prune::PruneOptions { dry_run, legacy }, cli.json).await.map(|_| ())
+        }
         Command::Status { max_age } => commands::show(&commands::status::run(&config, max_age.as_deref()).await?, cli.json),
         Command::Daemon => commands::daemon::run(&config).await,
         Command::Keygen | Command::Serve { .. } => unreachable!("handled above"),

@@ -371,4 +371,19 @@ fn import_turns_the_scripts_backups_into_signed_runs_once() {
     assert_ok(&out);
     assert!(stderr(&out).contains("choosing Lifeboat's backup 2026-05-01"), "{}", stderr(&out));
     assert_eq!(fingerprint(db), want);
+
+    // prune leaves the originals alone unless asked; with --legacy the file of a day that now
+    // holds its imported run goes, and a day with nothing else stays as long as the policy keeps it.
+    let alone = seal_as_the_scripts_do(&case.server_path, "2026-04-10", "postgres", &legacy);
+    assert_ok(&lifeboat(&restore, &["prune"]));
+    assert!(good.exists() && alone.exists(), "prune without --legacy removed an original");
+    let out = lifeboat(&restore, &["--json", "prune", "--legacy", "--dry-run"]);
+    assert_ok(&out);
+    assert!(good.exists(), "a dry run removed a file");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed: Vec<&str> = plan["stores"][0]["removed"].as_array().unwrap().iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(removed, ["2026-05-01/postgres_backup_2026-05-01.tar.gz.enc"], "{plan}");
+    assert_ok(&lifeboat(&restore, &["prune", "--legacy"]));
+    assert!(!good.exists() && alone.exists(), "prune --legacy removed the wrong file");
+    assert!(case.server_path.join("2026-05-01/postgres/manifest.json").exists(), "the imported run was removed");
 }

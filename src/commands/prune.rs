@@ -7,6 +7,12 @@
 //! do: prune reads no key and decrypts nothing. Each store is pruned holding its lock, so a
 //! running backup of it is waited for (or named) and never pruned under; `--dry-run` takes no
 //! lock and changes nothing.
+//!
+//! With `--legacy`, the original scripts' one-store files (the chart's) join each store's runs,
+//! planned by the same policy as runs of their date that sort before any Lifeboat run of that
+//! day: once a day holds a Lifeboat run (its own, or the file imported), the file is the older
+//! of the two and goes; a day with nothing else is kept as long as the policy keeps that day.
+//! The Swarm era's archives hold several stores and are never removed by prune.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +22,7 @@ use crate::layout::lock::with_lock;
 use crate::layout::retention::Retention;
 use crate::layout::retention::{self, RunKind, Verdict};
 use crate::layout::{Run, RunId, RunReader, RunState};
+use crate::legacy::{self, Era, LegacyRun};
 use crate::progress::human_bytes;
 use crate::server::{self, BackupServer};
 use crate::stores::{ConfiguredStore, RepoAccess, RepoBackup};
@@ -59,14 +66,23 @@ pub struct PruneOutcome {
     pub freed_bytes: u64,
 }
 
-pub async fn run(config: &Config, only: &[String], dry_run: bool, json: bool) -> Result<PruneOutcome> {
+/// What `prune` is asked to do besides applying the policy to the stores' runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneOptions {
+    pub dry_run: bool,
+    /// Also the original scripts' files (`--legacy`).
+    pub legacy: bool,
+}
+
+pub async fn run(config: &Config, only: &[String], options: PruneOptions, json: bool) -> Result<PruneOutcome> {
+    let dry_run = options.dry_run;
     let stores = config.configured_stores(only)?;
     let server = server::connect(&config.server).await?;
     let today = chrono::Utc::now().with_timezone(&config.tz()?).date_naive();
     let mut outcome = PruneOutcome { dry_run, stores: Vec::new(), freed_bytes: 0 };
     let mut failures = Vec::new();
     for store in stores {
-        let job = prune_store(config, server.as_ref(), store, today, dry_run);
+        let job = prune_store(config, server.as_ref(), store, today, options);
         let result = match dry_run {
             true => job.await,
             false => with_lock(server.as_ref(), &config.locking, store.folder(), "prune", job).await,
@@ -125,8 +141,9 @@ async fn prune_store(
     server: &dyn BackupServer,
     store: &ConfiguredStore,
     today: chrono::NaiveDate,
-    dry_run: bool,
+    options: PruneOptions,
 ) -> Result<StorePrune> {
+    let dry_run = options.dry_run;
     let trust = config.signing.trust()?;
     let reader = RunReader::new(server, &trust);
     // Listed under the lock: a backup that finished before it is seen, none can start during it.
@@ -134,8 +151,15 @@ async fn prune_store(
     for folder in reader.folders().await?.iter().filter(|f| f.folder == store.folder()) {
         runs.push(reader.open(folder).await);
     }
-    let kinds: Vec<_> = runs.iter().map(|r| (r.id.clone(), kind_of(&r.state))).collect();
-    let verdicts = retention::plan(&config.retention, &kinds, today);
+    let originals: Vec<LegacyRun> = match options.legacy {
+        true => legacy::find_runs(server).await?.into_iter().filter(|r| r.store == store.name && r.era == Era::Chart).collect(),
+        false => Vec::new(),
+    };
+    let mut kinds: Vec<_> = runs.iter().map(|r| (r.id.clone(), kind_of(&r.state))).collect();
+    // Sequence 0: before the day's first Lifeboat run, so the newest of a day is always Lifeboat's.
+    kinds.extend(originals.iter().map(|r| (RunId { date: r.date, seq: 0 }, RunKind::Complete)));
+    let mut verdicts = retention::plan(&config.retention, &kinds, today);
+    let legacy_verdicts = verdicts.split_off(runs.len());
     let mut pruned =
         StorePrune { store: store.name.to_string(), kept: Vec::new(), removed: Vec::new(), repository_removed: Vec::new(), freed_bytes: 0 };
     for (run, verdict) in runs.iter().zip(verdicts) {
@@ -153,6 +177,25 @@ async fn prune_store(
                     remove_run(server, run).await?;
                 }
                 pruned.freed_bytes += bytes;
+                pruned.removed.push(entry(why.to_string()));
+            }
+        }
+    }
+    for (original, verdict) in originals.iter().zip(legacy_verdicts) {
+        let entry = |reason: String| PrunedRun {
+            id: original.date.to_string(),
+            path: original.path.clone(),
+            state: "made by the original scripts",
+            bytes: original.size,
+            reason,
+        };
+        match verdict {
+            Verdict::Keep(why) => pruned.kept.push(entry(why)),
+            Verdict::Remove(why) => {
+                if !dry_run {
+                    remove_original(server, original).await?;
+                }
+                pruned.freed_bytes += original.size;
                 pruned.removed.push(entry(why.to_string()));
             }
         }
@@ -179,6 +222,18 @@ async fn remove_run(server: &dyn BackupServer, run: &Run) -> Result<()> {
     };
     server.delete_prefix(&run.path()).await.map_err(refused)?;
     server.remove_empty_prefix(&run.id.to_string()).await.map_err(refused)
+}
+
+/// Removes a file of the original scripts, then its date folder once nothing else is in it.
+async fn remove_original(server: &dyn BackupServer, original: &LegacyRun) -> Result<()> {
+    let refused = |e: Error| {
+        server.error(format!(
+            "cannot remove {} ({e}); run prune on the backup server with a file:// configuration, or with a key that may delete",
+            original.path
+        ))
+    };
+    server.delete(&original.path).await.map_err(refused)?;
+    server.remove_empty_prefix(&original.date.format("%Y-%m-%d").to_string()).await.map_err(refused)
 }
 
 fn kind_of(state: &RunState) -> RunKind {

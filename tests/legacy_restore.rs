@@ -147,6 +147,33 @@ fn bad_postgres_backups_of_the_scripts_are_refused_with_the_target_intact() {
     std::fs::write(not_a_dump.join(format!("{db}.dump")), b"PGDMP but not really a dump").unwrap();
     seal_as_the_scripts_do(&case.server_path, "2026-02-04", "postgres", &not_a_dump);
 
+    // An entry that climbs out of the folder: `../<db>.dump`, written with a raw tar header.
+    let mut header = tar::Header::new_gnu();
+    let name = format!("../{db}.dump");
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    let body = std::fs::read(legacy.join(format!("{db}.dump"))).unwrap();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut raw = header.as_bytes().to_vec();
+    raw.extend_from_slice(&body);
+    raw.resize(raw.len().div_ceil(512) * 512 + 1024, 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let escape_day = case.server_path.join("2026-02-05");
+    std::fs::create_dir_all(&escape_day).unwrap();
+    let tgz = case.dir.path().join("escape.tar.gz");
+    std::fs::write(&tgz, gz.finish().unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args(["enc", "-aes-256-cbc", "-pbkdf2", "-salt", "-pass", "env:ENCRYPT_PASS", "-in"])
+        .arg(&tgz)
+        .arg("-out")
+        .arg(escape_day.join("postgres_backup_2026-02-05.tar.gz.enc"))
+        .env("ENCRYPT_PASS", PASS)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
     psql(db, "INSERT INTO audit.log (message) VALUES ('written after the backup')");
     let now = fingerprint(db);
     let config = restore_config_with_legacy(&case, &Transport::File, &case.postgres_block(""), PASS, "restore.yaml");
@@ -154,6 +181,7 @@ fn bad_postgres_backups_of_the_scripts_are_refused_with_the_target_intact() {
         ("2026-02-02", "postgres_backup_2026-02-02.tar.gz.enc"),
         ("2026-02-03", "holds no database dump"),
         ("2026-02-04", "does not open with pg_restore"),
+        ("2026-02-05", "not a path of plain names"),
     ] {
         let line = assert_fails(&lifeboat(&config, &["restore", "--yes", "--from", from]), 1, needle);
         assert!(line.contains("nothing was changed"), "{from}: {line}");
@@ -386,4 +414,159 @@ fn import_turns_the_scripts_backups_into_signed_runs_once() {
     assert_ok(&lifeboat(&restore, &["prune", "--legacy"]));
     assert!(!good.exists() && alone.exists(), "prune --legacy removed the wrong file");
     assert!(case.server_path.join("2026-05-01/postgres/manifest.json").exists(), "the imported run was removed");
+}
+
+/// The MinIO client, as scripts/install-deps installs it.
+fn mc() -> Command {
+    let bin = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools/bin/mc");
+    assert!(bin.exists(), "{} is missing: run scripts/install-deps", bin.display());
+    let mut cmd = Command::new(bin);
+    let key = |f: &str| std::fs::read_to_string(common::s3::s3_key_file(f)).unwrap().trim().to_string();
+    cmd.env("MC_HOST_local", format!("http://{}:{}@127.0.0.1:{}", key("s3-access-key"), key("s3-secret-key"), common::s3::MINIO_PORT));
+    cmd.env("MC_CONFIG_DIR", std::env::temp_dir().join(format!("lifeboat-mc-{}", std::process::id())));
+    cmd
+}
+
+/// Keys, sizes and SHA-256 of a bucket's objects (what `mc mirror` keeps).
+fn bucket_contents(s3: &common::s3::S3, bucket: &str) -> Vec<String> {
+    use sha2::Digest;
+    let mut lines = Vec::new();
+    for key in s3.keys(bucket) {
+        let body = s3.rt.block_on(async {
+            let got = s3.client.get_object().bucket(bucket).key(&key).send().await.unwrap();
+            got.body.collect().await.unwrap().into_bytes()
+        });
+        lines.push(format!("{key} {} {}", body.len(), hex::encode(sha2::Sha256::digest(&body))));
+    }
+    lines
+}
+
+/// The original `minio/backup.sh`: `mc mirror --overwrite local/<bucket> <dir>/<bucket>` per bucket.
+#[test]
+fn a_minio_backup_of_the_scripts_restores_its_buckets_without_metadata() {
+    let s3 = common::s3::S3::minio();
+    let case = Case::new("legacy_minio");
+    let (a, b) = ("legacy-minio-docs", "legacy-minio-photos");
+    for bucket in [a, b] {
+        s3.fresh_bucket(bucket);
+    }
+    s3.put(a, "birth/2025/cert-0001.pdf", b"%PDF-1.4 a certificate", Some("application/pdf"), &[("registrar", "Ngozi")]);
+    s3.put(a, "birth/2025/naïve name ✓.txt", "Zoë, José, Ольга".as_bytes(), Some("text/plain"), &[]);
+    s3.put(a, "death/empty", b"", None, &[]);
+    s3.put_big(b, "scans/large.bin", 6 << 20);
+    for i in 0..40 {
+        s3.put(b, &format!("thumbs/{i:03}.jpg"), format!("jpeg {i}").repeat(i + 1).as_bytes(), Some("image/jpeg"), &[]);
+    }
+    let (want_a, want_b) = (bucket_contents(&s3, a), bucket_contents(&s3, b));
+
+    let legacy = case.dir.path().join("legacy");
+    for bucket in [a, b] {
+        let out = mc().args(["mirror", "--overwrite", &format!("local/{bucket}")]).arg(legacy.join(bucket)).output().unwrap();
+        assert!(out.status.success(), "mc mirror: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    seal_as_the_scripts_do(&case.server_path, "2026-06-01", "minio", &legacy);
+
+    // After the backup: objects changed, added and deleted; a policy the target keeps.
+    s3.delete(a, "birth/2025/cert-0001.pdf");
+    s3.put(b, "thumbs/000.jpg", b"replaced", Some("image/jpeg"), &[]);
+    s3.put(b, "added-later.txt", b"not in the backup", None, &[]);
+    s3.set_policy(b);
+    let stores = common::s3::minio_store_block(&[a, b], common::s3::MINIO_PORT, "");
+    let config = restore_config_with_legacy(&case, &Transport::Ssh, &stores, PASS, "restore.yaml");
+    let out = lifeboat(&config, &["restore", "--yes"]);
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(log.contains("keep no object metadata and no bucket settings"), "{log}");
+    assert_eq!(bucket_contents(&s3, a), want_a);
+    assert_eq!(bucket_contents(&s3, b), want_b);
+    let policy = s3.rt.block_on(s3.client.get_bucket_policy().bucket(b).send()).expect("the target's policy is kept");
+    assert!(policy.policy().unwrap_or("").contains("public/*"));
+    for bucket in [a, b] {
+        s3.remove_bucket(bucket);
+    }
+}
+
+/// The committed archives made by the real `mongodump --gzip --archive` (tests/fixtures/legacy).
+fn mongo_fixtures() -> (PathBuf, serde_json::Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy/mongo");
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    (dir, expected)
+}
+
+/// Documents per collection of a database, as the server counts them.
+fn mongo_counts(db: &str) -> serde_json::Value {
+    use common::mongo::{block, mongo};
+    let database = mongo().database(db);
+    let mut counts = serde_json::Map::new();
+    for name in block(database.list_collection_names()).unwrap() {
+        let n = block(database.collection::<mongodb::bson::Document>(&name).count_documents(mongodb::bson::doc! {})).unwrap();
+        counts.insert(name, n.into());
+    }
+    serde_json::Value::Object(counts)
+}
+
+/// The original `mongo/backup.sh`: `mongodump --gzip --archive=<db>.gz -d <db>` per database,
+/// whatever mongodump's exit status. A good archive restores with its counts; the empty one a
+/// failed mongodump leaves is refused by name, the database intact; the Swarm era's naming too.
+#[test]
+fn mongodb_backups_of_the_scripts_restore_and_a_failed_dump_is_refused() {
+    use common::mongo::{block, mongo};
+    let case = Case::new("legacy_mongo");
+    let (fixtures, expected) = mongo_fixtures();
+    let dbs: Vec<String> = expected.as_object().unwrap().keys().cloned().collect();
+    let legacy = case.dir.path().join("legacy");
+    std::fs::create_dir_all(&legacy).unwrap();
+    for db in &dbs {
+        std::fs::copy(fixtures.join(format!("{db}.gz")), legacy.join(format!("{db}.gz"))).unwrap();
+    }
+    seal_as_the_scripts_do(&case.server_path, "2026-07-01", "mongo", &legacy);
+    let failed = case.dir.path().join("failed");
+    std::fs::create_dir_all(&failed).unwrap();
+    for entry in std::fs::read_dir(fixtures.parent().unwrap().join("mongo-failed")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), failed.join(entry.file_name())).unwrap();
+    }
+    seal_as_the_scripts_do(&case.server_path, "2026-07-02", "mongo", &failed);
+
+    // What the target holds before: something else, which the restore replaces.
+    for db in &dbs {
+        block(mongo().database(db).drop()).unwrap();
+        block(mongo().database(db).collection::<mongodb::bson::Document>("stale").insert_one(mongodb::bson::doc! {"x": 1})).unwrap();
+    }
+    let stores = format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{}]\n", dbs.join(", "));
+    let config = restore_config_with_legacy(&case, &Transport::Ssh, &stores, PASS, "restore.yaml");
+
+    let line = assert_fails(&lifeboat(&config, &["restore", "--yes", "--from", "2026-07-02"]), 1, "mongo_backup_2026-07-02.tar.gz.enc");
+    assert!(line.contains("mongodump fails") && line.contains("nothing was changed"), "{line}");
+    for db in &dbs {
+        assert_eq!(mongo_counts(db), serde_json::json!({"stale": 1}), "{db} was touched by a refused restore");
+    }
+
+    let out = lifeboat(&config, &["restore", "--yes", "--from", "2026-07-01"]);
+    assert_ok(&out);
+    for db in &dbs {
+        assert_eq!(mongo_counts(db), expected[db], "{db}");
+    }
+
+    // The Swarm era names the same archives mongo/<db>-<date>.gz inside the day's one archive.
+    let swarm = case.dir.path().join("swarm");
+    std::fs::create_dir_all(swarm.join("mongo")).unwrap();
+    for db in &dbs {
+        std::fs::copy(fixtures.join(format!("{db}.gz")), swarm.join(format!("mongo/{db}-2026-07-03.gz"))).unwrap();
+    }
+    let day = case.server_path.join("2026-07-03");
+    std::fs::create_dir_all(&day).unwrap();
+    let script = "set -o pipefail; tar -czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -salt -pbkdf2 -out \"$OUT\" -pass env:ENCRYPT_PASS";
+    let sealed = Command::new("bash").args(["-c", script]).env("DIR", &swarm).env("OUT", day.join("2026-07-03.tar.gz.enc")).env("ENCRYPT_PASS", PASS).output().unwrap();
+    assert!(sealed.status.success());
+    for db in &dbs {
+        block(mongo().database(db).drop()).unwrap();
+    }
+    let out = lifeboat(&config, &["restore", "--yes", "--store", "mongodb"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("2026-07-03/2026-07-03.tar.gz.enc"), "the newest, the Swarm archive: {}", stderr(&out));
+    for db in &dbs {
+        assert_eq!(mongo_counts(db), expected[db], "{db}");
+        block(mongo().database(db).drop()).unwrap();
+    }
 }

@@ -276,9 +276,21 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
     assert!(log.contains(&format!("database {other}, which stores.influxdb.databases does not list; it is left out")), "{log}");
     let databases = influx(None, "SHOW DATABASES").to_string();
     assert!(!databases.contains(other), "an unlisted database was restored: {databases}");
-    assert_eq!((influx_counts(db), influx_counts(db2)), (want, want2));
+    assert_eq!((influx_counts(db), influx_counts(db2)), (want.clone(), want2.clone()));
     let policies = influx(Some(db), &format!("SHOW RETENTION POLICIES ON \"{db}\""));
     assert!(policies.to_string().contains("longterm"), "{policies}");
+
+    // Imported, it is an ordinary signed run: verify --deep passes and it restores the same.
+    let backup = backup_config_with_legacy(&case, &Transport::Ssh, &stores);
+    let (out, runs) = import_json(&backup, &["--store", "influxdb"]);
+    assert_ok(&out);
+    assert_eq!((runs.len(), runs[0]["outcome"].as_str()), (1, Some("imported")), "{runs:?}");
+    assert_ok(&lifeboat(&config, &["verify", "--deep", "--from", "2026-04-01"]));
+    influx(None, &format!("DROP DATABASE \"{db}\""));
+    let out = lifeboat(&config, &["restore", "--yes"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("choosing Lifeboat's backup 2026-04-01"), "{}", stderr(&out));
+    assert_eq!((influx_counts(db), influx_counts(db2)), (want, want2));
     for d in [db, db2] {
         influx(None, &format!("DROP DATABASE \"{d}\""));
     }

@@ -756,8 +756,9 @@ def test_sidecar_and_restore_job_on_a_real_postgresql():
     try:
         stand_ins(tmp, binary)
         os.makedirs(os.path.join(tmp, "bin"))
-        for source in [binary, PGBACKREST]:
-            target = os.path.join(tmp, "bin", os.path.basename(source))
+        # as the image has them, whatever LIFEBOAT_BIN's file is called
+        for source, name in [(binary, "lifeboat"), (PGBACKREST, "pgbackrest")]:
+            target = os.path.join(tmp, "bin", name)
             with open(source, "rb") as src, open(target, "wb") as dst:
                 dst.write(src.read())
             os.chmod(target, 0o755)

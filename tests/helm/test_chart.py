@@ -966,6 +966,38 @@ def test_takeover_staging():
     assert all("legacy" not in {v["name"] for v in job_spec(j)["template"]["spec"]["volumes"]} for j in kind(none, "CronJob"))
 
 
+def doc_example(name):
+    """A values file shown in docs/switching-values.md, after its `<!-- example: NAME -->` marker."""
+    with open(os.path.join(ROOT, "docs", "switching-values.md")) as f:
+        text = f.read()
+    found = re.search(r"<!-- example: " + name + r" -->\n```yaml\n(.*?)```", text, re.S)
+    assert found, f"docs/switching-values.md has no example {name}"
+    return helm.values_from_yaml(found.group(1))
+
+
+def test_switching_doc_examples():
+    """The example values of docs/switching-values.md render, lint clean, and take the original Secrets
+    as the page says: the SSH key of backup-server-ssh-credentials on both sides, the passphrase of
+    restore-encryption-secret in staging's restores, none in production's backups."""
+    prod, staging = doc_example("production"), doc_example("staging")
+    for values in [prod, staging]:
+        report = helm.lint(CHART, values, strict=True, kube_version="v1.30.0")
+        assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    backups = render(prod)
+    for cron in kind(backups, "CronJob"):
+        _, volumes = check_job_hardening(cron, "backup")
+        check_original_ssh_key(volumes)
+        assert "legacy" not in volumes
+    assert configs(backups)["minio"]["stores"]["minio"]["endpoint"] == "http://minio:3535"
+    restores = render(staging, name="staging")
+    for cron in kind(restores, "CronJob"):
+        _, volumes = check_job_hardening(cron, "restore")
+        check_original_ssh_key(volumes)
+        assert volumes["legacy"]["secret"] == legacy_volume(ORIGINAL_RESTORE_KEY_SECRET)
+    assert sorted(j["metadata"]["labels"]["lifeboat/store"] for j in kind(render(merged(prod, backup__cronjob=False, legacy__import=True),
+                                                                                  name="lifeboat-import"), "Job")) == sorted(STORES)
+
+
 def import_values(base="takeover-production.yaml", **changes):
     return merged(values_file(base), backup__cronjob=False, legacy__import=True, **changes)
 

@@ -48,10 +48,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if $role -}}
 {{- $r := index .Values $role -}}
 {{- if not $r.server.host -}}
+{{- if ($r.secrets.ssh_key_secret | default dict).name -}}
+{{- fail (printf "%s.server.host is empty: set the backup server's host name; the chart does not read it from Secret %s (it is rendered into the configuration): kubectl get secret %s -o jsonpath='{.data.host}' | base64 -d" $role $r.secrets.ssh_key_secret.name $r.secrets.ssh_key_secret.name) -}}
+{{- end -}}
 {{- fail (printf "%s.server.host is empty: set the backup server's host name" $role) -}}
 {{- end -}}
-{{- if and (not $r.secrets.existing_secret) (not $r.secrets.ssh_key) -}}
-{{- fail (printf "%s.secrets: no SSH key: set %s.secrets.existing_secret (a Secret with ssh_key and known_hosts) or %s.secrets.ssh_key" $role $role $role) -}}
+{{- $keySecret := $r.secrets.ssh_key_secret | default dict -}}
+{{- if and (not $r.secrets.existing_secret) (not $r.secrets.ssh_key) (not $keySecret.name) -}}
+{{- fail (printf "%s.secrets: no SSH key: set %s.secrets.ssh_key_secret.name (an existing Secret holding it, e.g. the original chart's backup-server-ssh-credentials), %s.secrets.existing_secret (a Secret with ssh_key and known_hosts) or %s.secrets.ssh_key" $role $role $role $role) -}}
+{{- end -}}
+{{- if and $keySecret.name $r.secrets.ssh_key -}}
+{{- fail (printf "%s.secrets.ssh_key and %s.secrets.ssh_key_secret.name are both set: give the SSH key one way; remove %s.secrets.ssh_key to use the key of Secret %s" $role $role $role $keySecret.name) -}}
 {{- end -}}
 {{- if and (not $r.secrets.existing_secret) (not $r.secrets.known_hosts) -}}
 {{- fail (printf "%s.secrets.known_hosts is empty: the backup server's host key must be verified; set it (ssh-keyscan -p PORT HOST, checked) or %s.secrets.existing_secret with a known_hosts key" $role $role) -}}
@@ -76,6 +83,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- if and (eq $role "restore") $r.target_time (not (and .Values.postgres.enabled (eq .Values.postgres.type "differential"))) -}}
 {{- fail "restore.target_time is set but postgres is not enabled with type differential: only a pgBackRest restore reaches a point in time; unset restore.target_time" -}}
+{{- end -}}
+{{- $legacy := .Values.legacy | default dict -}}
+{{- if $legacy.import -}}
+{{- if ne $role "backup" -}}
+{{- fail "legacy.import is true but this release is a restore: importing writes signed runs with production's signing key, so it runs on the backup side (backup.enabled=true)" -}}
+{{- end -}}
+{{- if $r.cronjob -}}
+{{- fail "legacy.import is true but backup.cronjob is true: an import runs once, as one-off Jobs; render it apart with --set backup.cronjob=false,legacy.import=true (and a release name of its own)" -}}
+{{- end -}}
+{{- if not ($legacy.passphrase_secret | default dict).name -}}
+{{- fail "legacy.import is true but legacy.passphrase_secret.name is empty: name the original chart's encryption Secret (backup-encryption-secret, key backup_encryption_key)" -}}
+{{- end -}}
+{{- if not (include "lifeboat.jobs" . | fromYaml).jobs -}}
+{{- fail "legacy.import is true but no enabled store is of type dump: import makes dump runs (a differential store keeps its own repository); enable a dump store" -}}
+{{- end -}}
 {{- end -}}
 {{- $text := .Values.monitoring.textfile -}}
 {{- if and $text.enabled (eq (empty $text.host_path) (empty $text.claim_name)) -}}
@@ -118,7 +140,16 @@ jobs:
 {{- range $store := splitList " " (include "lifeboat.storeNames" $) }}
 {{- $s := index $.Values $store }}
 {{- $pgDifferential := and (eq $store "postgres") (eq $s.type "differential") }}
-{{- if and $s.enabled (not (and $pgDifferential (eq $role "backup"))) }}
+{{- $import := and (eq $role "backup") ($.Values.legacy | default dict).import }}
+{{- if and $s.enabled $import }}
+{{- if eq $s.type "dump" }}
+  - name: {{ $store }}-import
+    store: {{ $store }}
+    schedule: ""
+    args: ["import", "--store", {{ $store | quote }}]
+    work_dir_size: {{ $.Values.legacy.import_work_dir_size | quote }}
+{{- end }}
+{{- else if and $s.enabled (not (and $pgDifferential (eq $role "backup"))) }}
 {{- if eq $role "restore" }}
 {{- $args := concat (list "restore" "--store" $store "--yes") (ternary (list "--from" $r.from) (list) (not (empty $r.from))) }}
 {{- if and $pgDifferential $r.target_time }}
@@ -180,7 +211,8 @@ jobs:
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- $server := dict "url" (printf "ssh://%s@%s:%d%s" $r.server.user $r.server.host (int $r.server.port) $dir) "ssh_key_file" "/secrets/lifeboat/ssh_key" "known_hosts_file" "/secrets/lifeboat/known_hosts" "timeout" $r.server.timeout -}}
+{{- $sshKey := ternary "/secrets/ssh/ssh_key" "/secrets/lifeboat/ssh_key" (not (empty ($r.secrets.ssh_key_secret | default dict).name)) -}}
+{{- $server := dict "url" (printf "ssh://%s@%s:%d%s" $r.server.user $r.server.host (int $r.server.port) $dir) "ssh_key_file" $sshKey "known_hosts_file" "/secrets/lifeboat/known_hosts" "timeout" $r.server.timeout -}}
 {{- $encryption := dict -}}
 {{- if eq $r.encryption.mode "passphrase" -}}
 {{- $_ := set $encryption "passphrase_file" "/secrets/lifeboat/passphrase" -}}
@@ -209,10 +241,25 @@ jobs:
 {{- if $monitoring -}}
 {{- $_ := set $cfg "monitoring" $monitoring -}}
 {{- end -}}
-{{- if or (eq $role "restore") (eq $store "influxdb") -}}
+{{- if eq (include "lifeboat.readsLegacy" (dict "root" $root "store" $store)) "true" -}}
+{{- $_ := set $cfg "legacy" (dict "passphrase_file" "/secrets/legacy/passphrase") -}}
+{{- end -}}
+{{- if or (eq $role "restore") (eq $store "influxdb") (and (eq $role "backup") ($root.Values.legacy | default dict).import) -}}
 {{- $_ := set $cfg "work_dir" "/work" -}}
 {{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* "true" when a store's jobs read the backups of OpenCRVS's original scripts, so get their passphrase:
+     a dump store's restore jobs (a restore takes the newest of either kind) and its import Jobs
+     (legacy.import). The nightly backups never read them, so production's pods do not hold a key
+     that decrypts them; a differential store keeps its own repository and never reads them. */}}
+{{- define "lifeboat.readsLegacy" -}}
+{{- $root := .root -}}
+{{- $role := include "lifeboat.role" $root -}}
+{{- $legacy := $root.Values.legacy | default dict -}}
+{{- $s := index $root.Values .store -}}
+{{- if and ($legacy.passphrase_secret | default dict).name (eq $s.type "dump") (or (eq $role "restore") (and (eq $role "backup") $legacy.import)) -}}true{{- end -}}
 {{- end -}}
 
 {{/* The Secret holding the role's SSH key, known_hosts and age identity or passphrase. */}}

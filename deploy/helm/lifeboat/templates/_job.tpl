@@ -109,7 +109,11 @@ volumeMounts:
 {{- $secretMode := ternary 256 288 (eq .mode "job") -}}
 {{- $volumes := list -}}
 {{- $mounts := list -}}
-{{- $items := list (dict "key" "ssh_key" "path" "ssh_key") (dict "key" "known_hosts" "path" "known_hosts") -}}
+{{- $keySecret := $r.secrets.ssh_key_secret | default dict -}}
+{{- $items := list (dict "key" "known_hosts" "path" "known_hosts") -}}
+{{- if not $keySecret.name -}}
+{{- $items = prepend $items (dict "key" "ssh_key" "path" "ssh_key") -}}
+{{- end -}}
 {{- if eq .role "backup" -}}
 {{- $items = append $items (dict "key" "signing_key" "path" "signing_key") -}}
 {{- else -}}
@@ -124,6 +128,16 @@ volumeMounts:
 {{- $mounts = append $mounts (dict "name" (print $p "config") "mountPath" "/etc/lifeboat" "readOnly" true) -}}
 {{- $volumes = append $volumes (dict "name" (print $p "server-secrets") "secret" (dict "secretName" (include "lifeboat.secretName" $root) "defaultMode" $secretMode "items" $items)) -}}
 {{- $mounts = append $mounts (dict "name" (print $p "server-secrets") "mountPath" "/secrets/lifeboat" "readOnly" true) -}}
+{{- if $keySecret.name -}}
+{{- /* the SSH key of an existing Secret as it is, e.g. the original chart's backup-server-ssh-credentials (host, user, ssh_key) */ -}}
+{{- $volumes = append $volumes (dict "name" (print $p "ssh-key") "secret" (dict "secretName" $keySecret.name "defaultMode" $secretMode "items" (list (dict "key" $keySecret.key "path" "ssh_key")))) -}}
+{{- $mounts = append $mounts (dict "name" (print $p "ssh-key") "mountPath" "/secrets/ssh" "readOnly" true) -}}
+{{- end -}}
+{{- if eq (include "lifeboat.readsLegacy" (dict "root" $root "store" $store)) "true" -}}
+{{- $l := $root.Values.legacy.passphrase_secret -}}
+{{- $volumes = append $volumes (dict "name" (print $p "legacy") "secret" (dict "secretName" $l.name "defaultMode" $secretMode "items" (list (dict "key" $l.key "path" "passphrase")))) -}}
+{{- $mounts = append $mounts (dict "name" (print $p "legacy") "mountPath" "/secrets/legacy" "readOnly" true) -}}
+{{- end -}}
 {{- if and $s.password_secret $s.password_secret.name -}}
 {{- $volumes = append $volumes (dict "name" (print $p "store-secrets") "secret" (dict "secretName" $s.password_secret.name "defaultMode" $secretMode "items" (list (dict "key" $s.password_secret.key "path" "password")))) -}}
 {{- $mounts = append $mounts (dict "name" (print $p "store-secrets") "mountPath" (printf "/secrets/%s" $store) "readOnly" true) -}}

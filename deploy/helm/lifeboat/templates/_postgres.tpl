@@ -27,7 +27,7 @@
 {{- fail (printf "postgres.config.%s is for type dump: pgBackRest backs up and restores the whole cluster; remove it with postgres.type differential" $key) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq .role "backup") (not $r.cronjob) -}}
+{{- if and (eq .role "backup") (not $r.cronjob) (not ($root.Values.legacy | default dict).import) -}}
 {{- fail "postgres.type differential with backup.cronjob=false: a differential backup runs in the PostgreSQL pod's lifeboat sidecar, not in a Job; run it there (kubectl exec POD -c lifeboat -- lifeboat --config /etc/lifeboat/lifeboat.yaml backup --store postgres --type full), or set postgres.enabled=false for this manual run" -}}
 {{- end -}}
 {{- if eq .role "restore" -}}

@@ -290,6 +290,23 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
     let out = lifeboat(&config, &["restore", "--yes"]);
     assert_ok(&out);
     assert!(stderr(&out).contains("choosing Lifeboat's backup 2026-04-01"), "{}", stderr(&out));
+    assert_eq!((influx_counts(db), influx_counts(db2)), (want.clone(), want2.clone()));
+
+    // The older Swarm-era archives held the same portable folder under influxdb/<label>/.
+    let swarm = case.dir.path().join("swarm");
+    std::fs::create_dir_all(swarm.join("postgres")).unwrap();
+    std::fs::create_dir_all(swarm.join("influxdb")).unwrap();
+    let copied = Command::new("cp").arg("-r").arg(&legacy).arg(swarm.join("influxdb/2026-04-03")).status().unwrap();
+    assert!(copied.success());
+    let day = case.server_path.join("2026-04-03");
+    std::fs::create_dir_all(&day).unwrap();
+    let script = "set -o pipefail; tar -czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -salt -pbkdf2 -out \"$OUT\" -pass env:ENCRYPT_PASS";
+    let sealed = Command::new("bash").args(["-c", script]).env("DIR", &swarm).env("OUT", day.join("2026-04-03.tar.gz.enc")).env("ENCRYPT_PASS", PASS).output().unwrap();
+    assert!(sealed.status.success());
+    influx(None, &format!("DROP DATABASE \"{db2}\""));
+    let out = lifeboat(&config, &["restore", "--yes", "--store", "influxdb"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("2026-04-03/2026-04-03.tar.gz.enc"), "the newest, the Swarm archive: {}", stderr(&out));
     assert_eq!((influx_counts(db), influx_counts(db2)), (want, want2));
     for d in [db, db2] {
         influx(None, &format!("DROP DATABASE \"{d}\""));

@@ -565,10 +565,21 @@ fn mongodb_backups_of_the_scripts_restore_and_a_failed_dump_is_refused() {
     let stores = format!("stores:\n  mongodb:\n    url: mongodb://127.0.0.1:{MONGO_PORT}/\n    databases: [{}]\n", dbs.join(", "));
     let config = restore_config_with_legacy(&case, &Transport::Ssh, &stores, PASS, "restore.yaml");
 
-    let line = assert_fails(&lifeboat(&config, &["restore", "--yes", "--from", "2026-07-02"]), 1, "mongo_backup_2026-07-02.tar.gz.enc");
-    assert!(line.contains("mongodump fails") && line.contains("nothing was changed"), "{line}");
-    for db in &dbs {
-        assert_eq!(mongo_counts(db), serde_json::json!({"stale": 1}), "{db} was touched by a refused restore");
+    // What the script uploads when mongodump fails: after connecting (an empty gzip stream), for a
+    // database that is not there (a bare archive header), or before connecting (no file at all).
+    let absent = case.dir.path().join("absent");
+    std::fs::create_dir_all(&absent).unwrap();
+    std::fs::copy(fixtures.parent().unwrap().join("mongo-absent/legacyfix_absent.gz"), absent.join("legacyfix_absent.gz")).unwrap();
+    seal_as_the_scripts_do(&case.server_path, "2026-07-04", "mongo", &absent);
+    let nothing = case.dir.path().join("nothing");
+    std::fs::create_dir_all(&nothing).unwrap();
+    seal_as_the_scripts_do(&case.server_path, "2026-07-05", "mongo", &nothing);
+    for (from, needle) in [("2026-07-02", "empty gzip stream"), ("2026-07-04", "holds no collection"), ("2026-07-05", "holds no database archive")] {
+        let line = assert_fails(&lifeboat(&config, &["restore", "--yes", "--from", from]), 1, &format!("mongo_backup_{from}.tar.gz.enc"));
+        assert!(line.contains(needle) && line.contains("mongodump fails") && line.contains("nothing was changed"), "{line}");
+        for db in &dbs {
+            assert_eq!(mongo_counts(db), serde_json::json!({"stale": 1}), "{db} was touched by a refused restore of {from}");
+        }
     }
 
     let out = lifeboat(&config, &["restore", "--yes", "--from", "2026-07-01"]);
@@ -591,11 +602,31 @@ fn mongodb_backups_of_the_scripts_restore_and_a_failed_dump_is_refused() {
     for db in &dbs {
         block(mongo().database(db).drop()).unwrap();
     }
+    std::fs::remove_dir_all(case.server_path.join("2026-07-04")).unwrap();
+    std::fs::remove_dir_all(case.server_path.join("2026-07-05")).unwrap();
     let out = lifeboat(&config, &["restore", "--yes", "--store", "mongodb"]);
     assert_ok(&out);
     assert!(stderr(&out).contains("2026-07-03/2026-07-03.tar.gz.enc"), "the newest, the Swarm archive: {}", stderr(&out));
     for db in &dbs {
         assert_eq!(mongo_counts(db), expected[db], "{db}");
+    }
+
+    // Imported: the good archives become signed runs, the failed dump is reported, not imported.
+    let backup = backup_config_with_legacy(&case, &Transport::Ssh, &stores);
+    let (out, runs) = import_json(&backup, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let outcome = |path: &str| runs.iter().find(|r| r["legacy"] == path).map(|r| r["outcome"].as_str().unwrap().to_string());
+    assert_eq!(outcome("2026-07-01/mongo_backup_2026-07-01.tar.gz.enc").as_deref(), Some("imported"), "{runs:?}");
+    assert_eq!(outcome("2026-07-02/mongo_backup_2026-07-02.tar.gz.enc").as_deref(), Some("failed"), "{runs:?}");
+    assert_eq!(outcome("2026-07-03/2026-07-03.tar.gz.enc").as_deref(), Some("imported"), "{runs:?}");
+    assert_ok(&lifeboat(&config, &["verify", "--deep"]));
+    for db in &dbs {
+        block(mongo().database(db).drop()).unwrap();
+    }
+    let out = lifeboat(&config, &["restore", "--yes", "--from", "2026-07-01"]);
+    assert_ok(&out);
+    for db in &dbs {
+        assert_eq!(mongo_counts(db), expected[db], "{db}: the imported run");
         block(mongo().database(db).drop()).unwrap();
     }
 }

@@ -34,7 +34,9 @@ impl MongoDb {
             }
         }
         if archives.is_empty() {
-            return Err(refused("the backup holds no database archive (`<database>.gz`): it is not a MongoDB backup of the original scripts".into()));
+            return Err(refused(
+                "the backup holds no database archive (`<database>.gz`): the original backup script uploads such an archive when every mongodump fails (the server could not be reached), it is not a backup".into(),
+            ));
         }
         let mut files = Vec::new();
         let mut counts = Counts::new();
@@ -65,7 +67,13 @@ async fn gunzip(gz: &Path, plain: &Path, db: &str) -> Result<u64> {
         }
         let mut output = std::fs::File::create_new(&plain).map_err(|e| Error::io(format!("writing {}", plain.display()), e))?;
         let mut decoder = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, input));
-        std::io::copy(&mut decoder, &mut output).map_err(|e| refused(format!("{label} is not a whole gzip stream ({e})")))
+        let size = std::io::copy(&mut decoder, &mut output).map_err(|e| refused(format!("{label} is not a whole gzip stream ({e})")))?;
+        if size == 0 {
+            return Err(refused(format!(
+                "{label} holds an empty gzip stream: the original backup script uploads such a file when mongodump fails after connecting, it is not a backup of the database"
+            )));
+        }
+        Ok(size)
     })
     .await
     .map_err(|e| err(format!("decompressing {db}.gz: {e}")))?

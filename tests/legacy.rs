@@ -152,8 +152,10 @@ async fn the_scripts_files_are_found_beside_lifeboat_runs_and_nothing_else_count
     let server = server::connect(&ServerConfig::folder(root.path())).await.unwrap();
     let runs = find_runs(server.as_ref()).await.unwrap();
     let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
-    let run = |d: u32, store: &'static str, path: &str, size: u64| LegacyRun { date: day(d), store, path: path.into(), size, era: Era::Chart };
-    let swarm = |store: &'static str| LegacyRun { date: day(4), store, path: "2026-12-04/2026-12-04.tar.gz.enc".into(), size: 22, era: Era::Swarm };
+    let run =
+        |d: u32, store: &'static str, path: &str, size: u64| LegacyRun { date: day(d), store, path: path.into(), size, era: Era::Chart };
+    let swarm =
+        |store: &'static str| LegacyRun { date: day(4), store, path: "2026-12-04/2026-12-04.tar.gz.enc".into(), size: 22, era: Era::Swarm };
     assert_eq!(
         runs,
         vec![

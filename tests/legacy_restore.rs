@@ -54,7 +54,10 @@ fn postgres_as_the_scripts_do(db: &str, into: &Path) {
         .unwrap();
     assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
     let roles = Command::new("bash")
-        .args(["-c", "set -o pipefail; pg_dumpall -h 127.0.0.1 -p \"$PORT\" -U postgres --roles-only | grep -v \"ALTER ROLE.*PASSWORD\" > \"$OUT\""])
+        .args([
+            "-c",
+            "set -o pipefail; pg_dumpall -h 127.0.0.1 -p \"$PORT\" -U postgres --roles-only | grep -v \"ALTER ROLE.*PASSWORD\" > \"$OUT\"",
+        ])
         .env("PORT", &port)
         .env("OUT", into.join("roles.sql"))
         .output()
@@ -76,7 +79,12 @@ fn a_postgres_backup_of_the_scripts_restores_with_its_counts_and_roles_left_alon
     psql("postgres", &format!("ALTER ROLE \"{clerk}\" WITH LOGIN PASSWORD 'registrar' CONNECTION LIMIT 5"));
     let gone = format!("gone_{db}");
     psql("postgres", &format!("DROP ROLE IF EXISTS \"{gone}\"; CREATE ROLE \"{gone}\" LOGIN PASSWORD 'x'"));
-    psql(db, &format!("CREATE TABLE registry.owned (x int); ALTER TABLE registry.owned OWNER TO \"{gone}\"; INSERT INTO registry.owned VALUES (1), (2)"));
+    psql(
+        db,
+        &format!(
+            "CREATE TABLE registry.owned (x int); ALTER TABLE registry.owned OWNER TO \"{gone}\"; INSERT INTO registry.owned VALUES (1), (2)"
+        ),
+    );
     // Partitions and inheritance: count(*) of a parent counts its children's rows too.
     psql(
         db,
@@ -222,7 +230,10 @@ fn restore_takes_the_newest_of_either_kind_and_says_which() {
 
     let out = lifeboat(&config, &["restore", "--yes", "--from", "2026-03-01"]);
     assert_ok(&out);
-    assert!(stderr(&out).contains("2026-03-01/postgres_backup_2026-03-01.tar.gz.enc (made by the original scripts), as --from 2026-03-01 names"));
+    assert!(
+        stderr(&out)
+            .contains("2026-03-01/postgres_backup_2026-03-01.tar.gz.enc (made by the original scripts), as --from 2026-03-01 names")
+    );
     assert_eq!(psql(db, "SELECT count(*) FROM audit.log WHERE message = 'after the switch'"), "0");
 }
 
@@ -250,7 +261,15 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
     influx(None, &format!("CREATE RETENTION POLICY longterm ON \"{db}\" DURATION 0s REPLICATION 1 SHARD DURATION 52w"));
     let base = 1_700_000_000u64;
     let lines: String = (0..600)
-        .map(|i| format!("registrations,district=Ibombo,event={} count={}i,rate={}.5 {}\n", ["birth", "death"][i % 2], i, i, base + i as u64 * 60))
+        .map(|i| {
+            format!(
+                "registrations,district=Ibombo,event={} count={}i,rate={}.5 {}\n",
+                ["birth", "death"][i % 2],
+                i,
+                i,
+                base + i as u64 * 60
+            )
+        })
         .collect();
     write(db, None, &lines);
     write(db, Some("longterm"), &(0..20).map(|i| format!("yearly_totals total={i}i {}\n", base + i * 86_400)).collect::<String>());
@@ -267,7 +286,8 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
     write(db, None, "registrations,district=Later count=1i 1700900000\n");
     influx(None, &format!("DROP DATABASE \"{db2}\""));
     influx(None, &format!("DROP DATABASE \"{other}\""));
-    let stores = format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{db}, {db2}]\n", rpc(), common::influx::http());
+    let stores =
+        format!("stores:\n  influxdb:\n    host: \"{}\"\n    http_url: {}\n    databases: [{db}, {db2}]\n", rpc(), common::influx::http());
     let config = restore_config_with_legacy(&case, &Transport::Ssh, &stores, PASS, "restore.yaml");
     let out = lifeboat(&config, &["restore", "--yes"]);
     assert_ok(&out);
@@ -301,7 +321,13 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
     let day = case.server_path.join("2026-04-03");
     std::fs::create_dir_all(&day).unwrap();
     let script = "set -o pipefail; tar -czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -salt -pbkdf2 -out \"$OUT\" -pass env:ENCRYPT_PASS";
-    let sealed = Command::new("bash").args(["-c", script]).env("DIR", &swarm).env("OUT", day.join("2026-04-03.tar.gz.enc")).env("ENCRYPT_PASS", PASS).output().unwrap();
+    let sealed = Command::new("bash")
+        .args(["-c", script])
+        .env("DIR", &swarm)
+        .env("OUT", day.join("2026-04-03.tar.gz.enc"))
+        .env("ENCRYPT_PASS", PASS)
+        .output()
+        .unwrap();
     assert!(sealed.status.success());
     influx(None, &format!("DROP DATABASE \"{db2}\""));
     let out = lifeboat(&config, &["restore", "--yes", "--store", "influxdb"]);
@@ -339,13 +365,8 @@ fn a_swarm_era_archive_restores_its_postgres_part() {
     let day = case.server_path.join(label);
     std::fs::create_dir_all(&day).unwrap();
     let script = "set -o pipefail; tar -czf \"$OUT.tar.gz\" -C \"$DIR\" . && openssl enc -aes-256-cbc -salt -pbkdf2 -in \"$OUT.tar.gz\" -out \"$OUT.tar.gz.enc\" -pass pass:\"$PASSPHRASE\" && rm \"$OUT.tar.gz\"";
-    let sealed = Command::new("bash")
-        .args(["-c", script])
-        .env("DIR", &raw)
-        .env("OUT", day.join(label))
-        .env("PASSPHRASE", PASS)
-        .output()
-        .unwrap();
+    let sealed =
+        Command::new("bash").args(["-c", script]).env("DIR", &raw).env("OUT", day.join(label)).env("PASSPHRASE", PASS).output().unwrap();
     assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
 
     psql(db, "DELETE FROM registry.person WHERE id % 2 = 1 AND id NOT IN (SELECT person_id FROM registry.event)");
@@ -574,7 +595,9 @@ fn mongodb_backups_of_the_scripts_restore_and_a_failed_dump_is_refused() {
     let nothing = case.dir.path().join("nothing");
     std::fs::create_dir_all(&nothing).unwrap();
     seal_as_the_scripts_do(&case.server_path, "2026-07-05", "mongo", &nothing);
-    for (from, needle) in [("2026-07-02", "empty gzip stream"), ("2026-07-04", "holds no collection"), ("2026-07-05", "holds no database archive")] {
+    for (from, needle) in
+        [("2026-07-02", "empty gzip stream"), ("2026-07-04", "holds no collection"), ("2026-07-05", "holds no database archive")]
+    {
         let line = assert_fails(&lifeboat(&config, &["restore", "--yes", "--from", from]), 1, &format!("mongo_backup_{from}.tar.gz.enc"));
         assert!(line.contains(needle) && line.contains("mongodump fails") && line.contains("nothing was changed"), "{line}");
         for db in &dbs {
@@ -597,7 +620,13 @@ fn mongodb_backups_of_the_scripts_restore_and_a_failed_dump_is_refused() {
     let day = case.server_path.join("2026-07-03");
     std::fs::create_dir_all(&day).unwrap();
     let script = "set -o pipefail; tar -czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -salt -pbkdf2 -out \"$OUT\" -pass env:ENCRYPT_PASS";
-    let sealed = Command::new("bash").args(["-c", script]).env("DIR", &swarm).env("OUT", day.join("2026-07-03.tar.gz.enc")).env("ENCRYPT_PASS", PASS).output().unwrap();
+    let sealed = Command::new("bash")
+        .args(["-c", script])
+        .env("DIR", &swarm)
+        .env("OUT", day.join("2026-07-03.tar.gz.enc"))
+        .env("ENCRYPT_PASS", PASS)
+        .output()
+        .unwrap();
     assert!(sealed.status.success());
     for db in &dbs {
         block(mongo().database(db).drop()).unwrap();

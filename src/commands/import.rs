@@ -101,9 +101,11 @@ pub async fn run(config: &Config, opts: ImportOptions<'_>) -> Result<ImportRepor
 
     let mut runs = Vec::new();
     for store in stores {
-        let theirs = legacy_runs.iter().filter(|r| r.store == store.name && opts.from.is_none_or(|d| r.date.format("%Y-%m-%d").to_string() == d));
+        let theirs =
+            legacy_runs.iter().filter(|r| r.store == store.name && opts.from.is_none_or(|d| r.date.format("%Y-%m-%d").to_string() == d));
         for legacy in theirs {
-            let mut entry = Imported { store: store.name.into(), legacy: legacy.path.clone(), outcome: String::new(), run: None, error: None };
+            let mut entry =
+                Imported { store: store.name.into(), legacy: legacy.path.clone(), outcome: String::new(), run: None, error: None };
             let imported = done.iter().find(|d| d.store == store.name && d.from.path == legacy.path && d.from.size == legacy.size);
             if let Some(imported) = imported {
                 let id = &imported.run;

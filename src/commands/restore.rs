@@ -247,10 +247,23 @@ fn check_run_matches(store: &ConfiguredStore, run: &Run, manifest: &Manifest) ->
 
 /// One store's restore, ready to run: a verified run in a private folder, or a differential repository.
 enum Job<'a> {
-    Run { store: &'a ConfiguredStore, run: Run, manifest: Box<Manifest>, work: tempfile::TempDir },
+    Run {
+        store: &'a ConfiguredStore,
+        run: Run,
+        manifest: Box<Manifest>,
+        work: tempfile::TempDir,
+    },
     /// A backup of the original scripts, decrypted, unpacked and read whole by its store.
-    Legacy { store: &'a ConfiguredStore, adopted: Box<AdoptedRun>, manifest: Box<Manifest> },
-    Repo { store: &'a ConfiguredStore, repo: &'a dyn DifferentialStore, prepared: RepoPrepared },
+    Legacy {
+        store: &'a ConfiguredStore,
+        adopted: Box<AdoptedRun>,
+        manifest: Box<Manifest>,
+    },
+    Repo {
+        store: &'a ConfiguredStore,
+        repo: &'a dyn DifferentialStore,
+        prepared: RepoPrepared,
+    },
 }
 
 impl Job<'_> {

@@ -53,7 +53,18 @@ impl<'a> RunWriter<'a> {
             let path = join(&id.to_string(), folder);
             if server.create_if_absent(&join(&path, CLAIM_NAME), &claim).await? {
                 let counters = Arc::new(Counters::default());
-                return Ok(RunWriter { server, key, compression, store, id, path, started_at, files: Vec::new(), counters, imported: None });
+                return Ok(RunWriter {
+                    server,
+                    key,
+                    compression,
+                    store,
+                    id,
+                    path,
+                    started_at,
+                    files: Vec::new(),
+                    counters,
+                    imported: None,
+                });
             }
         }
         Err(server.error(format!("too many runs of {folder} on {date}")))

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::{Era, LegacyRun};
 use super::unpack::fetch_and_unpack;
+use super::{Era, LegacyRun};
 use crate::error::{Error, Result};
 use crate::layout::manifest::{FORMAT_VERSION, FileEntry, ImportedFrom, Manifest, StoreType};
 use crate::secret::SecretFile;

@@ -27,9 +27,13 @@ pub fn reshape(unpacked: &Path, store: &str, label: &str, into: &Path) -> Result
             // The portable folder is `influxdb/` itself or one folder below it (`influxdb/<label>/`).
             let mut candidates = vec![base.clone()];
             candidates.extend(read_dir(&base)?.into_iter().filter(|e| e.is_dir()));
-            let folder = candidates.into_iter().find(|dir| read_dir(dir).is_ok_and(|files| files.iter().any(|f| f.extension().is_some_and(|x| x == "manifest"))));
+            let folder = candidates
+                .into_iter()
+                .find(|dir| read_dir(dir).is_ok_and(|files| files.iter().any(|f| f.extension().is_some_and(|x| x == "manifest"))));
             let Some(folder) = folder else {
-                return Err(Error::Integrity("the archive's influxdb/ folder holds no influxd portable backup (no .manifest file); nothing was changed".into()));
+                return Err(Error::Integrity(
+                    "the archive's influxdb/ folder holds no influxd portable backup (no .manifest file); nothing was changed".into(),
+                ));
             };
             for file in read_dir(&folder)?.into_iter().filter(|f| f.is_file()) {
                 let name = file.file_name().expect("a listed file has a name");
@@ -57,7 +61,10 @@ fn rename_dumps(dir: &Path, store: &str, folder: &str, suffix: &str, plain: &str
             Some(db) if file.is_file() && !db.is_empty() => {
                 std::fs::rename(&file, into.join(format!("{db}{plain}"))).map_err(|e| Error::io("moving an unpacked file", e))?;
             }
-            _ => tracing::warn!("{store}: the archive's {folder}/ folder also holds `{}`, not named for this run; it is left out", name.escape_debug()),
+            _ => tracing::warn!(
+                "{store}: the archive's {folder}/ folder also holds `{}`, not named for this run; it is left out",
+                name.escape_debug()
+            ),
         }
     }
     Ok(())

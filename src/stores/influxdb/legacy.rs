@@ -33,7 +33,8 @@ impl InfluxDb {
         let split = tokio::task::spawn_blocking(move || split_by_database(&unpacked, &out))
             .await
             .map_err(|e| err(format!("reading the backup: {e}")))??;
-        let before_ns = chrono::DateTime::parse_from_rfc3339(COUNT_ALL_BEFORE).expect("a valid time").timestamp_nanos_opt().expect("in range");
+        let before_ns =
+            chrono::DateTime::parse_from_rfc3339(COUNT_ALL_BEFORE).expect("a valid time").timestamp_nanos_opt().expect("in range");
         let mut files = Vec::new();
         let mut counts = Counts::new();
         let mut extra = InfluxExtra { schema_not_recorded: true, ..InfluxExtra::default() };
@@ -41,12 +42,15 @@ impl InfluxDb {
             // The scripts back up every database; the restore side's list says which to restore.
             let listed = self.cfg.databases.iter().any(|d| d == &db);
             if (self.cfg.databases.is_empty() && db == "_internal") || (!self.cfg.databases.is_empty() && !listed) {
-                tracing::info!("influxdb: the backup also holds database {db}, which stores.influxdb.databases does not list; it is left out");
+                tracing::info!(
+                    "influxdb: the backup also holds database {db}, which stores.influxdb.databases does not list; it is left out"
+                );
                 std::fs::remove_dir_all(&folder).map_err(|e| Error::io("removing a split folder", e))?;
                 continue;
             }
             let (scan, tar_to) = (folder.clone(), folder.with_extension("tar"));
-            let scratch = tempfile::tempdir_in(folder.parent().expect("a subfolder")).map_err(|e| Error::io("making a scratch folder", e))?;
+            let scratch =
+                tempfile::tempdir_in(folder.parent().expect("a subfolder")).map_err(|e| Error::io("making a scratch folder", e))?;
             let counted = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
                 let counted = count_portable_backup(&scan, scratch.path(), before_ns)?;
                 tar_into(&scan, &tar_to).map_err(|e| format!("archiving it: {e}"))?;
@@ -65,12 +69,17 @@ impl InfluxDb {
             files.push(AdoptedFile { name: archive_name(&db, 1), path: folder.with_extension("tar") });
         }
         for db in self.cfg.databases.iter().filter(|d| !counts.contains_key(*d)) {
-            tracing::warn!("influxdb: the backup holds no shard of database {db}, which stores.influxdb.databases lists; it is not restored");
+            tracing::warn!(
+                "influxdb: the backup holds no shard of database {db}, which stores.influxdb.databases lists; it is not restored"
+            );
         }
         if files.is_empty() {
             return Err(refused("it holds no shard of any database Lifeboat restores".into()));
         }
-        Ok(Adopted { files, backup: StoreBackup::new("field values", counts, &extra).tool("influxd", "backup -portable (original scripts)") })
+        Ok(Adopted {
+            files,
+            backup: StoreBackup::new("field values", counts, &extra).tool("influxd", "backup -portable (original scripts)"),
+        })
     }
 }
 
@@ -87,14 +96,19 @@ fn split_by_database(dir: &Path, out: &Path) -> Result<BTreeMap<String, std::pat
     let manifest_name = manifest.file_name().to_string_lossy().into_owned();
     let text = std::fs::read(manifest.path()).map_err(|e| Error::io("reading the backup's manifest", e))?;
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| refused(format!("its manifest is not JSON: {e}")))?;
-    let meta = value.pointer("/meta/fileName").and_then(|v| v.as_str()).ok_or_else(|| refused("its manifest names no metadata file".into()))?;
+    let meta =
+        value.pointer("/meta/fileName").and_then(|v| v.as_str()).ok_or_else(|| refused("its manifest names no metadata file".into()))?;
     let shards = value.get("files").and_then(|v| v.as_array()).cloned().unwrap_or_default();
     let mut by_db: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for shard in shards {
         let db = shard.get("database").and_then(|v| v.as_str()).unwrap_or("").to_string();
         let file = shard.get("fileName").and_then(|v| v.as_str()).unwrap_or("");
         if db.is_empty() || check_file_name(file).is_err() || !dir.join(file).is_file() {
-            return Err(refused(format!("its manifest lists a shard `{}` of database `{}` that it does not hold", file.escape_debug(), db.escape_debug())));
+            return Err(refused(format!(
+                "its manifest lists a shard `{}` of database `{}` that it does not hold",
+                file.escape_debug(),
+                db.escape_debug()
+            )));
         }
         by_db.entry(db).or_default().push(shard);
     }

@@ -34,9 +34,8 @@ impl Minio {
     /// Needs nothing of the target: the bucket folders become Lifeboat's archive.
     pub(super) async fn adopt(&self, unpacked: &Path, out: &Path) -> Result<Adopted> {
         let list_dir = unpacked.to_path_buf();
-        let buckets = tokio::task::spawn_blocking(move || list_buckets(&list_dir))
-            .await
-            .map_err(|e| err(format!("reading the backup: {e}")))??;
+        let buckets =
+            tokio::task::spawn_blocking(move || list_buckets(&list_dir)).await.map_err(|e| err(format!("reading the backup: {e}")))??;
         if buckets.is_empty() {
             return Err(refused("the backup holds no bucket folder: it is not a MinIO backup of the original scripts".into()));
         }
@@ -58,7 +57,9 @@ impl Minio {
                 if n == 0 {
                     break;
                 }
-                tokio::io::AsyncWriteExt::write_all(&mut file, &buffer[..n]).await.map_err(|e| Error::io(format!("writing {}", target.display()), e))?;
+                tokio::io::AsyncWriteExt::write_all(&mut file, &buffer[..n])
+                    .await
+                    .map_err(|e| Error::io(format!("writing {}", target.display()), e))?;
             }
             tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| Error::io(format!("writing {}", target.display()), e))
         };
@@ -98,7 +99,11 @@ fn list_buckets(dir: &Path) -> Result<BTreeMap<String, Vec<LegacyObject>>> {
 fn walk(dir: &Path, prefix: &str, objects: &mut Vec<LegacyObject>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("reading the unpacked backup", e))? {
         let entry = entry.map_err(|e| Error::io("reading the unpacked backup", e))?;
-        let name = entry.file_name().to_str().map(str::to_string).ok_or_else(|| refused("the backup holds a file name that is not UTF-8".into()))?;
+        let name = entry
+            .file_name()
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| refused("the backup holds a file name that is not UTF-8".into()))?;
         let key = format!("{prefix}{name}");
         let meta = entry.metadata().map_err(|e| Error::io("reading the unpacked backup", e))?;
         if meta.is_dir() {
@@ -115,7 +120,11 @@ fn walk(dir: &Path, prefix: &str, objects: &mut Vec<LegacyObject>) -> Result<()>
 }
 
 /// Lifeboat's archive of the buckets: the header, then each bucket and its objects, no metadata.
-async fn write_archive(header: &ArchiveHeader, buckets: &BTreeMap<String, Vec<LegacyObject>>, out: &mut TarWriter) -> std::result::Result<Counts, Stop> {
+async fn write_archive(
+    header: &ArchiveHeader,
+    buckets: &BTreeMap<String, Vec<LegacyObject>>,
+    out: &mut TarWriter,
+) -> std::result::Result<Counts, Stop> {
     let json = serde_json::to_vec_pretty(header).expect("archive header serialises");
     out.entry(HEADER_ENTRY, &[], tar::EntryType::Regular, json.len() as u64, now_secs()).await?;
     out.write(&json).await?;
@@ -128,10 +137,13 @@ async fn write_archive(header: &ArchiveHeader, buckets: &BTreeMap<String, Vec<Le
         for object in objects {
             let records: [(&str, &[u8]); 2] = [("LIFEBOAT.bucket", bucket.as_bytes()), ("LIFEBOAT.key", object.key.as_bytes())];
             out.entry(&format!("{bucket}/{}", object.key), &records, tar::EntryType::Regular, object.size, object.mtime).await?;
-            let mut file = tokio::fs::File::open(&object.path).await.map_err(|e| Stop::Failed(Error::io(format!("reading {}", object.path.display()), e)))?;
+            let mut file = tokio::fs::File::open(&object.path)
+                .await
+                .map_err(|e| Stop::Failed(Error::io(format!("reading {}", object.path.display()), e)))?;
             let mut written = 0u64;
             loop {
-                let n = file.read(&mut buffer).await.map_err(|e| Stop::Failed(Error::io(format!("reading {}", object.path.display()), e)))?;
+                let n =
+                    file.read(&mut buffer).await.map_err(|e| Stop::Failed(Error::io(format!("reading {}", object.path.display()), e)))?;
                 if n == 0 {
                     break;
                 }

@@ -30,7 +30,10 @@ impl MongoDb {
                 Some(db) if is_file && archive::valid_database_name(db) => {
                     archives.insert(db.to_string(), entry.path());
                 }
-                _ => tracing::warn!("mongodb: the backup also holds `{}`, which is not a database archive; it is left out", name.escape_debug()),
+                _ => tracing::warn!(
+                    "mongodb: the backup also holds `{}`, which is not a database archive; it is left out",
+                    name.escape_debug()
+                ),
             }
         }
         if archives.is_empty() {
@@ -93,7 +96,11 @@ async fn count_archive(path: &Path, db: &str, size: u64) -> Result<(BTreeMap<Str
         )));
     }
     if let Some(other) = reader.collections.iter().find(|c| c.db != db) {
-        return Err(refused(format!("{label} holds {}.{}, which is not in database {db}", other.db.escape_debug(), other.collection.escape_debug())));
+        return Err(refused(format!(
+            "{label} holds {}.{}, which is not in database {db}",
+            other.db.escape_debug(),
+            other.collection.escape_debug()
+        )));
     }
     let mut counts: BTreeMap<String, u64> = reader.collections.iter().map(|c| (c.collection.clone(), 0)).collect();
     while let Some(event) = reader.next_event(1000, 4 << 20).await.map_err(|e| refused(format!("{label}: {e}")))? {

@@ -45,7 +45,9 @@ impl Postgres {
             }
         }
         if dumps.is_empty() {
-            return Err(refused("the backup holds no database dump (`<database>.dump`): it is not a PostgreSQL backup of the original scripts".into()));
+            return Err(refused(
+                "the backup holds no database dump (`<database>.dump`): it is not a PostgreSQL backup of the original scripts".into(),
+            ));
         }
         let mut files = Vec::new();
         let mut counts = BTreeMap::new();
@@ -71,10 +73,14 @@ impl Postgres {
     /// `pg_restore --list`: the dump opens; returns the pg_dump version that made it.
     async fn dump_version(&self, db: &str, path: &Path) -> Result<String> {
         let mut cmd = self.tools.command(external::PG_RESTORE.name)?;
-        let out = cmd.arg("--list").arg(path).stdin(Stdio::null()).output().await.map_err(|e| err(format!("cannot run pg_restore: {e}")))?;
+        let out =
+            cmd.arg("--list").arg(path).stdin(Stdio::null()).output().await.map_err(|e| err(format!("cannot run pg_restore: {e}")))?;
         if !out.status.success() {
             let why = String::from_utf8_lossy(&out.stderr);
-            return Err(refused(format!("{db}.dump does not open with pg_restore ({})", why.trim().lines().last().unwrap_or("no message"))));
+            return Err(refused(format!(
+                "{db}.dump does not open with pg_restore ({})",
+                why.trim().lines().last().unwrap_or("no message")
+            )));
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let version = text.lines().find_map(|l| l.trim_start_matches(';').trim().strip_prefix("Dumped by pg_dump version:"));

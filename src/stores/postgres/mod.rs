@@ -211,7 +211,9 @@ impl Postgres {
         );
         for role in &missing {
             admin
-                .batch_execute(&format!("DO $lifeboat$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $lifeboat$"))
+                .batch_execute(&format!(
+                    "DO $lifeboat$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $lifeboat$"
+                ))
                 .await
                 .map_err(|e| err(format!("cannot create role {role}: {e}")))?;
         }

@@ -7,9 +7,19 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
+use lifeboat::server::s3::S3Settings;
 use lifeboat::server::ssh::SshSettings;
 use lifeboat::server::{self, BackupServer, PAGE, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The bucket of this test process on the real MinIO, made fresh.
+fn s3_bucket(name: &str) -> String {
+    let bucket = format!("{name}-{}", std::process::id());
+    // The test helper runs a runtime of its own: off this test's runtime, on a thread.
+    let made = bucket.clone();
+    std::thread::spawn(move || common::s3::S3::minio().fresh_bucket(&made)).join().unwrap();
+    bucket
+}
 
 fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
     match transport {
@@ -20,8 +30,26 @@ fn config(transport: &str, path: &std::path::Path) -> ServerConfig {
                 url: format!("ssh://root@127.0.0.1:{SSH_PORT}{}", path.display()),
                 timeout: None,
                 ssh: SshSettings { ssh_key_file: Some(s.join("client_key")), known_hosts_file: Some(s.join("known_hosts")) },
+                s3: Default::default(),
             }
         }
+        "s3" => ServerConfig {
+            // The path's last parts as the prefix: the same layout under it as in a folder.
+            url: format!(
+                "s3://{}/{}",
+                s3_bucket("contract"),
+                path.strip_prefix("/var/tmp/lifeboat-test/servers").unwrap_or(path).display()
+            ),
+            timeout: None,
+            ssh: Default::default(),
+            s3: S3Settings {
+                endpoint: Some(common::s3::s3_endpoint(common::s3::MINIO_PORT)),
+                region: None,
+                access_key_file: Some(common::s3::s3_key_file("s3-access-key")),
+                secret_key_file: Some(common::s3::s3_key_file("s3-secret-key")),
+                path_style: None,
+            },
+        },
         _ => ServerConfig::folder(path),
     }
 }
@@ -45,7 +73,8 @@ async fn contract(transport: &str) {
     // The root folder (and its parents) is created on connect.
     let server = server::connect(&config(transport, &root.join("nested/root"))).await.unwrap();
     let s = server.as_ref();
-    assert!(root.join("nested/root").is_dir());
+    let folders = transport != "s3";
+    assert!(!folders || root.join("nested/root").is_dir());
 
     // A missing prefix lists as empty, and a missing object has no size.
     assert!(s.list("nothing-here").await.unwrap().is_empty());
@@ -101,6 +130,15 @@ async fn contract(transport: &str) {
         w.shutdown().await.unwrap();
         assert_eq!(read(s, &format!("{name}.pieces")).await, &big[..size], "a file of {size} bytes written in pieces");
     }
+    // Larger than one part of an object store's multipart upload (8 MiB), written in pieces.
+    let large: Vec<u8> = big.iter().cycle().take(21 << 20).copied().collect();
+    let mut w = s.create("day/large.bin").await.unwrap();
+    for piece in large.chunks(1 << 20) {
+        w.write_all(piece).await.unwrap();
+    }
+    w.shutdown().await.unwrap();
+    assert_eq!(read(s, "day/large.bin").await, large, "a file of three parts");
+    assert_eq!(s.stat("day/large.bin").await.unwrap(), Some(large.len() as u64));
     s.make_durable("day/store/big.bin").await.unwrap();
     write(s, "day/store/deep/inner", b"x").await;
     // A listing holds the objects with their sizes and the prefixes under it (a prefix has no size).
@@ -155,7 +193,7 @@ async fn contract(transport: &str) {
     assert!(s.exists("day/store/big.bin").await.unwrap(), "a prefix holding objects was removed");
     s.delete_prefix("day").await.unwrap();
     assert!(s.list("").await.unwrap().iter().all(|e| e.name != "day"), "a prefix without objects still lists");
-    assert!(!root.join("nested/root/day").exists());
+    assert!(!folders || !root.join("nested/root/day").exists());
     s.delete_prefix("many").await.unwrap();
     assert!(s.list("many").await.unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&root);
@@ -169,6 +207,38 @@ async fn sftp_server_meets_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_folder_meets_the_contract() {
     contract("file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_store_meets_the_contract() {
+    contract("s3").await;
+}
+
+/// An object store's upload that is cut (the writer dropped before it was shut down, as when a
+/// dump fails) leaves no object and no unfinished multipart upload behind, small or large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_upload_cut_part_way_leaves_nothing() {
+    let root = std::path::PathBuf::from("/var/tmp/lifeboat-test/servers").join(format!("cut-{}", std::process::id()));
+    let config = config("s3", &root);
+    let bucket = config.url.trim_start_matches("s3://").split('/').next().unwrap().to_string();
+    let server = server::connect(&config).await.unwrap();
+    for (name, size) in [("small", 100_000usize), ("large", 20 << 20)] {
+        let mut w = server.create(name).await.unwrap();
+        w.write_all(&vec![7u8; size]).await.unwrap();
+        drop(w);
+    }
+    // Aborting is the upload task's last step, after the writer is gone: give it a moment.
+    let pending = |bucket: String| std::thread::spawn(move || common::s3::S3::minio().pending_uploads(&bucket)).join().unwrap();
+    for _ in 0..50 {
+        if pending(bucket.clone()) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending(bucket.clone()), 0, "an unfinished multipart upload was left");
+    for name in ["small", "large"] {
+        assert_eq!(server.stat(name).await.unwrap(), None, "a cut upload of {name} became an object");
+    }
 }
 
 /// Jobs started together (a backup and a second one that will wait for its lock) all connect to a

@@ -1,6 +1,7 @@
 //! The backup server: where stored files go. One small trait, [`BackupServer`], stated in what
 //! every kind of server can promise, so that a folder tree (`ssh://` over SFTP,
-//! [`ssh::SshServer`]; `file://`, [`local::LocalServer`]) and an object store fit it alike.
+//! [`ssh::SshServer`]; `file://`, [`local::LocalServer`]) and an object store (`s3://`,
+//! [`s3::S3Server`]) fit it alike.
 //! `tests/server.rs` checks the contract for every kind.
 //!
 //! The server module owns the `server:` settings block ([`ServerConfig`]) and what it means
@@ -8,6 +9,7 @@
 //! where that is instead of reading the URL itself.
 
 pub mod local;
+pub mod s3;
 mod sftp_upload;
 pub mod ssh;
 
@@ -24,7 +26,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// `ssh://user@host:port/path` or `file:///path`.
+    /// `ssh://user@host:port/path`, `s3://bucket/prefix` or `file:///path`.
     pub url: String,
     /// How long a server may stay silent (connecting, or mid-transfer) before the job fails
     /// instead of hanging, e.g. `60s`, `5m`. Default 60s.
@@ -33,12 +35,15 @@ pub struct ServerConfig {
     /// The keys an `ssh://` server needs.
     #[serde(flatten)]
     pub ssh: ssh::SshSettings,
+    /// The keys an `s3://` server needs.
+    #[serde(flatten)]
+    pub s3: s3::S3Settings,
 }
 
 impl ServerConfig {
     /// A `file://` server at `path` (tests, tools).
     pub fn folder(path: &std::path::Path) -> ServerConfig {
-        ServerConfig { url: format!("file://{}", path.display()), timeout: None, ssh: ssh::SshSettings::default() }
+        ServerConfig { url: format!("file://{}", path.display()), timeout: None, ssh: Default::default(), s3: Default::default() }
     }
 
     /// [`ServerConfig::timeout`], checked by [`ServerConfig::check`].
@@ -61,6 +66,14 @@ impl ServerConfig {
     /// Where the server is and how it is reached, read from `url` and the keys its kind needs.
     pub fn location(&self) -> std::result::Result<Location, String> {
         let url = &self.url;
+        if !url.starts_with("s3://")
+            && let Some(key) = self.s3.set_keys().first()
+        {
+            return Err(format!("server.{key} is only for an s3:// server; remove it or use an s3:// url"));
+        }
+        if url.starts_with("s3://") {
+            return self.s3.location(url).map(Location::S3);
+        }
         if let Some(path) = url.strip_prefix("file://") {
             let path = PathBuf::from(path);
             if !path.is_absolute() {
@@ -71,7 +84,7 @@ impl ServerConfig {
         if url.starts_with("ssh://") {
             return self.ssh.location(url).map(Location::Sftp);
         }
-        Err(format!("server.url must start with ssh:// or file://, not `{url}`"))
+        Err(format!("server.url must start with ssh://, s3:// or file://, not `{url}`"))
     }
 }
 
@@ -84,6 +97,8 @@ pub enum Location {
     Folder { path: PathBuf },
     /// `ssh://user@host:port/path`.
     Sftp(ssh::SftpLocation),
+    /// `s3://bucket/prefix` on an S3-compatible object store.
+    S3(s3::S3Location),
 }
 
 impl Location {
@@ -92,6 +107,7 @@ impl Location {
         match self {
             Location::Folder { path } => path.display().to_string(),
             Location::Sftp(s) => s.path.clone(),
+            Location::S3(s) => format!("/{}", s.prefix),
         }
     }
 }
@@ -287,6 +303,7 @@ pub async fn connect(config: &ServerConfig) -> Result<Box<dyn BackupServer>> {
     match config.location().map_err(Error::Usage)? {
         Location::Folder { path } => Ok(Box::new(local::LocalServer::open(&path)?)),
         Location::Sftp(location) => Ok(Box::new(ssh::SshServer::connect(&location, config.timeout()).await?)),
+        Location::S3(location) => Ok(Box::new(s3::S3Server::connect(&location, config.timeout()).await?)),
     }
 }
 

@@ -5,10 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -39,76 +35,18 @@ macro_rules! apply_headers {
     }};
 }
 
-/// What went wrong in one S3 call, reduced to what an operator needs.
-#[derive(Debug)]
-pub(super) struct S3Error {
-    code: Option<String>,
-    detail: String,
-    unreachable: bool,
-}
-
-impl S3Error {
-    pub(super) fn from_sdk<E>(e: SdkError<E, HttpResponse>) -> S3Error
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        let code = e.code().map(str::to_string);
-        let unreachable = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
-        let detail = match &e {
-            SdkError::ServiceError(s) => {
-                let status = s.raw().status().as_u16();
-                match (s.err().code(), s.err().message()) {
-                    (Some(c), Some(m)) => format!("{c}: {m}"),
-                    (Some(c), None) => format!("{c} (HTTP {status})"),
-                    _ => format!("HTTP {status}"),
-                }
-            }
-            SdkError::TimeoutError(_) => "timed out".into(),
-            // The innermost cause is the informative one ("Connection refused (os error 111)").
-            _ => innermost(&e),
-        };
-        S3Error { code, detail: detail.replace('\n', " "), unreachable }
-    }
-
-    pub(super) fn is(&self, codes: &[&str]) -> bool {
-        self.code.as_deref().is_some_and(|c| codes.contains(&c))
-    }
-}
-
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = last.source() {
-        last = next;
-    }
-    last.to_string()
-}
+pub(super) use crate::server::s3::S3Error;
+use crate::server::s3::innermost;
 
 /// Streaming body errors (connection dropped mid-object).
 pub(super) fn body_error(e: impl std::error::Error + 'static) -> S3Error {
-    S3Error { code: None, detail: innermost(&e).replace('\n', " "), unreachable: true }
+    S3Error { code: None, status: None, detail: innermost(&e).replace('\n', " "), unreachable: true }
 }
 
 impl Minio {
     pub(super) fn client(&self) -> Result<Client> {
-        let credentials = Credentials::new(self.access_key.read()?, self.secret_key.read()?, None, None, "lifeboat");
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(self.cfg.endpoint.trim_end_matches('/'))
-            .force_path_style(true)
-            .region(Region::new(self.cfg.region.clone()))
-            .credentials_provider(credentials)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            // A server that accepts connections but never answers must fail the job, not hang it.
-            // The attempt timeout ends when response headers arrive, so long bodies are unaffected
-            // (a stalled body is caught by the SDK's stalled-stream protection).
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(300))
-                    .build(),
-            )
-            .build();
-        Ok(Client::from_conf(config))
+        let endpoint = self.cfg.endpoint.trim_end_matches('/');
+        crate::server::s3::client(Some(endpoint), &self.cfg.region, &self.access_key, &self.secret_key, true, Duration::from_secs(300))
     }
 
     /// Turns an S3 failure into one line naming the server, what was being done and the fix.

@@ -97,12 +97,14 @@ fn absolute(path: &Path, key: &str, ctx: &StoreContext) -> Result<PathBuf> {
 }
 
 /// The repository on the backup server, `<server root>/<server_dir>`, reached the way the server
-/// module says the server is (every kind of server must be named here).
-fn repository(server: &Location, server_dir: &str) -> Repository {
+/// module says the server is (every kind of server must be named here); None for a kind
+/// pgBackRest is not given yet (an object store: its own S3 repository type is not wired).
+fn repository(server: &Location, server_dir: &str) -> Option<Repository> {
     let path = format!("{}/{server_dir}", server.root().trim_end_matches('/'));
     match server {
-        Location::Sftp(s) => Repository::Sftp { host: s.host.clone(), port: s.port, user: s.user.clone(), path },
-        Location::Folder { .. } => Repository::Posix { path },
+        Location::Sftp(s) => Some(Repository::Sftp { host: s.host.clone(), port: s.port, user: s.user.clone(), path }),
+        Location::Folder { .. } => Some(Repository::Posix { path }),
+        Location::S3(_) => None,
     }
 }
 
@@ -141,8 +143,13 @@ impl Differential {
         let server_dir = cfg.settings.server_dir.clone().unwrap_or_else(|| "postgres".into());
         let sftp = match &ctx.server {
             Location::Sftp(s) => Some(s),
-            Location::Folder { .. } => None,
+            Location::Folder { .. } | Location::S3(_) => None,
         };
+        let repository = repository(&ctx.server, &server_dir).ok_or_else(|| {
+            ctx.invalid(
+                "stores.postgres type: differential cannot use an s3:// server yet (pgBackRest's own S3 repository is not wired): use an ssh:// or file:// server for it, or type: dump",
+            )
+        })?;
         Ok(Differential {
             url: url.clone(),
             tools: Tools { bin_dir: cfg.bin_dir.clone(), password: password.clone() },
@@ -156,7 +163,7 @@ impl Differential {
             retention_full: positive(keys.retention_full, 4, "retention_full")?,
             retention_diff: positive(keys.retention_diff, 6, "retention_diff")?,
             process_max: positive(keys.process_max, 1, "process_max")?,
-            repository: repository(&ctx.server, &server_dir),
+            repository,
             server_dir,
             ssh_key_file: sftp.map(|s| s.key_file.clone()),
             known_hosts_file: sftp.map(|s| s.known_hosts_file.clone()),

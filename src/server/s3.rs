@@ -247,6 +247,11 @@ impl S3Server {
                     "bucket {} does not exist: create it (e.g. `mc mb ALIAS/{}`) or fix server.url",
                     server.bucket, server.bucket
                 )),
+                // A HEAD answer has no body, so no error code: the status says it.
+                Some(403) => server.error(format!(
+                    "the S3 server refused these keys for bucket {} (HTTP 403): check server.access_key_file and secret_key_file, and that the key's policy may read the bucket",
+                    server.bucket
+                )),
                 _ => server.fail("opening the bucket", e),
             }
         })?;

@@ -25,6 +25,8 @@ pub struct Case {
 pub enum Transport {
     Ssh,
     File,
+    /// The real MinIO as an `s3://` backup server: this case's own bucket (see [`Case::s3_bucket`]).
+    S3,
 }
 
 impl Case {
@@ -63,6 +65,13 @@ impl Case {
                 )
             }
             Transport::File => format!("server:\n  url: file://{}\n", self.server_path.display()),
+            Transport::S3 => format!(
+                "server:\n  url: s3://{}/lifeboat\n  endpoint: {}\n  access_key_file: {}\n  secret_key_file: {}\n",
+                self.s3_bucket(),
+                super::s3::s3_endpoint(super::s3::MINIO_PORT),
+                super::s3::s3_key_file("s3-access-key").display(),
+                super::s3::s3_key_file("s3-secret-key").display()
+            ),
         }
     }
 
@@ -71,6 +80,17 @@ impl Case {
             "stores:\n  postgres:\n    type: dump\n    url: postgres://postgres@127.0.0.1:{PG_PORT}/postgres\n    databases: [{}]\n{extra}",
             self.db
         )
+    }
+
+    /// This case's bucket on the real MinIO (`lb-<name>-<pid>`), made when first asked for.
+    pub fn s3_bucket(&self) -> String {
+        let name: String = self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let bucket = format!("lb-{name}-{}", std::process::id());
+        let s3 = super::s3::S3::minio();
+        if !s3.bucket_exists(&bucket) {
+            s3.fresh_bucket(&bucket);
+        }
+        bucket
     }
 
     /// Gives both configs a `work_dir` of their own (created, empty) and returns it.

@@ -54,3 +54,97 @@ fn a_missing_bucket_and_wrong_keys_are_named() {
     assert!(line.contains("check server.access_key_file"), "{line}");
     assert!(!line.contains("not-the-secret"), "a secret leaked: {line}");
 }
+
+/// The MinIO client as the test's admin (MC_HOST_local), as scripts/install-deps installs it.
+fn mc(args: &[&str]) -> String {
+    let bin = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools/bin/mc");
+    assert!(bin.exists(), "{} is missing: run scripts/install-deps", bin.display());
+    let key = |f: &str| std::fs::read_to_string(common::s3::s3_key_file(f)).unwrap().trim().to_string();
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .env("MC_HOST_local", format!("http://{}:{}@127.0.0.1:{}", key("s3-access-key"), key("s3-secret-key"), common::s3::MINIO_PORT))
+        .env("MC_CONFIG_DIR", std::env::temp_dir().join(format!("lifeboat-mc-{}", std::process::id())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mc {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Append-only on object storage: production's key gets the policy of the README (put, get and
+/// list under the prefix; delete only its lock files) on a versioned bucket. It backs up; it
+/// cannot delete a backup; what it writes over a backup leaves the original version readable; it
+/// cannot destroy a version; its prune fails in one line, and prune with a separate key works.
+#[test]
+fn production_on_s3_may_add_backups_but_never_remove_one() {
+    let case = Case::new("s3_append");
+    let db = &case.db;
+    seed_postgres(db, 100);
+    let bucket = case.s3_bucket();
+    common::s3::S3::minio().set_versioning(&bucket);
+    let (user, secret) = (format!("prod-{}", std::process::id()), "production-secret-key-1234".to_string());
+    let policy_name = format!("lifeboat-append-{}", std::process::id());
+    let policy = case.dir.path().join("append-only.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+  {{"Effect":"Allow","Action":["s3:GetBucketLocation","s3:ListBucket","s3:ListBucketMultipartUploads"],"Resource":["arn:aws:s3:::{bucket}"]}},
+  {{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:AbortMultipartUpload","s3:ListMultipartUploadParts"],"Resource":["arn:aws:s3:::{bucket}/lifeboat/*"]}},
+  {{"Effect":"Allow","Action":["s3:DeleteObject"],"Resource":["arn:aws:s3:::{bucket}/lifeboat/locks/*"]}}
+]}}"#
+        ),
+    )
+    .unwrap();
+    mc(&["admin", "user", "add", "local", &user, &secret]);
+    mc(&["admin", "policy", "create", "local", &policy_name, policy.to_str().unwrap()]);
+    mc(&["admin", "policy", "attach", "local", &policy_name, "--user", &user]);
+
+    let (access_file, secret_file) = (case.dir.path().join("prod-access"), case.dir.path().join("prod-secret"));
+    std::fs::write(&access_file, &user).unwrap();
+    std::fs::write(&secret_file, &secret).unwrap();
+    let admin_backup = case.backup_config(&Transport::S3);
+    let production = case.write_config(
+        "production.yaml",
+        &std::fs::read_to_string(&admin_backup)
+            .unwrap()
+            .replace(&common::s3::s3_key_file("s3-access-key").display().to_string(), &access_file.display().to_string())
+            .replace(&common::s3::s3_key_file("s3-secret-key").display().to_string(), &secret_file.display().to_string()),
+    );
+    assert_ok(&lifeboat(&production, &["backup"]));
+    assert_ok(&lifeboat(&production, &["backup"]));
+    let restore = case.restore_config(&Transport::S3);
+    let runs = case.runs(&restore);
+    assert_eq!(runs.iter().filter(|r| r["complete"] == true).count(), 2, "{runs:?}");
+
+    // Pruning needs a key that may delete: production's fails in one line and removes nothing,
+    // a separate key works.
+    let retention = "retention: { keep_daily: 1, keep_weekly: 0, keep_monthly: 0 }\n";
+    let prune = case.write_config("prune.yaml", &format!("{}{retention}", std::fs::read_to_string(&production).unwrap()));
+    let line = assert_fails(&lifeboat(&prune, &["prune"]), 1, "cannot remove");
+    assert!(line.contains("a key that may delete"), "{line}");
+    assert_eq!(case.runs(&restore).iter().filter(|r| r["complete"] == true).count(), 2, "production's prune removed a run");
+    let admin_prune = case.write_config("admin-prune.yaml", &format!("{}{retention}", std::fs::read_to_string(&admin_backup).unwrap()));
+    assert_ok(&lifeboat(&admin_prune, &["prune"]));
+    let left = case.runs(&restore);
+    assert_eq!(left.iter().filter(|r| r["store"] == "postgres").count(), 1, "prune with a key that may delete: {left:?}");
+
+    // Production cannot delete a backup, and what it writes over one leaves the original version.
+    let manifest_key = format!("lifeboat/{}/postgres/manifest.json", left[0]["id"].as_str().unwrap());
+    let prod = common::s3::S3::minio_as(&user, &secret);
+    let original = prod.rt.block_on(prod.client.get_object().bucket(&bucket).key(&manifest_key).send()).unwrap();
+    let original_version = original.version_id().map(str::to_string).expect("a versioned bucket");
+    let deleted = prod.rt.block_on(prod.client.delete_object().bucket(&bucket).key(&manifest_key).send());
+    assert!(deleted.is_err(), "production deleted a backup's manifest");
+    let put = aws_sdk_s3::primitives::ByteStream::from_static(b"{}");
+    prod.rt.block_on(prod.client.put_object().bucket(&bucket).key(&manifest_key).body(put).send()).expect("a plain PUT is allowed");
+    let destroyed = prod.rt.block_on(prod.client.delete_object().bucket(&bucket).key(&manifest_key).version_id(&original_version).send());
+    assert!(destroyed.is_err(), "production destroyed a version");
+    let admin = common::s3::S3::minio();
+    let kept = admin.rt.block_on(admin.client.get_object().bucket(&bucket).key(&manifest_key).version_id(&original_version).send());
+    assert!(kept.is_ok(), "the original version of the overwritten manifest is gone");
+    // The overwritten manifest no longer matches its signature: restore passes over that run.
+    let listed = case.runs(&restore);
+    assert!(listed.iter().any(|r| r["damaged"].as_str().is_some_and(|d| d.contains("changed after it was signed"))), "{listed:?}");
+    mc(&["admin", "user", "remove", "local", &user]);
+    mc(&["admin", "policy", "remove", "local", &policy_name]);
+}

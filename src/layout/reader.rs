@@ -41,6 +41,12 @@ impl<'a> RunReader<'a> {
                     continue;
                 }
                 let files = self.server.list(&join(&day.name, &store.name)).await?;
+                // A folder without any object is no run (every run begins with its claim): an
+                // object store may still list a prefix whose objects were all deleted (MinIO on a
+                // versioned bucket lists it by its delete markers).
+                if files.is_empty() {
+                    continue;
+                }
                 let (drills, stored): (Vec<_>, Vec<_>) = files.iter().filter(|f| !f.is_dir).partition(|f| drill::is_report(&f.name));
                 let mut drills: Vec<String> = drills.into_iter().map(|f| f.name.clone()).collect();
                 drills.sort();

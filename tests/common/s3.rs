@@ -51,12 +51,22 @@ impl S3 {
 
     fn at(port: u16, versioned: bool) -> S3 {
         let key = |f: &str| std::fs::read_to_string(s3_key_file(f)).unwrap().trim().to_string();
+        S3::with_keys(port, versioned, &key("s3-access-key"), &key("s3-secret-key"))
+    }
+
+    /// A client of the real MinIO with other keys (a user made with `mc admin user add`).
+    pub fn minio_as(access: &str, secret: &str) -> S3 {
+        ensure_server("s3");
+        S3::with_keys(MINIO_PORT, true, access, secret)
+    }
+
+    fn with_keys(port: u16, versioned: bool, access: &str, secret: &str) -> S3 {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(s3_endpoint(port))
             .force_path_style(true)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(key("s3-access-key"), key("s3-secret-key"), None, None, "test"))
+            .credentials_provider(Credentials::new(access, secret, None, None, "test"))
             .build();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         S3 { rt, client: Client::from_conf(config), versioned }

@@ -177,7 +177,15 @@ mod tests {
                 "stores.postgres.stanza is only for type: differential",
             ),
             (backup("  postgres: { url: 'postgres://x@h/db', type: differential, stanzza: main }\n"), 2, "stanzza"),
-            (backup("").replace("file:///tmp/x", "ftp://h/x"), 2, "ssh:// or file://"),
+            (backup("").replace("file:///tmp/x", "ftp://h/x"), 2, "ssh://, s3:// or file://"),
+            // The s3 keys are checked as strictly, and only an s3:// server takes them.
+            (
+                backup("").replace("file:///tmp/x' }", "file:///tmp/x', endpoint: 'http://h:9000' }"),
+                2,
+                "server.endpoint is only for an s3:// server",
+            ),
+            (backup("").replace("'file:///tmp/x'", "'s3://backups/prod', access_key_file: /a"), 2, "server.secret_key_file is required"),
+            (backup("").replace("'file:///tmp/x'", "'s3://Backups/prod'"), 2, "not an S3 bucket name"),
             (backup("").replace("role: backup", "role: both"), 2, "role"),
             (backup("").replace("role: backup", "role: restore"), 2, "identity_file"),
             (backup("").replace("server: {", "timezone: Mars/Olympus\nserver: {"), 2, "Mars/Olympus"),

@@ -27,6 +27,16 @@ fn seal_as_the_scripts_do(server_root: &Path, date: &str, store: &str, dir: &Pat
     file
 }
 
+/// What the Swarm era's script uploads: the whole folder as one `<date>/<date>.tar.gz.enc`.
+fn seal_as_the_swarm_script_does(server_root: &Path, label: &str, dir: &Path) {
+    let day = server_root.join(label);
+    std::fs::create_dir_all(&day).unwrap();
+    let script = "set -o pipefail; tar -czf \"$OUT.tar.gz\" -C \"$DIR\" . && openssl enc -aes-256-cbc -salt -pbkdf2 -in \"$OUT.tar.gz\" -out \"$OUT.tar.gz.enc\" -pass env:PASSPHRASE && rm \"$OUT.tar.gz\"";
+    let sealed =
+        Command::new("bash").args(["-c", script]).env("DIR", dir).env("OUT", day.join(label)).env("PASSPHRASE", PASS).output().unwrap();
+    assert!(sealed.status.success(), "sealing failed: {}", String::from_utf8_lossy(&sealed.stderr));
+}
+
 /// The `legacy:` block with the passphrase in a file, as the chart's secret mounts it.
 fn legacy_block(case: &Case, pass: &str) -> String {
     let file = case.dir.path().join("backup_encryption_key");
@@ -318,17 +328,7 @@ fn an_influxdb_backup_of_the_scripts_restores_the_listed_databases_with_counts()
     std::fs::create_dir_all(swarm.join("influxdb")).unwrap();
     let copied = Command::new("cp").arg("-r").arg(&legacy).arg(swarm.join("influxdb/2026-04-03")).status().unwrap();
     assert!(copied.success());
-    let day = case.server_path.join("2026-04-03");
-    std::fs::create_dir_all(&day).unwrap();
-    let script = "set -o pipefail; tar -czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -salt -pbkdf2 -out \"$OUT\" -pass env:ENCRYPT_PASS";
-    let sealed = Command::new("bash")
-        .args(["-c", script])
-        .env("DIR", &swarm)
-        .env("OUT", day.join("2026-04-03.tar.gz.enc"))
-        .env("ENCRYPT_PASS", PASS)
-        .output()
-        .unwrap();
-    assert!(sealed.status.success());
+    seal_as_the_swarm_script_does(&case.server_path, "2026-04-03", &swarm);
     influx(None, &format!("DROP DATABASE \"{db2}\""));
     let out = lifeboat(&config, &["restore", "--yes", "--store", "influxdb"]);
     assert_ok(&out);
@@ -362,12 +362,7 @@ fn a_swarm_era_archive_restores_its_postgres_part() {
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     std::fs::write(raw.join("elasticsearch/index-0"), b"snapshot metadata").unwrap();
     std::fs::write(raw.join(format!("minio/ocrvs-{label}.tar.gz")), b"MinIO's raw data folder").unwrap();
-    let day = case.server_path.join(label);
-    std::fs::create_dir_all(&day).unwrap();
-    let script = "set -o pipefail; tar -czf \"$OUT.tar.gz\" -C \"$DIR\" . && openssl enc -aes-256-cbc -salt -pbkdf2 -in \"$OUT.tar.gz\" -out \"$OUT.tar.gz.enc\" -pass pass:\"$PASSPHRASE\" && rm \"$OUT.tar.gz\"";
-    let sealed =
-        Command::new("bash").args(["-c", script]).env("DIR", &raw).env("OUT", day.join(label)).env("PASSPHRASE", PASS).output().unwrap();
-    assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
+    seal_as_the_swarm_script_does(&case.server_path, label, &raw);
 
     psql(db, "DELETE FROM registry.person WHERE id % 2 = 1 AND id NOT IN (SELECT person_id FROM registry.event)");
     let config = restore_config_with_legacy(&case, &Transport::File, &case.postgres_block(""), PASS, "restore.yaml");
@@ -466,17 +461,6 @@ fn import_turns_the_scripts_backups_into_signed_runs_once() {
     assert!(case.server_path.join("2026-05-01/postgres/manifest.json").exists(), "the imported run was removed");
 }
 
-/// The MinIO client, as scripts/install-deps installs it.
-fn mc() -> Command {
-    let bin = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools/bin/mc");
-    assert!(bin.exists(), "{} is missing: run scripts/install-deps", bin.display());
-    let mut cmd = Command::new(bin);
-    let key = |f: &str| std::fs::read_to_string(common::s3::s3_key_file(f)).unwrap().trim().to_string();
-    cmd.env("MC_HOST_local", format!("http://{}:{}@127.0.0.1:{}", key("s3-access-key"), key("s3-secret-key"), common::s3::MINIO_PORT));
-    cmd.env("MC_CONFIG_DIR", std::env::temp_dir().join(format!("lifeboat-mc-{}", std::process::id())));
-    cmd
-}
-
 /// Keys, sizes and SHA-256 of a bucket's objects (what `mc mirror` keeps).
 fn bucket_contents(s3: &common::s3::S3, bucket: &str) -> Vec<String> {
     use sha2::Digest;
@@ -511,7 +495,7 @@ fn a_minio_backup_of_the_scripts_restores_its_buckets_without_metadata() {
 
     let legacy = case.dir.path().join("legacy");
     for bucket in [a, b] {
-        let out = mc().args(["mirror", "--overwrite", &format!("local/{bucket}")]).arg(legacy.join(bucket)).output().unwrap();
+        let out = common::s3::mc().args(["mirror", "--overwrite", &format!("local/{bucket}")]).arg(legacy.join(bucket)).output().unwrap();
         assert!(out.status.success(), "mc mirror: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     seal_as_the_scripts_do(&case.server_path, "2026-06-01", "minio", &legacy);
@@ -617,17 +601,7 @@ fn mongodb_backups_of_the_scripts_restore_and_a_failed_dump_is_refused() {
     for db in &dbs {
         std::fs::copy(fixtures.join(format!("{db}.gz")), swarm.join(format!("mongo/{db}-2026-07-03.gz"))).unwrap();
     }
-    let day = case.server_path.join("2026-07-03");
-    std::fs::create_dir_all(&day).unwrap();
-    let script = "set -o pipefail; tar -czf - -C \"$DIR\" . | openssl enc -aes-256-cbc -salt -pbkdf2 -out \"$OUT\" -pass env:ENCRYPT_PASS";
-    let sealed = Command::new("bash")
-        .args(["-c", script])
-        .env("DIR", &swarm)
-        .env("OUT", day.join("2026-07-03.tar.gz.enc"))
-        .env("ENCRYPT_PASS", PASS)
-        .output()
-        .unwrap();
-    assert!(sealed.status.success());
+    seal_as_the_swarm_script_does(&case.server_path, "2026-07-03", &swarm);
     for db in &dbs {
         block(mongo().database(db).drop()).unwrap();
     }

@@ -55,17 +55,9 @@ fn a_missing_bucket_and_wrong_keys_are_named() {
     assert!(!line.contains("not-the-secret"), "a secret leaked: {line}");
 }
 
-/// The MinIO client as the test's admin (MC_HOST_local), as scripts/install-deps installs it.
+/// Runs the MinIO client as the test MinIO's admin; its stdout.
 fn mc(args: &[&str]) -> String {
-    let bin = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools/bin/mc");
-    assert!(bin.exists(), "{} is missing: run scripts/install-deps", bin.display());
-    let key = |f: &str| std::fs::read_to_string(common::s3::s3_key_file(f)).unwrap().trim().to_string();
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .env("MC_HOST_local", format!("http://{}:{}@127.0.0.1:{}", key("s3-access-key"), key("s3-secret-key"), common::s3::MINIO_PORT))
-        .env("MC_CONFIG_DIR", std::env::temp_dir().join(format!("lifeboat-mc-{}", std::process::id())))
-        .output()
-        .unwrap();
+    let out = common::s3::mc().args(args).output().unwrap();
     assert!(out.status.success(), "mc {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -296,3 +296,14 @@ pub fn noise(seed: u64, n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The MinIO client as scripts/install-deps installs it, as the test MinIO's admin (alias `local`).
+pub fn mc() -> std::process::Command {
+    let bin = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lifeboat-tools/bin/mc");
+    assert!(bin.exists(), "{} is missing: run scripts/install-deps", bin.display());
+    let key = |f: &str| std::fs::read_to_string(s3_key_file(f)).unwrap().trim().to_string();
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("MC_HOST_local", format!("http://{}:{}@127.0.0.1:{MINIO_PORT}", key("s3-access-key"), key("s3-secret-key")));
+    cmd.env("MC_CONFIG_DIR", std::env::temp_dir().join(format!("lifeboat-mc-{}", std::process::id())));
+    cmd
+}

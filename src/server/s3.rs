@@ -436,7 +436,8 @@ struct Upload {
 
 /// One part's bytes: in memory, or spooled through a private file for large parts.
 enum PartBody {
-    Memory(Vec<u8>),
+    /// Shared, so that sending it (and again on a retry) copies nothing.
+    Memory(bytes::Bytes),
     File(tempfile::NamedTempFile, u64),
 }
 
@@ -555,11 +556,11 @@ async fn fill(reader: &mut DuplexStream, size: u64) -> std::result::Result<(Part
             let want = chunk.len().min((size - data.len() as u64) as usize);
             let n = reader.read(&mut chunk[..want]).await.map_err(|e| e.to_string())?;
             if n == 0 {
-                return Ok((PartBody::Memory(data), true));
+                return Ok((PartBody::Memory(data.into()), true));
             }
             data.extend_from_slice(&chunk[..n]);
         }
-        return Ok((PartBody::Memory(data), false));
+        return Ok((PartBody::Memory(data.into()), false));
     }
     let spool = tempfile::NamedTempFile::new().map_err(|e| format!("making a spool file for a large part: {e}"))?;
     let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| e.to_string())?);

@@ -23,6 +23,8 @@ struct World {
     empty: String,
     backup: PathBuf,
     restore: PathBuf,
+    /// The backup server is an s3:// bucket (the case's own) rather than a folder.
+    on_s3: bool,
 }
 
 impl World {
@@ -32,9 +34,10 @@ impl World {
         let prefix = format!("lbm-{}", test.replace('_', "-"));
         let (docs, settings, empty) = (format!("{prefix}-docs"), format!("{prefix}-settings"), format!("{prefix}-empty"));
         let stores = minio_store_block(&[&docs, &settings, &empty], MINIO_PORT, "    type: differential\n");
+        let on_s3 = matches!(transport, Transport::S3);
         let backup = case.backup_config_with(&transport, &stores, "backup.yaml");
         let restore = case.restore_config_with(&transport, &stores, "restore.yaml");
-        World { s3, case, docs, settings, empty, backup, restore }
+        World { s3, case, docs, settings, empty, backup, restore, on_s3 }
     }
 
     fn buckets(&self) -> [&str; 3] {
@@ -104,7 +107,24 @@ impl World {
     }
 
     fn manifest(&self, run: &serde_json::Value) -> serde_json::Value {
-        self.case.manifest_of(run).1
+        if !self.on_s3 {
+            return self.case.manifest_of(run).1;
+        }
+        let key = format!("lifeboat/{}/manifest.json", run["path"].as_str().unwrap());
+        let bucket = self.case.s3_bucket();
+        let got = self.s3.rt.block_on(async {
+            let object = self.s3.client.get_object().bucket(bucket).key(&key).send().await.unwrap();
+            object.body.collect().await.unwrap().into_bytes()
+        });
+        serde_json::from_slice(&got).unwrap()
+    }
+
+    /// How many files (objects) the backup server holds.
+    fn stored_files(&self) -> usize {
+        match self.on_s3 {
+            true => self.s3.keys(&self.case.s3_bucket()).len(),
+            false => files_under(&self.case.server_path).len(),
+        }
     }
 
     fn mirror(&self) -> PathBuf {
@@ -204,12 +224,12 @@ fn round_trip(test: &str, transport: Transport) {
     let planned = minio["freed_bytes"].as_u64().unwrap();
     assert!(planned > 0, "{plan}");
     assert_eq!(w.runs().len(), 2, "a dry run removes nothing");
-    let before = files_under(&w.case.server_path);
+    let before = w.stored_files();
     assert_ok(&lifeboat(&w.backup, &["prune"]));
     let runs_left = w.runs();
     assert_eq!(runs_left.len(), 1, "{runs_left:?}");
     assert_eq!(runs_left[0]["id"], runs[1]["id"]);
-    assert!(files_under(&w.case.server_path).len() < before.len(), "files of the first run were removed");
+    assert!(w.stored_files() < before, "files of the first run were removed");
     w.remove_buckets();
     assert_ok(&lifeboat(&w.restore, &["restore", "--yes"]));
     assert_eq!(w.fingerprint(), second_state, "the kept run still restores whole");
@@ -224,6 +244,12 @@ fn mirror_round_trip_over_ssh() {
 #[test]
 fn mirror_round_trip_to_local_folder() {
     round_trip("mirror_file", Transport::File);
+}
+
+/// The incremental mirror with an S3 bucket as the backup server (MinIO backed up into MinIO).
+#[test]
+fn mirror_round_trip_to_an_s3_bucket() {
+    round_trip("mirror_s3", Transport::S3);
 }
 
 /// A run killed mid-upload is never complete, the one before still restores; a later run and

@@ -140,3 +140,32 @@ fn production_on_s3_may_add_backups_but_never_remove_one() {
     mc(&["admin", "user", "remove", "local", &user]);
     mc(&["admin", "policy", "remove", "local", &policy_name]);
 }
+
+/// The S3 server goes away in the middle of an upload (a relay in front of MinIO closes for good
+/// after 512 KiB have gone towards it): the backup fails in one line, no complete run appears, and
+/// the next backup, with the server back, completes and restores.
+#[test]
+fn an_s3_server_lost_mid_upload_leaves_no_complete_run() {
+    let case = Case::new("s3_lost");
+    let db = &case.db;
+    seed_postgres(db, 20_000);
+    let want = fingerprint(db);
+    let backup = case.backup_config(&Transport::S3);
+    let relay = DyingRelay::start_on_upload(common::s3::MINIO_PORT, 512 << 10);
+    let endpoint = common::s3::s3_endpoint(common::s3::MINIO_PORT);
+    let cut =
+        case.write_config("cut.yaml", &std::fs::read_to_string(&backup).unwrap().replace(&endpoint, &common::s3::s3_endpoint(relay.port)));
+    let out = lifeboat(&cut, &["backup"]);
+    assert!(relay.went_down(), "the relay never cut the upload: the dump is smaller than 512 KiB");
+    let line = assert_fails(&out, 1, "s3://");
+    assert!(line.contains("not completed") && line.contains("run the backup again"), "{line}");
+    let restore = case.restore_config(&Transport::S3);
+    assert!(case.runs(&restore).iter().all(|r| r["complete"] != true), "a cut backup looks complete");
+
+    assert_ok(&lifeboat(&backup, &["backup"]));
+    let runs = case.runs(&restore);
+    assert_eq!(runs.iter().filter(|r| r["complete"] == true).count(), 1, "{runs:?}");
+    psql(db, "TRUNCATE audit.log");
+    assert_ok(&lifeboat(&restore, &["restore", "--yes"]));
+    assert_eq!(fingerprint(db), want);
+}

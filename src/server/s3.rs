@@ -412,6 +412,12 @@ impl BackupServer for S3Server {
         }
     }
 
+    async fn upload_failed(&self, path: &str, e: std::io::Error) -> Error {
+        self.error(format!(
+            "writing {path}: {e}; the run was not completed and earlier backups are untouched: check that the S3 server is up and server.endpoint, then run the backup again"
+        ))
+    }
+
     async fn delete(&self, path: &str) -> Result<()> {
         self.client
             .delete_object()

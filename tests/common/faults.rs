@@ -26,14 +26,24 @@ fn accept_pair(listener: &TcpListener, target: u16) -> Option<(TcpStream, TcpStr
 }
 
 /// A TCP relay to `127.0.0.1:target` that goes down for good (every connection cut, the port
-/// closed) once `limit` bytes have come back from the server. Stops by itself after 120 s.
+/// closed) once `limit` bytes have passed one way. Stops by itself after 120 s.
 pub struct DyingRelay {
     pub port: u16,
     down: Arc<AtomicBool>,
 }
 
 impl DyingRelay {
+    /// Goes down once `limit` bytes have come back from the server (a dump being read).
     pub fn start(target: u16, limit: u64) -> DyingRelay {
+        DyingRelay::start_counting(target, limit, false)
+    }
+
+    /// Goes down once `limit` bytes have gone towards the server (an upload being written).
+    pub fn start_on_upload(target: u16, limit: u64) -> DyingRelay {
+        DyingRelay::start_counting(target, limit, true)
+    }
+
+    fn start_counting(target: u16, limit: u64, uploads: bool) -> DyingRelay {
         let (listener, port) = relay_listener();
         let sent = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicBool::new(false));
@@ -65,8 +75,8 @@ impl DyingRelay {
                         let _ = to.shutdown(Shutdown::Write);
                     });
                 };
-                pump(server.try_clone().unwrap(), client.try_clone().unwrap(), true);
-                pump(client, server, false);
+                pump(server.try_clone().unwrap(), client.try_clone().unwrap(), !uploads);
+                pump(client, server, uploads);
             }
             flag.store(true, Ordering::Relaxed);
             for s in open.lock().unwrap().iter() {

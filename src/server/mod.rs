@@ -10,6 +10,7 @@
 
 pub mod local;
 pub mod s3;
+mod s3_upload;
 mod sftp_upload;
 pub mod ssh;
 

@@ -14,7 +14,7 @@ use super::{InfluxDb, err};
 use crate::error::{Error, Result};
 use crate::external;
 use crate::layout::check_file_name;
-use crate::pipeline::bridge::{PipeReader, PipeWriter, spawn_blocking_writer};
+use crate::pipeline::bridge::{PipeReader, spawn_blocking_writer};
 use crate::stores::stderr_tail::StderrTail;
 
 /// The contents of the `<timestamp>.manifest` file of a portable backup (the fields used here).
@@ -84,7 +84,9 @@ pub(super) fn tar_folder(dir: PathBuf) -> (PipeReader, tokio::task::JoinHandle<i
     spawn_blocking_writer(move |w| write_tar(&dir, w).map_err(|e| io::Error::new(e.kind(), format!("archiving the influxd backup: {e}"))))
 }
 
-fn write_tar(dir: &Path, out: &mut PipeWriter) -> io::Result<()> {
+/// The flat folder `dir` as a tar into `out`, its files sorted by name: how a Lifeboat backup
+/// stores a portable backup (streamed after a backup, or into a file for an adopted one).
+pub(super) fn write_tar<W: Write>(dir: &Path, out: W) -> io::Result<()> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<io::Result<_>>()?;
     names.sort();

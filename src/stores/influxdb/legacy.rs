@@ -9,10 +9,10 @@
 //! read, so a restore of such a backup cannot compare them (it says so).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use super::counts::count_portable_backup;
+use super::influxd::write_tar;
 use super::{InfluxDb, InfluxExtra, archive_name, err};
 use crate::error::{Error, Result};
 use crate::layout::check_file_name;
@@ -53,7 +53,8 @@ impl InfluxDb {
                 tempfile::tempdir_in(folder.parent().expect("a subfolder")).map_err(|e| Error::io("making a scratch folder", e))?;
             let counted = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
                 let counted = count_portable_backup(&scan, scratch.path(), before_ns)?;
-                tar_into(&scan, &tar_to).map_err(|e| format!("archiving it: {e}"))?;
+                let file = std::fs::File::create_new(&tar_to).map_err(|e| format!("archiving it: {e}"))?;
+                write_tar(&scan, std::io::BufWriter::new(file)).map_err(|e| format!("archiving it: {e}"))?;
                 Ok(counted)
             })
             .await
@@ -136,16 +137,4 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
         return Ok(());
     }
     std::fs::copy(from, to).map(|_| ()).map_err(|e| Error::io(format!("copying {}", from.display()), e))
-}
-
-/// The flat folder `dir` as a tar file `to`, the way a Lifeboat backup stores it.
-fn tar_into(dir: &Path, to: &Path) -> std::io::Result<()> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<std::io::Result<_>>()?;
-    names.sort();
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create_new(to)?));
-    for name in &names {
-        tar.append_path_with_name(dir.join(name), name)?;
-    }
-    tar.into_inner()?.flush()
 }
